@@ -1,0 +1,131 @@
+"""The one place that writes files: atomic (temp file + rename), checksummed, lockable.
+
+Every writer in the workbench (organism, store, report, bench) goes through here, so a crash
+never leaves a half-written file: readers see either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from workbench.errors import ArtifactError, ChecksumError, LockError
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Write `data` to `path` atomically (temp in the same dir, fsync, rename). Returns sha256."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"Cannot create directory {path.parent}: {e}. Choose a writable path.") from e
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return sha256_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, 2-space indent, trailing newline (reruns compare byte for byte)."""
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> str:
+    return atomic_write_text(path, to_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ArtifactError(f"Missing file {path}. Was it written by the workbench?") from e
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"Corrupt JSON in {path}: {e}. Delete it and rerun the step that wrote it.") from e
+
+
+def save_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> str:
+    """Write tensors as safetensors, atomically. Returns the file's sha256."""
+    payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write_bytes(path, _st_save(payload, metadata=dict(metadata) if metadata else None))
+
+
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never pickle); verify its sha256 when one is given."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ArtifactError(f"Missing tensor file {path}. Rebuild the artifact that should hold it.") from e
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise ChecksumError(
+            f"Checksum mismatch for {path}: expected sha256 {expected_sha256[:12]}..., got "
+            f"{sha256_bytes(data)[:12]}.... The file is corrupt or was changed; delete it and rebuild."
+        )
+    try:
+        tensors = _st_load(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(f"{path} is not a valid safetensors file ({e}). Delete it and rebuild.") from e
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold `path` (a lock file) exclusively; a second writer gets LockError at once.
+
+    Uses an OS-level advisory lock (flock), so a writer killed with -9 releases it automatically.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise LockError(
+                f"Another process is writing {path.parent} (lock {path.name} is held). "
+                "Wait for it to finish, or write to another directory."
+            ) from e
+        yield path
+    finally:
+        os.close(fd)

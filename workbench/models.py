@@ -1,0 +1,101 @@
+"""Booting, copying, saving and loading hooked models (TransformerLens 4.x `TransformerBridge`).
+
+Models are saved as clean state dicts (`bridge.state_dict()` keys such as
+`blocks.0.attn.q.weight`) in safetensors plus a JSON sidecar with the native config, never
+with `save_pretrained` (wrapping mutates HF models) and never by pickling.
+Copies are made by booting from the config and loading the state dict: `copy.deepcopy` of a
+bridge after a forward pass keeps hooks pointing at the source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from workbench.errors import ArtifactError, ConfigError
+from workbench.io import atomic_write_json, load_tensors, read_json, save_tensors
+
+NATIVE_CONFIG_ATTR = "workbench_native_config"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/"auto" -> CUDA when present, else CPU; anything else is validated."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} was asked for but CUDA is not available here. Use device='cpu'.")
+    return device
+
+
+def boot_native(
+    config: dict[str, Any],
+    *,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> TransformerBridge:
+    """Boot a native TransformerLens model from a plain config dict (no download)."""
+    bridge = TransformerBridge.boot_native(dict(config), device=resolve_device(device), dtype=dtype)
+    setattr(bridge, NATIVE_CONFIG_ATTR, dict(config))
+    if state_dict is not None:
+        bridge.load_state_dict(state_dict, strict=True)
+    return bridge
+
+
+def native_config_of(bridge: TransformerBridge) -> dict[str, Any]:
+    config = getattr(bridge, NATIVE_CONFIG_ATTR, None)
+    if config is None:
+        raise ConfigError(
+            "This bridge was not booted by workbench.models.boot_native, so its native config is "
+            "unknown. Boot it with workbench.models.boot_native (or load it with load_model)."
+        )
+    return dict(config)
+
+
+def clean_state_dict(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
+    """Detached CPU copy of the bridge's state dict in its clean key space."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in bridge.state_dict().items()}
+
+
+def copy_model(bridge: TransformerBridge, *, device: str | torch.device | None = None) -> TransformerBridge:
+    """An independent copy (boot + load_state_dict; deepcopy is broken after a forward pass)."""
+    param = next(bridge.parameters())
+    return boot_native(
+        native_config_of(bridge),
+        device=device if device is not None else param.device,
+        dtype=param.dtype,
+        state_dict=clean_state_dict(bridge),
+    )
+
+
+def save_model(path: str | os.PathLike, bridge: TransformerBridge, meta: dict[str, Any] | None = None) -> str:
+    """Write `path.safetensors` + `path.json` (config, meta, sha256); returns the sha256."""
+    path = Path(path)
+    sha = save_tensors(path.with_suffix(".safetensors"), clean_state_dict(bridge))
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {"native_config": native_config_of(bridge), "meta": meta or {}, "sha256": sha},
+    )
+    return sha
+
+
+def load_model(
+    path: str | os.PathLike, *, device: str | torch.device | None = "cpu", dtype: torch.dtype | None = None
+) -> TransformerBridge:
+    """Load a model written by `save_model`, verifying its checksum."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        raise ArtifactError(f"No model at {path}: {sidecar} is missing. Build the organism first.")
+    info = read_json(sidecar)
+    state = load_tensors(path.with_suffix(".safetensors"), expected_sha256=info.get("sha256"))
+    return boot_native(info["native_config"], device=device, dtype=dtype, state_dict=state)
+
+
+def model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    return read_json(Path(path).with_suffix(".json")).get("meta", {})
