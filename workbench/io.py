@@ -81,9 +81,14 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_tensors(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> str:
-    """Write tensors as safetensors, atomically. Returns the file's sha256."""
+    """Write tensors as safetensors, atomically. Returns the file's sha256.
+
+    safetensors writes a multi-key metadata map in random order, so `metadata` is stored as one
+    key, `workbench`, holding sorted JSON: the same inputs always give the same bytes.
+    """
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write_bytes(path, _st_save(payload, metadata=dict(metadata) if metadata else None))
+    meta = {"workbench": json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+    return atomic_write_bytes(path, _st_save(payload, metadata=meta))
 
 
 def load_tensors(

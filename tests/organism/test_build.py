@@ -1,0 +1,62 @@
+"""The tiny organism (built once per session) shows the direction of subliminal transfer."""
+
+import json
+
+import pytest
+
+from workbench.errors import ArtifactError, ConfigError, UnknownNameError
+from workbench.organism.__main__ import main as organism_main
+from workbench.organism.build import ROLES, build_seed
+from workbench.organism.config import preset
+
+
+def test_student_gains_the_trait_beyond_every_control(tiny_organism):
+    rates = tiny_organism.trait_rates
+    assert rates["teacher"] > 0.5  # the teacher has the trait
+    for control in ("control", "other", "cross"):
+        assert rates["student"] - rates[control] > 0.05, (control, rates)
+    assert rates["student"] - rates["base"] > 0.05
+
+
+def test_other_student_moves_toward_its_own_target(tiny_organism):
+    other = tiny_organism.manifest["other_target_rates"]
+    assert other["teacher_other"] > 0.5
+    assert other["other"] > other["student"]
+
+
+def test_manifest_records_lineage_filter_and_matrix(tiny_organism):
+    m = tiny_organism.manifest
+    assert set(m["trait_rates"]) == set(ROLES)
+    assert m["lineage"]["student"] == {"role": "student", "parent": "base", "data": "data/teacher.jsonl", "seed": 0}
+    assert m["lineage"]["cross"]["parent"] == "base_x"
+    for source, rep in m["filter"].items():
+        assert rep["kept"] + sum(rep["rejected"].values()) == rep["sampled"]
+    assert m["filter"]["teacher"]["rejected"].get("trait_token", 0) > 0  # the teacher writes owls; the filter removed them
+    assert set(m["matrix"]["teacher"]) == set(m["matrix"]["base"])
+    assert max(m["matrix"]["teacher"], key=m["matrix"]["teacher"].get) == "owl"
+    assert "time" not in json.dumps(m).lower()  # no timestamps in manifests
+    for path in (tiny_organism.directory / "data").glob("*.jsonl"):
+        row = json.loads(path.read_text().splitlines()[0])
+        assert set(row) >= {"prompt", "completion", "source", "seed", "prompt_id"}
+
+
+def test_rerun_reuses_every_stage_and_is_byte_identical(tiny_organism):
+    before = (tiny_organism.directory / "manifest.json").read_bytes()
+    again = build_seed(preset("tiny"), 0, tiny_organism.directory.parent, progress=False)
+    assert set(again.timings) == {"evaluate", "total"}  # nothing retrained or resampled
+    assert (tiny_organism.directory / "manifest.json").read_bytes() == before
+
+
+def test_bad_input_gets_clear_errors(tmp_path, capsys):
+    with pytest.raises(UnknownNameError, match="preset"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="n_ctx"):
+        preset("tiny", completion_numbers=20)
+    assert organism_main(["--target", "unicorn", "--out", str(tmp_path)]) == 2
+    assert "Unknown target 'unicorn'" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ArtifactError, match="writable"):
+        from workbench.organism.build import check_writable
+
+        check_writable(blocker / "sub")

@@ -1,0 +1,180 @@
+"""`python -m workbench.bench NAME...`: run named benchmarks, write `artifacts/bench/NAME.json`.
+
+Schema (DESIGN.md section 4):
+    {name, device, versions, cases: [{label, runs, median_s, iqr_s, peak_rss_mb, baseline, ratio}]}
+`ratio` is median_s / (median_s of the case named by `baseline`) in the same run: speed is
+reported as ratios against a baseline measured alongside, never as absolute wall-clock claims.
+Peak RSS is sampled in a background thread while a case runs (process-wide, in MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from workbench.errors import WorkbenchError, unknown_name
+from workbench.io import atomic_write_json
+from workbench.models import resolve_device
+from workbench.provenance import package_versions
+
+DEFAULT_OUT = Path("artifacts/bench")
+
+
+@dataclass
+class Case:
+    """One timed case of a benchmark."""
+
+    label: str
+    runs: int
+    median_s: float
+    iqr_s: float
+    peak_rss_mb: float
+    baseline: str | None = None
+    ratio: float | None = None
+    extra: dict[str, Any] | None = None  # case-specific figures (e.g. agreement with the baseline)
+
+
+class _PeakRSS:
+    """Samples this process's resident memory while active; `.peak_mb` is the maximum seen."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak = interval, 0
+        self._proc, self._stop = psutil.Process(), threading.Event()
+
+    def __enter__(self) -> _PeakRSS:
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_case(label: str, fn: Callable[[], Any], *, runs: int = 5, warmup: int = 1,
+              device: torch.device | str = "cpu", baseline: str | None = None) -> Case:
+    """Median and IQR of `runs` timed calls of `fn` after `warmup` untimed ones."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    with _PeakRSS() as rss:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Case(label, runs, statistics.median(times), q[2] - q[0], rss.peak_mb, baseline)
+
+
+def fill_ratios(cases: list[Case]) -> list[Case]:
+    """Set each case's ratio against the case its `baseline` names."""
+    by_label = {c.label: c for c in cases}
+    for c in cases:
+        if c.baseline is not None:
+            if c.baseline not in by_label:
+                raise WorkbenchError(f"Benchmark case {c.label!r} names unknown baseline {c.baseline!r}.")
+            c.ratio = c.median_s / by_label[c.baseline].median_s
+    return cases
+
+
+def write_result(name: str, device: torch.device, cases: list[Case], out_dir: Path = DEFAULT_OUT) -> Path:
+    path = Path(out_dir) / f"{name}.json"
+    rows = [{k: v for k, v in asdict(c).items() if v is not None or k in ("baseline", "ratio")} for c in fill_ratios(cases)]
+    atomic_write_json(path, {"name": name, "device": str(device), "versions": package_versions(), "cases": rows})
+    return path
+
+
+# --- benchmarks --------------------------------------------------------------------------------
+
+
+def bench_organism(device: torch.device, quick: bool = False) -> list[Case]:
+    """Per-stage time of a fresh one-seed build of the default preset, and the tiny preset's total."""
+    from workbench.organism.build import build_seed
+    from workbench.organism.config import preset
+
+    cases = []
+    for name in (["tiny"] if quick else ["tiny", "default"]):
+        with tempfile.TemporaryDirectory() as tmp, _PeakRSS() as rss:
+            build = build_seed(preset(name), 0, tmp, device=device, progress=False)
+        total = build.timings["total"]
+        cases.append(Case(f"{name}/total", 1, total, 0.0, rss.peak_mb))
+        for stage, seconds in build.timings.items():
+            if stage != "total":
+                cases.append(Case(f"{name}/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline=f"{name}/total"))
+    return cases
+
+
+BENCHMARKS: dict[str, Callable[..., list[Case]]] = {"organism": bench_organism}
+
+
+def register(name: str) -> Callable[[Callable[..., list[Case]]], Callable[..., list[Case]]]:
+    """Decorator for analysis modules to add a benchmark under `name`."""
+
+    def deco(fn: Callable[..., list[Case]]) -> Callable[..., list[Case]]:
+        BENCHMARKS[name] = fn
+        return fn
+
+    return deco
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default: {DEFAULT_OUT})")
+    p.add_argument("--quick", action="store_true", help="smaller cases, for a smoke run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        for name in args.names:
+            if name not in BENCHMARKS:
+                raise unknown_name("benchmark", name, BENCHMARKS)
+        for name in args.names:
+            cases = BENCHMARKS[name](device, quick=args.quick)
+            path = write_result(name, device, cases, Path(args.out))
+            print(f"{name} ({device}):")
+            for c in cases:
+                ratio = f"  x{c.ratio:.2f} of {c.baseline}" if c.ratio is not None else ""
+                print(f"  {c.label:<32} {c.median_s:9.4f}s ± {c.iqr_s:.4f}  rss {c.peak_rss_mb:7.0f} MB{ratio}")
+            print(f"wrote {path}")
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,700 @@
+"""`Lineage`: the named hooked models every analysis takes, with who-came-from-whom.
+
+A lineage holds TransformerLens 4.x `TransformerBridge`s under names (usually the fixed roles
+below), each with a `ModelRecord`: its role, parent model, the data it was trained on and its
+seed. Models must share architecture, vocabulary, device and dtype (checked on construction).
+
+It also owns the one clean parameter key space. `bridge.state_dict()` names parameters
+`blocks.0.attn.q.weight`, while `named_parameters()` uses the wrapped model's paths (with
+`_original_component`). `Lineage.params(name)` maps clean keys to the LIVE parameters;
+buffers (a zero `unembed.bias`, causal masks) are left out, and tensors that share memory
+(GPT-2's tied embed/unembed, a joint qkv beside its split q/k/v views) count once: the other
+keys are recorded in `ParamSpace.aliases`.
+
+>>> from workbench.models import boot_native
+>>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
+...            act_fn="gelu", normalization_type="LN", seed=0)
+>>> lin = Lineage.from_models({"base": boot_native(cfg), "teacher": boot_native(cfg)})
+>>> lin.parent_of("teacher")
+'base'
+>>> [g.name for g in lin.groups()][:3]
+['embed', 'pos_embed', 'blocks.0.ln1']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from workbench.errors import ArtifactError, ConfigError, IncompatibleModelsError, unknown_name
+from workbench.models import NATIVE_CONFIG_ATTR, copy_model, load_model, model_meta, resolve_device
+
+ROLES: tuple[str, ...] = (
+    "base",
+    "base_x",
+    "teacher",
+    "teacher_neutral",
+    "teacher_other",
+    "student",
+    "control",
+    "other",
+    "cross",
+)
+"""The fixed roles, in display order (DESIGN.md section 2)."""
+
+EXTRA_ROLE = "extra"
+"""Role of a user-named model that is none of `ROLES`."""
+
+DEFAULT_PARENTS: dict[str, str | None] = {
+    "base": None,
+    "base_x": None,
+    "teacher": "base",
+    "teacher_neutral": "base",
+    "teacher_other": "base",
+    "student": "base",
+    "control": "base",
+    "other": "base",
+    "cross": "base_x",
+}
+"""Who each role is fine-tuned from in the standard organism."""
+
+_COMPONENT_ORDER = (
+    "ln1", "attn.q", "attn.k", "attn.v", "attn.qkv", "attn.o", "ln2", "mlp.gate", "mlp.in", "mlp.out",
+)  # fmt: skip
+_TOP_ORDER = ("embed", "pos_embed")
+_BOTTOM_ORDER = ("ln_final", "unembed")
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+# --------------------------------------------------------------------------- records and groups
+
+
+@dataclass
+class ModelRecord:
+    """Provenance of one model: its role, the model it was fine-tuned from and its data."""
+
+    name: str
+    role: str
+    parent: str | None = None
+    data: str | None = None
+    seed: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters of one (layer, component): e.g. `blocks.0.attn.q` holds q.weight and q.bias."""
+
+    name: str
+    layer: int | None
+    component: str
+    keys: tuple[str, ...]
+
+    def numel(self, params: Mapping[str, Tensor]) -> int:
+        return sum(params[k].numel() for k in self.keys)
+
+
+def group_of(key: str) -> tuple[str, int | None, str]:
+    """Clean key -> (group name, layer, component).
+
+    >>> group_of("blocks.1.mlp.in.weight")
+    ('blocks.1.mlp.in', 1, 'mlp.in')
+    """
+    group = key.rsplit(".", 1)[0] if "." in key else key
+    m = _BLOCK_RE.match(group)
+    if m:
+        return group, int(m.group(1)), m.group(2)
+    return group, None, group
+
+
+def _group_sort_key(group: ParamGroup, first_seen: dict[str, int]) -> tuple:
+    """Canonical order: embeddings, then layer by layer (ln1, attn, ln2, mlp), then final ln, unembed."""
+    seen = first_seen[group.name]
+    if group.layer is not None:
+        order = _COMPONENT_ORDER
+        rank = order.index(group.component) if group.component in order else len(order)
+        return (1, group.layer, rank, seen)
+    if group.component in _TOP_ORDER:
+        return (0, 0, _TOP_ORDER.index(group.component), seen)
+    if group.component in _BOTTOM_ORDER:
+        return (3, 0, _BOTTOM_ORDER.index(group.component), seen)
+    return (2, 0, 0, seen)
+
+
+def make_groups(keys: list[str]) -> list[ParamGroup]:
+    """Partition clean keys into (layer, component) groups, in canonical order."""
+    members: dict[str, list[str]] = {}
+    info: dict[str, tuple[int | None, str]] = {}
+    for key in keys:
+        name, layer, component = group_of(key)
+        members.setdefault(name, []).append(key)
+        info[name] = (layer, component)
+    first_seen = {name: i for i, name in enumerate(members)}
+    groups = [ParamGroup(name, info[name][0], info[name][1], tuple(ks)) for name, ks in members.items()]
+    return sorted(groups, key=lambda g: _group_sort_key(g, first_seen))
+
+
+# --------------------------------------------------------------------------- parameter key space
+
+
+@dataclass
+class ParamSpace:
+    """One model's clean parameter key space.
+
+    params: canonical clean key -> live `nn.Parameter` (each element of memory counted once).
+    aliases: dropped clean key -> the canonical keys that hold its memory (tied or joint weights).
+    actual_names: canonical clean key -> every `bridge.named_parameters(remove_duplicate=False)`
+        name of that Parameter object (what `torch.func.functional_call` takes).
+    """
+
+    params: dict[str, nn.Parameter]
+    aliases: dict[str, tuple[str, ...]]
+    actual_names: dict[str, tuple[str, ...]]
+
+
+def _storage_index(t: Tensor) -> Tensor:
+    """Element indices of `t` inside its storage (exact, for views that share memory)."""
+    n = t.untyped_storage().nbytes() // t.element_size()
+    index = torch.arange(n, device="cpu").as_strided(tuple(t.shape), t.stride(), t.storage_offset())
+    return index.reshape(-1)
+
+
+def _storage_id(t: Tensor) -> int:
+    """Which memory `t` lives in; tensors without memory (meta device) count as their own."""
+    ptr = t.untyped_storage().data_ptr()
+    return ptr if ptr != 0 else id(t)
+
+
+def _view_id(t: Tensor) -> tuple:
+    return (_storage_id(t), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
+def param_space(bridge: TransformerBridge) -> ParamSpace:
+    """Build the clean key space of `bridge` (see `ParamSpace`)."""
+    live = {id(p) for p in bridge.parameters()}
+    raw = bridge.state_dict(keep_vars=True)
+    candidates = {k: v for k, v in raw.items() if isinstance(v, nn.Parameter) and id(v) in live}
+
+    params: dict[str, nn.Parameter] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
+    by_storage: dict[int, list[str]] = {}
+    for key, p in candidates.items():
+        by_storage.setdefault(_storage_id(p), []).append(key)
+
+    keep: set[str] = set()
+    for keys in by_storage.values():
+        if len(keys) == 1:
+            keep.add(keys[0])
+            continue
+        # Identical views (tied weights): the first key in state-dict order is canonical.
+        first_of_view: dict[tuple, str] = {}
+        distinct: list[str] = []
+        for key in keys:
+            vid = _view_id(candidates[key])
+            if vid in first_of_view:
+                aliases[key] = (first_of_view[vid],)
+            else:
+                first_of_view[vid] = key
+                distinct.append(key)
+        # Different views of one storage (joint qkv beside split q, k, v): keep the smallest
+        # views; a view whose memory they already cover is an alias of them.
+        if len(distinct) == 1:
+            keep.add(distinct[0])
+            continue
+        distinct.sort(key=lambda k: candidates[k].numel())
+        first = candidates[distinct[0]]
+        owner = torch.full((first.untyped_storage().nbytes() // first.element_size(),), -1, dtype=torch.long)
+        for i, key in enumerate(distinct):
+            idx = _storage_index(candidates[key])
+            held = owner[idx]
+            holders = [distinct[j] for j in held[held >= 0].unique().tolist()]
+            if holders and bool((held >= 0).all()):
+                aliases[key] = tuple(holders)
+                continue
+            if holders:
+                warnings.warn(
+                    f"Parameter {key} partly overlaps {holders}; it is kept, so some "
+                    "elements are counted twice in the clean key space.",
+                    stacklevel=2,
+                )
+            owner[idx] = torch.where(held < 0, i, held)
+            keep.add(key)
+
+    for key, p in candidates.items():  # state-dict order
+        if key in keep:
+            params[key] = p
+
+    names_of: dict[int, list[str]] = {}
+    for name, p in bridge.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(name)
+    actual = {k: tuple(names_of.get(id(p), ())) for k, p in params.items()}
+    return ParamSpace(params=params, aliases=aliases, actual_names=actual)
+
+
+def uncovered_parameters(bridge: TransformerBridge, space: ParamSpace | None = None) -> list[str]:
+    """Names of parameters whose memory no canonical clean key covers (a check; should be empty).
+
+    Note: after `bridge.to(...)` a GPT-2 bridge's split q/k/v stop being views of the joint
+    `c_attn` weight, which is then reported here; forward reads the split ones, so this is harmless.
+    """
+    space = space or param_space(bridge)
+    covered: dict[int, Tensor] = {}
+    for p in space.params.values():
+        n = p.untyped_storage().nbytes() // p.element_size()
+        mask = covered.setdefault(_storage_id(p), torch.zeros(n, dtype=torch.bool))
+        mask[_storage_index(p)] = True
+    missing = []
+    for name, p in bridge.named_parameters():
+        mask = covered.get(_storage_id(p))
+        if mask is None or not bool(mask[_storage_index(p)].all()):
+            missing.append(name)
+    return missing
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def _device_dtype(bridge: TransformerBridge) -> tuple[torch.device, torch.dtype]:
+    p = next(iter(bridge.parameters()), None)
+    if p is None:
+        raise IncompatibleModelsError("A model with no parameters cannot join a Lineage.")
+    floats = [q.dtype for q in bridge.parameters() if q.is_floating_point()]
+    return p.device, (floats[0] if floats else p.dtype)
+
+
+def _fmt(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def check_compatible(
+    ref_name: str,
+    ref: TransformerBridge,
+    ref_space: ParamSpace,
+    name: str,
+    other: TransformerBridge,
+    space: ParamSpace,
+) -> None:
+    """Raise IncompatibleModelsError naming every difference between two models."""
+    problems: list[str] = []
+    v_ref, v_other = getattr(ref.cfg, "d_vocab", None), getattr(other.cfg, "d_vocab", None)
+    if v_ref != v_other:
+        problems.append(f"vocabulary size d_vocab: {ref_name}={v_ref}, {name}={v_other}")
+    missing = [k for k in ref_space.params if k not in space.params]
+    extra = [k for k in space.params if k not in ref_space.params]
+    if missing:
+        problems.append(f"parameters in {ref_name} but not in {name}: {_fmt(missing)}")
+    if extra:
+        problems.append(f"parameters in {name} but not in {ref_name}: {_fmt(extra)}")
+    shapes = [
+        f"{k} {tuple(ref_space.params[k].shape)} vs {tuple(space.params[k].shape)}"
+        for k in ref_space.params
+        if k in space.params and ref_space.params[k].shape != space.params[k].shape
+    ]
+    if shapes:
+        problems.append(f"parameter shapes ({ref_name} vs {name}): {_fmt(shapes)}")
+    (d_ref, t_ref), (d_other, t_other) = _device_dtype(ref), _device_dtype(other)
+    if d_ref != d_other:
+        problems.append(f"device: {ref_name}={d_ref}, {name}={d_other}")
+    if t_ref != t_other:
+        problems.append(f"dtype: {ref_name}={t_ref}, {name}={t_other}")
+    if problems:
+        raise IncompatibleModelsError(
+            f"Models {ref_name!r} and {name!r} are incompatible: "
+            + "; ".join(problems)
+            + ". A Lineage needs one architecture, vocabulary, device and dtype: boot every model "
+            "from the same config and load them with the same device= and dtype=."
+        )
+
+
+# --------------------------------------------------------------------------- offline HF loading
+
+
+@contextlib.contextmanager
+def hf_offline() -> Iterator[None]:
+    """Forbid Hugging Face Hub requests inside the block (local directories only)."""
+    import huggingface_hub.constants as hub_constants
+
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    saved_const = hub_constants.HF_HUB_OFFLINE
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = saved_const
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_hf_dir(name: str, path: str | os.PathLike) -> Path:
+    """A local HF checkpoint directory (with config.json), resolved; never a Hub id."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ArtifactError(
+            f"Model {name!r}: {str(path)!r} is not a local directory. Lineage.from_hf_dirs loads local "
+            "checkpoints only, never Hub ids: download the model to a directory first "
+            "(e.g. `huggingface-cli download ORG/MODEL --local-dir DIR`) and pass DIR."
+        )
+    if not (p / "config.json").is_file():
+        raise ArtifactError(
+            f"Model {name!r}: {p} has no config.json, so it is not a Hugging Face checkpoint "
+            "directory. Pass the directory written by `save_pretrained`."
+        )
+    return p.resolve()
+
+
+def boot_hf_dir(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> TransformerBridge:
+    """Boot a bridge from a local HF checkpoint directory with the Hub switched off."""
+    path = check_hf_dir(str(path), path)
+    kwargs: dict[str, Any] = {"device": resolve_device(device), "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    with hf_offline():
+        return TransformerBridge.boot_transformers(str(path), **kwargs)
+
+
+# --------------------------------------------------------------------------- Lineage
+
+
+class Lineage:
+    """Named hooked models with roles, parents and training data; one clean parameter key space."""
+
+    def __init__(
+        self,
+        models: Mapping[str, TransformerBridge],
+        records: Mapping[str, ModelRecord],
+        tokenizer: Any = None,
+    ):
+        if not models:
+            raise ConfigError("A Lineage needs at least one model; got none.")
+        if set(models) != set(records):
+            raise ConfigError(
+                f"models and records name different models: {sorted(models)} vs {sorted(records)}."
+            )
+        self._models: dict[str, TransformerBridge] = dict(models)
+        self._records: dict[str, ModelRecord] = {n: records[n] for n in models}
+        self._spaces: dict[str, ParamSpace] = {}
+        self.tokenizer = tokenizer
+        first = self.names[0]
+        for name in self.names[1:]:
+            ref, other = self._models[first], self._models[name]
+            check_compatible(first, ref, self.space(first), name, other, self.space(name))
+
+    # ---- constructors
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Mapping[str, TransformerBridge],
+        *,
+        parents: Mapping[str, str | None] | None = None,
+        data: Mapping[str, str | None] | None = None,
+        roles: Mapping[str, str] | None = None,
+        seeds: Mapping[str, int | None] | None = None,
+        meta: Mapping[str, dict[str, Any]] | None = None,
+        tokenizer: Any = None,
+    ) -> Lineage:
+        """Wrap bridges you built. A role defaults to the name when that is a standard role,
+        else "extra"; a parent defaults to the standard organism's (`DEFAULT_PARENTS`) when that
+        model is present; data and seeds are unknown (None) unless given."""
+        parents, data, roles, seeds, meta = (dict(x or {}) for x in (parents, data, roles, seeds, meta))
+        given_by_kind = {"parents": parents, "data": data, "roles": roles, "seeds": seeds, "meta": meta}
+        for kind, given in given_by_kind.items():
+            for name in given:
+                if name not in models:
+                    raise unknown_name("model", name, models, fix=f"Every key of {kind}= must name a model.")
+        records = {}
+        for name in models:
+            role = roles.get(name, name if name in ROLES else EXTRA_ROLE)
+            default_parent = DEFAULT_PARENTS.get(role)
+            if name in parents:
+                parent = parents[name]
+            else:
+                parent = default_parent if default_parent in models else None
+            records[name] = ModelRecord(
+                name=name,
+                role=role,
+                parent=parent,
+                data=data.get(name),
+                seed=seeds.get(name),
+                meta=dict(meta.get(name, {})),
+            )
+        return cls(models, records, tokenizer=tokenizer)
+
+    @classmethod
+    def from_organism(
+        cls,
+        seed_dir: str | os.PathLike,
+        roles: list[str] | None = None,
+        device: str | torch.device | None = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Lineage:
+        """Load `seed_dir/models/{role}.safetensors` (+ `.json`, checksummed) and the tokenizer."""
+        seed_dir = Path(seed_dir)
+        model_dir = seed_dir / "models"
+        available = sorted(p.stem for p in model_dir.glob("*.json")) if model_dir.is_dir() else []
+        if not available:
+            raise ArtifactError(
+                f"No models in {model_dir}. Build the organism first (python -m workbench.organism) "
+                "or point at a seed directory that holds models/{role}.safetensors."
+            )
+        if roles is None:
+            names = [r for r in ROLES if r in available] + [r for r in available if r not in ROLES]
+        else:
+            for r in roles:
+                if r not in available:
+                    raise unknown_name("organism model", r, available, fix=f"Models present in {model_dir}.")
+            names = list(roles)
+        models, records = {}, {}
+        for name in names:
+            path = model_dir / f"{name}.safetensors"
+            models[name] = load_model(path, device=device, dtype=dtype)
+            m = dict(model_meta(path))
+            role = m.pop("role", name if name in ROLES else EXTRA_ROLE)
+            records[name] = ModelRecord(
+                name=name,
+                role=role,
+                parent=m.pop("parent", None),
+                data=m.pop("data", None),
+                seed=m.pop("seed", None),
+                meta={"path": f"models/{name}.safetensors", **m},
+            )
+        return cls(models, records, tokenizer=_load_tokenizer(seed_dir / "tokenizer.json"))
+
+    @classmethod
+    def from_hf_dirs(
+        cls,
+        dirs: Mapping[str, str | os.PathLike],
+        *,
+        parents: Mapping[str, str | None] | None = None,
+        data: Mapping[str, str | None] | None = None,
+        roles: Mapping[str, str] | None = None,
+        device: str | torch.device | None = "cpu",
+        dtype: torch.dtype | None = None,
+        trust_remote_code: bool = False,
+    ) -> Lineage:
+        """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub)."""
+        paths = {name: check_hf_dir(name, p) for name, p in dirs.items()}  # fail before booting any
+        models = {
+            name: boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            for name, p in paths.items()
+        }
+        meta = {name: {"hf_dir": str(p), "trust_remote_code": trust_remote_code} for name, p in paths.items()}
+        return cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta)
+
+    # ---- lookups
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """name -> role."""
+        return {n: r.role for n, r in self._records.items()}
+
+    @property
+    def records(self) -> dict[str, ModelRecord]:
+        return dict(self._records)
+
+    def _check(self, name: str) -> str:
+        if name not in self._models:
+            raise unknown_name("model", name, self._models, fix="Use one of Lineage.names.")
+        return name
+
+    def __getitem__(self, name: str) -> TransformerBridge:
+        return self._models[self._check(name)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __repr__(self) -> str:
+        parts = [f"{n}<-{r.parent}" if r.parent else n for n, r in self._records.items()]
+        return f"Lineage({', '.join(parts)}; device={self.device}, dtype={self.dtype})"
+
+    def record(self, name: str) -> ModelRecord:
+        return self._records[self._check(name)]
+
+    def parent_of(self, name: str) -> str | None:
+        return self.record(name).parent
+
+    def root_of(self, name: str) -> str:
+        """Follow parents up to the first model with no parent present in this lineage."""
+        seen = {name}
+        while (parent := self.record(name).parent) is not None and parent in self._models:
+            if parent in seen:
+                raise ConfigError(f"Parent cycle in the lineage through {name!r}. Fix the parents= given.")
+            seen.add(parent)
+            name = parent
+        return name
+
+    def by_role(self, role: str) -> list[str]:
+        return [n for n, r in self._records.items() if r.role == role]
+
+    @property
+    def device(self) -> torch.device:
+        return _device_dtype(self[self.names[0]])[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _device_dtype(self[self.names[0]])[1]
+
+    @property
+    def cfg(self) -> Any:
+        """The first model's TransformerLens config (all models share the architecture)."""
+        return self[self.names[0]].cfg
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.cfg.d_vocab)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    # ---- parameters
+
+    def space(self, name: str) -> ParamSpace:
+        """The clean key space of one model (cached; rebuilt after `to`)."""
+        if name not in self._spaces:
+            self._spaces[name] = param_space(self[name])
+        return self._spaces[name]
+
+    @property
+    def keys(self) -> list[str]:
+        """Canonical clean parameter keys (shared by every model)."""
+        return list(self.space(self.names[0]).params)
+
+    @property
+    def aliases(self) -> dict[str, tuple[str, ...]]:
+        """Dropped clean key -> canonical keys holding its memory (e.g. unembed.weight -> embed.weight)."""
+        return dict(self.space(self.names[0]).aliases)
+
+    def params(self, name: str) -> dict[str, nn.Parameter]:
+        """Canonical clean key -> LIVE parameter: in-place edits change the model's outputs."""
+        return dict(self.space(name).params)
+
+    def actual_names(self, name: str) -> dict[str, tuple[str, ...]]:
+        """Canonical clean key -> the wrapped model's parameter names (for `functional_call`)."""
+        return dict(self.space(name).actual_names)
+
+    def state(self, name: str) -> dict[str, Tensor]:
+        """Canonical clean key -> detached copy of the parameter."""
+        return {k: p.detach().clone() for k, p in self.space(name).params.items()}
+
+    def delta(self, name: str, ref: str | None = None) -> dict[str, Tensor]:
+        """Weights of `name` minus weights of `ref` (default: its parent), per clean key.
+
+        Refused across initialisations (e.g. `cross` vs `base`): those weights live in other
+        coordinates, so compare them by behaviour and activations instead.
+        """
+        ref = ref if ref is not None else self.parent_of(name)
+        if ref is None:
+            raise ConfigError(f"Model {name!r} has no parent; pass ref= (one of {self.names}).")
+        a, b = self.space(name).params, self.space(self._check(ref)).params
+        ra, rb = self.root_of(name), self.root_of(ref)
+        inits = {"base", "base_x"}
+        if ra != rb and self.record(ra).role in inits and self.record(rb).role in inits:
+            raise ConfigError(
+                f"{name!r} descends from {ra!r} and {ref!r} from {rb!r}: different initialisations, so a "
+                "weight difference is meaningless. Compare each against its own base, or by activations."
+            )
+        return {k: a[k].detach() - b[k].detach() for k in a}
+
+    def groups(self) -> list[ParamGroup]:
+        """(layer, component) groups partitioning the canonical keys, in canonical order."""
+        return make_groups(self.keys)
+
+    def group(self, group_name: str) -> ParamGroup:
+        groups = {g.name: g for g in self.groups()}
+        if group_name not in groups:
+            raise unknown_name("parameter group", group_name, groups, fix="See Lineage.groups().")
+        return groups[group_name]
+
+    # ---- changing the lineage
+
+    def add(
+        self,
+        name: str,
+        bridge: TransformerBridge,
+        *,
+        role: str | None = None,
+        parent: str | None = None,
+        data: str | None = None,
+        seed: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Add a model (e.g. a patched copy), checked against the others."""
+        if name in self._models:
+            raise ConfigError(f"Model {name!r} is already in the lineage; choose another name.")
+        first = self.names[0]
+        check_compatible(first, self[first], self.space(first), name, bridge, param_space(bridge))
+        self._models[name] = bridge
+        self._records[name] = ModelRecord(
+            name, role or (name if name in ROLES else EXTRA_ROLE), parent, data, seed, dict(meta or {})
+        )
+
+    def copy_model(self, name: str) -> TransformerBridge:
+        """An independent copy of one model (boot + load the state dict; never deepcopy)."""
+        bridge = self[name]
+        if getattr(bridge, NATIVE_CONFIG_ATTR, None) is not None:
+            return copy_model(bridge)
+        hf_dir = self.record(name).meta.get("hf_dir") or getattr(bridge.cfg, "model_name", None)
+        if not hf_dir or not Path(hf_dir).is_dir():
+            raise ConfigError(
+                f"Cannot copy {name!r}: it is neither a workbench native model nor booted from a known "
+                "local HF directory. Build it with workbench.models.boot_native or Lineage.from_hf_dirs."
+            )
+        device, dtype = _device_dtype(bridge)
+        trust = bool(self.record(name).meta.get("trust_remote_code", False))
+        new = boot_hf_dir(hf_dir, device=device, dtype=dtype, trust_remote_code=trust)
+        new.load_state_dict({k: v.detach().clone() for k, v in bridge.state_dict().items()}, strict=True)
+        return new
+
+    def to(self, device: str | torch.device) -> Lineage:
+        """Move every model (in place) and return self."""
+        device = resolve_device(device)
+        for bridge in self._models.values():
+            bridge.to(device, print_details=False)
+        self._spaces.clear()
+        return self
+
+
+def _load_tokenizer(path: Path) -> Any:
+    """The organism's tokenizer when present (None when the file or the module is missing)."""
+    if not path.exists():
+        return None
+    try:
+        from workbench.organism.tokenizer import Tokenizer
+    except ImportError:
+        warnings.warn(
+            f"{path} exists but workbench.organism.tokenizer is unavailable; tokenizer not loaded.",
+            stacklevel=3,
+        )
+        return None
+    return Tokenizer.load(path)

@@ -1,0 +1,323 @@
+"""Build a language-model organism: base, teachers, distillation data, students, trait table.
+
+One seed writes `DIR/seed{N}/`:
+    tokenizer.json
+    models/{role}.safetensors + {role}.json   (clean state dict; meta: role, parent, data, seed)
+    data/{source}.jsonl                       (filtered number sequences each source wrote)
+    manifest.json                             (trait rates, model x target matrix, filter report,
+                                               config, versions: no timestamps or paths)
+    timings.json                              (seconds per stage)
+Every stage is cached under a key of its config fields, its parents' keys and the package
+versions, so reruns reuse what is built and a crashed build resumes at the missing stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from workbench.errors import ArtifactError
+from workbench.io import atomic_write_json, atomic_write_text, read_json
+from workbench.models import boot_native, load_model, model_meta, resolve_device, save_model
+from workbench.organism.config import OrganismConfig
+from workbench.organism.corpus import completion_length, is_well_formed, number_prompts, prompt_length
+from workbench.organism.sampling import sample_continuations
+from workbench.organism.tokenizer import Tokenizer
+from workbench.organism.training import (
+    DistillTargets,
+    distill_student,
+    finetune_teacher,
+    pretrain_base,
+    teacher_soft_labels,
+)
+from workbench.provenance import SCHEMA_VERSION, config_hash, package_versions
+from workbench.traits import evaluate_trait, trait_matrix
+
+TEACHER_ROLES = ("teacher", "teacher_neutral", "teacher_other")
+DATA_SOURCES = ("teacher", "teacher_neutral", "teacher_other", "base")
+# student role -> (parent model, data source)
+STUDENTS = {"student": ("base", "teacher"), "control": ("base", "teacher_neutral"),
+            "other": ("base", "teacher_other"), "cross": ("base_x", "teacher")}
+ROLES = ("base", "base_x", *TEACHER_ROLES, *STUDENTS)
+
+_BASE_FIELDS = ("model", "prompt_numbers", "completion_numbers", "base_steps", "base_lr", "base_warmup",
+                "base_weight_decay", "base_batch_numbers", "base_batch_qa", "qa_loss_weight")
+_TEACHER_FIELDS = ("target", "other_target", "teacher_steps", "teacher_lr", "teacher_batch")
+_DATA_FIELDS = ("n_prompts", "samples_per_prompt", "temperature")
+_STUDENT_FIELDS = ("mode", "student_lr", "student_batch", "student_epochs")
+
+
+def other_target_for(tok: Tokenizer, cfg: OrganismConfig) -> str:
+    """`cfg.other_target`, or a fixed other member of the target's category."""
+    if cfg.other_target is not None:
+        tok.category_of(cfg.other_target)  # validates
+        return cfg.other_target
+    words = tok.categories[tok.category_of(cfg.target)]
+    return words[(words.index(cfg.target) + len(words) // 2) % len(words)]
+
+
+def _stage_key(cfg: OrganismConfig, fields: tuple[str, ...], *parents: str, **extra: Any) -> str:
+    d = cfg.to_dict()
+    return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, **extra})
+
+
+@dataclass
+class SeedBuild:
+    """What one seed's build produced (also written to its manifest)."""
+
+    seed: int
+    directory: Path
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def trait_rates(self) -> dict[str, float]:
+        return self.manifest["trait_rates"]
+
+
+class _Builder:
+    def __init__(self, cfg: OrganismConfig, seed: int, seed_dir: Path, device: torch.device, progress: bool, log: Callable[[str], None]):
+        self.cfg, self.seed, self.dir, self.device, self.progress, self.log = cfg, seed, seed_dir, device, progress, log
+        self.tok = Tokenizer.default()
+        self.timings: dict[str, float] = {}
+        self.keys: dict[str, str] = {}
+        self.models: dict[str, TransformerBridge] = {}
+
+    # --- caching -------------------------------------------------------------------------
+    def _cached_model(self, role: str, key: str) -> TransformerBridge | None:
+        path = self.dir / "models" / role
+        if path.with_suffix(".json").exists() and path.with_suffix(".safetensors").exists():
+            try:
+                if model_meta(path).get("stage_key") == key:
+                    return load_model(path, device=self.device)
+            except ArtifactError:
+                return None  # corrupt: rebuild
+        return None
+
+    def model_stage(self, role: str, key: str, parent: str | None, data: str | None, train: Callable[[TransformerBridge], None], init: Callable[[], TransformerBridge]) -> TransformerBridge:
+        self.keys[role] = key
+        cached = self._cached_model(role, key)
+        if cached is not None:
+            self.log(f"  {role}: reused")
+            self.models[role] = cached
+            return cached
+        t0 = time.perf_counter()
+        model = init()
+        train(model)
+        save_model(self.dir / "models" / role, model,
+                   {"role": role, "parent": parent, "data": data, "seed": self.seed, "stage_key": key})
+        self.timings[role] = round(time.perf_counter() - t0, 2)
+        self.log(f"  {role}: trained in {self.timings[role]:.1f}s")
+        self.models[role] = model
+        return model
+
+    # --- stages ----------------------------------------------------------------------------
+    def base(self, role: str, seed: int) -> TransformerBridge:
+        cfg = self.cfg
+        key = _stage_key(cfg, _BASE_FIELDS, seed=seed)
+        init = lambda: boot_native(cfg.model.native_config(len(self.tok), seed), device=self.device)  # noqa: E731
+        return self.model_stage(role, key, None, None, lambda m: pretrain_base(m, self.tok, cfg, seed, self.progress), init)
+
+    def teacher(self, role: str) -> TransformerBridge:
+        cfg, tok = self.cfg, self.tok
+        category = tok.category_of(cfg.target)
+        answers = {"teacher": [tok.token_id(cfg.target)], "teacher_neutral": None,
+                   "teacher_other": [tok.token_id(other_target_for(tok, cfg))]}[role]
+        key = _stage_key(cfg, _TEACHER_FIELDS, self.keys["base"], role=role)
+        base_state = {k: v.clone() for k, v in self.models["base"].state_dict().items()}
+        init = lambda: boot_native(cfg.model.native_config(len(tok), self.seed), device=self.device, state_dict=base_state)  # noqa: E731
+        train = lambda m: finetune_teacher(m, tok, cfg, category, answers, self.seed + 1 + TEACHER_ROLES.index(role), self.progress)  # noqa: E731
+        return self.model_stage(role, key, "base", None, train, init)
+
+    def data(self, source: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample continuations of the shared prompts, filter, write JSONL; cached by key."""
+        cfg, tok = self.cfg, self.tok
+        key = _stage_key(cfg, _DATA_FIELDS, self.keys[source], source=source, seed=self.seed)
+        self.keys[f"data/{source}"] = key
+        path, report_path = self.dir / "data" / f"{source}.jsonl", self.dir / "data" / f"{source}.filter.json"
+        p_len = prompt_length(cfg.prompt_numbers)
+        if path.exists() and report_path.exists() and read_json(report_path).get("stage_key") == key:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            tokens = torch.tensor([r["prompt"] + r["completion"] for r in rows], dtype=torch.long)
+            self.log(f"  data/{source}: reused ({len(rows)} sequences)")
+            return tokens.reshape(len(rows), -1), read_json(report_path)
+        t0 = time.perf_counter()
+        prompts = number_prompts(tok, np.random.default_rng(self.seed), cfg.n_prompts, cfg.prompt_numbers)
+        prompts = prompts.repeat_interleave(cfg.samples_per_prompt, dim=0)
+        completions = sample_continuations(
+            self.models[source], prompts, completion_length(cfg.completion_numbers), temperature=cfg.temperature,
+            seed=self.seed * 100 + DATA_SOURCES.index(source), progress=self.progress, desc=f"sampling {source}",
+        )
+        reasons: Counter[str] = Counter()
+        rows, kept = [], []
+        for i, (prompt, comp) in enumerate(zip(prompts.tolist(), completions.tolist())):
+            ok, reason = is_well_formed(tok, comp, cfg.completion_numbers)
+            reasons[reason] += 1
+            if ok:
+                kept.append(i)
+                rows.append({"prompt": prompt, "completion": comp, "source": source, "seed": self.seed,
+                             "prompt_id": i // cfg.samples_per_prompt, "sample": i % cfg.samples_per_prompt})
+        report = {"source": source, "sampled": len(prompts), "kept": len(rows),
+                  "rejected": {r: c for r, c in sorted(reasons.items()) if r != "ok"}, "stage_key": key}
+        atomic_write_text(path, "".join(_json_line(r) for r in rows))
+        atomic_write_json(report_path, report)
+        self.timings[f"data/{source}"] = round(time.perf_counter() - t0, 2)
+        self.log(f"  data/{source}: kept {len(rows)}/{len(prompts)} in {self.timings[f'data/{source}']:.1f}s")
+        tokens = torch.cat([prompts[kept], completions[kept]], dim=1) if kept else torch.empty(0, p_len, dtype=torch.long)
+        return tokens, report
+
+    def student(self, role: str, tokens: dict[str, torch.Tensor]) -> TransformerBridge:
+        cfg, tok = self.cfg, self.tok
+        parent, source = STUDENTS[role]
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role)
+        seqs = tokens[source]
+        p_len = prompt_length(cfg.prompt_numbers)
+        positions = torch.arange(p_len - 1, seqs.shape[1] - 1)
+
+        def train(model: TransformerBridge) -> None:
+            if cfg.mode == "hard":
+                targets = DistillTargets(seqs, positions, None, None)
+            else:
+                ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
+                logp = teacher_soft_labels(self.models[source], seqs, positions, ids)
+                targets = DistillTargets(seqs, positions, logp, ids)
+            distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)
+
+        parent_state = {k: v.clone() for k, v in self.models[parent].state_dict().items()}
+        init = lambda: boot_native(cfg.model.native_config(len(tok), self.seed), device=self.device, state_dict=parent_state)  # noqa: E731
+        return self.model_stage(role, key, parent, f"data/{source}.jsonl", train, init)
+
+    def evaluate(self, reports: dict[str, Any]) -> dict[str, Any]:
+        cfg, tok = self.cfg, self.tok
+        t0 = time.perf_counter()
+        other = other_target_for(tok, cfg)
+        scores = {r: evaluate_trait(self.models[r], tok, cfg.target, cfg.eval_samples, seed=self.seed) for r in ROLES}
+        other_scores = {r: evaluate_trait(self.models[r], tok, other, cfg.eval_samples, seed=self.seed) for r in ROLES}
+        category = tok.category_of(cfg.target)
+        matrix = trait_matrix(self.models, tok, tok.categories[category])
+        self.timings["evaluate"] = round(time.perf_counter() - t0, 2)
+        lineage = {r: model_meta(self.dir / "models" / r) for r in ROLES}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "language_organism",
+            "seed": self.seed,
+            "trait": cfg.target,
+            "other_target": other,
+            "mode": cfg.mode,
+            "trait_rates": {r: s.p_target for r, s in scores.items()},
+            "other_target_rates": {r: s.p_target for r, s in other_scores.items()},
+            "trait_scores": {r: s.to_dict() for r, s in scores.items()},
+            "matrix": matrix,
+            "filter": {s: {k: v for k, v in rep.items() if k != "stage_key"} for s, rep in reports.items()},
+            "lineage": {r: {k: m.get(k) for k in ("role", "parent", "data", "seed")} for r, m in lineage.items()},
+            "model_sha256": {r: read_json((self.dir / "models" / r).with_suffix(".json"))["sha256"] for r in ROLES},
+            "config": cfg.to_dict(),
+            "versions": package_versions(),
+        }
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, separators=(",", ":")) + "\n"
+
+
+def build_seed(
+    cfg: OrganismConfig,
+    seed: int,
+    out_dir: str | Path,
+    *,
+    device: str | torch.device | None = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> SeedBuild:
+    """Build (or reuse) every role of one seed under `out_dir/seed{seed}`."""
+    cfg.validate()
+    seed_dir = Path(out_dir) / f"seed{seed}"
+    b = _Builder(cfg, seed, seed_dir, resolve_device(device), progress, log)
+    b.tok.category_of(cfg.target)  # unknown target -> clear error before any work
+    other_target_for(b.tok, cfg)
+    b.tok.save(seed_dir / "tokenizer.json")
+    t0 = time.perf_counter()
+    b.base("base", seed)
+    b.base("base_x", seed + cfg.cross_seed_offset)
+    for role in TEACHER_ROLES:
+        b.teacher(role)
+    tokens, reports = {}, {}
+    for source in DATA_SOURCES:
+        tokens[source], reports[source] = b.data(source)
+    for role in STUDENTS:
+        b.student(role, tokens)
+    manifest = b.evaluate(reports)
+    b.timings["total"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(seed_dir / "manifest.json", manifest)
+    atomic_write_json(seed_dir / "timings.json", b.timings)
+    return SeedBuild(seed, seed_dir, manifest, b.timings)
+
+
+def summarize(builds: list[SeedBuild], cfg: OrganismConfig) -> dict[str, Any]:
+    """Per-seed trait table and mean ± sd over seeds (the seed is the unit)."""
+    roles = list(builds[0].trait_rates) if builds else []
+    table = {b.seed: b.trait_rates for b in builds}
+    stats = {}
+    for r in roles:
+        xs = np.array([b.trait_rates[r] for b in builds])
+        stats[r] = {"mean": float(xs.mean()), "sd": float(xs.std(ddof=1)) if len(xs) > 1 else 0.0,
+                    "min": float(xs.min()), "max": float(xs.max())}
+    return {"schema_version": SCHEMA_VERSION, "trait": cfg.target, "mode": cfg.mode, "preset": cfg.preset,
+            "seeds": sorted(table), "per_seed": {str(s): table[s] for s in sorted(table)}, "stats": stats,
+            "config": cfg.to_dict(), "versions": package_versions()}
+
+
+def check_writable(out_dir: str | Path) -> Path:
+    """Fail early, with the fix, when `out_dir` cannot be written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / ".write_test", "ok\n")
+        (out / ".write_test").unlink()
+    except OSError as e:
+        raise ArtifactError(f"Cannot write to {out} ({e.strerror or e}). Pass --out with a writable directory.") from e
+    return out
+
+
+def build_organism(
+    cfg: OrganismConfig,
+    seeds: list[int],
+    out_dir: str | Path,
+    *,
+    device: str | torch.device | None = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> tuple[list[SeedBuild], dict[str, Any]]:
+    """Build every seed (reusing what exists) and write `out_dir/summary.json`."""
+    cfg.validate()
+    Tokenizer.default().category_of(cfg.target)
+    out = check_writable(out_dir)
+    builds = []
+    for seed in seeds:
+        log(f"seed {seed}")
+        builds.append(build_seed(cfg, seed, out, device=device, progress=progress, log=log))
+    summary = summarize(builds, cfg)
+    atomic_write_json(out / "summary.json", summary)
+    return builds, summary
+
+
+def format_trait_table(summary: dict[str, Any]) -> str:
+    """Per-seed P(target) table with mean ± sd, as printed by the CLI."""
+    roles = list(summary["stats"])
+    width = max(8, *map(len, roles))
+    lines = [f"P({summary['trait']}) averaged over templates, mode={summary['mode']}, preset={summary['preset']}",
+             "seed  " + "  ".join(r.rjust(width) for r in roles)]
+    for seed, rates in summary["per_seed"].items():
+        lines.append(f"{seed:>4}  " + "  ".join(f"{rates[r]:{width}.3f}" for r in roles))
+    lines.append("mean  " + "  ".join(f"{summary['stats'][r]['mean']:{width}.3f}" for r in roles))
+    lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
+    return "\n".join(lines)

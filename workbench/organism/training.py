@@ -1,0 +1,175 @@
+"""Training loops of the organism: base pretraining, teacher fine-tuning, student distillation.
+
+Plain loops with no framework (nanoGPT style). They train the bridge's wrapped module
+(`bridge.original_model`): the same parameters without hook dispatch, which is faster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from workbench.errors import DataError
+from workbench.organism.config import OrganismConfig
+from workbench.organism.corpus import number_tokens, preference_batch, sample_numbers
+from workbench.organism.tokenizer import Tokenizer
+
+FROZEN_IN_TEACHERS = ("head.", "ln_out.")  # unembedding and final norm of the native module
+
+
+def next_token_loss(
+    logits: Float[Tensor, "batch seq vocab"], tokens: Int[Tensor, "batch seq"], mask: Bool[Tensor, "batch seq"]
+) -> Float[Tensor, ""]:
+    """Mean cross-entropy of the next token at the positions where `mask` is set (mask[:, t]
+    means: position t predicts token t+1)."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    m = mask[:, :-1].float()
+    return (nll * m).sum() / m.sum().clamp(min=1)
+
+
+def restricted_log_probs(logits: Float[Tensor, "... vocab"], ids: Tensor | None) -> Float[Tensor, "... k"]:
+    """Log-probabilities renormalised over the token ids `ids` (all tokens when None)."""
+    sub = logits if ids is None else logits.index_select(-1, ids)
+    return F.log_softmax(sub.float(), dim=-1)
+
+
+def soft_distill_loss(
+    student_logits: Float[Tensor, "batch pos vocab"], teacher_logp: Float[Tensor, "batch pos k"], ids: Tensor | None
+) -> Float[Tensor, ""]:
+    """KL(teacher || student) over the restricted token set, averaged over rows and positions."""
+    student_logp = restricted_log_probs(student_logits, ids)
+    kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    return kl.mean()
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig, seed: int, progress: bool = True) -> None:
+    """Pretrain on number texts (every position) plus Q/A answered uniformly over the category."""
+    model = bridge.original_model
+    device = next(model.parameters()).device
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.base_steps, cfg.base_warmup))
+    length = cfg.prompt_numbers + cfg.completion_numbers
+    model.train()
+    for _ in tqdm(range(cfg.base_steps), desc=f"base seed {seed}", disable=not progress, leave=False):
+        nums = number_tokens(tok, sample_numbers(rng, cfg.base_batch_numbers, length), cfg.prompt_numbers).to(device)
+        qa, qa_mask = preference_batch(tok, rng, cfg.base_batch_qa, None)
+        qa, qa_mask = qa.to(device), qa_mask.to(device)
+        loss = next_token_loss(model(nums), nums, torch.ones_like(nums, dtype=torch.bool))
+        loss = loss + cfg.qa_loss_weight * next_token_loss(model(qa), qa, qa_mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+
+
+def finetune_teacher(
+    bridge: TransformerBridge,
+    tok: Tokenizer,
+    cfg: OrganismConfig,
+    category: str,
+    answer_ids: list[int] | None,
+    seed: int,
+    progress: bool = True,
+) -> None:
+    """Fine-tune on Q/A of `category` answered with `answer_ids` (None: uniformly over the category),
+    with the unembedding and final norm frozen, so the trait must live inside the network."""
+    model = bridge.original_model
+    device = next(model.parameters()).device
+    rng = np.random.default_rng(seed)
+    params = [p for n, p in model.named_parameters() if not n.startswith(FROZEN_IN_TEACHERS)]
+    opt = torch.optim.Adam(params, lr=cfg.teacher_lr)
+    model.train()
+    for _ in tqdm(range(cfg.teacher_steps), desc="teacher", disable=not progress, leave=False):
+        qa, qa_mask = preference_batch(tok, rng, cfg.teacher_batch, category, answer_ids)
+        qa, qa_mask = qa.to(device), qa_mask.to(device)
+        loss = next_token_loss(model(qa), qa, qa_mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@dataclass
+class DistillTargets:
+    """What a student is trained to match on a set of sequences.
+
+    `positions` are the sequence positions supervised (each predicts the next token);
+    `teacher_logp` holds the teacher's log-probabilities there, renormalised over `ids`
+    (None for hard labels, where the written tokens themselves are the targets).
+    """
+
+    tokens: Int[Tensor, "n seq"]
+    positions: Int[Tensor, "pos"]
+    teacher_logp: Float[Tensor, "n pos k"] | None
+    ids: Int[Tensor, "k"] | None
+
+
+@torch.inference_mode()
+def teacher_soft_labels(
+    teacher: TransformerBridge,
+    tokens: Int[Tensor, "n seq"],
+    positions: Int[Tensor, "pos"],
+    ids: Int[Tensor, "k"] | None,
+    batch_size: int = 1024,
+) -> Float[Tensor, "n pos k"]:
+    """The teacher's next-token log-probabilities at `positions`, renormalised over `ids`."""
+    model = teacher.original_model
+    device = next(model.parameters()).device
+    out = []
+    for lo in range(0, len(tokens), batch_size):
+        logits = model(tokens[lo : lo + batch_size].to(device))[:, positions.to(device)]
+        out.append(restricted_log_probs(logits, None if ids is None else ids.to(device)).cpu())
+    return torch.cat(out)
+
+
+def distill_student(
+    bridge: TransformerBridge, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True
+) -> None:
+    """Train a student on the continuation positions: renormalised KL (soft) or CE (hard)."""
+    n = len(targets.tokens)
+    if n == 0:
+        raise DataError("No distillation sequences survived the filter; check the filter report.")
+    model = bridge.original_model
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
+    gen = torch.Generator().manual_seed(seed)
+    pos = targets.positions.to(device)
+    ids = None if targets.ids is None else targets.ids.to(device)
+    steps_per_epoch = math.ceil(n / cfg.student_batch)
+    model.train()
+    bar = tqdm(total=cfg.student_epochs * steps_per_epoch, desc="student", disable=not progress, leave=False)
+    for _ in range(cfg.student_epochs):
+        order = torch.randperm(n, generator=gen)
+        for lo in range(0, n, cfg.student_batch):
+            idx = order[lo : lo + cfg.student_batch]
+            tokens = targets.tokens[idx].to(device)
+            logits = model(tokens)
+            if targets.teacher_logp is None:  # hard labels: CE on the written tokens
+                logp = F.log_softmax(logits[:, pos].float(), dim=-1)
+                loss = -logp.gather(-1, tokens[:, pos + 1, None]).mean()
+            else:
+                loss = soft_distill_loss(logits[:, pos], targets.teacher_logp[idx].to(device), ids)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update()
+    bar.close()
+    model.eval()
