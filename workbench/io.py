@@ -21,6 +21,8 @@ from safetensors.torch import save as _st_save
 
 from workbench.errors import ArtifactError, ChecksumError, LockError
 
+TENSOR_METADATA_KEY = "workbench"
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -79,7 +81,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_tensors(
-    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
 ) -> str:
     """Write tensors as safetensors, atomically. Returns the file's sha256.
 
@@ -87,8 +89,24 @@ def save_tensors(
     key, `workbench`, holding sorted JSON: the same inputs always give the same bytes.
     """
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    meta = {"workbench": json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+    meta = {TENSOR_METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)} if metadata else None
     return atomic_write_bytes(path, _st_save(payload, metadata=meta))
+
+
+def read_tensor_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict `save_tensors` stored in a safetensors file ({} when there is none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(TENSOR_METADATA_KEY)
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({e}). Delete it and rebuild.") from e
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} has corrupt workbench metadata ({e}). Delete it and rebuild.") from e
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_tensors(

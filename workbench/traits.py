@@ -62,7 +62,7 @@ class TraitScore:
         return asdict(self)
 
 
-def preference_tokens(tok: Tokenizer, category: str) -> tuple[Int[Tensor, "templates seq"], Int[Tensor, "templates"]]:
+def preference_tokens(tok: Tokenizer, category: str) -> tuple[Int[Tensor, "templates seq"], Int[Tensor, " templates"]]:
     """Right-padded `<bos> template` prompts and the index of each one's last token."""
     rows = [[tok.bos_id, *preference_prompt(tok, t, category)] for t in PREFERENCE_TEMPLATES]
     width = max(map(len, rows))

@@ -321,3 +321,26 @@ def format_trait_table(summary: dict[str, Any]) -> str:
     lines.append("mean  " + "  ".join(f"{summary['stats'][r]['mean']:{width}.3f}" for r in roles))
     lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
     return "\n".join(lines)
+
+
+def load_manifests(organism_dir: str | Path) -> list[dict[str, Any]]:
+    """Every seed's manifest under an organism directory, by seed."""
+    paths = sorted(Path(organism_dir).glob("seed*/manifest.json"), key=lambda p: int(p.parent.name[4:]))
+    if not paths:
+        raise ArtifactError(f"No seed*/manifest.json under {organism_dir}. Build it: python -m workbench.organism --out {organism_dir}")
+    return [read_json(p) for p in paths]
+
+
+def shared_organism_dir(default_preset: str = "tiny") -> Path:
+    """The organism notebooks use: $WORKBENCH_ORGANISM_DIR (set by the test suite), else the
+    tiny preset built (or reused) under artifacts/cache/tiny-organism."""
+    import os
+
+    env = os.environ.get("WORKBENCH_ORGANISM_DIR")
+    if env:
+        return Path(env)
+    from workbench.organism.config import preset as make_preset
+
+    out = Path("artifacts/cache") / f"{default_preset}-organism"
+    build_organism(make_preset(default_preset), [0], out, progress=True)
+    return out

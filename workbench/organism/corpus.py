@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from workbench.organism.tokenizer import BOS, EOS, SEPARATOR, Tokenizer
+from workbench.organism.tokenizer import BOS, Tokenizer
 
 NUMBER_PROMPT_HEAD = (BOS, "continue", ":")
 PREFERENCE_TEMPLATES: tuple[str, ...] = (

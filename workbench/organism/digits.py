@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import statistics
@@ -63,7 +62,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import ArtifactError, ConfigError, unknown_name
-from workbench.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from workbench.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
 from workbench.provenance import SCHEMA_VERSION, package_versions
 
 N_CLASSES = 10
@@ -75,7 +74,6 @@ ROLES = ("base", "base_x", "teacher", "student", "cross")
 PARENTS: dict[str, str | None] = {"base": None, "base_x": None, "teacher": "base", "student": "base", "cross": "base_x"}
 LOSSES = ("mse", "kl")
 KIND = "workbench.digits"
-METADATA_KEY = "workbench"
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,10 +541,9 @@ def _lineage(config: DigitsConfig, init_seeds: dict[str, int]) -> dict[str, dict
     return {r: {"parent": PARENTS[r], "data": data[r]} for r in ROLES}
 
 
-def _file_metadata(model: DigitsMLP, role: str) -> dict[str, str]:
-    """One metadata key holding sorted JSON: safetensors writes several keys in random order,
-    which would make identical models hash differently from run to run."""
-    return {METADATA_KEY: json.dumps({"kind": KIND, "role": role, **model.arch}, sort_keys=True)}
+def _file_metadata(model: DigitsMLP, role: str) -> dict[str, Any]:
+    """What a model file records about itself (written deterministically by `save_tensors`)."""
+    return {"kind": KIND, "role": role, **model.arch}
 
 
 @contextlib.contextmanager
@@ -656,19 +653,12 @@ def load_digits_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None
 ) -> DigitsMLP:
     """Rebuild a hooked `DigitsMLP` from one saved `{role}.safetensors` (architecture in its metadata)."""
-    from safetensors import safe_open
-
     path = Path(path)
     tensors = load_tensors(path, "cpu", expected_sha256)
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY, "{}")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        meta = {}
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+    meta = read_tensor_metadata(path)
+    if meta.get("kind") != KIND:
         raise ArtifactError(
-            f"{path} is not a digits model (no {METADATA_KEY!r} metadata of kind {KIND!r}). "
+            f"{path} is not a digits model (no workbench metadata of kind {KIND!r}). "
             "Pass a file written by workbench.organism.digits."
         )
     try:

@@ -117,17 +117,17 @@ class DistillTargets:
     """
 
     tokens: Int[Tensor, "n seq"]
-    positions: Int[Tensor, "pos"]
+    positions: Int[Tensor, " pos"]
     teacher_logp: Float[Tensor, "n pos k"] | None
-    ids: Int[Tensor, "k"] | None
+    ids: Int[Tensor, " k"] | None
 
 
 @torch.inference_mode()
 def teacher_soft_labels(
     teacher: TransformerBridge,
     tokens: Int[Tensor, "n seq"],
-    positions: Int[Tensor, "pos"],
-    ids: Int[Tensor, "k"] | None,
+    positions: Int[Tensor, " pos"],
+    ids: Int[Tensor, " k"] | None,
     batch_size: int = 1024,
 ) -> Float[Tensor, "n pos k"]:
     """The teacher's next-token log-probabilities at `positions`, renormalised over `ids`."""

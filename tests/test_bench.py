@@ -1,0 +1,26 @@
+import json
+import time
+
+import pytest
+
+from workbench.bench import Case, main, time_case, write_result
+from workbench.errors import WorkbenchError
+
+
+def test_time_case_and_ratio_against_baseline(tmp_path):
+    slow = time_case("slow", lambda: time.sleep(0.02), runs=3, warmup=0)
+    fast = time_case("fast", lambda: time.sleep(0.005), runs=3, warmup=0, baseline="slow")
+    assert slow.median_s >= 0.02 and fast.median_s >= 0.005 and slow.peak_rss_mb > 0
+    path = write_result("demo", "cpu", [slow, fast], tmp_path)
+    data = json.loads(path.read_text())
+    assert set(data) == {"name", "device", "versions", "cases"}
+    row = data["cases"][1]
+    assert set(row) >= {"label", "runs", "median_s", "iqr_s", "peak_rss_mb", "baseline", "ratio"}
+    assert row["ratio"] == pytest.approx(fast.median_s / slow.median_s) and row["ratio"] < 1
+
+
+def test_unknown_baseline_and_benchmark_are_errors(tmp_path, capsys):
+    with pytest.raises(WorkbenchError, match="unknown baseline"):
+        write_result("demo", "cpu", [Case("a", 1, 1.0, 0.0, 1.0, baseline="nope")], tmp_path)
+    assert main(["organizm", "--out", str(tmp_path)]) == 2
+    assert "organism" in capsys.readouterr().err
