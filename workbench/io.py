@@ -45,6 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
         raise ArtifactError(f"Cannot create directory {path.parent}: {e}. Choose a writable path.") from e
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are for other tools to read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
