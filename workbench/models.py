@@ -23,13 +23,16 @@ NATIVE_CONFIG_ATTR = "workbench_native_config"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None`/"auto" -> CUDA when present, else CPU; anything else is validated."""
+    """`None`/"auto" -> CUDA when present, else CPU; anything else is checked to exist."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device} was asked for but CUDA is not available here. Use device='cpu'.")
-    return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={device!r} is not a torch device. Use 'cpu', 'cuda' or 'auto'.") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was asked for but CUDA is not available here. Use device='cpu'.")
+    return dev
 
 
 def boot_native(

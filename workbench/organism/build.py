@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ArtifactError
+from workbench.errors import ArtifactError, DataError
 from workbench.io import atomic_write_json, atomic_write_text, read_json
 from workbench.models import boot_native, load_model, model_meta, resolve_device, save_model
 from workbench.organism.config import OrganismConfig
@@ -184,6 +184,12 @@ class _Builder:
         positions = torch.arange(p_len - 1, seqs.shape[1] - 1)
 
         def train(model: TransformerBridge) -> None:
+            if len(seqs) == 0:
+                raise DataError(
+                    f"No sequence written by {source} survived the filter ({reports_note(self.dir, source)}), so "
+                    f"{role} has nothing to train on. The teacher recipe moved its number behaviour too far: "
+                    "lower teacher_lr/teacher_steps, or raise n_prompts."
+                )
             if cfg.mode == "hard":
                 targets = DistillTargets(seqs, positions, None, None)
             else:
@@ -223,6 +229,11 @@ class _Builder:
             "config": cfg.to_dict(),
             "versions": package_versions(),
         }
+
+
+def reports_note(seed_dir: Path, source: str) -> str:
+    rep = read_json(seed_dir / "data" / f"{source}.filter.json")
+    return f"kept {rep['kept']} of {rep['sampled']}; rejected {rep['rejected']}"
 
 
 def _json_line(row: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import ArtifactError, ConfigError, unknown_name
 from workbench.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
+from workbench.models import resolve_device
 from workbench.provenance import SCHEMA_VERSION, package_versions
 
 N_CLASSES = 10
@@ -162,19 +163,6 @@ class DigitsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None`/"auto" -> CUDA when present, else CPU; anything else is checked to exist."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device={device!r} is not a torch device. Use 'cpu', 'cuda' or 'auto'.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was asked for but CUDA is not available here. Use device='cpu'.")
-    return dev
 
 
 def derive_seed(seed: int, tag: str) -> int:
