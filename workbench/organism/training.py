@@ -1,7 +1,8 @@
 """Training loops of the organism: base pretraining, teacher fine-tuning, student distillation.
 
-Plain loops with no framework (nanoGPT style). They train the bridge's wrapped module
-(`bridge.original_model`): the same parameters without hook dispatch, which is faster.
+Plain loops with no framework (nanoGPT style). They train a `FunctionalModel` copy of the
+bridge's weights (same function, fused kernels, no hook dispatch) and write the result back
+into the bridge when done.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from transformer_lens.model_bridge import TransformerBridge
 from workbench.errors import DataError
 from workbench.organism.config import OrganismConfig
 from workbench.organism.corpus import number_tokens, preference_batch, sample_numbers
+from workbench.organism.functional import FunctionalModel
 from workbench.organism.tokenizer import Tokenizer
 
-FROZEN_IN_TEACHERS = ("head.", "ln_out.")  # unembedding and final norm of the native module
+FROZEN_IN_TEACHERS = ("unembed.", "ln_final.")  # clean keys of the unembedding and final norm
 
 
 def next_token_loss(
@@ -60,13 +62,12 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig, seed: int, progress: bool = True) -> None:
     """Pretrain on number texts (every position) plus Q/A answered uniformly over the category."""
-    model = bridge.original_model
-    device = next(model.parameters()).device
+    model = FunctionalModel.from_bridge(bridge, trainable=True)
+    device = model.w["embed.weight"].device
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.base_steps, cfg.base_warmup))
     length = cfg.prompt_numbers + cfg.completion_numbers
-    model.train()
     for _ in tqdm(range(cfg.base_steps), desc=f"base seed {seed}", disable=not progress, leave=False):
         nums = number_tokens(tok, sample_numbers(rng, cfg.base_batch_numbers, length), cfg.prompt_numbers).to(device)
         qa, qa_mask = preference_batch(tok, rng, cfg.base_batch_qa, None)
@@ -77,7 +78,7 @@ def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    model.load_into(bridge)
 
 
 def finetune_teacher(
@@ -91,12 +92,10 @@ def finetune_teacher(
 ) -> None:
     """Fine-tune on Q/A of `category` answered with `answer_ids` (None: uniformly over the category),
     with the unembedding and final norm frozen, so the trait must live inside the network."""
-    model = bridge.original_model
-    device = next(model.parameters()).device
+    model = FunctionalModel.from_bridge(bridge, trainable=True, frozen=FROZEN_IN_TEACHERS)
+    device = model.w["embed.weight"].device
     rng = np.random.default_rng(seed)
-    params = [p for n, p in model.named_parameters() if not n.startswith(FROZEN_IN_TEACHERS)]
-    opt = torch.optim.Adam(params, lr=cfg.teacher_lr)
-    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr)
     for _ in tqdm(range(cfg.teacher_steps), desc="teacher", disable=not progress, leave=False):
         qa, qa_mask = preference_batch(tok, rng, cfg.teacher_batch, category, answer_ids)
         qa, qa_mask = qa.to(device), qa_mask.to(device)
@@ -104,7 +103,7 @@ def finetune_teacher(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    model.eval()
+    model.load_into(bridge)
 
 
 @dataclass
@@ -131,8 +130,8 @@ def teacher_soft_labels(
     batch_size: int = 1024,
 ) -> Float[Tensor, "n pos k"]:
     """The teacher's next-token log-probabilities at `positions`, renormalised over `ids`."""
-    model = teacher.original_model
-    device = next(model.parameters()).device
+    model = FunctionalModel.from_bridge(teacher)
+    device = model.w["embed.weight"].device
     out = []
     for lo in range(0, len(tokens), batch_size):
         logits = model(tokens[lo : lo + batch_size].to(device))[:, positions.to(device)]
@@ -147,14 +146,13 @@ def distill_student(
     n = len(targets.tokens)
     if n == 0:
         raise DataError("No distillation sequences survived the filter; check the filter report.")
-    model = bridge.original_model
-    device = next(model.parameters()).device
+    model = FunctionalModel.from_bridge(bridge, trainable=True)
+    device = model.w["embed.weight"].device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
     gen = torch.Generator().manual_seed(seed)
     pos = targets.positions.to(device)
     ids = None if targets.ids is None else targets.ids.to(device)
     steps_per_epoch = math.ceil(n / cfg.student_batch)
-    model.train()
     bar = tqdm(total=cfg.student_epochs * steps_per_epoch, desc="student", disable=not progress, leave=False)
     for _ in range(cfg.student_epochs):
         order = torch.randperm(n, generator=gen)
@@ -172,4 +170,4 @@ def distill_student(
             opt.step()
             bar.update()
     bar.close()
-    model.eval()
+    model.load_into(bridge)
