@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError
-from workbench.organism.build import build_organism, format_trait_table
-from workbench.organism.config import PRESETS, preset
+from workbench.organism.__main__ import build_and_print
+from workbench.organism.config import PRESETS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,15 +29,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        cfg = preset(args.preset, target=args.target)
-        log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-        _, summary = build_organism(cfg, args.seeds, args.organism, device=args.device,
-                                    progress=not args.quiet and sys.stderr.isatty(), log=log)
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_trait_table(summary))
+    code = build_and_print(args.preset, args.seeds, args.organism, args.device, args.quiet, target=args.target)
+    if code:
+        return code
     print("The student's rate beside control (neutral teacher), other (another target) and cross (another "
           "init) is the behavioural evidence; localisation analyses are added to this report as they land.")
     return 0

@@ -31,19 +31,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, quiet: bool, **overrides: object) -> int:
+    """Build (or reuse) an organism, print its trait table; exit code 2 with the message on bad input."""
     try:
-        cfg = preset(args.preset, target=args.target, other_target=args.other_target, n_prompts=args.n_prompts)
-        log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-        _, summary = build_organism(cfg, args.seeds, args.out, device=args.device,
-                                    progress=not args.quiet and sys.stderr.isatty(), log=log)
+        cfg = preset(preset_name, **overrides)
+        log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
+        _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet and sys.stderr.isatty(), log=log)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_trait_table(summary))
-    print(f"wrote {args.out}/summary.json")
+    print(f"wrote {out}/summary.json")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return build_and_print(args.preset, args.seeds, args.out, args.device, args.quiet, target=args.target,
+                           other_target=args.other_target, n_prompts=args.n_prompts)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ STUDENTS = {"student": ("base", "teacher"), "control": ("base", "teacher_neutral
             "other": ("base", "teacher_other"), "cross": ("base_x", "teacher")}
 ROLES = ("base", "base_x", *TEACHER_ROLES, *STUDENTS)
 
+# Bump when training, sampling or filtering code changes what a stage produces: part of every stage key.
+RECIPE_VERSION = 2
+
 _BASE_FIELDS = ("model", "prompt_numbers", "completion_numbers", "base_steps", "base_lr", "base_warmup",
                 "base_weight_decay", "base_batch_numbers", "base_batch_qa", "qa_loss_weight")
 _TEACHER_FIELDS = ("target", "other_target", "teacher_steps", "teacher_lr", "teacher_batch")
@@ -67,7 +70,7 @@ def other_target_for(tok: Tokenizer, cfg: OrganismConfig) -> str:
 
 def _stage_key(cfg: OrganismConfig, fields: tuple[str, ...], *parents: str, **extra: Any) -> str:
     d = cfg.to_dict()
-    return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, **extra})
+    return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, "recipe": RECIPE_VERSION, **extra})
 
 
 @dataclass

@@ -1,0 +1,24 @@
+"""Every entry point documents itself with --help and exits 0."""
+
+import importlib
+
+import pytest
+
+ENTRY_POINTS = ["workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench"]
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_help(module, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "--device" in out
+
+
+def test_probe_rejects_unknown_target_before_any_work(capsys):
+    from workbench.probe import main
+
+    assert main(["--target", "zebra", "--organism", "/nonexistent/never-built"]) == 2
+    assert "Unknown target 'zebra'" in capsys.readouterr().err
