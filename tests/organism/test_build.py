@@ -60,3 +60,14 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
         from workbench.organism.build import check_writable
 
         check_writable(blocker / "sub")
+
+
+def test_supervised_positions_follow_the_channel():
+    from workbench.organism.build import supervised_positions
+    from workbench.organism.corpus import prompt_length
+
+    seq_len = prompt_length(3) + 16
+    soft, hard = supervised_positions(preset("tiny"), seq_len), supervised_positions(preset("hard"), seq_len)
+    assert hard.tolist() == list(range(prompt_length(3) - 1, seq_len - 1))  # only what the teacher wrote
+    assert soft.tolist() == list(range(2, seq_len - 1))  # from "continue :" on: every number-channel position
+    assert supervised_positions(preset("tiny", soft_on_prompt=False), seq_len).tolist() == hard.tolist()

@@ -13,7 +13,6 @@ versions, so reruns reuse what is built and a crashed build resumes at the missi
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,10 +25,17 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.errors import ArtifactError, DataError
+from workbench.inputs import read_jsonl, write_jsonl
 from workbench.io import atomic_write_json, atomic_write_text, read_json
 from workbench.models import boot_native, load_model, model_meta, resolve_device, save_model
 from workbench.organism.config import OrganismConfig
-from workbench.organism.corpus import completion_length, is_well_formed, number_prompts, prompt_length
+from workbench.organism.corpus import (
+    NUMBER_PROMPT_HEAD,
+    completion_length,
+    is_well_formed,
+    number_prompts,
+    prompt_length,
+)
 from workbench.organism.sampling import sample_continuations
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.training import (
@@ -56,7 +62,7 @@ _BASE_FIELDS = ("model", "prompt_numbers", "completion_numbers", "base_steps", "
                 "base_weight_decay", "base_batch_numbers", "base_batch_qa", "qa_loss_weight")
 _TEACHER_FIELDS = ("target", "other_target", "teacher_steps", "teacher_lr", "teacher_batch")
 _DATA_FIELDS = ("n_prompts", "samples_per_prompt", "temperature")
-_STUDENT_FIELDS = ("mode", "student_lr", "student_batch", "student_epochs")
+_STUDENT_FIELDS = ("mode", "student_lr", "student_batch", "student_epochs", "soft_on_prompt")
 
 
 def other_target_for(tok: Tokenizer, cfg: OrganismConfig) -> str:
@@ -149,7 +155,7 @@ class _Builder:
         path, report_path = self.dir / "data" / f"{source}.jsonl", self.dir / "data" / f"{source}.filter.json"
         p_len = prompt_length(cfg.prompt_numbers)
         if path.exists() and report_path.exists() and read_json(report_path).get("stage_key") == key:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            rows = read_jsonl(path)
             tokens = torch.tensor([r["prompt"] + r["completion"] for r in rows], dtype=torch.long)
             self.log(f"  data/{source}: reused ({len(rows)} sequences)")
             return tokens.reshape(len(rows), -1), read_json(report_path)
@@ -171,7 +177,7 @@ class _Builder:
                              "prompt_id": i // cfg.samples_per_prompt, "sample": i % cfg.samples_per_prompt})
         report = {"source": source, "sampled": len(prompts), "kept": len(rows),
                   "rejected": {r: c for r, c in sorted(reasons.items()) if r != "ok"}, "stage_key": key}
-        atomic_write_text(path, "".join(_json_line(r) for r in rows))
+        write_jsonl(path, rows)
         atomic_write_json(report_path, report)
         self.timings[f"data/{source}"] = round(time.perf_counter() - t0, 2)
         self.log(f"  data/{source}: kept {len(rows)}/{len(prompts)} in {self.timings[f'data/{source}']:.1f}s")
@@ -183,8 +189,7 @@ class _Builder:
         parent, source = STUDENTS[role]
         key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role)
         seqs = tokens[source]
-        p_len = prompt_length(cfg.prompt_numbers)
-        positions = torch.arange(p_len - 1, seqs.shape[1] - 1)
+        positions = supervised_positions(cfg, seqs.shape[1])
 
         def train(model: TransformerBridge) -> None:
             if len(seqs) == 0:
@@ -234,13 +239,19 @@ class _Builder:
         }
 
 
+def supervised_positions(cfg: OrganismConfig, seq_len: int) -> torch.Tensor:
+    """Positions whose next token a student is trained on. Hard labels: the completion the
+    teacher wrote. Soft labels (with `soft_on_prompt`): every number-channel position from the
+    prompt's first number on, since the signal rides in the teacher's logits whatever the text."""
+    first = prompt_length(cfg.prompt_numbers) - 1
+    if cfg.mode != "hard" and cfg.soft_on_prompt:
+        first = len(NUMBER_PROMPT_HEAD) - 1
+    return torch.arange(first, seq_len - 1)
+
+
 def reports_note(seed_dir: Path, source: str) -> str:
     rep = read_json(seed_dir / "data" / f"{source}.filter.json")
     return f"kept {rep['kept']} of {rep['sampled']}; rejected {rep['rejected']}"
-
-
-def _json_line(row: dict[str, Any]) -> str:
-    return json.dumps(row, separators=(",", ":")) + "\n"
 
 
 def build_seed(

@@ -61,6 +61,7 @@ class OrganismConfig:
     student_lr: float = 1e-3  # learning rate
     student_batch: int = 64  # sequences per batch
     student_epochs: int = 5  # passes over the filtered data
+    soft_on_prompt: bool = True  # soft modes: also match the teacher on the prompt's number positions
     # evaluation
     eval_samples: int = 500  # sampled answers per template for the sampled trait rate
     cross_seed_offset: int = 1000  # base_x is trained with seed + this offset
