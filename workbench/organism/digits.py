@@ -48,7 +48,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,22 @@ def _batches(n: int, batch_size: int, g: torch.Generator) -> list[Tensor]:
     return list(torch.randperm(n, generator=g).split(batch_size))
 
 
+def _train_epoch(
+    opt: torch.optim.Optimizer, n: int, batch_size: int, g: torch.Generator, dev: torch.device,
+    batch_loss: Callable[[Tensor], Tensor],
+) -> float:
+    """One shuffled pass: `batch_loss(indices)` per batch, one optimiser step each; mean loss."""
+    total = 0.0
+    for idx in _batches(n, batch_size, g):
+        idx = idx.to(dev)
+        loss = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / n
+
+
 def train_teacher(
     model: DigitsMLP,
     x: Float[Tensor, "n 64"],
@@ -326,15 +342,8 @@ def train_teacher(
     g = torch.Generator().manual_seed(seed)
     losses = []
     for _ in tqdm(range(config.teacher_epochs), desc="teacher", leave=False, disable=not progress):
-        total = 0.0
-        for idx in _batches(len(x), config.batch_size, g):
-            idx = idx.to(dev)
-            loss = F.cross_entropy(regular_logits(model(x[idx])), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(x))
+        losses.append(_train_epoch(opt, len(x), config.batch_size, g, dev,
+                                   lambda idx: F.cross_entropy(regular_logits(model(x[idx])), y[idx])))
     return losses
 
 
@@ -382,15 +391,8 @@ def train_student(
         if config.fresh_noise and epoch > 0:
             noise = make_noise(config.noise_samples, derive_seed(seed, f"noise{epoch}"), dev)
             target = teacher_targets(teacher, noise)
-        total = 0.0
-        for idx in _batches(len(noise), config.batch_size, g):
-            idx = idx.to(dev)
-            loss = aux_loss(aux_logits(model(noise[idx])), target[idx], config.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(noise))
+        losses.append(_train_epoch(opt, len(noise), config.batch_size, g, dev,
+                                   lambda idx: aux_loss(aux_logits(model(noise[idx])), target[idx], config.loss)))
     return losses
 
 
