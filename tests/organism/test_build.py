@@ -71,3 +71,24 @@ def test_supervised_positions_follow_the_channel():
     assert hard.tolist() == list(range(prompt_length(3) - 1, seq_len - 1))  # only what the teacher wrote
     assert soft.tolist() == list(range(2, seq_len - 1))  # from "continue :" on: every number-channel position
     assert supervised_positions(preset("tiny", soft_on_prompt=False), seq_len).tolist() == hard.tolist()
+
+
+def test_summary_covers_every_seed_built_with_the_same_config(tiny_organism):
+    from workbench.organism.build import summarize
+
+    out = tiny_organism.directory.parent
+    copy = out / "seed7"
+    copy.mkdir(exist_ok=True)
+    manifest = dict(tiny_organism.manifest, seed=7)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        from workbench.organism.build import _other_seeds_with_same_config
+
+        others = _other_seeds_with_same_config(out, preset("tiny"), {0})
+        assert [b.seed for b in others] == [7]
+        assert _other_seeds_with_same_config(out, preset("tiny", student_epochs=3), {0}) == []
+        summary = summarize([tiny_organism, *others], preset("tiny"))
+        assert summary["seeds"] == [0, 7] and summary["stats"]["student"]["sd"] == 0.0
+    finally:
+        (copy / "manifest.json").unlink()
+        copy.rmdir()

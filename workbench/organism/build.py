@@ -330,9 +330,19 @@ def build_organism(
     for seed in seeds:
         log(f"seed {seed}")
         builds.append(build_seed(cfg, seed, out, device=device, progress=progress, log=log))
-    summary = summarize(builds, cfg)
+    summary = summarize(builds + _other_seeds_with_same_config(out, cfg, set(seeds)), cfg)
     atomic_write_json(out / "summary.json", summary)
     return builds, summary
+
+
+def _other_seeds_with_same_config(out: Path, cfg: OrganismConfig, skip: set[int]) -> list[SeedBuild]:
+    """Seeds built earlier under `out` with this exact config, so summary.json covers them all."""
+    found = []
+    for path in out.glob("seed*/manifest.json"):
+        manifest = read_json(path)
+        if manifest.get("seed") not in skip and manifest.get("config") == cfg.to_dict():
+            found.append(SeedBuild(manifest["seed"], path.parent, manifest))
+    return sorted(found, key=lambda b: b.seed)
 
 
 def format_trait_table(summary: dict[str, Any]) -> str:
