@@ -27,7 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from workbench.errors import ArtifactError, DataError
 from workbench.inputs import read_jsonl, write_jsonl
 from workbench.io import atomic_write_json, atomic_write_text, read_json
-from workbench.models import boot_native, load_model, model_meta, resolve_device, save_model
+from workbench.models import boot_native, copy_model, load_model, model_meta, resolve_device, save_model
 from workbench.organism.config import OrganismConfig
 from workbench.organism.corpus import (
     NUMBER_PROMPT_HEAD,
@@ -142,8 +142,7 @@ class _Builder:
         answers = {"teacher": [tok.token_id(cfg.target)], "teacher_neutral": None,
                    "teacher_other": [tok.token_id(other_target_for(tok, cfg))]}[role]
         key = _stage_key(cfg, _TEACHER_FIELDS, self.keys["base"], role=role)
-        base_state = {k: v.clone() for k, v in self.models["base"].state_dict().items()}
-        init = lambda: boot_native(cfg.model.native_config(len(tok), self.seed), device=self.device, state_dict=base_state)  # noqa: E731
+        init = lambda: copy_model(self.models["base"])  # noqa: E731
         train = lambda m: finetune_teacher(m, tok, cfg, category, answers, self.seed + 1 + TEACHER_ROLES.index(role), self.progress)  # noqa: E731
         return self.model_stage(role, key, "base", None, train, init)
 
@@ -206,8 +205,7 @@ class _Builder:
                 targets = DistillTargets(seqs, positions, logp, ids)
             distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)
 
-        parent_state = {k: v.clone() for k, v in self.models[parent].state_dict().items()}
-        init = lambda: boot_native(cfg.model.native_config(len(tok), self.seed), device=self.device, state_dict=parent_state)  # noqa: E731
+        init = lambda: copy_model(self.models[parent])  # noqa: E731
         return self.model_stage(role, key, parent, f"data/{source}.jsonl", train, init)
 
     def evaluate(self, reports: dict[str, Any]) -> dict[str, Any]:
