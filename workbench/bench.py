@@ -10,9 +10,10 @@ Peak RSS is sampled in a background thread while a case runs (process-wide, in M
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,14 +46,14 @@ class Case:
     extra: dict[str, Any] | None = None  # case-specific figures (e.g. agreement with the baseline)
 
 
-class _PeakRSS:
+class PeakRSS:
     """Samples this process's resident memory while active; `.peak_mb` is the maximum seen."""
 
     def __init__(self, interval: float = 0.005):
         self.interval, self.peak = interval, 0
         self._proc, self._stop = psutil.Process(), threading.Event()
 
-    def __enter__(self) -> _PeakRSS:
+    def __enter__(self) -> PeakRSS:
         self.peak = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -85,7 +86,7 @@ def time_case(label: str, fn: Callable[[], Any], *, runs: int = 5, warmup: int =
         fn()
     _sync(device)
     times = []
-    with _PeakRSS() as rss:
+    with PeakRSS() as rss:
         for _ in range(runs):
             t0 = time.perf_counter()
             fn()
@@ -113,42 +114,30 @@ def write_result(name: str, device: torch.device, cases: list[Case], out_dir: Pa
     return path
 
 
-# --- benchmarks --------------------------------------------------------------------------------
+# --- discovery -------------------------------------------------------------------------------
 
 
-def bench_organism(device: torch.device, quick: bool = False) -> list[Case]:
-    """Per-stage time of a fresh one-seed build of the default preset, and the tiny preset's total."""
-    from workbench.organism.build import build_seed
-    from workbench.organism.config import preset
+def available() -> dict[str, str]:
+    """Benchmark name -> module: every module in `workbench/benchmarks/` that defines `run`.
 
-    cases = []
-    for name in (["tiny"] if quick else ["tiny", "default"]):
-        with tempfile.TemporaryDirectory() as tmp, _PeakRSS() as rss:
-            build = build_seed(preset(name), 0, tmp, device=device, progress=False)
-        total = build.timings["total"]
-        cases.append(Case(f"{name}/total", 1, total, 0.0, rss.peak_mb))
-        for stage, seconds in build.timings.items():
-            if stage != "total":
-                cases.append(Case(f"{name}/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline=f"{name}/total"))
-    return cases
+    A benchmark is a module `workbench/benchmarks/<name>.py` with
+    `run(device: torch.device, quick: bool = False) -> list[Case]`; adding the file adds it.
+    """
+    import workbench.benchmarks as pkg
+
+    return {m.name: f"{pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
 
 
-BENCHMARKS: dict[str, Callable[..., list[Case]]] = {"organism": bench_organism}
-
-
-def register(name: str) -> Callable[[Callable[..., list[Case]]], Callable[..., list[Case]]]:
-    """Decorator for analysis modules to add a benchmark under `name`."""
-
-    def deco(fn: Callable[..., list[Case]]) -> Callable[..., list[Case]]:
-        BENCHMARKS[name] = fn
-        return fn
-
-    return deco
+def load_benchmark(name: str) -> Callable[..., list[Case]]:
+    found = available()
+    if name not in found:
+        raise unknown_name("benchmark", name, found)
+    return importlib.import_module(found[name]).run
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(available()))}")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default: {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="smaller cases, for a smoke run")
@@ -160,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         for name in args.names:
-            if name not in BENCHMARKS:
-                raise unknown_name("benchmark", name, BENCHMARKS)
+            load_benchmark(name)  # every name checked before any work
         for name in args.names:
-            cases = BENCHMARKS[name](device, quick=args.quick)
+            cases = load_benchmark(name)(device, quick=args.quick)
             path = write_result(name, device, cases, Path(args.out))
             print(f"{name} ({device}):")
             for c in cases:
