@@ -247,7 +247,7 @@ def layer_component_grid(
     for r in rows:
         i, j = ylabels.index(row_of(r)), xlabels.index(r["component"])
         z[i][j] = r[value]
-        text[i][j] = r.get("hover", r["group"])
+        text[i][j] = r["hover"] if "hover" in r else r["group"]
     return ylabels, xlabels, z, text
 
 
