@@ -225,7 +225,7 @@ class PatchConfig:
 def _resolve(lin: Lineage, cfg: PatchConfig) -> tuple[str, str | None]:
     if lin.tokenizer is None:
         raise ConfigError("Patching scores the trait with the organism's tokenizer; this lineage has none.")
-    lin.tokenizer.token_id(cfg.target)  # unknown target: the tokenizer's own error
+    lin.tokenizer.category_of(cfg.target)  # unknown target: an error naming the valid ones
     for name in (cfg.student, cfg.control, cfg.base):
         if name is not None and name not in lin:
             raise unknown_name("model", name, lin.names, fix="Pass PatchConfig(student=..., control=..., base=...).")

@@ -25,7 +25,6 @@ weights, whose coordinates differ).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,15 +70,16 @@ def _flat(delta: dict[str, Tensor], keys: tuple[str, ...] | list[str]) -> Float[
     return torch.cat([delta[k].reshape(-1) for k in keys])
 
 
-def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float]:
-    """Norms, cosine and projection coefficient <a, t> / |t|^2 of a against the reference t."""
+def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float | None]:
+    """Norms, cosine and projection coefficient <a, t> / |t|^2 of a against the reference t
+    (None where a norm is zero, e.g. a group the reference never moved)."""
     a, t = a.double(), t.double()
     na, nt, dot = float(a.norm()), float(t.norm()), float(a @ t)
     return {
         "norm": na,
         "ref_norm": nt,
-        "cos": dot / (na * nt) if na > 0 and nt > 0 else float("nan"),
-        "proj": dot / nt**2 if nt > 0 else float("nan"),
+        "cos": dot / (na * nt) if na > 0 and nt > 0 else None,
+        "proj": dot / nt**2 if nt > 0 else None,
     }
 
 
@@ -171,14 +171,15 @@ class WeightDeltaResult:
         student = cfg.models[0]
         if cfg.baseline in cfg.models and student != cfg.baseline:
             gaps = sorted(
-                ((self.value(student, g) - self.value(cfg.baseline, g), g) for g in self.groups()),
-                key=lambda x: -x[0] if not math.isnan(x[0]) else math.inf,
-            )
+                (self.value(student, g) - self.value(cfg.baseline, g), g)
+                for g in self.groups()
+                if self.value(student, g) is not None and self.value(cfg.baseline, g) is not None
+            )[::-1]
             for gap, g in gaps[:3]:
                 out.append({
                     "group": g, "model": student, "cos": self.value(student, g),
                     f"cos_{cfg.baseline}": self.value(cfg.baseline, g), "cos_minus_baseline": gap,
-                    "n_groups_compared": len(gaps),
+                    "n_groups_compared": len(self.groups()),
                 })  # fmt: skip
         return out
 
@@ -262,10 +263,8 @@ def alignment_heatmap(result: WeightDeltaResult) -> Any:
         r = next(r for r in result.rows if r["group"] == g and r["model"] == student)
         cs = r["cos"]
         cb = result.value(base, g) if base else 0.0
-        cells.append({
-            **r, "value": cs - cb,
-            "hover": f"{g}<br>cos {student}: {cs:+.3f}" + (f"<br>cos {base}: {cb:+.3f}" if base else ""),
-        })  # fmt: skip
+        value = cs - cb if cs is not None and cb is not None else None
+        cells.append({**r, "value": value, "hover": f"{g}<br>cos {student}: {cs}<br>cos {base}: {cb}"})
     y, x, z, text = layer_component_grid(cells)
     fig = go.Figure(go.Heatmap(z=z, x=x, y=y, text=text, hoverinfo="text", colorscale="RdBu", reversescale=True,
                                zmid=0, colorbar={"title": "Δcos"}))
