@@ -189,6 +189,7 @@ class PatchConfig:
     control: the baseline student (same base, distilled toward no target); None for none.
     min_effect: nats; the "clear effect" margin (see the module docstring).
     recover: fraction of the student's effect the greedy set must recover.
+    greedy: search the greedy set (about n_groups^2 / 2 evaluations; off for a quick table).
     random_control: also patch a norm-matched random delta per group and layer.
     seed: seed of the random deltas.
     engine: delta patching's working model: "auto" (functional when possible), "functional", "bridge".
@@ -207,6 +208,7 @@ class PatchConfig:
     control: str | None = "control"
     min_effect: float = 0.5
     recover: float = 0.8
+    greedy: bool = True
     random_control: bool = True
     seed: int = 0
     engine: str = "auto"
@@ -317,7 +319,7 @@ def delta_patching(lin: Lineage, config: PatchConfig | None = None, *,
     keys_of = {g.name: set(g.keys) for g in groups}
     layers = layer_sets(groups)
     n = len(groups)
-    total = 3 + 2 * (n + len(layers)) * (2 if control else 1) + (n + len(layers)) * cfg.random_control + n * n // 2
+    total = 3 + 2 * (n + len(layers)) * (2 if control else 1) + (n + len(layers)) * cfg.random_control + n * n // 2 * cfg.greedy
     bar = tqdm(total=total, desc="delta patching", disable=not cfg.progress, leave=False)
 
     def score(state: Mapping[str, Tensor]) -> float:
@@ -366,7 +368,7 @@ def delta_patching(lin: Lineage, config: PatchConfig | None = None, *,
 
     greedy: list[dict[str, Any]] = []
     greedy_set = None
-    if defined:
+    if defined and cfg.greedy:
         chosen: list[str] = []
         remaining = [g.name for g in groups]
         while remaining:
