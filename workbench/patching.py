@@ -99,7 +99,8 @@ class PatchedModels:
     Every evaluation takes a full clean state (canonical key -> tensor) and scores it in one
     working model: a `FunctionalModel` (engine "functional") or a copy of the base bridge whose
     live parameters are overwritten in place (engine "bridge"). States of lineage models are
-    cached on `device`.
+    cached on `device`. Models with tied weights (`Lineage.aliases`) use the bridge: a state
+    swap in the functional model would leave the tied copy behind.
     """
 
     def __init__(self, lin: Lineage, base: str, target: str, *, engine: str = "auto",
@@ -110,7 +111,9 @@ class PatchedModels:
         self.device = resolve_device(device) if device is not None else lin.device
         self._states: dict[str, dict[str, Tensor]] = {}
         self.evaluations = 0
-        if engine in ("auto", "functional"):
+        if engine == "functional" and lin.aliases:
+            raise ConfigError(f"engine='functional' cannot patch tied weights ({sorted(lin.aliases)}); use engine='bridge'.")
+        if engine in ("auto", "functional") and not lin.aliases:
             from workbench.organism.functional import FunctionalModel
 
             try:
