@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seeds = sorted(Path(args.organism).glob("seed*/manifest.json"), key=lambda q: int(q.parent.name[4:]))
     cos: dict[str, list[float]] = {}
+    recovered: dict[str, list[float | None]] = {}
+    greedy_sizes: list[int | None] = []
     for manifest in seeds:
         seed_dir = manifest.parent
         lin = Lineage.from_organism(seed_dir, device=args.device)
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  whole-model cos(ΔM, ΔT): " + ", ".join(f"{m} {w.value(m):+.3f}" for m in w.config.models))
         for m in w.config.models:
             cos.setdefault(m, []).append(w.value(m))
+        for r in d.table("group") + d.table("layer"):
+            recovered.setdefault(r["name"], []).append(r["recovered"])
+        greedy_sizes.append(len(d.greedy_set) if d.greedy_set is not None else None)
         print(f"  log-odds: base {lo['base']:+.3f} student {lo['student']:+.3f} control {lo['control']:+.3f}; "
               f"gain student {lo['student'] - lo['base']:+.3f} control {lo['control'] - lo['base']:+.3f}; "
               f"recovered defined: {d.defined}")
@@ -73,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(seeds) > 1:
         print("== across seeds: whole-model cos " + ", ".join(
             f"{m} {statistics.mean(v):+.3f} ± {statistics.stdev(v):.3f}" for m, v in cos.items()))
+        print(f"   (mean ± sd over {len(seeds)} seeds; recovered only where defined on every seed)")
+        rows = [(statistics.mean(v), statistics.stdev(v), k) for k, v in recovered.items() if None not in v]
+        for mean, sd, name in sorted(rows, reverse=True)[:6]:
+            print(f"   recovered {name:<18} {mean:+.3f} ± {sd:.3f}")
+        print(f"   greedy set sizes: {greedy_sizes}")
     return 0
 
 

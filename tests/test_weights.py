@@ -14,14 +14,18 @@ def lin(tiny_organism):
     return Lineage.from_organism(tiny_organism.directory)
 
 
+@pytest.fixture(scope="module")
+def result(lin):
+    return weight_deltas(lin)
+
+
 def _flat_delta(a, b):
     """Naive reference through the wrapped modules' own parameters (not the clean key space)."""
     pb = dict(b.named_parameters())
     return torch.cat([(p - pb[n]).detach().reshape(-1).double() for n, p in a.named_parameters()])
 
 
-def test_whole_model_cosine_matches_naive_reference(lin):
-    result = weight_deltas(lin)
+def test_whole_model_cosine_matches_naive_reference(lin, result):
     t = _flat_delta(lin["teacher"], lin["base"])
     for m in ("student", "control", "other"):
         d = _flat_delta(lin[m], lin["base"])
@@ -30,8 +34,7 @@ def test_whole_model_cosine_matches_naive_reference(lin):
         assert result.value(m, metric="norm") == pytest.approx(float(d.norm()), rel=1e-6)
 
 
-def test_student_aligns_beyond_its_controls(lin):
-    result = weight_deltas(lin)
+def test_student_aligns_beyond_its_controls(result):
     s, c, o = (result.value(m) for m in ("student", "control", "other"))
     assert s > 0.1 and s > c + 0.1 and s > o + 0.1
 
@@ -46,7 +49,7 @@ def test_planted_single_group_delta(lin):
     planted.load_state_dict(params)
     lin2 = Lineage.from_models({n: lin[n] for n in ("base", "teacher")})
     lin2.add("planted", planted, role="student", parent="base")
-    result = weight_deltas(lin2, WeightConfig(models=("planted",), baseline="planted"))
+    result = weight_deltas(lin2, WeightConfig(models=("planted",), baseline="planted", top_k=2))
     row = next(r for r in result.rows if r["group"] == group.name)
     assert row["cos"] == pytest.approx(1.0, abs=1e-5) and row["proj"] == pytest.approx(2.0, rel=1e-4)
     assert row["overlap_out"] == pytest.approx(1.0, abs=1e-5) and row["overlap_in"] == pytest.approx(1.0, abs=1e-5)
@@ -75,8 +78,7 @@ def test_cross_init_student_is_refused(lin):
         weight_deltas(lin, WeightConfig(models=("studnet",)))
 
 
-def test_result_contract_round_trip(lin, tmp_path):
-    result = weight_deltas(lin)
+def test_result_contract_round_trip(result, tmp_path):
     result.save(tmp_path)
     loaded = WeightDeltaResult.load(tmp_path)
     assert loaded.rows == result.rows and loaded.config == result.config
