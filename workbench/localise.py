@@ -1,6 +1,6 @@
 """Weight deltas and causal localisation on built organism seeds: one table per seed, mean ± sd.
 
-    python -m scripts.weights_and_patching /work/main/artifacts/organism [--out artifacts/weights-patching/soft]
+    python -m workbench.localise artifacts/organism [--out artifacts/localise/soft]
 
 Writes each seed's results (weights, delta_patching, activation_patching; JSON + HTML figures)
 under OUT/seed{n}/ and prints the per-seed numbers the issue asks for.
@@ -25,7 +25,7 @@ def fmt(x: float | None, spec: str = "+.3f") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workbench.localise", description=__doc__.split("\n\n")[0])
     p.add_argument("organism", help="organism directory holding seed*/")
     p.add_argument("--out", default=None, help="where to write results (default: no files)")
     p.add_argument("--device", default="cpu")
