@@ -59,7 +59,7 @@ from workbench.store import (
 PositionRule = Literal["all", "last", "mean"] | Sequence[int]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _BEFORE_BLOCKS = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")
-DEFAULT_SHARD_BYTES = 32 * 2**20  # ~32 MB per shard file
+DEFAULT_CHUNK_BYTES = 32 * 2**20  # rows held in memory at once: ~32 MB over all hooks of one model
 
 
 # --------------------------------------------------------------------------- hook names
@@ -265,8 +265,8 @@ def plan_capture(
     dtype = storage_dtype_of(storage_dtype)
     rows = {h: row_shape(s, rule, width) for h, s in shapes.items()}
     if shard_rows is None:
-        row_bytes = max(math.prod(s) for s in rows.values()) * torch.empty((), dtype=dtype).element_size()
-        shard_rows = max(batch_size, (DEFAULT_SHARD_BYTES // max(row_bytes, 1)) // batch_size * batch_size)
+        row_bytes = sum(math.prod(s) for s in rows.values()) * torch.empty((), dtype=dtype).element_size()
+        shard_rows = max(batch_size, (DEFAULT_CHUNK_BYTES // max(row_bytes, 1)) // batch_size * batch_size)
     if shard_rows < 1:
         raise ConfigError(f"shard_rows={shard_rows}; it must be >= 1.")
     return CapturePlan(models, names, aliases, rule, rows, dtype, int(shard_rows), batch_size, stop, len(inputs), width)
@@ -361,7 +361,7 @@ def capture(
     out_dir: the artifact directory (created; locked while writing).
     batch_size: rows per forward pass.
     storage_dtype: float32, bfloat16 or float16 (compute stays in the models' dtype).
-    shard_rows: rows per shard file (default: ~32 MB per file, a multiple of batch_size).
+    shard_rows: rows per shard (default: ~32 MB over all hooks, a multiple of batch_size): the memory bound.
     device: where the models run (default: where the lineage already is).
     overwrite: replace a finished artifact of a different capture in `out_dir`.
     progress: a progress bar over batches (and the size to be written) on stderr.

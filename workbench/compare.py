@@ -51,9 +51,12 @@ DEFAULT_ALIGNMENTS: tuple[tuple[str, str], ...] = (
     ("cross", "teacher"),
     ("control", "teacher_neutral"),
     ("other", "teacher_other"),
+    ("teacher_other", "teacher"),
 )
 """(model, reference) pairs whose shift cosines are reported: the student beside its controls,
-then each control beside its own teacher (does a student follow *its* teacher at all?)."""
+then each control beside its own teacher (does a student follow *its* teacher at all?), then the
+two trait teachers against each other (how much of v_teacher is shared by any trait teacher, which
+bounds what the other-target student can show)."""
 
 SHIFT_ORDER = ("teacher", "teacher_neutral", "teacher_other", "student", "control", "other", "cross")
 
@@ -99,7 +102,7 @@ def row_vectors(store: ActivationStore, model: str, hook: str, rows: slice) -> F
     explicit position lists averaged over the listed positions; trailing dims flattened."""
     acts = store.read(model, hook, rows, dtype=torch.float32)
     if store.positions == "all":
-        m = store.inputs.mask[rows].to(torch.float32)
+        m = store.inputs.mask[rows, : acts.shape[1]].to(torch.float32)
         acts = torch.einsum("rp...,rp->r...", acts, m) / m.sum(1).clamp(min=1).reshape(-1, *([1] * (acts.ndim - 2)))
     elif isinstance(store.positions, list):
         acts = acts.mean(dim=1)

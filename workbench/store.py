@@ -97,7 +97,7 @@ def weights_sha256(state: dict[str, Tensor]) -> str:
     for key, t in state.items():
         t = t.detach().to("cpu").contiguous()
         h.update(f"{key}|{dtype_name(t.dtype)}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
