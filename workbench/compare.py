@@ -585,7 +585,7 @@ def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLik
         raise ConfigError(f"data={data!r}: use 'teacher', 'base', 'teacher_neutral', 'teacher_other' or 'prompts'.")
     cfg = config or CompareConfig(target=manifest.get("trait"))
     store = capture(lin, inputs, residual_hooks(int(lin.cfg.n_layers)), positions=positions,
-                    out_dir=out_dir / "activations", progress=progress, device=device)
+                    out_dir=out_dir / "activations", progress=progress, device=device, overwrite=True)
     result = compare(store, lin, cfg, meta={"seed": manifest.get("seed"), "data": data, "mode": manifest.get("mode"),
                                              "trait_rates": manifest.get("trait_rates")})
     result.command = (f"python -m workbench.compare --organism {seed_dir.parent.name} --seeds {manifest.get('seed')} "
