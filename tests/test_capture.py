@@ -235,3 +235,13 @@ def test_capture_benchmark_quick_reports_every_case():
     assert set(cases) == {"forward", "capture/last", "capture/mean", "capture/all", "rss/all x1", "rss/all x10"}
     assert all(c.median_s > 0 and c.peak_rss_mb > 0 for c in cases.values())
     assert cases["capture/last"].baseline == "forward" and cases["rss/all x10"].extra["rows"] == 10 * cases["rss/all x1"].extra["rows"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capture_on_cuda_matches_cpu(tmp_path):
+    x = small_inputs()
+    cpu = capture(small_lineage(), x, HOOKS, positions="mean", out_dir=tmp_path / "cpu", progress=False)
+    gpu = capture(small_lineage(), x, HOOKS, positions="mean", out_dir=tmp_path / "gpu", device="cuda", progress=False)
+    assert gpu.manifest["device_type"] == "cuda"
+    for hook in HOOKS:
+        torch.testing.assert_close(gpu.read("teacher", hook), cpu.read("teacher", hook), atol=1e-4, rtol=1e-4)
