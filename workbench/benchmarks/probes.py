@@ -1,0 +1,71 @@
+"""Benchmark `probes`: the all-hook probe sweep, batched torch probes vs a scikit-learn loop.
+
+Synthetic activations shaped like a capture of the default organism (residual-width and
+MLP-width hooks, one pooled vector per sequence, two sequences per prompt) with a weak signal
+at every hook. Both sides fit the same L2 logistic probe on training-fold-standardised
+features with the same prompt-grouped folds; `extra` records the largest AUROC difference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.bench import Case, time_case
+from workbench.linear_probes import ProbeConfig, cross_validate
+
+
+def synthetic_sweep(n: int, widths: dict[str, int], seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2 == 0
+    feats = {}
+    for i, (hook, d) in enumerate(widths.items()):
+        direction = torch.randn(d, generator=g)
+        feats[hook] = torch.randn(n, d, generator=g) + (0.05 * (i + 1)) * y[:, None].float() * direction / direction.norm() * d**0.5 / 4
+    return feats, y, torch.arange(n) // 2
+
+
+def sklearn_sweep(feats: dict[str, torch.Tensor], y: torch.Tensor, folds: torch.Tensor, cfg: ProbeConfig) -> dict[str, list[float]]:
+    """The reference loop: StandardScaler + LogisticRegression per hook and fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    for hook, x in feats.items():
+        x, yy = x.cpu().numpy(), y.numpy()
+        aucs = []
+        for f in range(cfg.n_folds):
+            tr, te = (folds != f).numpy(), (folds == f).numpy()
+            scaler = StandardScaler().fit(x[tr])
+            lr = LogisticRegression(C=cfg.C, max_iter=1000).fit(scaler.transform(x[tr]), yy[tr])
+            aucs.append(roc_auc_score(yy[te], lr.decision_function(scaler.transform(x[te]))))
+        out[hook] = aucs
+    return out
+
+
+def run(device: torch.device, quick: bool = False) -> list[Case]:
+    n = 1000 if quick else 8000
+    n_layers = 1 if quick else 2
+    widths = {"hook_embed": 64}
+    for layer in range(n_layers):
+        for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+            widths[f"blocks.{layer}.{name}"] = 64
+        widths[f"blocks.{layer}.mlp.hook_post"] = 256
+    feats, y, groups = synthetic_sweep(n, widths)
+    cfg = ProbeConfig(shuffle_repeats=0)
+    feats_dev = {h: x.to(device) for h, x in feats.items()}
+    runs = 2 if quick else 3
+
+    def torch_sweep():
+        return cross_validate(feats_dev, y, groups, cfg, device=device, methods=("logistic",))
+
+    cv = torch_sweep()
+    ref = sklearn_sweep(feats, y, cv.folds, cfg)
+    diff = max(abs(float(cv.auroc["logistic"][h][f]) - ref[h][f]) for h in feats for f in range(cfg.n_folds))
+    mean_auc = sum(sum(v) for v in ref.values()) / (len(ref) * cfg.n_folds)
+    base = time_case("sklearn loop", lambda: sklearn_sweep(feats, y, cv.folds, cfg), runs=runs, warmup=0)
+    fast = time_case("torch batched", torch_sweep, runs=runs, warmup=1, device=device, baseline="sklearn loop")
+    shape = {"n": n, "hooks": len(widths), "folds": cfg.n_folds}
+    base.extra = {**shape, "mean_auroc": mean_auc}
+    fast.extra = {**shape, "max_auroc_diff_vs_sklearn": diff, "speedup": base.median_s / fast.median_s}
+    return [base, fast]
