@@ -89,7 +89,7 @@ def auroc(scores: Float[Tensor, "*batch n"], labels: Bool[Tensor, " n"]) -> Floa
     n_neg = labels.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise DataError(f"AUROC needs both classes; got {n_pos} positive and {n_neg} negative rows.")
-    s = scores.double()
+    s = scores.double().contiguous()
     sorted_s, _ = torch.sort(s, dim=-1)
     left = torch.searchsorted(sorted_s, s, right=False)
     right = torch.searchsorted(sorted_s, s, right=True)
@@ -322,3 +322,67 @@ def summarise(values: Tensor) -> tuple[float, float]:
 
 def nan_to_none(x: float) -> float | None:
     return None if math.isnan(x) else x
+
+
+# --------------------------------------------------------------------------- probe applied across models
+
+
+@dataclass
+class TransferScores:
+    """A probe fitted on `pos` vs `neg` rows (e.g. teacher vs base activations), applied to the
+    held-out prompts of other models: `teacher_prob[model][hook]` is the mean P(pos) of its rows
+    and `auroc_vs_neg[model][hook]` separates its rows from the neg model's on the same prompts."""
+
+    hooks: list[str]
+    teacher_prob: dict[str, dict[str, float]] = field(default_factory=dict)
+    auroc_vs_neg: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_test: int = 0
+
+
+def transfer_probe(
+    pos: Mapping[str, Float[Tensor, "n d"]],
+    neg: Mapping[str, Float[Tensor, "n d"]],
+    groups: Int[Tensor, " n"] | Sequence[int],
+    apply: Mapping[str, Mapping[str, Float[Tensor, "n d"]]],
+    config: ProbeConfig | None = None,
+    device: str | torch.device | None = None,
+    test_fold: int = 0,
+) -> TransferScores:
+    """Fit a logistic probe pos-vs-neg on the training prompts, apply it to every model in `apply`.
+
+    `pos`, `neg` and every `apply[model]` hold one row per input (the same inputs, read by
+    different models), so the held-out prompts are held out for all of them.
+    """
+    config = config or ProbeConfig()
+    groups = torch.as_tensor(groups).long().cpu()
+    folds = grouped_folds(groups, config.n_folds, config.seed)
+    test = folds == test_fold
+    n = len(groups)
+    device = torch.device(device) if device is not None else next(iter(pos.values())).device
+    out = TransferScores(hooks=list(pos), n_test=int(test.sum()))
+    y = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]).to(device)
+    train = torch.cat([~test, ~test])[None].to(device)
+    test_d = test.to(device)
+    by_width: dict[int, list[str]] = {}
+    for hook, f in pos.items():
+        if f.shape[0] != n or neg[hook].shape != f.shape:
+            raise DataError(f"Rows of {hook!r} differ between the two models or from the {n} groups.")
+        by_width.setdefault(f.shape[1], []).append(hook)
+    for hooks in by_width.values():
+        def stack(feats: Mapping[str, Tensor], hooks: list[str] = hooks) -> Tensor:
+            return torch.stack([feats[h].to(device=device, dtype=torch.float32) for h in hooks])
+
+        x = torch.cat([stack(pos), stack(neg)], dim=1)
+        tr = train[0]
+        mean, sd = x[:, tr].mean(1, keepdim=True), x[:, tr].std(1, keepdim=True)
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        theta = fit_logistic((x - mean) / sd, y, train, config.C, config.max_iter, config.tol)
+        neg_scores = decision((stack(neg) - mean) / sd, theta)[0][:, test_d]
+        for model, feats in apply.items():
+            scores = decision((stack(feats) - mean) / sd, theta)[0][:, test_d]
+            labels = torch.cat([torch.ones(scores.shape[1], dtype=torch.bool), torch.zeros(scores.shape[1], dtype=torch.bool)])
+            aucs = auroc(torch.cat([scores, neg_scores], dim=1), labels)
+            for i, h in enumerate(hooks):
+                out.teacher_prob.setdefault(model, {})[h] = float(torch.sigmoid(scores[i]).mean())
+                out.auroc_vs_neg.setdefault(model, {})[h] = float(aucs[i])
+    return out
