@@ -26,7 +26,7 @@ import torch
 from workbench.activations import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
 from workbench.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.inputs import Inputs, read_jsonl
-from workbench.lineage import Lineage
+from workbench.lineage import Lineage, check_hf_dir
 from workbench.linear_probes import (
     ProbeConfig,
     cross_validate,
@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             for role in ("base", "teacher"):
                 if role not in hf:
                     raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and --teacher.")
+            for role, path in hf.items():
+                check_hf_dir(role, path)
             if not args.data:
                 raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
             data_paths = [Path(p) for p in args.data]
