@@ -1,6 +1,7 @@
 """Benchmark `probes`: the all-hook probe sweep, batched torch probes vs a scikit-learn loop.
 
-Synthetic activations shaped like a capture of the default organism (residual-width and
+Each side runs the job's sweep: the logistic probe on the real labels and on
+`shuffle_repeats` permutations (the shuffled control), per hook and fold. Synthetic activations shaped like a capture of the default organism (residual-width and
 MLP-width hooks, one pooled vector per sequence, two sequences per prompt) with a weak signal
 at every hook. Both sides fit the same L2 logistic probe on training-fold-standardised
 features with the same prompt-grouped folds; `extra` records the largest AUROC difference.
@@ -24,8 +25,10 @@ def synthetic_sweep(n: int, widths: dict[str, int], seed: int = 0) -> tuple[dict
     return feats, y, torch.arange(n) // 2
 
 
-def sklearn_sweep(feats: dict[str, torch.Tensor], y: torch.Tensor, folds: torch.Tensor, cfg: ProbeConfig) -> dict[str, list[float]]:
-    """The reference loop: StandardScaler + LogisticRegression per hook and fold."""
+def sklearn_sweep(feats: dict[str, torch.Tensor], y: torch.Tensor, folds: torch.Tensor, cfg: ProbeConfig,
+                  shuffled: list[torch.Tensor] = ()) -> dict[str, list[float]]:
+    """The reference loop: StandardScaler + LogisticRegression per hook and fold (then per
+    shuffled label set, as the job's control); returns the real labels' AUROCs."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -39,6 +42,10 @@ def sklearn_sweep(feats: dict[str, torch.Tensor], y: torch.Tensor, folds: torch.
             scaler = StandardScaler().fit(x[tr])
             lr = LogisticRegression(C=cfg.C, max_iter=1000).fit(scaler.transform(x[tr]), yy[tr])
             aucs.append(roc_auc_score(yy[te], lr.decision_function(scaler.transform(x[te]))))
+            for ys in shuffled:
+                ys = ys.numpy()
+                lr = LogisticRegression(C=cfg.C, max_iter=1000).fit(scaler.transform(x[tr]), ys[tr])
+                roc_auc_score(ys[te], lr.decision_function(scaler.transform(x[te])))
         out[hook] = aucs
     return out
 
@@ -52,7 +59,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
             widths[f"blocks.{layer}.{name}"] = 64
         widths[f"blocks.{layer}.mlp.hook_post"] = 256
     feats, y, groups = synthetic_sweep(n, widths)
-    cfg = ProbeConfig(shuffle_repeats=0)
+    cfg = ProbeConfig(shuffle_repeats=2 if quick else 5)
     feats_dev = {h: x.to(device) for h, x in feats.items()}
     runs = 2 if quick else 3
 
@@ -61,11 +68,13 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
 
     cv = torch_sweep()
     ref = sklearn_sweep(feats, y, cv.folds, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # the permutations cross_validate uses
+    shuffled = [y[torch.randperm(n, generator=gen)] for _ in range(cfg.shuffle_repeats)]
     diff = max(abs(float(cv.auroc["logistic"][h][f]) - ref[h][f]) for h in feats for f in range(cfg.n_folds))
     mean_auc = sum(sum(v) for v in ref.values()) / (len(ref) * cfg.n_folds)
-    base = time_case("sklearn loop", lambda: sklearn_sweep(feats, y, cv.folds, cfg), runs=runs, warmup=0)
+    base = time_case("sklearn loop", lambda: sklearn_sweep(feats, y, cv.folds, cfg, shuffled), runs=runs, warmup=0)
     fast = time_case("torch batched", torch_sweep, runs=runs, warmup=1, device=device, baseline="sklearn loop")
-    shape = {"n": n, "hooks": len(widths), "folds": cfg.n_folds}
+    shape = {"n": n, "hooks": len(widths), "folds": cfg.n_folds, "shuffled_repeats": cfg.shuffle_repeats}
     base.extra = {**shape, "mean_auroc": mean_auc}
     fast.extra = {**shape, "max_auroc_diff_vs_sklearn": diff, "speedup": base.median_s / fast.median_s}
     return [base, fast]
