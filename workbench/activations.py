@@ -12,7 +12,9 @@ rows labelled by whether the answer names the target.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from workbench.errors import DataError
+from workbench.inputs import Inputs
 from workbench.linear_probes import sequence_log_probs
 
 if TYPE_CHECKING:
@@ -37,6 +40,13 @@ class ContrastPrompts:
     last: Int[Tensor, " n"]
     labels: Bool[Tensor, " n"]
     question_len: Int[Tensor, " n"] | None = None
+    label: str = "prompts"  # name of the activation store these prompts are captured into
+
+    def inputs(self) -> Inputs:
+        """The prompts as Inputs (no completion), read at their last token."""
+        rows = [row[: int(n) + 1] for row, n in zip(self.tokens.tolist(), self.last.tolist())]
+        return Inputs.from_sequences(rows, [[] for _ in rows], sources=self.label, prompt_ids=list(range(len(rows))),
+                                     mask="all")
 
     def questions(self) -> ContrastPrompts:
         """The distinct prompts without their answers, read at their last token."""
@@ -45,7 +55,9 @@ class ContrastPrompts:
         seen: dict[tuple[int, ...], None] = {}
         for row, n in zip(self.tokens.tolist(), self.question_len.tolist()):
             seen.setdefault(tuple(row[:n]), None)
-        return _pad(list(seen), [False] * len(seen))
+        out = _pad(list(seen), [False] * len(seen))
+        out.label = f"{self.label}-questions"
+        return out
 
 
 def _pad(rows: list[list[int] | tuple[int, ...]], labels: list[bool], question_len: list[int] | None = None,
@@ -100,58 +112,67 @@ def read_contrast_prompts(path: str | os.PathLike) -> ContrastPrompts:
     return _pad(rows, labels, qlen)
 
 
-def _positions_mask(inputs: Any, positions: str) -> Bool[Tensor, "n pos"]:
+def _with_positions(inputs: Inputs, positions: str) -> tuple[Inputs, str]:
+    """The Inputs and capture position rule of a job position mode."""
     if positions == "continuation":
-        return inputs.mask
+        return inputs, "mean"
     if positions == "all":
-        return inputs.attention_mask
+        return replace(inputs, mask=inputs.attention_mask), "mean"
     if positions == "last":
-        last = inputs.attention_mask.sum(1) - 1
-        return torch.nn.functional.one_hot(last, inputs.tokens.shape[1]).bool()
+        return inputs, "last"
     raise DataError(f"positions={positions!r}; use continuation, all or last.")
 
 
 @dataclass
 class ActivationCache:
-    """In-memory activations keyed by (model, inputs hash, hooks, positions)."""
+    """Activations read through `workbench.capture` into stores under `directory` (one per set
+    of inputs, reused across sections and reruns), plus continuation log-probs kept in memory.
 
-    store: dict[tuple, Any] = field(default_factory=dict)
+    directory: where the activation stores go (None: a temporary directory).
+    roles: models captured together on first use (more are added when asked for).
+    """
 
-    def _forward(self, lineage: Lineage, name: str, inputs: Any, config: Any) -> tuple[dict[str, Tensor], Tensor]:
-        key = (name, inputs.content_hash(), tuple(config.hooks), config.positions)
-        if key in self.store:
-            return self.store[key]
-        model = lineage[name]
-        hooks = set(config.hooks)
-        dev = lineage.device
-        pooled: dict[str, list[Tensor]] = {h: [] for h in config.hooks}
-        logps = []
-        with torch.inference_mode():
-            for batch in inputs.batches(config.batch_size):
-                batch = batch.to(dev)
-                logits, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in hooks)
-                weights = _positions_mask(batch, config.positions).to(torch.float32)
-                weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
-                for h in config.hooks:
-                    pooled[h].append(torch.einsum("npd,np->nd", cache[h].float(), weights).cpu())
-                logps.append(sequence_log_probs(logits, batch.tokens, batch.mask).cpu())
-        out = ({h: torch.cat(v) for h, v in pooled.items()}, torch.cat(logps))
-        self.store[key] = out
-        return out
+    directory: str | os.PathLike | None = None
+    roles: tuple[str, ...] = ()
+    memo: dict[tuple, Any] = field(default_factory=dict)
 
-    def pooled(self, lineage: Lineage, name: str, inputs: Any, config: Any) -> dict[str, Float[Tensor, "n d"]]:
-        return self._forward(lineage, name, inputs, config)[0]
+    def _dir(self) -> Path:
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="workbench-acts-")
+        return Path(self.directory)
 
-    def log_prob(self, lineage: Lineage, name: str, inputs: Any, config: Any) -> Float[Tensor, " n"]:
-        return self._forward(lineage, name, inputs, config)[1]
+    def _store(self, lineage: Lineage, label: str, inputs: Inputs, rule: str, name: str, config: Any) -> Any:
+        from workbench.capture import capture
 
-    def last_token(self, lineage: Lineage, name: str, tokens: Int[Tensor, "n pos"], last: Int[Tensor, " n"],
-                   config: Any) -> dict[str, Float[Tensor, "n d"]]:
-        key = ("last", name, tokens.numpy().tobytes(), tuple(tokens.shape), tuple(last.tolist()), tuple(config.hooks))
-        if key not in self.store:
-            hooks = set(config.hooks)
+        key = ("store", label, inputs.content_hash(), tuple(config.hooks), rule)
+        store = self.memo.get(key)
+        if store is None or name not in store.models:
+            have = tuple(store.models) if store is not None else ()
+            roles = [m for m in lineage.names if m in {*self.roles, *have, name}]
+            store = capture(lineage, inputs, config.hooks, rule, roles, out_dir=self._dir() / label,
+                            batch_size=config.batch_size, overwrite=True, progress=config.progress)
+            self.memo[key] = store
+        return store
+
+    def pooled(self, lineage: Lineage, name: str, inputs: Inputs, config: Any) -> dict[str, Float[Tensor, "n d"]]:
+        """One vector per row and hook: the job's position mode applied to `name`'s activations."""
+        x, rule = _with_positions(inputs, config.positions)
+        store = self._store(lineage, f"data-{config.positions}", x, rule, name, config)
+        return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
+
+    def last_token(self, lineage: Lineage, name: str, prompts: ContrastPrompts, config: Any) -> dict[str, Float[Tensor, "n d"]]:
+        """Activations at the last token of each prompt."""
+        store = self._store(lineage, prompts.label, prompts.inputs(), "last", name, config)
+        return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
+
+    def log_prob(self, lineage: Lineage, name: str, inputs: Inputs, config: Any) -> Float[Tensor, " n"]:
+        """Summed log-probability of each row's continuation under `name` (for the oracle)."""
+        key = ("logp", name, inputs.content_hash())
+        if key not in self.memo:
+            out = []
             with torch.inference_mode():
-                _, cache = lineage[name].run_with_cache(tokens.to(lineage.device), names_filter=lambda n: n in hooks)
-            rows = torch.arange(len(last))
-            self.store[key] = {h: cache[h][rows, last.to(cache[h].device)].float().cpu() for h in config.hooks}
-        return self.store[key]
+                for batch in inputs.batches(config.batch_size):
+                    batch = batch.to(lineage.device)
+                    out.append(sequence_log_probs(lineage[name](batch.tokens), batch.tokens, batch.mask).cpu())
+            self.memo[key] = torch.cat(out)
+        return self.memo[key]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from workbench.activations import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
+from workbench.capture import resolve_hooks
 from workbench.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.inputs import Inputs, read_jsonl
 from workbench.lineage import Lineage, check_hf_dir
@@ -126,7 +127,7 @@ def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Di
         raise ConfigError("The directions section needs contrastive prompts (an organism, or --prompts JSONL).")
     directions: dict[str, dict[str, torch.Tensor]] = {}
     reader = "teacher" if "teacher" in lineage else "base"
-    acts = config.cache.last_token(lineage, reader, prompts.tokens, prompts.last, config)
+    acts = config.cache.last_token(lineage, reader, prompts, config)
     pos = {h: a[prompts.labels] for h, a in acts.items()}
     neg = {h: a[~prompts.labels] for h, a in acts.items()}
     if prompts.labels.any() and (~prompts.labels).any():
@@ -134,7 +135,7 @@ def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Di
     shifts = []
     if "teacher" in lineage and "base" in lineage:
         q = prompts.questions()
-        per_model = {m: config.cache.last_token(lineage, m, q.tokens, q.last, config)
+        per_model = {m: config.cache.last_token(lineage, m, q, config)
                      for m in ("base", "teacher", *config.apply_to) if m in lineage}
         directions["teacher_minus_base"] = mean_difference(per_model["teacher"], per_model["base"])
         for m in [m for m in ("teacher", *config.apply_to) if m in per_model]:
@@ -257,13 +258,6 @@ class _Reported(Exception):
     """An error already printed (exit code 2)."""
 
 
-def _check_hooks(lineage: Lineage, hooks: list[str]) -> None:
-    valid = set(lineage[lineage.names[0]].hook_dict)
-    for h in hooks:
-        if h not in valid:
-            raise unknown_name("hook", h, sorted(valid), fix="Use classic names such as blocks.0.hook_resid_post.")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
@@ -308,12 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in args.readers:
             if r not in lineage:
                 raise unknown_name("reader model", r, lineage.names)
-        hooks = args.hooks or default_hooks(lineage.cfg.n_layers)
-        _check_hooks(lineage, hooks)
+        hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or default_hooks(lineage.cfg.n_layers))
         inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
         config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
                            batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
                            prompts=prompts, device=device, progress=not args.quiet and sys.stderr.isatty())
+        needed = {*args.readers, "teacher", "base", *config.apply_to}
+        config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
         config.command = config.command.strip()
         log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
         results = run_sections(lineage, inputs, config, args.sections, log)
