@@ -49,7 +49,7 @@ class ProbeConfig:
     C: float = 1.0  # inverse L2 strength of the logistic probe (scikit-learn's C, on standardised features)
     ridge_alpha: float = 1.0  # L2 strength of the ridge probe (scikit-learn's alpha, on standardised features)
     max_iter: int = 200  # solver steps at most (weak signals converge in ~10; separable data takes more)
-    tol: float = 1e-7  # stop when every fit's predicted objective decrease is below tol * n_train
+    tol: float = 1e-6  # stop when every fit's predicted objective decrease is below tol * n_train
     shuffle_repeats: int = 5  # label permutations for the shuffled-label control
     seed: int = 0  # folds and permutations
 
@@ -127,7 +127,7 @@ def fit_logistic(
     train: Bool[Tensor, "folds n"],
     C: float = 1.0,
     max_iter: int = 200,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
 ) -> Float[Tensor, "*labelsets folds hooks d1"]:
     """L2 logistic regression for every (label set, fold, hook) at once; returns [w, b] per fit.
 
