@@ -8,8 +8,9 @@ rows, where its files are and the command that regenerates it.
 
 Summary rows are flat dicts. The report reads these keys when present (others are kept and
 shown as they are): `where` (hook, layer or component), `measure` (what the value is), `value`,
-`sd`, `control` (name of the baseline) and `control_value`. The terminal summary shows, per
-`where` and section, the row whose value is furthest above its control.
+`sd`, `control` (name of the baseline), `control_value` and `group` (a sub-analysis of the
+section, e.g. a probe task). The terminal summary shows, per `where`, section and group, the
+row whose value is furthest above its control.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ def _margin(row: dict[str, Any]) -> float:
 
 
 def strongest_rows(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (where, section): the summary row furthest above its control, in first-seen order."""
-    best: dict[tuple[str, str], dict[str, Any]] = {}
+    """Per (where, section, group): the summary row furthest above its control, in first-seen order."""
+    best: dict[tuple[str, str, str], dict[str, Any]] = {}
     for section in sections:
         for row in section["summary_rows"]:
-            key = (str(row.get("where", "(overall)")), section["id"])
+            key = (str(row.get("where", "(overall)")), section["id"], str(row.get("group", "")))
             if key not in best or _margin(row) > _margin(best[key]):
                 best[key] = {**row, "section": section["id"]}
-    return list(best.values())
+    return sorted(best.values(), key=lambda r: list(dict.fromkeys(k[0] for k in best)).index(str(r.get("where", "(overall)"))))
 
 
 def _fmt(v: Any) -> str:
@@ -80,7 +81,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def format_summary(sections: list[dict[str, Any]], width: int = 64) -> str:
+def format_summary(sections: list[dict[str, Any]], width: int = 76) -> str:
     """Terminal table: per layer/component the strongest evidence beside its control."""
     rows = strongest_rows(sections)
     if not rows:
