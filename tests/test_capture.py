@@ -226,3 +226,12 @@ def test_sigkill_mid_capture_then_resume_is_byte_identical_to_a_clean_run(lin, t
     resumed = capture(lin, x, HOOKS, positions="all", out_dir=killed, batch_size=4, shard_rows=8, progress=False)
     assert tree_sha(killed) == tree_sha(tmp_path / "clean")
     assert len(resumed.manifest["shards"]) == len(clean.manifest["shards"])
+
+
+def test_capture_benchmark_quick_reports_every_case():
+    from workbench.benchmarks.capture import run
+
+    cases = {c.label: c for c in run(torch.device("cpu"), quick=True)}
+    assert set(cases) == {"forward", "capture/last", "capture/mean", "capture/all", "rss/all x1", "rss/all x10"}
+    assert all(c.median_s > 0 and c.peak_rss_mb > 0 for c in cases.values())
+    assert cases["capture/last"].baseline == "forward" and cases["rss/all x10"].extra["rows"] == 10 * cases["rss/all x1"].extra["rows"]

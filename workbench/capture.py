@@ -59,7 +59,7 @@ from workbench.store import (
 PositionRule = Literal["all", "last", "mean"] | Sequence[int]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _BEFORE_BLOCKS = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")
-DEFAULT_CHUNK_BYTES = 32 * 2**20  # rows held in memory at once: ~32 MB over all hooks of one model
+DEFAULT_CHUNK_BYTES = 16 * 2**20  # rows held in memory at once: ~16 MB over all hooks of one model
 
 
 # --------------------------------------------------------------------------- hook names
@@ -361,7 +361,7 @@ def capture(
     out_dir: the artifact directory (created; locked while writing).
     batch_size: rows per forward pass.
     storage_dtype: float32, bfloat16 or float16 (compute stays in the models' dtype).
-    shard_rows: rows per shard (default: ~32 MB over all hooks, a multiple of batch_size): the memory bound.
+    shard_rows: rows per shard (default: ~16 MB over all hooks, a multiple of batch_size): the memory bound.
     device: where the models run (default: where the lineage already is).
     overwrite: replace a finished artifact of a different capture in `out_dir`.
     progress: a progress bar over batches (and the size to be written) on stderr.

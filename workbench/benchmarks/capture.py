@@ -5,6 +5,7 @@ two models of one lineage. Cases, all in one run:
 - `forward`: the plain forward of both models over the inputs (batched, inference mode): baseline.
 - `capture/last`, `capture/mean`, `capture/all`: end-to-end `capture` into a fresh directory
   (hooks, position rule, disk writes, checksums, manifest). Goal: <= 1.2x forward for last/mean.
+  Cases run in interleaved rounds so that load drift on a shared machine hits them alike.
 - `rss/all x1`, `rss/all x10`: peak RSS of a positions="all" capture of N and 10N inputs. The
   capture streams shard by shard, so the goal is within 10% of each other.
 """
@@ -12,7 +13,9 @@ two models of one lineage. Cases, all in one run:
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -48,7 +51,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
     from workbench.capture import capture
 
     shape = QUICK if quick else FULL
-    n, batch, runs, warmup = (8, 8, 1, 0) if quick else (256, 64, 3, 1)
+    n, batch, runs, warmup = (8, 8, 1, 0) if quick else (256, 64, 5, 1)
     lin = _lineage(shape, device)
     inputs = _inputs(n, shape)
     hooks = [f"blocks.{i}.hook_resid_post" for i in range(shape["n_layers"])]
@@ -68,12 +71,27 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         return go
 
     try:
-        cases = [time_case("forward", forward, runs=runs, warmup=warmup, device=device)]
-        for positions in ("last", "mean", "all"):
-            c = time_case(f"capture/{positions}", capture_fn(positions), runs=runs, warmup=warmup, device=device,
-                          baseline="forward")
-            c.extra = {"rows": n, "models": len(lin), "hooks": len(hooks)}
-            cases.append(c)
+        # Interleaved rounds (forward, then each capture), so load drift on a shared machine hits
+        # every case alike; medians over rounds.
+        fns = {"forward": forward, **{f"capture/{p}": capture_fn(p) for p in ("last", "mean", "all")}}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        with PeakRSS() as rss:
+            for round_ in range(warmup + runs):
+                for label, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if round_ >= warmup:
+                        times[label].append(time.perf_counter() - t0)
+        cases = []
+        for label, ts in times.items():
+            q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+            cases.append(Case(label, len(ts), statistics.median(ts), q[2] - q[0], rss.peak_mb,
+                              baseline=None if label == "forward" else "forward",
+                              extra={"rows": n, "models": len(lin), "hooks": len(hooks),
+                                     "paired_ratio_median": statistics.median(
+                                         t / f for t, f in zip(ts, times["forward"]))}))
         n_rss = max(n // 4, batch)  # positions="all" writes n_ctx x d_model floats per row and hook
         for label, rows in (("rss/all x1", _inputs(n_rss, shape)), ("rss/all x10", _inputs(10 * n_rss, shape))):
             go = capture_fn("all", rows)
