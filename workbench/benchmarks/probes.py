@@ -3,7 +3,7 @@
 Each side runs the job's sweep: the logistic probe on the real labels and on
 `shuffle_repeats` permutations (the shuffled control), per hook and fold. Synthetic activations shaped like a capture of the default organism (residual-width and
 MLP-width hooks, one pooled vector per sequence, two sequences per prompt) with a weak signal
-at every hook. Both sides fit the same L2 logistic probe on training-fold-standardised
+at every hook (held-out AUROC ~0.58-0.68, like the organisms' data-source probes). Both sides fit the same L2 logistic probe on training-fold-standardised
 features with the same prompt-grouped folds; `extra` records the largest AUROC difference.
 """
 
@@ -21,7 +21,8 @@ def synthetic_sweep(n: int, widths: dict[str, int], seed: int = 0) -> tuple[dict
     feats = {}
     for i, (hook, d) in enumerate(widths.items()):
         direction = torch.randn(d, generator=g)
-        feats[hook] = torch.randn(n, d, generator=g) + (0.05 * (i + 1)) * y[:, None].float() * direction / direction.norm() * d**0.5 / 4
+        shift = 0.3 + 0.03 * i  # class-mean distance in noise sds: AUROC ~0.58-0.68, as measured on the organisms
+        feats[hook] = torch.randn(n, d, generator=g) + shift * y[:, None].float() * direction / direction.norm()
     return feats, y, torch.arange(n) // 2
 
 
