@@ -15,7 +15,7 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = read_report(out)  # every file it names exists
-    assert [s["id"] for s in report["sections"]] == ["probes", "directions"]
+    assert [s["id"] for s in report["sections"]] == ["probes", "directions", "compare"]
     assert all(s["command"].startswith("python -m workbench.probe") for s in report["sections"])
     probes = report["sections"][0]
     rows = json.loads((out / probes["files"]["result"]).read_text())["data"]["rows"]

@@ -160,6 +160,12 @@ class ActivationCache:
         store = self._store(lineage, f"data-{config.positions}", x, rule, name, config)
         return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
 
+    def data_store(self, lineage: Lineage, inputs: Inputs, config: Any) -> Any:
+        """The activation store of the job's rows with every model in `roles` (for store-based analyses)."""
+        x, rule = _with_positions(inputs, config.positions)
+        first = next((m for m in lineage.names if m in self.roles), lineage.names[0])
+        return self._store(lineage, f"data-{config.positions}", x, rule, first, config)
+
     def last_token(self, lineage: Lineage, name: str, prompts: ContrastPrompts, config: Any) -> dict[str, Float[Tensor, "n d"]]:
         """Activations at the last token of each prompt."""
         store = self._store(lineage, prompts.label, prompts.inputs(), "last", name, config)

@@ -78,6 +78,7 @@ class JobConfig:
     seed: int = 0  # row sampling
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
+    target: str | None = None  # the trait token, for the logit-lens view of activation shifts
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
     cache: ActivationCache = field(default_factory=ActivationCache)  # activations read once, shared by sections
@@ -157,8 +158,19 @@ def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Di
                                    "random_directions": config.random_directions})
 
 
+def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Activation shifts of every captured model against its parent on the job's rows, with
+    cos(student shift, teacher shift) beside the controls (`workbench.compare`)."""
+    from workbench.compare import CompareConfig, compare
+
+    store = config.cache.data_store(lineage, inputs, config)
+    result = compare(store, lineage, CompareConfig(target=config.target), meta={"positions": config.positions})
+    result.command = config.command
+    return result
+
+
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
-SECTIONS: dict[str, Section] = {"probes": probe_section, "directions": direction_section}
+SECTIONS: dict[str, Section] = {"probes": probe_section, "directions": direction_section, "compare": compare_section}
 """Report sections in order; add an analysis here (name -> function) to add it to the report."""
 
 
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
             lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
             prompts = prompts_rows
+            target = None
         else:
             from workbench.organism.tokenizer import Tokenizer
 
@@ -306,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
         config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
                            batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                           prompts=prompts, device=device, progress=not args.quiet and sys.stderr.isatty())
+                           prompts=prompts, target=target, device=device, progress=not args.quiet and sys.stderr.isatty())
         needed = {*args.readers, "teacher", "base", *config.apply_to}
         config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
         config.command = config.command.strip()

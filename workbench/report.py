@@ -62,15 +62,29 @@ def _margin(row: dict[str, Any]) -> float:
     return float(value)
 
 
+def _where(row: dict[str, Any]) -> str:
+    return str(row.get("where", row.get("hook", row.get("layer", "(overall)"))))
+
+
+def _measure(row: dict[str, Any], section: str) -> str:
+    """The row's `measure`, else its first numeric fields as `name=value` (rows of other conventions)."""
+    if "measure" in row:
+        return str(row["measure"])
+    numeric = [(k, v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in ("where", "hook", "layer")]
+    return f"{section}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in numeric[:3]) if numeric else section
+
+
 def strongest_rows(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (where, section, group): the summary row furthest above its control, in first-seen order."""
     best: dict[tuple[str, str, str], dict[str, Any]] = {}
     for section in sections:
         for row in section["summary_rows"]:
-            key = (str(row.get("where", "(overall)")), section["id"], str(row.get("group", "")))
+            key = (_where(row), section["id"], str(row.get("group", "")))
             if key not in best or _margin(row) > _margin(best[key]):
                 best[key] = {**row, "section": section["id"]}
-    return sorted(best.values(), key=lambda r: list(dict.fromkeys(k[0] for k in best)).index(str(r.get("where", "(overall)"))))
+    order = list(dict.fromkeys(k[0] for k in best))
+    return sorted(best.values(), key=lambda r: order.index(_where(r)))
 
 
 def _fmt(v: Any) -> str:
@@ -86,12 +100,12 @@ def format_summary(sections: list[dict[str, Any]], width: int = 76) -> str:
     rows = strongest_rows(sections)
     if not rows:
         return "(no summary rows)"
-    where_w = max(12, *(len(str(r.get("where", "(overall)"))) for r in rows))
+    where_w = max(12, *(len(_where(r)) for r in rows))
     lines = [f"{'where':<{where_w}}  {'evidence':<{width}}  {'value':>7}  {'control':>7}  control is"]
     for r in rows:
-        measure = str(r.get("measure", r["section"]))
+        measure = _measure(r, r["section"])
         measure = measure if len(measure) <= width else measure[: width - 1] + "~"
-        lines.append(f"{str(r.get('where', '(overall)')):<{where_w}}  {measure:<{width}}  {_fmt(r.get('value')):>7}  "
+        lines.append(f"{_where(r):<{where_w}}  {measure:<{width}}  {_fmt(r.get('value')):>7}  "
                      f"{_fmt(r.get('control_value')):>7}  {r.get('control', '-')}")
     return "\n".join(lines)
 
