@@ -3,7 +3,8 @@
 With no arguments it uses the default organism in `artifacts/organism/` (built if missing,
 reusing what exists), reads activations of the distillation data and of contrastive
 preference prompts, runs the report sections (linear probes with their controls; trait
-directions with screening and cross-model shifts) and writes `artifacts/report/`
+directions with screening and cross-model shifts; activation shifts; weight deltas; delta and
+activation patching) and writes `artifacts/report/`
 (report.json, one HTML per figure, index.html) plus a terminal summary: per layer/component
 the strongest evidence beside its control.
 
@@ -169,17 +170,76 @@ def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
     return result
 
 
+def weights_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Weight deltas: cos(ΔS, ΔT) per layer x component beside the control and other-target
+    students (`workbench.weights`; the cross-init student lives in other coordinates)."""
+    from workbench.weights import WeightConfig, weight_deltas
+
+    models = tuple(m for m in ("student", "control", "other") if m in lineage)
+    baseline = "control" if "control" in lineage else models[-1]
+    result = weight_deltas(lineage, WeightConfig(models=models, baseline=baseline), device=config.device)
+    result.command = config.command
+    return result
+
+
+def _patch_config(lineage: Lineage, config: JobConfig) -> Any:
+    from workbench.patching import PatchConfig
+
+    return PatchConfig(target=config.target, control="control" if "control" in lineage else None, progress=config.progress)
+
+
+def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Causal check in weight space: the trait of base + ΔS restricted to each group, layer and
+    leave-one-out, beside the control's delta (`workbench.patching.delta_patching`)."""
+    from workbench.patching import delta_patching
+
+    result = delta_patching(lineage, _patch_config(lineage, config), device=config.device)
+    result.command = config.command
+    return result
+
+
+def activation_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Causal check in activation space: the base run on the trait prompts with one hook's
+    activations taken from the student, and the reverse (`workbench.patching.activation_patching`)."""
+    from workbench.patching import activation_patching
+
+    result = activation_patching(lineage, _patch_config(lineage, config), device=config.device)
+    result.command = config.command
+    return result
+
+
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
-SECTIONS: dict[str, Section] = {"probes": probe_section, "directions": direction_section, "compare": compare_section}
+SECTIONS: dict[str, Section] = {
+    "probes": probe_section,
+    "directions": direction_section,
+    "compare": compare_section,
+    "weights": weights_section,
+    "delta_patching": delta_patching_section,
+    "activation_patching": activation_patching_section,
+}
 """Report sections in order; add an analysis here (name -> function) to add it to the report."""
+
+
+def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
+    """Why a section cannot run on these models (None: it can)."""
+    if name == "directions" and config.prompts is None:
+        return "no contrastive prompts"
+    if name in ("weights", "delta_patching", "activation_patching"):
+        missing = [m for m in ("base", "teacher", "student") if m not in lineage]
+        if missing:
+            return f"no {', '.join(missing)} model"
+    if name in ("delta_patching", "activation_patching") and (config.target is None or lineage.tokenizer is None):
+        return "the trait is scored with the organism's tokenizer and target; these models have none"
+    return None
 
 
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
                  log: Callable[[str], None] = lambda s: None) -> list[Result]:
     results = []
     for name in sections or list(SECTIONS):
-        if name == "directions" and config.prompts is None:
-            log("skipping directions: no contrastive prompts")
+        reason = skip_reason(name, lineage, config)
+        if reason is not None:
+            log(f"skipping {name}: {reason}")
             continue
         log(f"section {name}")
         results.append(SECTIONS[name](lineage, inputs, config))
