@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.probe import distillation_inputs, main
+from workbench.probe import SECTIONS, distillation_inputs, main
 from workbench.report import read_report
 
 
@@ -15,7 +15,7 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = read_report(out)  # every file it names exists
-    assert [s["id"] for s in report["sections"]] == ["probes", "directions", "compare"]
+    assert [s["id"] for s in report["sections"]] == list(SECTIONS)
     assert all(s["command"].startswith("python -m workbench.probe") for s in report["sections"])
     probes = report["sections"][0]
     rows = json.loads((out / probes["files"]["result"]).read_text())["data"]["rows"]
@@ -31,6 +31,10 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     assert (out / directions["files"]["result"]).with_suffix(".safetensors").is_file()
     assert (out / "index.html").is_file() and (out / "plotly.min.js").is_file()
     assert "blocks.0.hook_resid_post" in captured.out and "shuffled labels" in captured.out
+    # the causal check: patching every group of the student's delta into the base recovers it all
+    patching = next(s for s in report["sections"] if s["id"] == "delta_patching")
+    whole = [r for r in json.loads((out / patching["files"]["result"]).read_text())["data"]["rows"] if r["kind"] == "all"]
+    assert whole and whole[0]["recovered"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("args, message", [
