@@ -122,7 +122,12 @@ def test_save_load_figures_and_summary(result, tmp_path):
     assert {"alignment", "shift_norms"} <= set(figs)
     assert len(figs["alignment"].data[1].x) == 2 * len(result.hooks)  # shaded interval band (after the null band)
     rows = loaded.summary_rows()
-    assert len(rows) == len(result.hooks) and "cos student~teacher" in rows[0]
+    assert [r["where"] for r in rows] == result.hooks
+    at = result.hooks.index(f"blocks.{LAYER}.hook_resid_post")
+    row = rows[at]  # the planted hook: the student's shift is the teacher's, the control's orthogonal to it
+    assert row["value"] > 0.9999 and abs(row["control_value"]) < 1e-3 and row["control"] == "control student"
+    assert row["ci"][0] <= row["value"] <= row["ci"][1] + 1e-6 and "rel_norm student" in row
+    assert math.isnan(rows[0]["value"])  # before the plant: no shift, no direction
 
 
 def test_aggregate_seeds_is_mean_and_spread_over_seeds(result, tmp_path):

@@ -94,6 +94,9 @@ def test_recovered_fraction_undefined_without_a_clear_effect(lin):
     assert not result.defined and result.greedy_set is None and result.greedy == []
     assert all(r["recovered"] is None for r in result.rows)
     assert "undefined" in result.figures()["delta_patching_bars"].layout.title.text
+    rows = result.summary_rows()  # the summary falls back to gains in nats, and nothing clears
+    assert all("nats" in r["measure"] and not r["clears"] for r in rows)
+    assert rows[0]["value"] == result.table("group")[0]["gain"]
 
 
 def test_bad_names_are_clear_errors(lin):
@@ -137,7 +140,13 @@ def test_activation_patching_tables(lin, tmp_path):
     result.save(tmp_path)
     loaded = ActivationPatchingResult.load(tmp_path)
     assert loaded.rows == result.rows and loaded.config == result.config
-    assert len(loaded.figures()) == 3 and len(loaded.summary_rows()) == len(result.hooks)
+    assert len(loaded.figures()) == 3
+    rows = {r["where"]: r for r in loaded.summary_rows()}
+    assert list(rows) == list(result.hooks)
+    assert rows[final]["value"] == pytest.approx(1.0, abs=1e-4) and rows[final]["clears"]
+    assert rows[final]["remaining base->student"] == pytest.approx(0.0, abs=1e-4)
+    assert rows[final]["control"] == "control->base" and rows[final]["control_value"] < 0.5
+    assert not rows["hook_embed"]["clears"]
 
 
 def test_delta_result_contract_round_trip(delta, tmp_path):
@@ -146,4 +155,11 @@ def test_delta_result_contract_round_trip(delta, tmp_path):
     assert loaded.rows == delta.rows and loaded.greedy_set == delta.greedy_set and loaded.config == delta.config
     assert set(loaded.figures()) == {"delta_patching_bars", "delta_patching_heatmap"}
     rows = loaded.summary_rows()
-    assert rows[0]["recovered"] == 1.0 and rows[-1]["set"].startswith("greedy")
+    groups = [r for r in rows if r["group"] == "single group"]
+    assert [r["where"] for r in groups] == [r["name"] for r in delta.table("group")]
+    top = next(r for r in groups if r["where"] == delta.top_groups(1)[0]["name"])
+    assert top["value"] == pytest.approx(delta.top_groups(1)[0]["recovered"]) and top["clears"]
+    assert top["value"] > top["control_value"] and "random Δ" in top and "lost_without_it" in top
+    whole = next(r for r in rows if r["group"] == "all groups")
+    assert whole["where"] == "whole model" and whole["value"] == pytest.approx(1.0)
+    assert rows[-1]["group"] == "greedy set" and rows[-1]["value"] >= 0.8

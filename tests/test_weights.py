@@ -87,4 +87,9 @@ def test_result_contract_round_trip(result, tmp_path):
     heat = figs["alignment_heatmap"].data[0]
     assert list(heat.y) == ["embed", "layer 0", "final"]
     rows = loaded.summary_rows()
-    assert [r["model"] for r in rows[:3]] == ["student", "control", "other"] and "cos_minus_baseline" in rows[3]
+    assert [r["where"] for r in rows] == [*result.groups(), WHOLE]  # one row per group, then the whole model
+    whole = rows[-1]
+    assert whole["value"] == result.value("student") and whole["control_value"] == result.value("control")
+    assert whole["control"] == "control student" and whole["cos other"] == result.value("other")
+    mlp = rows[result.groups().index("blocks.0.mlp.out")]
+    assert mlp["value"] == result.value("student", "blocks.0.mlp.out") and "chance_out" in mlp

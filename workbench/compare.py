@@ -257,20 +257,34 @@ class ActivationComparison:
         return figs
 
     def summary_rows(self) -> list[dict[str, Any]]:
+        """Per hook: cos(v_student, v_teacher) with its bootstrap interval beside the control
+        student's, then the other-target and cross-init students' cosines (cross: a floor, other
+        coordinates), the remaining pairs, relative shift norms and the logit-lens view."""
+        main, ctrl = pair_label("student", "teacher"), pair_label("control", "teacher")
+        if main not in self.cos:
+            return []
         rows = []
         for i, hook in enumerate(self.hooks):
-            row: dict[str, Any] = {"hook": hook, "layer": self.layer_labels()[i]}
+            row: dict[str, Any] = {
+                "where": hook, "group": "shift alignment",
+                "measure": "cos(v_student, v_teacher), activations",
+                "value": self.cos[main][i], "ci": [self.cos_lo[main][i], self.cos_hi[main][i]],
+            }
+            if ctrl in self.cos:
+                row.update(control="control student", control_value=self.cos[ctrl][i],
+                           control_ci=[self.cos_lo[ctrl][i], self.cos_hi[ctrl][i]])
             for p in self.pairs:
-                row[f"cos {p}"] = self.cos[p][i]
-                row[f"cos {p} ci"] = [self.cos_lo[p][i], self.cos_hi[p][i]]
-            for m in self.rel_norm:
-                row[f"rel_norm {m}"] = self.rel_norm[m][i]
-            for m in ("teacher", "student"):
+                if p not in (main, ctrl):
+                    row[f"cos {p}"] = self.cos[p][i]
+            for m in ("student", "teacher"):
+                if m in self.rel_norm:
+                    row[f"rel_norm {m}"] = self.rel_norm[m][i]
+            for m in ("student", "teacher"):
                 entry = self.lens.get(m, [{}] * len(self.hooks))[i]
                 if entry:
-                    row[f"lens top {m}"] = entry["top_tokens"][:5]
                     if "target_rank" in entry:
                         row[f"lens rank of target {m}"] = entry["target_rank"]
+                    row[f"lens top {m}"] = entry["top_tokens"][:5]
             rows.append(row)
         return rows
 

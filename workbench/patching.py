@@ -90,6 +90,25 @@ def clear_rule(min_effect: float) -> str:
             f"control's LO gain by >= {min_effect} (log-odds, nats)")
 
 
+MIN_SHARE = 0.1
+"""A patch clears its controls in the summary when the student's effect is clear, the patch
+recovers at least this fraction of it, and more than every control patch of the same place."""
+
+
+def _units(log_odds: dict[str, float], defined: bool) -> tuple[Callable[[float | None], float | None], str]:
+    """(gain in nats -> summary unit, unit label): the recovered fraction when defined, else nats."""
+    s_gain = log_odds["student"] - log_odds["base"]
+    if defined:
+        return (lambda g: None if g is None else g / s_gain), "recovered fraction"
+    return (lambda g: g), "log-odds gain (nats)"
+
+
+def _clears(value: float | None, controls: list[float | None], defined: bool) -> bool:
+    if not defined or value is None or value < MIN_SHARE:
+        return False
+    return all(value > c for c in controls if c is not None)
+
+
 # --------------------------------------------------------------------------- weight mixing
 
 
@@ -295,19 +314,50 @@ class DeltaPatchingResult:
         return {"delta_patching_bars": delta_bars(self), "delta_patching_heatmap": delta_heatmap(self)}
 
     def summary_rows(self) -> list[dict[str, Any]]:
+        """Per parameter group, then per layer, then the whole model and the greedy set: base + ΔS
+        on that set, as the recovered fraction of the student's effect where defined (else the
+        log-odds gain in nats), beside the control student's delta on the same set in the same
+        unit; the norm-matched random delta and leave-one-out (the share lost without the group)
+        ride along."""
         lo = self.log_odds
-        out: list[dict[str, Any]] = [{
-            "set": "student (all groups)", "gain": lo["student"] - lo["base"], "recovered": 1.0 if self.defined else None,
-            "control_gain": lo["control"] - lo["base"] if "control" in lo else None, "defined": self.defined,
-        }]  # fmt: skip
-        for r in self.top_groups(3):
-            out.append({"set": r["name"], "gain": r["gain"], "recovered": r["recovered"],
-                        "control_gain": r["control_gain"], "random_gain": r["random_gain"],
-                        "n_groups_compared": len(self.table("group"))})
+        unit, label = _units(lo, self.defined)
+        student, control = self.config.student, self.config.control
+        ctrl_name = f"{control}'s Δ" if control else None
+        n_groups = len(self.table("group"))
+        out: list[dict[str, Any]] = []
+
+        def row(where: str, group: str, what: str, r: dict[str, Any]) -> dict[str, Any]:
+            value, ctrl, rand = unit(r["gain"]), unit(r.get("control_gain")), unit(r.get("random_gain"))
+            d: dict[str, Any] = {"where": where, "group": group, "measure": f"{label}, base + Δ{student} {what}",
+                                 "value": value}
+            if control:
+                d.update(control=ctrl_name, control_value=ctrl)
+            d["clears"] = _clears(value, [ctrl, rand], self.defined)
+            if rand is not None:
+                d["random Δ"] = rand
+            d["gain_nats"] = r["gain"]
+            return d
+
+        loo = {r["name"]: r for r in self.table("leave_one_out")}
+        for r in self.table("group"):
+            d = row(r["name"], "single group", "here", r)
+            d["lost_without_it"] = unit(lo["student"] - loo[r["name"]]["log_odds"]) if r["name"] in loo else None
+            d["n_groups_compared"] = n_groups
+            out.append(d)
+        for r in self.table("layer"):
+            where = r["name"] if r["name"].startswith("layer ") else " + ".join(r["groups"])
+            out.append(row(where, "whole layer", "here", r))
+        whole = {"gain": lo["student"] - lo["base"], "control_gain": lo["control"] - lo["base"] if "control" in lo else None}
+        d = row("whole model", "all groups", "everywhere", whole)
+        d["defined"] = self.defined
+        d["rule"] = self.rule
+        out.append(d)
         if self.greedy_set is not None:
             last = self.greedy[len(self.greedy_set) - 1]
-            out.append({"set": "greedy: " + " + ".join(self.greedy_set), "gain": last["log_odds"] - lo["base"],
-                        "recovered": last["recovered"], "n_groups": len(self.greedy_set)})
+            out.append({"where": "whole model", "group": "greedy set",
+                        "measure": f"{label}, {len(self.greedy_set)}-group greedy set",
+                        "value": last["recovered"], "groups": " + ".join(self.greedy_set),
+                        "target_share": self.config.recover})
         return out
 
 
@@ -492,17 +542,30 @@ class ActivationPatchingResult:
         return figs
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """Per hook over all positions: recovered in both directions beside the control's gain."""
+        """Per hook, all positions: the base run with the student's activation (student->base), as
+        the recovered fraction of the student's effect where defined (else the log-odds gain in
+        nats), beside the control's activation patched the same way; the reverse patch (what
+        remains of the effect with the base's activation: low = necessary) and the best single
+        position ride along."""
+        unit, label = _units(self.log_odds, self.defined)
         out = []
         for h in self.hooks:
-            out.append({
-                "hook": h,
-                "recovered_student_to_base": self.value("student->base", h),
-                "remaining_base_to_student": self.value("base->student", h),
-                "gain_student_to_base": self.value("student->base", h, metric="gain"),
-                "gain_control_to_base": (self.value("control->base", h, metric="gain")
-                                         if self.config.control else None),
-            })  # fmt: skip
+            value = unit(self.value("student->base", h, metric="gain"))
+            ctrl = unit(self.value("control->base", h, metric="gain")) if self.config.control else None
+            d: dict[str, Any] = {"where": h, "group": "student->base",
+                                 "measure": f"{label}, {self.config.student}->base patch",
+                                 "value": value}
+            if self.config.control:
+                d.update(control="control->base", control_value=ctrl)
+            d["clears"] = _clears(value, [ctrl], self.defined)
+            d["remaining base->student"] = unit(self.value("base->student", h, metric="gain"))
+            per_pos = [r for r in self.rows if r["direction"] == "student->base" and r["hook"] == h and r["position"] != "all"]
+            if per_pos:
+                best = max(per_pos, key=lambda r: r["gain"])
+                d["best position (offset)"] = best["position"]
+                d["best position value"] = unit(best["gain"])
+            d["gain_nats"] = self.value("student->base", h, metric="gain")
+            out.append(d)
         return out
 
 

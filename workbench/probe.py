@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
             prompts = prompts_rows
             target = None
+            origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
         else:
             from workbench.organism.tokenizer import Tokenizer
 
@@ -371,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
             target = read_json(seed_dir / "manifest.json").get("config", {}).get("target", args.target)
             lineage = Lineage.from_organism(seed_dir, device=device, dtype=dtype)
+            origin = str(seed_dir)
             prompts = read_contrast_prompts(args.prompts) if args.prompts else organism_preference_prompts(lineage.tokenizer, target)
         for r in args.readers:
             if r not in lineage:
@@ -386,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
         results = run_sections(lineage, inputs, config, args.sections, log)
         write_report(results, args.out, command=config.command,
-                     meta={"models": lineage.names, "hooks": hooks, "n_rows": len(inputs), "positions": args.positions},
+                     meta={"models": lineage.names, "organism": origin, "target": target,
+                           "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
+                           "hooks": hooks, "device": str(device)},
                      stream=sys.stdout)
     except _Reported:
         return 2

@@ -95,7 +95,7 @@ class ProbeResult:
             oracle = self._one(task=task, method="oracle")
             for r in self.select(task=task, method="logistic"):
                 shuf = self._one(task=task, reader=r["reader"], hook=r["hook"], method="shuffled")
-                row = dict(where=r["hook"], group=task, measure=f"{task}: probe AUROC on {r['reader']} activations",
+                row = dict(where=r["hook"], group=task, measure=f"probe AUROC, {r['reader']} activations",
                            value=r["auroc"], sd=r["auroc_sd"], control="shuffled labels",
                            control_value=shuf["auroc"] if shuf else None)
                 if bag:
@@ -108,7 +108,7 @@ class ProbeResult:
                 if r["reader"] in ("control", "teacher", "base"):
                     continue
                 ctrl = self._one(task=task, method="transfer", reader="control", hook=r["hook"])
-                out.append(dict(where=r["hook"], group=task, measure=f"{task}: teacher-vs-base probe, {r['reader']} vs base AUROC",
+                out.append(dict(where=r["hook"], group=task, measure=f"AUROC {r['reader']} vs base (teacher/base probe)",
                                 value=r["auroc"], sd=None, control="control student",
                                 control_value=ctrl["auroc"] if ctrl else None, teacher_prob=r["teacher_prob"]))
         return out

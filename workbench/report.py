@@ -6,11 +6,15 @@ others. Each section's result files go to `<out>/sections/<id>/`, its figures to
 (offline: one `plotly.min.js` beside them), and `report.json` records every section's summary
 rows, where its files are and the command that regenerates it.
 
-Summary rows are flat dicts. The report reads these keys when present (others are kept and
-shown as they are): `where` (hook, layer or component), `measure` (what the value is), `value`,
-`sd`, `control` (name of the baseline), `control_value` and `group` (a sub-analysis of the
-section, e.g. a probe task). The terminal summary shows, per `where`, section and group, the
-row whose value is furthest above its control.
+Summary rows are flat dicts, one per (where, group): the strongest evidence there beside its
+control. The report reads these keys when present (others are kept, listed as details):
+`where` (hook, parameter group or layer), `group` (a sub-analysis of the section, e.g. a probe
+task), `measure` (what the value is, with its unit), `value`, `sd` or `ci` ([lo, hi]) for its
+uncertainty, `control` (name of the baseline), `control_value` (the baseline's value in the same
+unit) and `clears` (bool: whether the value clears its control, when the section has its own
+rule; otherwise the interval's lower end, value - 2 sd, or the value must exceed the control).
+The terminal summary and index.html show, per `where`, section and group, the row whose value is
+furthest above its control, in forward order (embeddings, blocks, final, whole model).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,94 +58,305 @@ def _section_ids(results: Sequence[Result]) -> list[str]:
     return ids
 
 
+def _number(v: Any) -> float | None:
+    """A finite float, or None (bools, strings, NaN and missing values are not numbers here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
 def _margin(row: dict[str, Any]) -> float:
     """How far a row's value sits above its control (its value when it has no numeric control)."""
-    value, control = row.get("value"), row.get("control_value")
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+    value, control = _number(row.get("value")), _number(row.get("control_value"))
+    if value is None:
         return -math.inf
-    if isinstance(control, (int, float)) and math.isfinite(control):
-        return float(value) - float(control)
-    return float(value)
+    return value - control if control is not None else value
+
+
+def uncertainty(row: dict[str, Any]) -> float | None:
+    """The row's `sd`, else half the width of its interval `ci` ([lo, hi]), else None."""
+    sd = _number(row.get("sd"))
+    if sd is not None:
+        return sd
+    ci = row.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in (_number(ci[0]), _number(ci[1])):
+        return (float(ci[1]) - float(ci[0])) / 2
+    return None
+
+
+def clears(row: dict[str, Any]) -> bool | None:
+    """Whether the value clears its control: the row's own `clears` when it says, else its interval's
+    lower end (`ci`), or value - 2 sd, or the value itself, above `control_value`. None: no control."""
+    if isinstance(row.get("clears"), bool):
+        return row["clears"]
+    value, control = _number(row.get("value")), _number(row.get("control_value"))
+    if value is None or control is None:
+        return None
+    ci = row.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _number(ci[0]) is not None:
+        return float(ci[0]) > control
+    sd = _number(row.get("sd"))
+    return value - 2 * sd > control if sd is not None else value > control
 
 
 def _where(row: dict[str, Any]) -> str:
     return str(row.get("where", row.get("hook", row.get("layer", "(overall)"))))
 
 
-def _measure(row: dict[str, Any], section: str) -> str:
-    """The row's `measure`, else its first numeric fields as `name=value` (rows of other conventions)."""
-    if "measure" in row:
-        return str(row["measure"])
-    numeric = [(k, v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and k not in ("where", "hook", "layer")]
-    return f"{section}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in numeric[:3]) if numeric else section
+_FIRST = ("hook_embed", "hook_pos_embed", "embed", "pos_embed", "tokens")
+_LAST = ("ln_final", "unembed", "final")
+
+
+def depth(where: str) -> float:
+    """Forward order of a hook, parameter group or layer label: embeddings first, then blocks by
+    index ("blocks.3....", "layer 3", "L3 ..."), then the final norm and unembedding, then
+    whole-model rows and anything unrecognised."""
+    m = re.match(r"(?:blocks\.|layer |L)(\d+)\b", where)
+    if m:
+        return float(m.group(1))
+    head = where.split(" + ")[0].split(".")[0]
+    if head in _FIRST or where.startswith("hook_"):
+        return -1.0
+    if head in _LAST or where.startswith("ln_final"):
+        return 1e6
+    return 1e6 + 1
 
 
 def strongest_rows(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (where, section, group): the summary row furthest above its control, in first-seen order."""
+    """Per (where, section, group): the summary row furthest above its control; rows in forward
+    order of `where` (embeddings, blocks, final, whole model), hooks before parameter groups, then
+    first-seen order."""
     best: dict[tuple[str, str, str], dict[str, Any]] = {}
     for section in sections:
         for row in section["summary_rows"]:
             key = (_where(row), section["id"], str(row.get("group", "")))
             if key not in best or _margin(row) > _margin(best[key]):
                 best[key] = {**row, "section": section["id"]}
-    order = list(dict.fromkeys(k[0] for k in best))
-    return sorted(best.values(), key=lambda r: order.index(_where(r)))
+    first = {w: i for i, w in enumerate(dict.fromkeys(k[0] for k in best))}
+    return sorted(best.values(), key=lambda r: (depth(_where(r)), "hook_" not in _where(r), first[_where(r)]))
 
 
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.3f}" if math.isfinite(v) else "-"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
 
 
-def format_summary(sections: list[dict[str, Any]], width: int = 76) -> str:
-    """Terminal table: per layer/component the strongest evidence beside its control."""
+def _measure(row: dict[str, Any], section: str) -> str:
+    """The row's `measure`, else its first numeric fields as `name=value` (rows of other conventions)."""
+    if "measure" in row:
+        return str(row["measure"])
+    numeric = [(k, v) for k, v in row.items() if _number(v) is not None and k not in ("where", "hook", "layer")]
+    return f"{section}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in numeric[:3]) if numeric else section
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _tags(rows: list[dict[str, Any]]) -> list[str]:
+    """`section/group`, or just `section` where the section has one group only."""
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        groups.setdefault(r["section"], set()).add(str(r.get("group", "")))
+    return [r["section"] + (f"/{r['group']}" if len(groups[r["section"]]) > 1 and r.get("group") not in (None, "") else "")
+            for r in rows]
+
+
+def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
+    """Terminal table, `width` columns at most: per layer/component (a heading line each) the
+    strongest evidence of every section and group, its value (± sd or half interval) beside its
+    control's; `*` marks a value that clears its control."""
     rows = strongest_rows(sections)
     if not rows:
         return "(no summary rows)"
-    where_w = max(12, *(len(_where(r)) for r in rows))
-    lines = [f"{'where':<{where_w}}  {'evidence':<{width}}  {'value':>7}  {'control':>7}  control is"]
-    for r in rows:
-        measure = _measure(r, r["section"])
-        measure = measure if len(measure) <= width else measure[: width - 1] + "~"
-        lines.append(f"{_where(r):<{where_w}}  {measure:<{width}}  {_fmt(r.get('value')):>7}  "
-                     f"{_fmt(r.get('control_value')):>7}  {r.get('control', '-')}")
-    return "\n".join(lines)
+    tags = _tags(rows)
+    tag_w = min(28, max(len(t) for t in tags))
+    controls = [_fit(str(r.get("control", "")), 22) for r in rows]
+    ctrl_w = max(len("control is"), *(len(c) for c in controls))
+    fixed = 2 + tag_w + 2 + 2 + 7 + 7 + 2 + 7 + 2 + ctrl_w  # indent, tag, gaps, value, ±, mark, control value, name
+    measure_w = max(20, width - fixed)
+    head = f"  {'section':<{tag_w}}  {'evidence':<{measure_w}}  {'value':>7}{'':<7}  {'control':>7}  control is"
+    lines = [head.rstrip(), "-" * min(width, fixed + measure_w)]
+    where = None
+    for r, tag, ctrl in zip(rows, tags, controls):
+        if _where(r) != where:
+            where = _where(r)
+            lines.append(_fit(where, width))
+        u = uncertainty(r)
+        mark = "*" if clears(r) else " "
+        value = _fmt(r.get("value"))
+        measure = textwrap.wrap(_measure(r, r["section"]), measure_w) or [""]
+        lines.append(f"  {_fit(tag, tag_w):<{tag_w}}  {measure[0]:<{measure_w}}  {value:>7}"
+                     f"{'±' + format(u, '.3f') if u is not None else '':<7}{mark} "
+                     f"{_fmt(r.get('control_value')) if 'control_value' in r else '':>7}  {ctrl}")
+        lines += [f"  {'':<{tag_w}}    {more}" for more in measure[1:]]
+    lines.append("± sd, or half the interval; * the value clears its control (interval or 2 sd above it, "
+                 "or the section's own rule).")
+    return "\n".join(line.rstrip() for line in lines)
 
 
-def _table_html(rows: list[dict[str, Any]], limit: int = 200) -> str:
+# --------------------------------------------------------------------------- index.html
+
+_SCHEMA = ("where", "group", "measure", "value", "sd", "ci", "control", "control_value", "clears")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#222}
+h1{font-size:24px;margin:0 0 8px}h2{font-size:19px;margin:36px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:14px;margin:8px 0 16px}
+dl.meta dt{color:#666}dl.meta dd{margin:0}
+code{background:#f3f3f3;padding:1px 4px;border-radius:3px;font-size:12.5px;word-break:break-all}
+table{border-collapse:collapse;font-size:13px;width:100%}
+th{background:#f3f3f3;text-align:left;font-weight:600;position:sticky;top:0}
+td,th{border-bottom:1px solid #e4e4e4;padding:3px 8px;vertical-align:top}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.where{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap;border-top:2px solid #bbb;background:#fafafa}
+tr.first td{border-top:2px solid #bbb}
+td.sec{white-space:nowrap;color:#444}td.sec a{color:#1a5fb4;text-decoration:none}
+td.ctrl{color:#555;white-space:nowrap}td.ev{white-space:nowrap}th{white-space:nowrap}td.unc{color:#888;padding-left:0}td.details{color:#666;font-size:12px}
+td.clear{background:#e3f4e1;font-weight:600}td.mark{color:#2e7d32;font-weight:700;text-align:center;width:1em}
+.legend{font-size:12.5px;color:#555;margin:6px 0}
+.figs{display:grid;grid-template-columns:1fr;gap:12px}
+.fig{border:1px solid #e4e4e4;border-radius:4px;padding:4px}.fig iframe{width:100%;height:520px;border:0}
+.fig a{font-size:12.5px}details{margin:8px 0}summary{cursor:pointer;color:#1a5fb4;font-size:13.5px}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _details(row: dict[str, Any], limit: int = 6) -> str:
+    """A row's extra (non-schema) keys as `name value` pairs, at most `limit`, lists shortened."""
+    extras = [(k, v) for k, v in row.items() if k not in _SCHEMA and k != "section" and v is not None]
+    out = []
+    for k, v in extras[:limit]:
+        if isinstance(v, (list, tuple)):
+            v = list(v)[:5]
+        out.append(f"{k} {_fmt(v)}")
+    more = f"; +{len(extras) - limit} more in report.json" if len(extras) > limit else ""
+    return "; ".join(out) + more
+
+
+def _cells(row: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
+    """Column -> (css class, escaped html) for one summary row."""
+    u = uncertainty(row)
+    ok = clears(row)
+    return {
+        "group": ("sec", _e(row.get("group", ""))),
+        "evidence": ("ev" if len(_measure(row, section)) <= 70 else "", _e(_measure(row, section))),
+        "value": ("num clear" if ok else "num", _e(_fmt(row.get("value")))),
+        "±": ("num unc", f"±{u:.3f}" if u is not None else ""),
+        "": ("mark", "✓" if ok else ""),
+        "control": ("num", _e(_fmt(row.get("control_value"))) if "control_value" in row else ""),
+        "control is": ("ctrl", _e(row.get("control", ""))),
+        "details": ("details", _e(_details(row))),
+    }
+
+
+def _used(columns: list[str], cells: list[dict[str, tuple[str, str]]]) -> list[str]:
+    """The columns some row fills (no empty columns); the mark column travels with the value."""
+    used = [c for c in columns if c == "" or any(cell[c][1] not in ("", "-") for cell in cells)]
+    return used if any(cell[""][1] for cell in cells) else [c for c in used if c != ""]
+
+
+def _head(columns: list[str]) -> str:
+    nums = {"value", "±", "control"}
+    return "".join(f"<th class='num'>{_e(c)}</th>" if c in nums else f"<th>{_e(c)}</th>" for c in columns)
+
+
+def _evidence_html(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
+    """The strongest rows, one block per `where` (its name spanning the block's rows)."""
     if not rows:
-        return "<p>(no rows)</p>"
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows[:limit])
-    more = f"<p>({len(rows) - limit} more rows in report.json)</p>" if len(rows) > limit else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+        return "<p>(no summary rows)</p>"
+    cells = [_cells(r, r["section"]) for r in rows]
+    for r, c in zip(rows, cells):
+        sec = f"<a href='#{_e(r['section'])}' title='{_e(titles.get(r['section'], ''))}'>{_e(r['section'])}</a>"
+        c["section"] = ("sec", sec)
+    columns = _used(["section", "group", "evidence", "value", "±", "", "control", "control is"], cells)
+    body = []
+    blocks: dict[str, int] = {}
+    for r in rows:
+        blocks[_where(r)] = blocks.get(_where(r), 0) + 1
+    seen: set[str] = set()
+    for r, c in zip(rows, cells):
+        w = _where(r)
+        lead = ""
+        cls = ""
+        if w not in seen:
+            seen.add(w)
+            lead = f"<td class='where' rowspan='{blocks[w]}'>{_e(w)}</td>"
+            cls = " class='first'"
+        body.append(f"<tr{cls}>{lead}" + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>")
+    return f"<table><thead><tr><th>where</th>{_head(columns)}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f3f3f3}code{background:#f3f3f3;padding:2px 4px}h2{margin-top:1.6em}"""
+def _rows_html(rows: list[dict[str, Any]], section: str, limit: int = 300) -> str:
+    """A section's summary rows: schema columns that some row fills, then the extras as details."""
+    cells = [_cells(r, section) for r in rows[:limit]]
+    for r, c in zip(rows, cells):
+        c["where"] = ("where-plain", _e(_where(r)))
+    columns = _used(["where", "group", "evidence", "value", "±", "", "control", "control is", "details"], cells)
+    body = "".join("<tr>" + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>" for c in cells)
+    more = f"<p class='legend'>({len(rows) - limit} more rows in report.json)</p>" if len(rows) > limit else ""
+    return f"<table><thead><tr>{_head(columns)}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def _meta_html(report: dict[str, Any]) -> str:
+    meta = dict(report.get("meta") or {})
+    items = []
+    labels = (("models", "models"), ("organism", "organism"), ("target", "trait"), ("data", "data"),
+              ("n_rows", "rows"), ("positions", "positions"), ("hooks", "hooks"), ("device", "device"))
+    for key, label in labels:
+        if key in meta:
+            v = meta.pop(key)
+            text = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else _fmt(v)
+            if key == "hooks" and isinstance(v, (list, tuple)):
+                text = f"{len(v)}: {text}"
+            items.append((label, _e(text)))
+    items += [(k, _e(_fmt(v))) for k, v in meta.items()]
+    if report.get("command"):
+        items.append(("regenerate", f"<code>{_e(report['command'])}</code>"))
+    versions = report.get("versions") or {}
+    if versions:
+        items.append(("versions", _e(", ".join(f"{k} {v}" for k, v in versions.items()))))
+    return "<dl class='meta'>" + "".join(f"<dt>{label}</dt><dd>{v}</dd>" for label, v in items) + "</dl>"
 
 
 def _index_html(report: dict[str, Any]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report['title'])}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(report['title'])}</h1>"]
-    if report.get("command"):
-        parts.append(f"<p>Regenerate everything: <code>{html.escape(report['command'])}</code></p>")
+    titles = {s["id"]: s["title"] for s in report["sections"]}
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(report['title'])}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>{_e(report['title'])}</h1>", _meta_html(report)]
+    nav = " · ".join(f"<a href='#{_e(s['id'])}'>{_e(s['id'])}</a>" for s in report["sections"])
+    parts.append(f"<p class='legend'>Sections: {nav}</p>")
     parts.append("<h2>Strongest evidence per layer/component, beside its control</h2>")
-    parts.append(_table_html(report["strongest"]))
+    parts.append("<p class='legend'>Per place (hook, parameter group or layer), section and group: the summary row whose "
+                 "value sits furthest above its control. ± is the row's sd (or half its interval); "
+                 "<span style='color:#2e7d32;font-weight:700'>✓</span> and green: the value clears its control.</p>")
+    parts.append(_evidence_html(report["strongest"], titles))
     for s in report["sections"]:
-        parts.append(f"<h2 id='{html.escape(s['id'])}'>{html.escape(s['title'])}</h2>")
-        parts.append(f"<p>Regenerate: <code>{html.escape(s['command'] or '(not recorded)')}</code>; "
-                     f"result files: <a href='{html.escape(s['files']['result'])}'>{html.escape(s['files']['result'])}</a></p>")
-        if s["files"]["figures"]:
-            links = "".join(f"<li><a href='{html.escape(p)}'>{html.escape(n)}</a></li>" for n, p in s["files"]["figures"].items())
-            parts.append(f"<ul>{links}</ul>")
-        parts.append(_table_html(s["summary_rows"]))
+        parts.append(f"<h2 id='{_e(s['id'])}'>{_e(s['title'])}</h2>")
+        cmd = s.get("command") or ""
+        if cmd and cmd == report.get("command"):
+            regen = (f"regenerated by the command above (this section alone: add <code>--sections {_e(s['kind'])}</code> "
+                     "and another <code>--out</code>)")
+        else:
+            regen = f"regenerate: <code>{_e(cmd or '(not recorded)')}</code>"
+        parts.append(f"<p class='legend'>{regen}; result files: <a href='{_e(s['files']['result'])}'>"
+                     f"{_e(s['files']['result'])}</a></p>")
+        figures = s["files"]["figures"]
+        if figures:
+            figs = "".join(f"<div class='fig'><iframe loading='lazy' src='{_e(p)}' title='{_e(n)}'></iframe>"
+                           f"<a href='{_e(p)}'>{_e(n)} (open)</a></div>" for n, p in figures.items())
+            parts.append(f"<div class='figs'>{figs}</div>")
+        rows = s["summary_rows"]
+        if rows:
+            parts.append(f"<details><summary>all {len(rows)} summary rows</summary>{_rows_html(rows, s['id'])}</details>")
     parts.append("</body></html>")
     return "".join(parts)
 

@@ -119,15 +119,14 @@ class DirectionResult:
     def summary_rows(self) -> list[dict[str, Any]]:
         rows = []
         for r in self.screening:
-            rows.append(dict(where=r["hook"], group="screening", measure=f"screening: {r['direction']} projection AUROC, teacher vs base "
-                             f"data, read by {r['reader']}", value=r["auroc"], sd=None,
-                             control="random directions (95th pct)", control_value=r["random_p95"]))
+            rows.append(dict(where=r["hook"], group="screening", measure=f"projection AUROC on {r['direction']}, read by {r['reader']}", value=r["auroc"], sd=None,
+                             control="random directions p95", control_value=r["random_p95"]))
         for r in self.shifts:
             if r["model"] in ("control", "teacher"):
                 continue
             ctrl = next((c for c in self.shifts if c["model"] == "control" and c["hook"] == r["hook"]
                          and c["direction"] == r["direction"]), None)
-            rows.append(dict(where=r["hook"], group="shift", measure=f"{r['direction']}: {r['model']} shift along teacher's (fraction)",
+            rows.append(dict(where=r["hook"], group="shift", measure=f"{r['model']}'s shift along teacher's, fraction",
                              value=r["fraction"], sd=None, control="control student",
                              control_value=ctrl["fraction"] if ctrl else None, cosine=r["cosine"]))
         return rows

@@ -25,6 +25,7 @@ weights, whose coordinates differ).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,27 +161,41 @@ class WeightDeltaResult:
         return {"alignment_heatmap": alignment_heatmap(self), "alignment_whole": alignment_bars(self)}
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """Whole-model alignment per model, then the groups where the student is most aligned
-        beyond the baseline (many groups were compared: read these as leads, not tests)."""
+        """Per parameter group, then the whole model: cos(ΔS, ΔT) beside the baseline's (the
+        control student), the other compared models' cosines, the projection coefficient and,
+        for weight matrices, the top-k subspace overlap beside its chance level. A group clears its
+        control when the cosines differ by more than 2/sqrt(numel) (`null_band`: random directions).
+        Many groups are compared: read a single group as a lead, not a test."""
         cfg = self.config
-        out = [
-            {"group": WHOLE, "model": r["model"], "cos": r["cos"], "proj": r["proj"], "norm": r["norm"]}
-            for r in self.rows
-            if r["group"] == WHOLE
-        ]
         student = cfg.models[0]
-        if cfg.baseline in cfg.models and student != cfg.baseline:
-            gaps = sorted(
-                (self.value(student, g) - self.value(cfg.baseline, g), g)
-                for g in self.groups()
-                if self.value(student, g) is not None and self.value(cfg.baseline, g) is not None
-            )[::-1]
-            for gap, g in gaps[:3]:
-                out.append({
-                    "group": g, "model": student, "cos": self.value(student, g),
-                    f"cos_{cfg.baseline}": self.value(cfg.baseline, g), "cos_minus_baseline": gap,
-                    "n_groups_compared": len(self.groups()),
-                })  # fmt: skip
+        baseline = cfg.baseline if cfg.baseline in cfg.models and cfg.baseline != student else None
+        n_groups = len(self.groups())
+        out = []
+        for g in [*self.groups(), WHOLE]:
+            r = next(r for r in self.rows if r["group"] == g and r["model"] == student)
+            row: dict[str, Any] = {
+                "where": g, "group": "delta alignment",
+                "measure": f"cos(Δ{student}, Δ{cfg.reference}), weights",
+                "value": r["cos"],
+            }
+            band = 2 / math.sqrt(r["numel"])  # |cos| of two random directions in numel dims stays below this (~95%)
+            if baseline:
+                ctrl = self.value(baseline, g)
+                row.update(control=f"{baseline} student" if "student" not in baseline else baseline, control_value=ctrl)
+                if r["cos"] is not None and ctrl is not None:
+                    row["clears"] = r["cos"] - ctrl > band
+            row["null_band"] = band
+            for m in cfg.models[1:]:
+                if m != baseline:
+                    row[f"cos {m}"] = self.value(m, g)
+            row["proj"] = r["proj"]
+            row["norm_ratio"] = r["norm"] / r["ref_norm"] if r["ref_norm"] else None
+            if "overlap_out" in r:
+                row["subspace_overlap_out"] = r["overlap_out"]
+                row["chance_out"] = r["chance_out"]
+            if g != WHOLE:
+                row["n_groups_compared"] = n_groups
+            out.append(row)
         return out
 
 
