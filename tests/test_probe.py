@@ -31,6 +31,17 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     assert (out / directions["files"]["result"]).with_suffix(".safetensors").is_file()
     assert (out / "index.html").is_file() and (out / "plotly.min.js").is_file()
     assert "blocks.0.hook_resid_post" in captured.out and "shuffled labels" in captured.out
+    assert max(len(line) for line in captured.out.splitlines()[:-1]) <= 120  # the last line names the files
+    # every section speaks the report's schema: where, what (with its unit), the value beside its control
+    for s in report["sections"]:
+        assert s["summary_rows"], s["id"]
+        for r in s["summary_rows"]:
+            assert {"where", "group", "measure", "value"} <= set(r), (s["id"], r)
+        assert any("control_value" in r and r.get("control") for r in s["summary_rows"]), s["id"]
+    strongest = {(r["where"], r["section"]) for r in report["strongest"]}
+    for section in ("probes", "directions", "compare", "activation_patching"):
+        assert ("blocks.0.hook_resid_post", section) in strongest
+    assert ("blocks.0.mlp.out", "weights") in strongest and ("whole model", "delta_patching") in strongest
     # the causal check: patching every group of the student's delta into the base recovers it all
     patching = next(s for s in report["sections"] if s["id"] == "delta_patching")
     whole = [r for r in json.loads((out / patching["files"]["result"]).read_text())["data"]["rows"] if r["kind"] == "all"]

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,7 +11,7 @@ import torch
 from workbench.errors import ConfigError
 from workbench.linear_probes import ProbeConfig, cross_validate, score_auroc, transfer_probe
 from workbench.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
-from workbench.report import read_report, strongest_rows, write_report
+from workbench.report import clears, format_summary, read_report, strongest_rows, uncertainty, write_report
 from workbench.results import read_result_files, write_result_files
 from workbench.trait_directions import DirectionResult, mean_difference, random_direction_aurocs, shift_along
 
@@ -120,3 +121,67 @@ def test_strongest_row_is_furthest_above_its_control():
     ]}]
     rows = strongest_rows(sections)
     assert [(r["where"], r["value"]) for r in rows] == [("L0", 0.7), ("L1", 0.6)]
+
+
+def test_strongest_rows_follow_the_forward_pass():
+    """Embeddings, then blocks by number (hooks before parameter groups), the head, the whole model."""
+    wheres = ["whole model", "blocks.10.attn.o", "layer 1", "blocks.0.mlp.out", "ln_final + unembed",
+              "blocks.1.hook_resid_post", "embed", "hook_embed", "blocks.2.hook_attn_out"]
+    rows = strongest_rows([{"id": "s", "summary_rows": [{"where": w, "value": 0.5} for w in wheres]}])
+    assert [r["where"] for r in rows] == ["hook_embed", "embed", "blocks.0.mlp.out", "blocks.1.hook_resid_post",
+                                          "layer 1", "blocks.2.hook_attn_out", "blocks.10.attn.o",
+                                          "ln_final + unembed", "whole model"]
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"value": 0.7, "control_value": 0.5}, True),
+    ({"value": 0.4, "control_value": 0.5}, False),
+    ({"value": 0.7, "control_value": 0.5, "sd": 0.2}, False),  # within 2 sd of the control
+    ({"value": 0.7, "control_value": 0.5, "sd": 0.05}, True),
+    ({"value": 0.7, "control_value": 0.5, "ci": [0.45, 0.9]}, False),  # the interval reaches below the control
+    ({"value": 0.7, "control_value": 0.5, "ci": [0.6, 0.8]}, True),
+    ({"value": 0.7, "control_value": 0.5, "clears": False}, False),  # the section's own rule wins
+    ({"value": 0.7}, None),  # no control: no verdict
+    ({"value": None, "control_value": 0.5}, None),
+])
+def test_clears_its_control(row, expected):
+    assert clears(row) is expected
+
+
+def test_uncertainty_is_sd_or_half_interval():
+    assert uncertainty({"sd": 0.1, "ci": [0, 1]}) == 0.1
+    assert uncertainty({"ci": [0.2, 0.6]}) == pytest.approx(0.2)
+    assert uncertainty({"ci": [None, 0.6]}) is None and uncertainty({}) is None
+
+
+def test_terminal_summary_fits_120_columns_and_wraps_long_measures():
+    long = "a very long description of what this value measures, in which unit and on which models it was read"
+    sections = [
+        {"id": "activation_patching", "summary_rows": [
+            {"where": "blocks.11.hook_resid_post", "group": "student->base", "measure": long, "value": 0.81,
+             "control": "control->base with a needlessly long name", "control_value": -0.05, "sd": 0.01}]},
+        {"id": "probes", "summary_rows": [
+            {"where": "blocks.11.hook_resid_post", "group": g, "measure": "probe AUROC", "value": 0.6, "control": "shuffled",
+             "control_value": 0.5} for g in ("data_source", "cross_model")]},
+    ]
+    text = format_summary(sections)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    words = " ".join(text.split())
+    assert "a very long description" in words and "on which models it was read" in words  # wrapped, never cut
+    row = next(line for line in lines if "activation_patching" in line)  # one group: the section alone
+    assert "0.810±0.010 *" in row and "-0.050" in row
+    assert any(line.startswith("  probes/data_source ") for line in lines)
+
+
+def test_index_has_no_empty_columns_and_marks_values_that_clear(tmp_path):
+    write_report([OtherResult(0.3)], tmp_path, stream=None)
+    index = (tmp_path / "index.html").read_text()
+    evidence = index[index.index("<h2>Strongest"):index.index("<h2 id=")]
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", evidence)
+    # no group, no sd, no finite control value, nothing clears: those columns are left out
+    assert heads == ["where", "section", "evidence", "value", "control is"]
+    write_report([probe_result()], tmp_path / "p", command="python -m workbench.probe", stream=None)
+    index = (tmp_path / "p" / "index.html").read_text()
+    assert "<th class='num'>±</th>" in index and "class='num clear'" in index and "✓" in index
+    assert "python -m workbench.probe" in index.split("<h2>")[0]  # the header says how to regenerate
