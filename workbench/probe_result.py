@@ -108,7 +108,7 @@ class ProbeResult:
                 if r["reader"] in ("control", "teacher", "base"):
                     continue
                 ctrl = self._one(task=task, method="transfer", reader="control", hook=r["hook"])
-                out.append(dict(where=r["hook"], group=task, measure=f"AUROC {r['reader']} vs base (teacher/base probe)",
+                out.append(dict(where=r["hook"], group=task, measure=f"AUROC {r['reader']} vs base, teacher/base probe",
                                 value=r["auroc"], sd=None, control="control student",
                                 control_value=ctrl["auroc"] if ctrl else None, teacher_prob=r["teacher_prob"]))
         return out

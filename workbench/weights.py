@@ -184,11 +184,11 @@ class WeightDeltaResult:
                 row.update(control=f"{baseline} student" if "student" not in baseline else baseline, control_value=ctrl)
                 if r["cos"] is not None and ctrl is not None:
                     row["clears"] = r["cos"] - ctrl > band
-            row["null_band"] = band
             for m in cfg.models[1:]:
                 if m != baseline:
                     row[f"cos {m}"] = self.value(m, g)
             row["proj"] = r["proj"]
+            row["null_band"] = band
             row["norm_ratio"] = r["norm"] / r["ref_norm"] if r["ref_norm"] else None
             if "overlap_out" in r:
                 row["subspace_overlap_out"] = r["overlap_out"]
