@@ -349,6 +349,7 @@ class DeltaPatchingResult:
             out.append(row(where, "whole layer", "here", r))
         whole = {"gain": lo["student"] - lo["base"], "control_gain": lo["control"] - lo["base"] if "control" in lo else None}
         d = row("whole model", "all groups", "everywhere", whole)
+        d["measure"] = f"{label}, all of Δ{student}"
         d["defined"] = self.defined
         d["rule"] = self.rule
         out.append(d)
