@@ -22,8 +22,9 @@ How each is computed (chosen by `python -m workbench.bench gradients`):
 
 The model is a pure function of a SNAPSHOT of the clean parameters (`AlignmentModel`): the
 organism's `FunctionalModel` when the models are workbench-native, else `functional_call` on the
-bridge with `tie_weights=False` (the default corrupts a transformer-lens 4.3 bridge, DESIGN.md
-section 3). The live models are never written to.
+bridge with `tie_weights=False` AND one wrapped name per parameter (the default tie_weights=True,
+or passing every alias path of a parameter, leaves the swapped-in tensors in a transformer-lens
+4.3 bridge after the call: DESIGN.md section 3). The live models are never written to.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class AlignmentModel:
     model's (`params_of`). Nothing here writes to a live model.
 
     backend: "functional" (the organism's `FunctionalModel`; workbench-native models only),
-    "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False`), or "auto"
+    "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False` and one name per
+    parameter), or "auto"
     (functional when possible).
     """
 
@@ -113,7 +115,10 @@ class AlignmentModel:
 
                 tied = {a: params[c] for a, c in self._aliases.items()}
                 return FunctionalModel({**self._buffers, **params, **tied}, *self._shape)(tokens)
-            full = {n: params[k] for k, names in self._names.items() for n in names}
+            # ONE wrapped name per parameter: the bridge reaches each module under several paths, and
+            # passing every alias (even with tie_weights=False) leaves the swapped-in tensors in the
+            # model after the call (tested: test_gradients.py::test_scores_match_naive_loop...).
+            full = {names[0]: params[k] for k, names in self._names.items()}
             return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
 
 
