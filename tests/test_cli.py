@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-ENTRY_POINTS = ["workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench"]
+ENTRY_POINTS = ["workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench", "workbench.alignment"]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)
