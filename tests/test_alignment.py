@@ -57,6 +57,10 @@ def test_hard_result_tables(hard_result, lineage):
     assert r.group_diff["delta_T"][r.groups.index("unembed")] == 0.0
     assert all(len(v) == len(r.positions) for v in (*r.token_diff.values(), *r.token_reference.values()))
     assert [p["eta"] for p in r.prediction] == [1e-4, 1e-2]
+    # per-token teacher-delta alignment tracks the per-token log-likelihood ratio it approximates
+    assert r.token_correlation["delta_T"] > 0.3
+    ratios = [row["mean_log_ratio"] for row in r.token_table]
+    assert ratios == sorted(ratios, reverse=True) and all(row["count"] >= 5 for row in r.token_table)
     assert r.prediction[0]["relative_error"] < 0.05 and r.prediction[0]["sign_agreement"] == 1.0
 
 

@@ -158,6 +158,9 @@ class AlignmentResult:
     positions / token_diff / token_reference: per counted position, the same difference, beside
         the per-position log-likelihood ratio and mean KL(teacher || base) on positive rows.
     prediction: rows {eta, predicted, measured (per batch), relative_error, sign_agreement}.
+    token_table: the written tokens whose log-likelihood ratio (teacher vs base) is largest on
+        teacher rows, with their mean per-token alignment per direction; token_correlation:
+        Pearson r between a_{i,t} and the per-token log-likelihood ratio over counted positions.
     scores: per-row tensors (labels, a_i per direction, oracle log-ratio, path scores).
     """
 
@@ -175,6 +178,8 @@ class AlignmentResult:
     token_diff: dict[str, list[float]]
     token_reference: dict[str, list[float]]
     prediction: list[dict[str, Any]]
+    token_table: list[dict[str, Any]] = field(default_factory=list)
+    token_correlation: dict[str, float] = field(default_factory=dict)
     scores: dict[str, Tensor] = field(default_factory=dict)
 
     # ---- contract
@@ -368,9 +373,11 @@ def run_alignment(
     token_mask = data.next_token_mask()
     counted = token_mask.any(0).nonzero().flatten().tolist()
     token_diff: dict[str, list[float]] = {}
+    per_token: dict[str, Tensor] = {}
     jvp_gap = 0.0
     for name in main:
         ts = alignment_scores(model, data, dirs[name], objective, **kw)
+        per_token[name] = ts.per_token
         ref = scores[f"a/{name}"]
         jvp_gap = max(jvp_gap, float((ts.total - ref).abs().max() / ref.abs().max().clamp(min=1e-30)))
         diff, _ = diff_of_means(ts.per_token[:, counted], labels)
@@ -381,6 +388,9 @@ def run_alignment(
             llr_t, kl_t = _per_position_reference(model, data, teacher_params, config.batch_size)
         token_reference["log p_T/p_base per token (teacher - base rows)"] = diff_of_means(llr_t[:, counted], labels)[0].tolist()
         token_reference["KL(teacher || base) on teacher rows"] = kl_t[labels.bool()][:, counted].mean(0).tolist()
+        token_table, token_correlation = _token_table(data, labels, llr_t, per_token, lineage.tokenizer)
+    else:
+        token_table, token_correlation = [], {}
 
     # path-integrated teacher delta
     path: dict[str, Any] = {"K": [], "auroc": [], "oracle": None, "k_reaches_oracle": None,
@@ -436,8 +446,34 @@ def run_alignment(
     return AlignmentResult(
         command=command, meta=meta, detection=detection, path=path, groups=gs.groups, group_diff=group_diff,
         group_se=group_se, positions=counted, token_diff=token_diff, token_reference=token_reference,
-        prediction=prediction, scores=scores,
+        prediction=prediction, token_table=token_table, token_correlation=token_correlation, scores=scores,
     )
+
+
+def _token_table(
+    data: Inputs, labels: Tensor, llr: Tensor, per_token: Mapping[str, Tensor], tokenizer: Any, top: int = 10,
+    min_count: int = 5,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Written tokens (seen >= `min_count` times) ranked by mean per-token log-likelihood ratio on
+    teacher rows, with their mean per-token alignment per direction; and the correlation of
+    a_{i,t} with that ratio over every counted position."""
+    mask = data.next_token_mask()
+    nxt = data.tokens[:, 1:]
+    pos_mask = mask & labels.bool()[:, None]
+    ids, counts = nxt[pos_mask].unique(return_counts=True)
+    rows = []
+    for t, c in zip(ids.tolist(), counts.tolist()):
+        if c < min_count:
+            continue
+        where = pos_mask & (nxt == t)
+        row = {"token": tokenizer.decode([t]) if tokenizer is not None else str(t), "id": t, "count": c,
+               "mean_log_ratio": float(llr[where].mean())}
+        row.update({f"mean_a/{n}": float(v[where].mean()) for n, v in per_token.items()})
+        rows.append(row)
+    rows.sort(key=lambda r: -r["mean_log_ratio"])
+    flat = llr[mask].double().numpy()
+    corr = {n: float(np.corrcoef(v[mask].double().numpy(), flat)[0, 1]) for n, v in per_token.items()}
+    return rows[:top], corr
 
 
 def _per_position_reference(
