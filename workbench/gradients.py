@@ -63,8 +63,7 @@ class AlignmentModel:
 
     backend: "functional" (the organism's `FunctionalModel`; workbench-native models only),
     "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False` and one name per
-    parameter), or "auto"
-    (functional when possible).
+    owning module, see `_one_name_per_module`), or "auto" (functional when possible).
     """
 
     def __init__(self, lineage: Lineage, name: str = "base", backend: Backend = "auto"):
@@ -89,7 +88,7 @@ class AlignmentModel:
             self._aliases = {a: ks[0] for a, ks in lineage.aliases.items() if len(ks) == 1}
         else:
             self._bridge = bridge
-            self._names = lineage.actual_names(name)
+            self._names = _one_name_per_module(bridge, lineage.actual_names(name))
 
     @property
     def keys(self) -> list[str]:
@@ -115,11 +114,29 @@ class AlignmentModel:
 
                 tied = {a: params[c] for a, c in self._aliases.items()}
                 return FunctionalModel({**self._buffers, **params, **tied}, *self._shape)(tokens)
-            # ONE wrapped name per parameter: the bridge reaches each module under several paths, and
-            # passing every alias (even with tie_weights=False) leaves the swapped-in tensors in the
-            # model after the call (tested: test_gradients.py::test_scores_match_naive_loop...).
-            full = {names[0]: params[k] for k, names in self._names.items()}
+            full = {n: params[k] for k, names in self._names.items() for n in names}
             return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+
+
+def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """For each clean key, one wrapped parameter name per distinct owning module.
+
+    The bridge reaches each module under several paths (`blocks.0.ln1` and
+    `layers.0._original_component.ln1`); passing every path to `functional_call` (even with
+    tie_weights=False) leaves the swapped-in tensors in the model after the call, because the
+    restore of one path re-installs what the other swapped in (tested in test_gradients.py). A
+    parameter truly shared by two modules (tied embed/unembed) keeps one name per module, so
+    both uses see the swapped tensor.
+    """
+    out: dict[str, list[str]] = {}
+    for key, names in actual.items():
+        seen: set[int] = set()
+        for name in names:
+            owner = bridge.get_submodule(name.rsplit(".", 1)[0]) if "." in name else bridge
+            if id(owner) not in seen:
+                seen.add(id(owner))
+                out.setdefault(key, []).append(name)
+    return out
 
 
 # --------------------------------------------------------------------------- losses
