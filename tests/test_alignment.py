@@ -11,6 +11,7 @@ from workbench.alignment import (
     auroc,
     group_figure_over_seeds,
     run_alignment,
+    screen_rows,
     summarize_seeds,
 )
 from workbench.errors import ConfigError, DataError
@@ -100,3 +101,12 @@ def test_errors(lineage, inputs):
     only_base = Lineage.from_models({"base": lineage["base"]}, tokenizer=lineage.tokenizer)
     with pytest.raises(ConfigError, match="soft loss needs the teacher"):
         run_alignment(only_base, inputs, AlignmentConfig(loss="soft", **SMALL))
+
+
+def test_screen_rows_drops_the_top_fraction_or_a_random_one():
+    scores = torch.tensor([0.1, 5.0, -1.0, 3.0, 0.0, 2.0, 1.0, 4.0, -2.0, 0.5])
+    top, rand = screen_rows(scores, 0.3, seed=0)
+    assert top == [0, 2, 4, 5, 6, 8, 9]  # rows 1, 7, 3 (the three highest) dropped
+    assert len(rand) == 7 and rand != top and rand == sorted(set(rand))
+    with pytest.raises(ConfigError, match="fraction"):
+        screen_rows(scores, 1.5)

@@ -494,6 +494,24 @@ def _per_position_reference(
     return llr, kl
 
 
+# --------------------------------------------------------------------------- screening
+
+
+def screen_rows(scores: Tensor, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Rows kept after dropping the top `fraction` by alignment score (the screening defense: with
+    g_trait scores it needs no teacher), and rows kept after dropping a random `fraction` of the
+    same size (its control). Retrain students on each and compare the transfer left."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"fraction={fraction}; drop a fraction in [0, 1).")
+    n = len(scores)
+    k = int(round(fraction * n))
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    kept_top = sorted(order[k:].tolist())
+    rng = np.random.default_rng(seed)
+    kept_random = sorted(rng.permutation(n)[k:].tolist())
+    return kept_top, kept_random
+
+
 # --------------------------------------------------------------------------- across seeds
 
 
