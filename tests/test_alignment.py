@@ -18,8 +18,8 @@ from workbench.errors import ConfigError, DataError
 from workbench.inputs import Inputs
 from workbench.lineage import Lineage
 
-SMALL = dict(max_rows_per_source=40, n_random=2, path_points=(1, 4), path_group_points=2, etas=(1e-4, 1e-2),
-             prediction_batches=2, prediction_batch_size=8, batch_size=32, grad_batch_size=40)
+SMALL = dict(max_rows_per_source=32, n_random=2, path_points=(1, 4), path_group_points=2, etas=(1e-4, 1e-2),
+             prediction_batches=1, prediction_batch_size=16, batch_size=64, grad_batch_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_hard_result_tables(hard_result, lineage):
     directions = [row["direction"] for row in r.detection]
     assert directions[:4] == ["delta_T", "g_trait", "g_trait_no_unembed", "delta_S"]
     assert {"random_0", "random_1", "log p_T/p_base (oracle)", "bag of tokens"} <= set(directions)
-    assert r.meta["n_positive"] == r.meta["n_negative"] == 40
+    assert r.meta["n_positive"] == r.meta["n_negative"] == 32
     assert r.meta["jvp_vs_group_sum_rel_gap"] < 1e-4  # jvp totals = sum of per-group scores (float32)
     # hard loss: the path integral of the teacher delta is the exact log-likelihood ratio
     assert r.path["K"] == [1, 4] and r.path["completeness_rel_error"][-1] < 0.01
@@ -80,6 +80,7 @@ def test_result_round_trip_figures_and_summary(hard_result, tmp_path):
 
 
 def test_soft_loss_and_user_direction(lineage, inputs):
+    lineage = Lineage.from_models({n: lineage[n] for n in ("base", "teacher")}, tokenizer=lineage.tokenizer)
     user = {k: torch.zeros_like(v) for k, v in lineage.params("base").items()}
     user["blocks.0.mlp.out.bias"] = torch.ones_like(user["blocks.0.mlp.out.bias"])
     cfg = AlignmentConfig(loss="soft", **{**SMALL, "path_group_points": 0, "n_random": 1, "max_rows_per_source": 16,
