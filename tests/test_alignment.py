@@ -56,6 +56,9 @@ def test_hard_result_tables(hard_result, lineage):
     assert r.groups == [g.name for g in lineage.groups()]
     assert all(len(v) == len(r.groups) for v in r.group_diff.values())
     assert r.group_diff["delta_T"][r.groups.index("unembed")] == 0.0
+    per_group = r.scores["groups/delta_T"]
+    assert torch.allclose(per_group.sum(-1), r.scores["a/delta_T"])  # groups sum to a_i
+    assert r.group_mean["delta_T"] == pytest.approx(per_group[r.scores["labels"].bool()].double().mean(0).tolist())
     assert all(len(v) == len(r.positions) for v in (*r.token_diff.values(), *r.token_reference.values()))
     assert [p["eta"] for p in r.prediction] == [1e-4, 1e-2]
     # per-token teacher-delta alignment tracks the per-token log-likelihood ratio it approximates

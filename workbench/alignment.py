@@ -157,6 +157,9 @@ class AlignmentResult:
         standard error), per direction; "delta_T (path K=...)" for the path attribution.
     positions / token_diff / token_reference: per counted position, the same difference, beside
         the per-position log-likelihood ratio and mean KL(teacher || base) on positive rows.
+    group_mean: per-group mean a_{i,g} over positive (teacher-written) rows, per direction: where a
+        step on the teacher's data moves the model along each direction (the soft channel's view,
+        where the teacher-minus-base difference is not expected to mean much).
     prediction: rows {eta, predicted, measured (per batch), relative_error, sign_agreement}.
     token_table: the written tokens whose log-likelihood ratio (teacher vs base) is largest on
         teacher rows, with their mean per-token alignment per direction; token_correlation:
@@ -178,6 +181,7 @@ class AlignmentResult:
     token_diff: dict[str, list[float]]
     token_reference: dict[str, list[float]]
     prediction: list[dict[str, Any]]
+    group_mean: dict[str, list[float]] = field(default_factory=dict)
     token_table: list[dict[str, Any]] = field(default_factory=list)
     token_correlation: dict[str, float] = field(default_factory=dict)
     scores: dict[str, Tensor] = field(default_factory=dict)
@@ -417,9 +421,12 @@ def run_alignment(
             diff, se = diff_of_means(pg.by_direction["delta_T"], labels)
             group_diff[name], group_se[name] = diff.tolist(), se.tolist()
             scores["path_groups/delta_T"] = pg.by_direction["delta_T"]
+    group_mean: dict[str, list[float]] = {}
     for name in main:
         diff, se = diff_of_means(gs.by_direction[name], labels)
         group_diff[name], group_se[name] = diff.tolist(), se.tolist()
+        group_mean[name] = gs.by_direction[name][labels.bool()].double().mean(0).tolist()
+        scores[f"groups/{name}"] = gs.by_direction[name]
     rand = [n for n, k in kinds.items() if k == "random"]
     if rand:
         diffs = np.stack([diff_of_means(gs.by_direction[n], labels)[0] for n in rand])
@@ -446,7 +453,7 @@ def run_alignment(
     return AlignmentResult(
         command=command, meta=meta, detection=detection, path=path, groups=gs.groups, group_diff=group_diff,
         group_se=group_se, positions=counted, token_diff=token_diff, token_reference=token_reference,
-        prediction=prediction, token_table=token_table, token_correlation=token_correlation, scores=scores,
+        prediction=prediction, group_mean=group_mean, token_table=token_table, token_correlation=token_correlation, scores=scores,
     )
 
 
