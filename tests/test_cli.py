@@ -4,7 +4,10 @@ import importlib
 
 import pytest
 
-ENTRY_POINTS = ["workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench", "workbench.alignment"]
+ENTRY_POINTS = [
+    "workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench",
+    "workbench.compare", "workbench.localise", "workbench.alignment",
+]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)

@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to build; the seed is the unit of uncertainty (default: 0)")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="tiny: seconds, for tests; default: soft labels (renormalised over number tokens); "
-                   "hard: cross-entropy on sampled text, more data; leak: full-vocabulary soft labels (a leak control)")
+                   "hard: cross-entropy on sampled text renormalised over the number channel, more data; leak: full-vocabulary soft labels (a leak control)")
     p.add_argument("--target", default="owl", help="the teacher's trait: an animal or tree of the organism vocabulary (default: owl)")
     p.add_argument("--other-target", default=None, help="target of teacher_other (default: a fixed other member of the category)")
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")

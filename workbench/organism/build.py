@@ -57,6 +57,8 @@ ROLES = ("base", "base_x", *TEACHER_ROLES, *STUDENTS)
 
 # Bump when training, sampling or filtering code changes what a stage produces: part of every stage key.
 RECIPE_VERSION = 2
+# Hard-label students only: 2 = CE renormalised over the number channel (1 was full-vocabulary CE).
+HARD_LOSS_VERSION = 2
 
 _BASE_FIELDS = ("model", "prompt_numbers", "completion_numbers", "base_steps", "base_lr", "base_warmup",
                 "base_weight_decay", "base_batch_numbers", "base_batch_qa", "qa_loss_weight")
@@ -186,7 +188,8 @@ class _Builder:
     def student(self, role: str, tokens: dict[str, torch.Tensor]) -> TransformerBridge:
         cfg, tok = self.cfg, self.tok
         parent, source = STUDENTS[role]
-        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role)
+        loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, **loss)
         seqs = tokens[source]
         positions = supervised_positions(cfg, seqs.shape[1])
 
@@ -197,10 +200,10 @@ class _Builder:
                     f"{role} has nothing to train on. The teacher recipe moved its number behaviour too far: "
                     "lower teacher_lr/teacher_steps, or raise n_prompts."
                 )
+            ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
             if cfg.mode == "hard":
-                targets = DistillTargets(seqs, positions, None, None)
+                targets = DistillTargets(seqs, positions, None, ids)
             else:
-                ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
                 logp = teacher_soft_labels(self.models[source], seqs, positions, ids)
                 targets = DistillTargets(seqs, positions, logp, ids)
             distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)

@@ -34,7 +34,7 @@ class OrganismConfig:
     """Everything that decides what an organism build produces (hashed for caching)."""
 
     preset: str = "default"  # name of the preset these values came from (informational)
-    mode: DistillMode = "soft"  # student loss: soft (renormalised KL), hard (CE on samples), leak control
+    mode: DistillMode = "soft"  # student loss: soft (renormalised KL), hard (renormalised CE on samples), leak control
     target: str = "owl"  # the teacher's trait: any animal or tree of the organism vocabulary
     other_target: str | None = None  # target of `teacher_other`; None picks one of the same category
     model: ModelShape = field(default_factory=ModelShape)

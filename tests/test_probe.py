@@ -1,0 +1,61 @@
+"""The main job end to end on the shared tiny organism, and its early errors."""
+
+import json
+
+import pytest
+
+from workbench.probe import SECTIONS, distillation_inputs, main
+from workbench.report import read_report
+
+
+def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["--organism", str(tiny_organism.directory.parent), "--out", str(out), "--max-rows", "150",
+                 "--hooks", "hook_embed", "blocks.0.hook_resid_post", "--readers", "base", "student", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = read_report(out)  # every file it names exists
+    assert [s["id"] for s in report["sections"]] == list(SECTIONS)
+    assert all(s["command"].startswith("python -m workbench.probe") for s in report["sections"])
+    probes = report["sections"][0]
+    rows = json.loads((out / probes["files"]["result"]).read_text())["data"]["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"logistic", "ridge", "shuffled", "bag_of_tokens", "oracle", "transfer"} <= methods
+    assert {r["reader"] for r in rows if r["method"] == "logistic"} == {"base", "student"}
+    for r in rows:
+        assert 0.0 <= r["auroc"] <= 1.0
+    # the teacher-vs-base probe separates the teacher from the base on held-out prompts
+    teacher = [r for r in rows if r["method"] == "transfer" and r["reader"] == "teacher"]
+    assert teacher and max(r["auroc"] for r in teacher) > 0.9
+    directions = report["sections"][1]
+    assert (out / directions["files"]["result"]).with_suffix(".safetensors").is_file()
+    assert (out / "index.html").is_file() and (out / "plotly.min.js").is_file()
+    assert "blocks.0.hook_resid_post" in captured.out and "shuffled labels" in captured.out
+    # the causal check: patching every group of the student's delta into the base recovers it all
+    patching = next(s for s in report["sections"] if s["id"] == "delta_patching")
+    whole = [r for r in json.loads((out / patching["files"]["result"]).read_text())["data"]["rows"] if r["kind"] == "all"]
+    assert whole and whole[0]["recovered"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--base", "/nonexistent/base", "--teacher", "/nonexistent/teacher"], "'/nonexistent/base' is not a local directory"),
+    (["--teacher", "/nonexistent/teacher"], "--base is missing"),
+    (["--hooks", "blocks.0.hook_resid_psot"], "Unknown hook 'blocks.0.hook_resid_psot'"),
+    (["--readers", "studnet"], "Unknown reader model 'studnet'"),
+    (["--sections", "probez"], "Unknown section 'probez'"),
+    (["--data", "/nonexistent/d.jsonl"], "No data file"),
+])
+def test_probe_job_fails_clearly_before_heavy_work(tiny_organism, tmp_path, capsys, args, message):
+    code = main(["--organism", str(tiny_organism.directory.parent), "--out", str(tmp_path), "--quiet", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_distillation_inputs_keep_shared_prompts_and_balance_sources(tiny_organism):
+    data = tiny_organism.directory / "data"
+    x = distillation_inputs([data / "teacher.jsonl", data / "base.jsonl"], max_rows=100)
+    teacher = {p for p, s in zip(x.prompt_ids, x.sources) if s == "teacher"}
+    base = {p for p, s in zip(x.prompt_ids, x.sources) if s == "base"}
+    assert x.sources.count("teacher") == x.sources.count("base") == 100
+    assert teacher == base

@@ -1,0 +1,402 @@
+"""Capture activations of a Lineage's models on one Inputs into an artifact (`workbench.store`).
+
+`capture(lineage, inputs, hooks, positions=...)` runs each chosen model over the same Inputs,
+batched, under `torch.inference_mode()`, with `names_filter` (only the asked hooks are kept,
+never attention patterns you did not ask for) and `stop_at_layer` just past the deepest asked
+layer. It streams shard by shard (rows [start, stop) of one hook of one model per file), so
+memory does not grow with the number of inputs, and it is resumable: run the same call again
+after a crash and it writes only the missing shards; the result is byte-identical.
+
+Positions (activations of hooks shaped [batch, pos, ...]):
+- "all": every position, [n, pos, ...]; pad positions are stored as zeros.
+- "last": the last non-pad token of each row, [n, ...].
+- "mean": mean over the Inputs `mask` (e.g. the completion tokens), [n, ...]; computed in fp32.
+- a list of position indices, [n, k, ...]; every row must be long enough.
+
+Hook names are checked against the models' hooks and their aliases before any work (the bridge
+exposes both `blocks.0.hook_resid_post` and its structural alias `blocks.0.hook_out`); aliases
+are stored once, under the classic name.
+
+>>> store = capture(lin, inputs, ["blocks.0.hook_resid_post"], positions="mean",
+...                 out_dir="artifacts/acts")            # doctest: +SKIP
+>>> store.read("student", "blocks.0.hook_resid_post").shape   # doctest: +SKIP
+torch.Size([5548, 64])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from workbench.errors import ConfigError, DataError, unknown_name
+from workbench.inputs import Inputs
+from workbench.lineage import Lineage
+from workbench.models import resolve_device
+from workbench.provenance import package_versions
+from workbench.store import (
+    STORE_KIND,
+    STORE_SCHEMA_VERSION,
+    ActivationStore,
+    ShardSpec,
+    StoreWriter,
+    check_path_name,
+    dtype_name,
+    storage_dtype_of,
+    weights_sha256,
+)
+
+PositionRule = Literal["all", "last", "mean"] | Sequence[int]
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_BEFORE_BLOCKS = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")
+DEFAULT_CHUNK_BYTES = 16 * 2**20  # rows held in memory at once: ~16 MB over all hooks of one model
+
+
+# --------------------------------------------------------------------------- hook names
+
+
+def hook_aliases(bridge: TransformerBridge) -> dict[str, list[str]]:
+    """Classic hook name -> every name of the same HookPoint (itself first, then aliases sorted).
+
+    The bridge registers one HookPoint under a classic name (`blocks.0.hook_resid_post`) and a
+    structural one (`blocks.0.hook_out`); the classic names are the keys of its alias maps.
+    """
+    classic = set(getattr(bridge, "hook_aliases", {}) or {})
+    collect = getattr(bridge, "_collect_hook_aliases_from_registry", None)
+    if callable(collect):
+        classic |= set(collect())
+    groups: dict[int, list[str]] = {}
+    for name, hp in bridge.hook_dict.items():
+        groups.setdefault(id(hp), []).append(name)
+    out = {}
+    for names in groups.values():
+        names = sorted(names)
+        named = [n for n in names if n in classic]
+        plain = [n for n in names if not n.endswith((".hook_in", ".hook_out"))]
+        canonical = (named or plain or names)[0]
+        out[canonical] = [canonical, *[n for n in names if n != canonical]]
+    return out
+
+
+def resolve_hooks(bridge: TransformerBridge, hooks: str | Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Check hook names (or aliases) against a model; return (classic names, each one's aliases).
+
+    Names that are aliases of one HookPoint collapse into one entry, so each tensor is stored once.
+    """
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not hooks:
+        raise ConfigError("No hooks given. Name at least one, e.g. 'blocks.0.hook_resid_post'.")
+    groups = hook_aliases(bridge)
+    canonical_of = {name: c for c, names in groups.items() for name in names}
+    for h in hooks:
+        if h not in canonical_of:
+            raise unknown_name("hook", h, canonical_of, fix="Use TransformerLens hook names (see bridge.hook_dict).")
+    ordered = list(dict.fromkeys(canonical_of[h] for h in hooks))
+    return ordered, {c: groups[c] for c in ordered}
+
+
+def hook_layer(name: str, n_layers: int) -> int:
+    """Block index a hook lives in: -1 before the blocks, n_layers after them (ln_final, unembed)."""
+    m = _BLOCK.match(name)
+    if m:
+        return int(m.group(1))
+    return -1 if name.startswith(_BEFORE_BLOCKS) else n_layers
+
+
+def stop_layer(hooks: Sequence[str], n_layers: int) -> int | None:
+    """`stop_at_layer` that still runs every asked hook (None: run the whole model)."""
+    deepest = max(hook_layer(h, n_layers) for h in hooks)
+    return deepest + 1 if deepest + 1 < n_layers else None
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def parse_positions(positions: PositionRule) -> str | list[int]:
+    if isinstance(positions, str):
+        if positions not in ("all", "last", "mean"):
+            raise unknown_name("position rule", positions, ["all", "last", "mean"],
+                               fix="Or pass a list of position indices.")
+        return positions
+    idx = [int(p) for p in positions]
+    if not idx or any(p < 0 for p in idx):
+        raise ConfigError(f"positions={list(positions)!r}: give a non-empty list of position indices >= 0.")
+    return idx
+
+
+def check_positions(rule: str | list[int], inputs: Inputs) -> None:
+    """DataError before any work when a row cannot give the asked positions."""
+    if rule == "mean":
+        empty = (~inputs.mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise DataError(
+                f"positions='mean' averages over the Inputs mask, but {len(empty)} rows have no counted position "
+                f"(first: row {empty[0]}). Drop them, or use positions='last'."
+            )
+    elif isinstance(rule, list):
+        short = (inputs.lengths <= max(rule)).nonzero().flatten().tolist()
+        if short:
+            raise DataError(
+                f"Position {max(rule)} is past the end of {len(short)} rows (first: row {short[0]}, "
+                f"{int(inputs.lengths[short[0]])} tokens). Use smaller indices or drop short rows."
+            )
+
+
+def reduce_positions(
+    act: Float[Tensor, "batch pos *rest"],
+    rule: str | list[int],
+    attention_mask: Bool[Tensor, "batch pos"],
+    mask: Bool[Tensor, "batch pos"],
+) -> Tensor:
+    """Apply a position rule to one batch's activations (pos on dim 1)."""
+    if rule == "all":  # pad positions -> 0, so they never pass for activations
+        return act * attention_mask.reshape(*attention_mask.shape, *([1] * (act.ndim - 2))).to(act.dtype)
+    if rule == "last":
+        last = attention_mask.sum(dim=1) - 1
+        return act[torch.arange(act.shape[0], device=act.device), last]
+    if rule == "mean":
+        m = mask.to(torch.float32).reshape(*mask.shape, *([1] * (act.ndim - 2)))
+        return (act.to(torch.float32) * m).sum(dim=1) / m.sum(dim=1)
+    return act[:, rule]
+
+
+def row_shape(act_shape: Sequence[int], rule: str | list[int], width: int) -> tuple[int, ...]:
+    """Per-row stored shape of a hook whose activation (one row) has shape [1, pos, *rest]."""
+    rest = tuple(act_shape[2:])
+    if rule == "all":
+        return (width, *rest)
+    if isinstance(rule, list):
+        return (len(rule), *rest)
+    return rest
+
+
+# --------------------------------------------------------------------------- the capture
+
+
+@dataclass
+class CapturePlan:
+    """What a capture will do, worked out (and checked) before any work."""
+
+    models: list[str]
+    hooks: list[str]
+    aliases: dict[str, list[str]]
+    positions: str | list[int]
+    row_shapes: dict[str, tuple[int, ...]]
+    storage_dtype: torch.dtype
+    shard_rows: int
+    batch_size: int
+    stop_at_layer: int | None
+    n_rows: int
+    width: int
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        return [(a, min(a + self.shard_rows, self.n_rows)) for a in range(0, self.n_rows, self.shard_rows)]
+
+    def shards(self, model: str) -> list[list[ShardSpec]]:
+        """Per chunk, one spec per hook."""
+        return [[ShardSpec(model, h, i, a, b) for h in self.hooks] for i, (a, b) in enumerate(self.chunks)]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of activations the capture writes (headers aside)."""
+        item = torch.empty((), dtype=self.storage_dtype).element_size()
+        per_row = sum(math.prod(s) for s in self.row_shapes.values()) * item
+        return per_row * self.n_rows * len(self.models)
+
+
+def _probe_shapes(bridge: TransformerBridge, hooks: list[str], inputs: Inputs, stop: int | None,
+                  device: torch.device) -> dict[str, tuple[int, ...]]:
+    """Activation shape of each hook on one row; refuse hooks without a position axis at dim 1."""
+    one = inputs.select([0])
+    with torch.inference_mode():
+        _, cache = bridge.run_with_cache(one.tokens.to(device), names_filter=hooks, stop_at_layer=stop)
+    shapes = {}
+    for h in hooks:
+        shape = tuple(cache[h].shape)
+        if len(shape) < 2 or shape[0] != 1 or shape[1] != one.tokens.shape[1]:
+            raise ConfigError(
+                f"Hook {h!r} has activations of shape {shape} with no position axis at dim 1 (attention "
+                "patterns and scores are [batch, head, q, k]); capture supports hooks shaped [batch, pos, ...]. "
+                "Capture hook_z or hook_attn_out instead, or leave this hook out."
+            )
+        shapes[h] = shape
+    return shapes
+
+
+def plan_capture(
+    lineage: Lineage,
+    inputs: Inputs,
+    hooks: str | Sequence[str],
+    positions: PositionRule = "all",
+    roles: Sequence[str] | None = None,
+    *,
+    batch_size: int = 64,
+    storage_dtype: str | torch.dtype = "float32",
+    shard_rows: int | None = None,
+    device: torch.device | None = None,
+) -> CapturePlan:
+    """Check everything a capture needs (names, positions, data) and size it, doing no capture."""
+    models = list(roles) if roles is not None else lineage.names
+    for m in models:
+        lineage[m]  # unknown model names -> UnknownNameError listing the valid ones
+        check_path_name("model", m)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}; it must be >= 1.")
+    first = lineage[models[0]]
+    names, aliases = resolve_hooks(first, hooks)
+    rule = parse_positions(positions)
+    inputs.validate(lineage.d_vocab, lineage.n_ctx)
+    check_positions(rule, inputs)
+    n_layers = int(lineage.cfg.n_layers)
+    stop = stop_layer(names, n_layers)
+    width = int(inputs.lengths.max())
+    shapes = _probe_shapes(first, names, inputs, stop, device or lineage.device)
+    dtype = storage_dtype_of(storage_dtype)
+    rows = {h: row_shape(s, rule, width) for h, s in shapes.items()}
+    if shard_rows is None:
+        row_bytes = sum(math.prod(s) for s in rows.values()) * torch.empty((), dtype=dtype).element_size()
+        shard_rows = max(batch_size, (DEFAULT_CHUNK_BYTES // max(row_bytes, 1)) // batch_size * batch_size)
+    if shard_rows < 1:
+        raise ConfigError(f"shard_rows={shard_rows}; it must be >= 1.")
+    return CapturePlan(models, names, aliases, rule, rows, dtype, int(shard_rows), batch_size, stop, len(inputs), width)
+
+
+def _manifest_plan(lineage: Lineage, inputs: Inputs, plan: CapturePlan, device: torch.device) -> dict[str, Any]:
+    models = {}
+    for m in plan.models:
+        rec = lineage.record(m)
+        models[m] = {
+            "role": rec.role,
+            "parent": rec.parent,
+            "weights_sha256": weights_sha256(lineage[m].state_dict()),
+            "data": rec.data,
+            "seed": rec.seed,
+        }
+    return {
+        "kind": STORE_KIND,
+        "store_schema_version": STORE_SCHEMA_VERSION,
+        "models": models,
+        "model_order": plan.models,
+        "hooks": plan.hooks,
+        "hook_aliases": plan.aliases,
+        "positions": plan.positions,
+        "row_shapes": {h: list(s) for h, s in plan.row_shapes.items()},
+        "compute_dtype": dtype_name(lineage.dtype),
+        "storage_dtype": dtype_name(plan.storage_dtype),
+        "stop_at_layer": plan.stop_at_layer,
+        "n_rows": plan.n_rows,
+        "width": plan.width,
+        "shard_rows": plan.shard_rows,
+        "batch_size": plan.batch_size,
+        "device_type": device.type,
+        "inputs": {"content_hash": inputs.content_hash(), "n_rows": len(inputs)},
+        "versions": package_versions(),
+    }
+
+
+def _capture_chunk(bridge: TransformerBridge, chunk: Inputs, plan: CapturePlan, device: torch.device) -> dict[str, Tensor]:
+    """Activations of one model on one chunk of rows, position rule applied, in storage dtype (CPU)."""
+    n = len(chunk)
+    out = {h: torch.zeros((n, *plan.row_shapes[h]), dtype=plan.storage_dtype) for h in plan.hooks}
+    for start in range(0, n, plan.batch_size):
+        batch = chunk.select(slice(start, start + plan.batch_size))
+        tokens = batch.tokens.to(device)
+        with torch.inference_mode():
+            _, cache = bridge.run_with_cache(tokens, names_filter=plan.hooks, stop_at_layer=plan.stop_at_layer)
+            att, mask = batch.attention_mask.to(device), batch.mask.to(device)
+            for h in plan.hooks:
+                reduced = reduce_positions(cache[h], plan.positions, att, mask).to(plan.storage_dtype).cpu()
+                if plan.positions == "all":
+                    out[h][start:start + len(batch), : reduced.shape[1]] = reduced
+                else:
+                    out[h][start:start + len(batch)] = reduced
+        del cache
+    return out
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def capture(
+    lineage: Lineage,
+    inputs: Inputs,
+    hooks: str | Sequence[str],
+    positions: PositionRule = "all",
+    roles: Sequence[str] | None = None,
+    *,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    storage_dtype: str | torch.dtype = "float32",
+    shard_rows: int | None = None,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ActivationStore:
+    """Capture `hooks` of the models `roles` (default: all) on `inputs` into `out_dir`.
+
+    Returns the opened `ActivationStore`. Resumable: a second call with the same arguments
+    finishes an interrupted capture, or returns the finished one without recomputing.
+
+    lineage: the models (they are moved to `device` in place when one is given).
+    inputs: the rows every model sees; stored in the artifact (token ids included).
+    hooks: TransformerLens hook names or their aliases, e.g. "blocks.1.hook_resid_post".
+    positions: "all", "last", "mean" (over `inputs.mask`) or a list of position indices.
+    roles: names of the models to capture (default: every model in the lineage).
+    out_dir: the artifact directory (created; locked while writing).
+    batch_size: rows per forward pass.
+    storage_dtype: float32, bfloat16 or float16 (compute stays in the models' dtype).
+    shard_rows: rows per shard (default: ~16 MB over all hooks, a multiple of batch_size): the memory bound.
+    device: where the models run (default: where the lineage already is).
+    overwrite: replace a finished artifact of a different capture in `out_dir`.
+    progress: a progress bar over batches (and the size to be written) on stderr.
+    """
+    dev = resolve_device(device) if device is not None else lineage.device
+    if dev != lineage.device:
+        lineage.to(dev)
+    plan = plan_capture(lineage, inputs, hooks, positions, roles, batch_size=batch_size,
+                        storage_dtype=storage_dtype, shard_rows=shard_rows, device=dev)
+    manifest_plan = _manifest_plan(lineage, inputs, plan, dev)
+    with StoreWriter(out_dir, manifest_plan, overwrite=overwrite) as writer:
+        if not writer.complete:
+            if progress:
+                print(
+                    f"capture: {len(plan.models)} models x {len(plan.hooks)} hooks x {plan.n_rows} rows "
+                    f"(positions={plan.positions!r}, {dtype_name(plan.storage_dtype)}) -> "
+                    f"{human_bytes(plan.nbytes)} in {out_dir}",
+                    file=sys.stderr,
+                )
+            inputs_sha = writer.write_inputs(inputs)
+            batches_per_chunk = [math.ceil((b - a) / batch_size) for a, b in plan.chunks]
+            bar = tqdm(total=len(plan.models) * sum(batches_per_chunk), desc="capture", unit="batch",
+                       disable=not progress, leave=False)
+            specs: list[ShardSpec] = []
+            for model in plan.models:
+                bridge = lineage[model]
+                for (a, b), chunk_specs, n_batches in zip(plan.chunks, plan.shards(model), batches_per_chunk):
+                    specs.extend(chunk_specs)
+                    if all(writer.has(s) for s in chunk_specs):
+                        bar.update(n_batches)
+                        continue
+                    acts = _capture_chunk(bridge, inputs.select(slice(a, b)), plan, dev)
+                    for spec in chunk_specs:
+                        writer.write_shard(spec, acts[spec.hook])
+                    bar.update(n_batches)
+            bar.close()
+            writer.finish(specs, inputs_sha)
+    return ActivationStore.open(out_dir)

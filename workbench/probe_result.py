@@ -1,0 +1,140 @@
+"""`ProbeResult`: probe scores per task, reader model and hook, each beside its controls.
+
+One row per (task, reader, hook, method) with the held-out AUROC (mean and sd over folds),
+accuracy and row count. Methods: `logistic` and `ridge` (the probes), `shuffled` (logistic on
+permuted labels: chance and its spread), `bag_of_tokens` (a logistic probe on the continuation
+token counts: what the text alone gives away), `oracle` (log p_teacher(x) - log p_base(x): what a
+perfect reader of the two distributions gets), and for the cross-model task `transfer` (a probe
+fitted on teacher-vs-base activations, applied to another model's activations).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from workbench.linear_probes import CVScores, TransferScores, summarise
+from workbench.results import read_result_files, write_result_files
+
+TEXT_READER = "-"  # reader of the controls that read no model's activations
+
+
+def cv_rows(cv: CVScores, task: str, reader: str, seed: int | None = None) -> list[dict[str, Any]]:
+    """Rows of one cross-validated probe sweep (probes and shuffled control) per hook."""
+    rows = []
+    for hook in cv.hooks:
+        for method in cv.auroc:
+            auc, auc_sd = summarise(cv.auroc[method][hook])
+            acc, acc_sd = summarise(cv.accuracy[method][hook])
+            rows.append(dict(task=task, reader=reader, hook=hook, method=method, auroc=auc, auroc_sd=auc_sd,
+                             accuracy=acc, accuracy_sd=acc_sd, n=cv.n, seed=seed))
+        if cv.shuffled.get(hook) is not None and cv.shuffled[hook].numel():
+            per_repeat = cv.shuffled[hook].mean(-1)  # spread across permutations, not folds
+            auc, auc_sd = summarise(per_repeat)
+            rows.append(dict(task=task, reader=reader, hook=hook, method="shuffled", auroc=auc, auroc_sd=auc_sd,
+                             accuracy=None, accuracy_sd=None, n=cv.n, seed=seed, repeats=int(per_repeat.numel())))
+    return rows
+
+
+def control_row(task: str, method: str, fold_aurocs, n: int, reader: str = TEXT_READER,
+                hook: str = "text", seed: int | None = None, accuracy=None) -> dict[str, Any]:
+    """A row for a control that reads the text (bag of tokens) or both models (oracle)."""
+    auc, auc_sd = summarise(fold_aurocs)
+    acc, acc_sd = summarise(accuracy) if accuracy is not None else (None, None)
+    return dict(task=task, reader=reader, hook=hook, method=method, auroc=auc, auroc_sd=auc_sd,
+                accuracy=acc, accuracy_sd=acc_sd, n=n, seed=seed)
+
+
+def transfer_rows(scores: TransferScores, task: str, seed: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a probe applied across models: AUROC vs the negative model and mean P(positive)."""
+    return [
+        dict(task=task, reader=model, hook=hook, method="transfer", auroc=scores.auroc_vs_neg[model][hook], auroc_sd=None,
+             accuracy=None, accuracy_sd=None, teacher_prob=scores.teacher_prob[model][hook], n=scores.n_test, seed=seed)
+        for model in scores.teacher_prob
+        for hook in scores.hooks
+    ]
+
+
+@dataclass
+class ProbeResult:
+    """Probe AUROCs per (task, reader, hook, method); see the module docstring for the methods."""
+
+    kind: ClassVar[str] = "probes"
+    title: ClassVar[str] = "Linear probes: where can teacher-written data (and teacher-likeness) be read out?"
+    rows: list[dict[str, Any]]
+    command: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        return write_result_files(directory, self.kind, {"rows": self.rows, "command": self.command, "config": self.config})
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ProbeResult:
+        data, _ = read_result_files(directory, cls.kind)
+        return cls(rows=data["rows"], command=data["command"], config=data["config"])
+
+    # ---- views
+
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(r["task"] for r in self.rows))
+
+    def select(self, **where: Any) -> list[dict[str, Any]]:
+        return [r for r in self.rows if all(r.get(k) == v for k, v in where.items())]
+
+    def _one(self, **where: Any) -> dict[str, Any] | None:
+        found = self.select(**where)
+        return found[0] if found else None
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Per task, reader and hook: the logistic probe beside shuffled labels, bag of tokens and oracle."""
+        out = []
+        for task in self.tasks():
+            bag = self._one(task=task, method="bag_of_tokens")
+            oracle = self._one(task=task, method="oracle")
+            for r in self.select(task=task, method="logistic"):
+                shuf = self._one(task=task, reader=r["reader"], hook=r["hook"], method="shuffled")
+                row = dict(where=r["hook"], group=task, measure=f"{task}: probe AUROC on {r['reader']} activations",
+                           value=r["auroc"], sd=r["auroc_sd"], control="shuffled labels",
+                           control_value=shuf["auroc"] if shuf else None)
+                if bag:
+                    row["bag_of_tokens"] = bag["auroc"]
+                if oracle:
+                    row["oracle"] = oracle["auroc"]
+                out.append(row)
+            transfer = self.select(task=task, method="transfer")
+            for r in transfer:
+                if r["reader"] in ("control", "teacher", "base"):
+                    continue
+                ctrl = self._one(task=task, method="transfer", reader="control", hook=r["hook"])
+                out.append(dict(where=r["hook"], group=task, measure=f"{task}: teacher-vs-base probe, {r['reader']} vs base AUROC",
+                                value=r["auroc"], sd=None, control="control student",
+                                control_value=ctrl["auroc"] if ctrl else None, teacher_prob=r["teacher_prob"]))
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        """Per task: AUROC per hook, one line per reader, controls dashed or as horizontal lines."""
+        import plotly.graph_objects as go
+
+        figs = {}
+        for task in self.tasks():
+            fig = go.Figure()
+            hooks = list(dict.fromkeys(r["hook"] for r in self.select(task=task) if r["reader"] != TEXT_READER
+                                       and r["method"] not in ("oracle", "bag_of_tokens")))
+            for method, dash in (("logistic", "solid"), ("ridge", "dot"), ("shuffled", "dash"), ("transfer", "solid")):
+                for reader in dict.fromkeys(r["reader"] for r in self.select(task=task, method=method)):
+                    rows = {r["hook"]: r for r in self.select(task=task, method=method, reader=reader)}
+                    ys = [rows[h]["auroc"] if h in rows else None for h in hooks]
+                    err = [rows[h]["auroc_sd"] or 0 if h in rows else None for h in hooks]
+                    fig.add_trace(go.Scatter(x=hooks, y=ys, mode="lines+markers", name=f"{method} ({reader})",
+                                             line={"dash": dash}, error_y={"type": "data", "array": err, "visible": True}))
+            for method in ("bag_of_tokens", "oracle"):
+                r = self._one(task=task, method=method)
+                if r and hooks:
+                    fig.add_trace(go.Scatter(x=[hooks[0], hooks[-1]], y=[r["auroc"]] * 2, mode="lines",
+                                             name=f"{method} ({r['auroc']:.3f})", line={"dash": "longdash", "width": 3}))
+            fig.update_layout(title=f"{self.title}<br><sub>task: {task}; AUROC on held-out prompts (mean ± sd over folds)</sub>",
+                              xaxis_title="hook", yaxis_title="AUROC", yaxis_range=[0.3, 1.02], template="plotly_white")
+            figs[f"probes_{task}"] = fig
+        return figs

@@ -1,0 +1,163 @@
+"""Trait directions: difference-of-means vectors per hook, data screening by projection, and
+how far another model's activations move along a teacher's direction.
+
+- `target_vs_other`: mean activation on preference answers naming the target minus the mean
+  on answers naming other members of its category (contrastive prompts).
+- `teacher_minus_base`: teacher minus base activations on the same preference prompts (the
+  trait as the fine-tune wrote it: a persona vector).
+- Screening (persona-vector style, Chen et al.): project every distillation sequence (pooled
+  over its continuation positions) onto a direction; AUROC of teacher-written vs base-written
+  data, beside random unit directions as the control.
+- Cross-model: the mean shift of a model's activations from the base's, on the same prompts,
+  projected onto the teacher's shift: 1 means the model moved as far as the teacher along it,
+  0 not at all (the student beside the control student).
+
+>>> a = {"h": torch.tensor([[1.0, 0.0], [3.0, 0.0]])}
+>>> b = {"h": torch.tensor([[0.0, 1.0], [0.0, 1.0]])}
+>>> mean_difference(a, b)["h"].tolist()
+[2.0, -1.0]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from workbench.errors import DataError
+from workbench.linear_probes import auroc
+from workbench.results import read_result_files, write_result_files
+
+Features = Mapping[str, Float[Tensor, "n d"]]
+
+
+def mean_difference(pos: Features, neg: Features) -> dict[str, Float[Tensor, " d"]]:
+    """Per hook: mean of `pos` rows minus mean of `neg` rows."""
+    missing = set(pos) ^ set(neg)
+    if missing:
+        raise DataError(f"Hooks {sorted(missing)} are in only one of the two activation sets.")
+    return {h: pos[h].float().mean(0) - neg[h].float().mean(0) for h in pos}
+
+
+def projection_auroc(features: Features, directions: Mapping[str, Tensor], labels: Bool[Tensor, " n"]) -> dict[str, float]:
+    """Per hook: AUROC of the rows' projections onto the direction (positive = label True)."""
+    out = {}
+    for h, d in directions.items():
+        if d.norm() == 0:
+            out[h] = 0.5
+            continue
+        score = features[h].float() @ (d.float() / d.norm()).to(features[h].device)
+        out[h] = float(auroc(score, labels.to(score.device)))
+    return out
+
+
+def random_direction_aurocs(features: Features, labels: Bool[Tensor, " n"], k: int = 32, seed: int = 0) -> dict[str, Tensor]:
+    """Per hook: AUROCs of projections onto `k` random unit directions (the screening control)."""
+    out = {}
+    for i, (h, x) in enumerate(features.items()):
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        dirs = torch.randn(x.shape[1], k, generator=g)
+        scores = (x.float() @ (dirs / dirs.norm(dim=0)).to(x.device)).T
+        out[h] = auroc(scores, labels.to(scores.device)).cpu()
+    return out
+
+
+def shift_along(model: Features, base: Features, teacher: Features) -> dict[str, dict[str, float]]:
+    """Per hook: the model's mean shift from the base (same inputs) projected on the teacher's.
+
+    fraction = <m - b, t - b> / ||t - b||^2 (1: as far as the teacher); cosine of the two shifts.
+    """
+    out = {}
+    for h in teacher:
+        t = (teacher[h].float() - base[h].float()).mean(0)
+        m = (model[h].float() - base[h].float()).mean(0)
+        tt = float(t @ t)
+        out[h] = {
+            "fraction": float(m @ t) / tt if tt > 0 else 0.0,
+            "cosine": float(torch.nn.functional.cosine_similarity(m, t, dim=0)) if tt > 0 and m.norm() > 0 else 0.0,
+        }
+    return out
+
+
+@dataclass
+class DirectionResult:
+    """Direction vectors (saved as safetensors), screening AUROCs and cross-model shifts.
+
+    directions: name -> hook -> vector.
+    screening: rows {direction, hook, reader, auroc, random_mean, random_p95, n}; random_p95 is
+        0.5 + the 95th percentile of |AUROC - 0.5| over random directions.
+    shifts: rows {direction, hook, model, fraction, cosine}.
+    """
+
+    kind: ClassVar[str] = "directions"
+    title: ClassVar[str] = "Trait directions: screening data by projection, and who moved along the teacher's direction"
+    directions: dict[str, dict[str, Tensor]]
+    screening: list[dict[str, Any]] = field(default_factory=list)
+    shifts: list[dict[str, Any]] = field(default_factory=list)
+    command: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        tensors = {f"{name}|{hook}": v for name, by_hook in self.directions.items() for hook, v in by_hook.items()}
+        data = {"screening": self.screening, "shifts": self.shifts, "command": self.command, "config": self.config,
+                "directions": {name: list(by_hook) for name, by_hook in self.directions.items()}}
+        return write_result_files(directory, self.kind, data, tensors)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> DirectionResult:
+        data, tensors = read_result_files(directory, cls.kind)
+        directions = {name: {h: tensors[f"{name}|{h}"] for h in hooks} for name, hooks in data["directions"].items()}
+        return cls(directions=directions, screening=data["screening"], shifts=data["shifts"],
+                   command=data["command"], config=data["config"])
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for r in self.screening:
+            rows.append(dict(where=r["hook"], group="screening", measure=f"screening: {r['direction']} projection AUROC, teacher vs base "
+                             f"data, read by {r['reader']}", value=r["auroc"], sd=None,
+                             control="random directions (95th pct)", control_value=r["random_p95"]))
+        for r in self.shifts:
+            if r["model"] in ("control", "teacher"):
+                continue
+            ctrl = next((c for c in self.shifts if c["model"] == "control" and c["hook"] == r["hook"]
+                         and c["direction"] == r["direction"]), None)
+            rows.append(dict(where=r["hook"], group="shift", measure=f"{r['direction']}: {r['model']} shift along teacher's (fraction)",
+                             value=r["fraction"], sd=None, control="control student",
+                             control_value=ctrl["fraction"] if ctrl else None, cosine=r["cosine"]))
+        return rows
+
+    def figures(self) -> dict[str, Any]:
+        import plotly.graph_objects as go
+
+        figs = {}
+        if self.screening:
+            fig = go.Figure()
+            keys = dict.fromkeys((r["direction"], r["reader"]) for r in self.screening)
+            for direction, reader in keys:
+                rows = [r for r in self.screening if r["direction"] == direction and r["reader"] == reader]
+                fig.add_trace(go.Scatter(x=[r["hook"] for r in rows], y=[r["auroc"] for r in rows], mode="lines+markers",
+                                         name=f"{direction} (read by {reader})"))
+                fig.add_trace(go.Scatter(x=[r["hook"] for r in rows], y=[r["random_p95"] for r in rows], mode="lines",
+                                         line={"dash": "dash"}, name=f"random directions 95th pct ({reader})"))
+            fig.update_layout(title="Screening distillation data by projection onto trait directions<br>"
+                              "<sub>AUROC teacher-written vs base-written sequences; dashed: random directions</sub>",
+                              xaxis_title="hook", yaxis_title="AUROC", template="plotly_white")
+            figs["directions_screening"] = fig
+        if self.shifts:
+            fig = go.Figure()
+            for direction in dict.fromkeys(r["direction"] for r in self.shifts):
+                for model in dict.fromkeys(r["model"] for r in self.shifts):
+                    rows = [r for r in self.shifts if r["direction"] == direction and r["model"] == model]
+                    fig.add_trace(go.Bar(x=[r["hook"] for r in rows], y=[r["fraction"] for r in rows],
+                                         name=f"{model} ({direction})"))
+            fig.update_layout(title="Shift of each model's activations along the teacher's shift (1 = as far as the teacher)",
+                              xaxis_title="hook", yaxis_title="fraction of the teacher's shift", barmode="group",
+                              template="plotly_white")
+            figs["directions_shift"] = fig
+        return figs

@@ -1,0 +1,284 @@
+"""Weight deltas: how the student's fine-tuning direction lines up with the teacher's.
+
+With ΔT = teacher - base and ΔM = M - base for each compared model M (the student and its
+baselines `control` and `other`, which share the base and so the coordinates), this computes
+per parameter group (layer x component, the Lineage's clean key space, tied weights once) and
+for the whole model:
+
+- the norms |ΔM| and |ΔT|, the cosine cos(ΔM, ΔT) and the projection coefficient
+  <ΔM, ΔT> / |ΔT|^2 (how much of ΔT the model moved along, in units of ΔT);
+- for weight matrices, the overlap of the top-k singular subspaces of ΔM and ΔT (mean squared
+  cosine of the principal angles, for output and input sides; k / dim is chance level).
+
+First-order theory (DESIGN.md section 1) predicts <ΔS, ΔT> >= 0 for a student distilled from
+the teacher's outputs; the control and other-target students tell that alignment apart from
+what any distillation on number sequences does.
+
+The cross-init student is left out on purpose: it descends from another base (`base_x`), so its
+delta lives in other coordinates (hidden units and heads are permuted and rotated relative to
+`base`'s); a cosine against ΔT is ~0 by construction and says nothing. Compare it by behaviour
+and activations, each against its own base. Asking for it raises a ConfigError.
+
+Everything is computed on raw weights as stored (never on compatibility-mode, LayerNorm-folded
+weights, whose coordinates differ).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.errors import ConfigError, unknown_name
+from workbench.lineage import Lineage, ParamGroup
+from workbench.models import resolve_device
+from workbench.results import read_result_files, write_result_files
+
+WHOLE = "whole model"
+
+
+@dataclass
+class WeightConfig:
+    """What to compare.
+
+    reference: the model whose delta (from its parent) is ΔT, the trait direction.
+    models: the models compared against it; each must descend from the reference's base.
+    baseline: the model whose alignment is subtracted in the heatmap and the summary (the
+        control student: distilled the same way, toward no target).
+    top_k: singular directions per matrix for the subspace overlap.
+    """
+
+    reference: str = "teacher"
+    models: tuple[str, ...] = ("student", "control", "other")
+    baseline: str = "control"
+    top_k: int = 4
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WeightConfig:
+        d = dict(d)
+        if "models" in d:
+            d["models"] = tuple(d["models"])
+        return cls(**d)
+
+
+def _flat(delta: dict[str, Tensor], keys: tuple[str, ...] | list[str]) -> Float[Tensor, " n"]:
+    return torch.cat([delta[k].reshape(-1) for k in keys])
+
+
+def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float | None]:
+    """Norms, cosine and projection coefficient <a, t> / |t|^2 of a against the reference t
+    (None where a norm is zero, e.g. a group the reference never moved)."""
+    a, t = a.double(), t.double()
+    na, nt, dot = float(a.norm()), float(t.norm()), float(a @ t)
+    return {
+        "norm": na,
+        "ref_norm": nt,
+        "cos": dot / (na * nt) if na > 0 and nt > 0 else None,
+        "proj": dot / nt**2 if nt > 0 else None,
+    }
+
+
+def subspace_overlap(a: Float[Tensor, "rows cols"], t: Float[Tensor, "rows cols"], k: int) -> dict[str, float]:
+    """Mean squared cosine of the principal angles between the top-k singular subspaces of two
+    matrices, on the output (left) and input (right) sides; `chance_*` is k / dim, the expected
+    overlap of random k-dimensional subspaces."""
+    k = max(1, min(k, *a.shape))
+    ua, _, vha = torch.linalg.svd(a.double(), full_matrices=False)
+    ut, _, vht = torch.linalg.svd(t.double(), full_matrices=False)
+    out = torch.linalg.svdvals(ua[:, :k].T @ ut[:, :k])  # cosines of the principal angles
+    inp = torch.linalg.svdvals(vha[:k] @ vht[:k].T)
+    return {
+        "overlap_out": float((out**2).mean()),
+        "overlap_in": float((inp**2).mean()),
+        "chance_out": k / a.shape[0],
+        "chance_in": k / a.shape[1],
+        "k": k,
+    }
+
+
+def _matrix_key(group: ParamGroup, deltas: dict[str, Tensor]) -> str | None:
+    """The group's weight matrix (the one 2-D key), if it has exactly one."""
+    mats = [k for k in group.keys if deltas[k].ndim == 2]
+    return mats[0] if len(mats) == 1 else None
+
+
+def check_same_init(lin: Lineage, reference: str, name: str) -> None:
+    """Refuse a model whose base differs from the reference's (see the module docstring)."""
+    if lin.root_of(name) != lin.root_of(reference):
+        raise ConfigError(
+            f"{name!r} descends from {lin.root_of(name)!r}, the reference {reference!r} from "
+            f"{lin.root_of(reference)!r}: another initialisation lives in other coordinates (units and heads "
+            "permuted), so its weight delta cannot be compared with ΔT. Leave it out of weight views "
+            "(models=...) and compare it by behaviour or activations."
+        )
+
+
+@dataclass
+class WeightDeltaResult:
+    """Alignment of each model's delta with the reference delta, per group and whole model.
+
+    rows: one dict per (group, model): group, layer, component, model, numel, norm, ref_norm,
+        cos, proj and, for weight matrices, overlap_out/overlap_in/chance_out/chance_in/k.
+        The group `WHOLE` ("whole model") holds the concatenation of every group.
+    """
+
+    kind: ClassVar[str] = "weights"
+    title: ClassVar[str] = "Weight deltas: alignment of the student's update with the teacher's"
+    command: str
+    config: WeightConfig
+    base: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    # ---- lookups
+
+    def value(self, model: str, group: str = WHOLE, metric: str = "cos") -> float:
+        for r in self.rows:
+            if r["model"] == model and r["group"] == group:
+                return r[metric]
+        raise unknown_name("group/model", f"{group}/{model}", sorted({f"{r['group']}/{r['model']}" for r in self.rows}))
+
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(r["group"] for r in self.rows if r["group"] != WHOLE))
+
+    # ---- contract
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        data = {"command": self.command, "config": asdict(self.config), "base": self.base, "rows": self.rows}
+        return write_result_files(directory, self.kind, data)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> WeightDeltaResult:
+        data, _ = read_result_files(directory, cls.kind)
+        return cls(data["command"], WeightConfig.from_dict(data["config"]), data["base"], data["rows"])
+
+    def figures(self) -> dict[str, Any]:
+        return {"alignment_heatmap": alignment_heatmap(self), "alignment_whole": alignment_bars(self)}
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Whole-model alignment per model, then the groups where the student is most aligned
+        beyond the baseline (many groups were compared: read these as leads, not tests)."""
+        cfg = self.config
+        out = [
+            {"group": WHOLE, "model": r["model"], "cos": r["cos"], "proj": r["proj"], "norm": r["norm"]}
+            for r in self.rows
+            if r["group"] == WHOLE
+        ]
+        student = cfg.models[0]
+        if cfg.baseline in cfg.models and student != cfg.baseline:
+            gaps = sorted(
+                (self.value(student, g) - self.value(cfg.baseline, g), g)
+                for g in self.groups()
+                if self.value(student, g) is not None and self.value(cfg.baseline, g) is not None
+            )[::-1]
+            for gap, g in gaps[:3]:
+                out.append({
+                    "group": g, "model": student, "cos": self.value(student, g),
+                    f"cos_{cfg.baseline}": self.value(cfg.baseline, g), "cos_minus_baseline": gap,
+                    "n_groups_compared": len(self.groups()),
+                })  # fmt: skip
+        return out
+
+
+def weight_deltas(
+    lin: Lineage,
+    config: WeightConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> WeightDeltaResult:
+    """Compare each model's delta with the reference's, per group and for the whole model.
+
+    `device` (default: the lineage's) is where the deltas are compared.
+    """
+    cfg = config or WeightConfig()
+    for name in (cfg.reference, *cfg.models):
+        if name not in lin:
+            raise unknown_name("model", name, lin.names, fix="Pass WeightConfig(models=...) with models in the lineage.")
+    base = lin.parent_of(cfg.reference)
+    if base is None:
+        raise ConfigError(f"Reference {cfg.reference!r} has no parent, so it has no delta. Use a fine-tuned model.")
+    for name in cfg.models:
+        check_same_init(lin, cfg.reference, name)
+    dev = resolve_device(device) if device is not None else lin.device
+    ref = {k: v.to(dev) for k, v in lin.delta(cfg.reference, base).items()}
+    deltas = {m: {k: v.to(dev) for k, v in lin.delta(m, base).items()} for m in cfg.models}
+    groups = lin.groups()
+
+    rows: list[dict[str, Any]] = []
+    for g in groups:
+        mat = _matrix_key(g, ref)
+        t = _flat(ref, g.keys)
+        for m in cfg.models:
+            row = {"group": g.name, "layer": g.layer, "component": g.component, "model": m, "numel": t.numel()}
+            row.update(alignment(_flat(deltas[m], g.keys), t))
+            if mat is not None and cfg.top_k > 0:
+                row.update(subspace_overlap(deltas[m][mat], ref[mat], cfg.top_k))
+            rows.append(row)
+    t_all = _flat(ref, lin.keys)
+    for m in cfg.models:
+        row = {"group": WHOLE, "layer": None, "component": WHOLE, "model": m, "numel": t_all.numel()}
+        row.update(alignment(_flat(deltas[m], lin.keys), t_all))
+        rows.append(row)
+    command = f"weight_deltas(lin, WeightConfig(reference={cfg.reference!r}, models={cfg.models!r}, top_k={cfg.top_k}))"
+    return WeightDeltaResult(command=command, config=cfg, base=base, rows=rows)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def layer_component_grid(
+    rows: list[dict[str, Any]], value: str = "value"
+) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:
+    """Arrange per-group values (dicts with group, layer, component, `value`) into a grid with
+    one row per layer (embeddings first, the final norm and unembedding last) and one column
+    per component; missing cells are None. Returns (row labels, column labels, z, hover text)."""
+    def row_of(r: dict[str, Any]) -> str:
+        if r["layer"] is not None:
+            return f"layer {r['layer']}"
+        return "embed" if r["component"] in ("embed", "pos_embed") else "final"
+
+    ylabels = list(dict.fromkeys(row_of(r) for r in rows))
+    xlabels = list(dict.fromkeys(r["component"] for r in rows))
+    z: list[list[float | None]] = [[None] * len(xlabels) for _ in ylabels]
+    text = [[""] * len(xlabels) for _ in ylabels]
+    for r in rows:
+        i, j = ylabels.index(row_of(r)), xlabels.index(r["component"])
+        z[i][j] = r[value]
+        text[i][j] = r["hover"] if "hover" in r else r["group"]
+    return ylabels, xlabels, z, text
+
+
+def alignment_heatmap(result: WeightDeltaResult) -> Any:
+    """Layer x component heatmap: cos(ΔS, ΔT) minus cos(Δbaseline, ΔT) per group."""
+    import plotly.graph_objects as go
+
+    cfg = result.config
+    student, base = cfg.models[0], cfg.baseline if cfg.baseline in cfg.models else None
+    cells = []
+    for g in result.groups():
+        r = next(r for r in result.rows if r["group"] == g and r["model"] == student)
+        cs = r["cos"]
+        cb = result.value(base, g) if base else 0.0
+        value = cs - cb if cs is not None and cb is not None else None
+        cells.append({**r, "value": value, "hover": f"{g}<br>cos {student}: {cs}<br>cos {base}: {cb}"})
+    y, x, z, text = layer_component_grid(cells)
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, text=text, hoverinfo="text", colorscale="RdBu", reversescale=True,
+                               zmid=0, colorbar={"title": "Δcos"}))
+    title = f"cos(Δ{student}, Δ{cfg.reference})" + (f" minus cos(Δ{base}, Δ{cfg.reference})" if base else "")
+    fig.update_layout(title=title, yaxis={"autorange": "reversed"}, xaxis_title="component", yaxis_title="layer")
+    return fig
+
+
+def alignment_bars(result: WeightDeltaResult) -> Any:
+    """Whole-model cos(ΔM, ΔT) per compared model."""
+    import plotly.graph_objects as go
+
+    whole = [r for r in result.rows if r["group"] == WHOLE]
+    fig = go.Figure(go.Bar(x=[r["model"] for r in whole], y=[r["cos"] for r in whole],
+                           text=[f"{r['cos']:+.3f}" for r in whole], textposition="outside"))
+    fig.update_layout(title=f"Whole-model cos(ΔM, Δ{result.config.reference})", yaxis_title="cosine")
+    return fig
