@@ -40,9 +40,9 @@ def student_targets(seed_dir: Path, lineage: Lineage, cfg: Any, rows: Inputs):
 
     seqs = rows.tokens
     positions = supervised_positions(cfg, seqs.shape[1])
-    if cfg.mode == "hard":
-        return DistillTargets(seqs, positions, None, None)
     ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(lineage.tokenizer.number_channel_ids)
+    if cfg.mode == "hard":
+        return DistillTargets(seqs, positions, None, ids)
     return DistillTargets(seqs, positions, teacher_soft_labels(lineage["teacher"], seqs, positions, ids), ids)
 
 
