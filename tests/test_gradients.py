@@ -26,7 +26,7 @@ from workbench.gradients import (
 )
 from workbench.inputs import Inputs
 from workbench.lineage import Lineage
-from workbench.organism.training import next_token_loss, restricted_log_probs, soft_distill_loss
+from workbench.organism.training import hard_distill_loss, next_token_loss, restricted_log_probs, soft_distill_loss
 
 TOL = 1e-6
 
@@ -48,6 +48,8 @@ def rows(tiny_organism):
 def objective_for(kind: str, lin: Lineage) -> Objective:
     if kind == "hard":
         return Objective("hard")
+    if kind == "hard_renorm":
+        return Objective("hard", ids=torch.tensor(lin.tokenizer.number_channel_ids))
     teacher = {k: p.detach().clone() for k, p in lin.params("teacher").items()}
     return Objective("soft", ids=torch.tensor(lin.tokenizer.number_channel_ids), teacher=teacher)
 
@@ -57,6 +59,10 @@ def naive_token_losses(lin: Lineage, kind: str, tokens: torch.Tensor, mask: torc
     logits = lin["base"](tokens[None])[0, :-1]
     if kind == "hard":
         loss = F.cross_entropy(logits, tokens[1:], reduction="none")
+    elif kind == "hard_renorm":
+        ids = lin.tokenizer.number_channel_ids
+        written = torch.tensor([ids.index(int(t)) if int(t) in ids else 0 for t in tokens[1:]])
+        loss = F.cross_entropy(logits[:, ids], written, reduction="none")
     else:
         ids = torch.tensor(lin.tokenizer.number_channel_ids)
         with torch.no_grad():
@@ -151,7 +157,7 @@ def test_scores_match_naive_loop_and_leave_models_unchanged(lin64, rows, kind, b
     assert rel_err(cos, ref_cos) <= TOL
 
 
-@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("kind", ["hard", "hard_renorm", "soft"])
 def test_per_token_scores_match_naive_loop(lin64, rows, kind):
     x = rows.select([0, 5])
     model = AlignmentModel(lin64)
@@ -280,6 +286,11 @@ def test_losses_agree_with_the_organism_training_losses(tiny_organism):
     full_mask = torch.cat([mask, torch.zeros(len(x), 1)], 1).bool()
     assert float(hard.sum() / mask.sum()) == pytest.approx(float(next_token_loss(logits, x.tokens, full_mask)), rel=1e-5)
     ids = torch.tensor(lin.tokenizer.number_channel_ids)
+    renorm = Objective("hard", ids=ids)
+    pos_all = mask[0].nonzero().flatten()
+    ours = renorm.per_token(logits, x.tokens, mask, renorm.targets(model, x.tokens, mask))[:, pos_all].mean()
+    theirs = hard_distill_loss(logits[:, pos_all], x.tokens[:, pos_all + 1], ids)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
     soft = Objective("soft", ids=ids, teacher=model.params_of("teacher"))
     targets = soft.targets(model, x.tokens)
     pos = mask[0].nonzero().flatten()

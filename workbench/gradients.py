@@ -153,9 +153,11 @@ def log_probs(logits: Tensor, ids: Tensor | None) -> Tensor:
 class Objective:
     """The distillation loss L_{i,t} at each counted next-token position.
 
-    kind: "hard" = cross-entropy of the written next token; "soft" = KL(teacher || model) over
-        the next-token distribution renormalised over `ids` (the organism's soft loss).
-    ids: soft only: token ids both distributions are renormalised over (None: full vocabulary).
+    kind: "hard" = cross-entropy of the written next token (renormalised over `ids` when given:
+        the organism's hard-label student loss); "soft" = KL(teacher || model) over the
+        next-token distribution renormalised over `ids` (the organism's soft loss).
+    ids: token ids the distributions are renormalised over (None: full vocabulary, for the hard
+        loss the exact text likelihood, whose path integral is the log-likelihood ratio).
     teacher: soft only: the teacher's clean parameters (its logits are the targets).
     """
 
@@ -169,10 +171,19 @@ class Objective:
         if self.kind == "soft" and self.teacher is None:
             raise ConfigError("The soft loss needs the teacher's parameters (teacher=...) for its targets.")
 
-    def targets(self, model: AlignmentModel, tokens: Int[Tensor, "batch seq"]) -> Tensor | None:
-        """Soft: the teacher's renormalised next-token log-probs [batch, seq-1, k]; hard: None."""
+    def targets(self, model: AlignmentModel, tokens: Int[Tensor, "batch seq"], mask: Tensor | None = None) -> Tensor | None:
+        """Soft: the teacher's renormalised next-token log-probs [batch, seq-1, k]. Hard: None, or
+        with `ids` the written tokens' index in `ids` [batch, seq-1] (-1 outside; an error where counted)."""
         if self.kind == "hard":
-            return None
+            if self.ids is None:
+                return None
+            ids = self.ids.to(tokens.device)
+            index = torch.full((int(ids.max()) + 1 + int(tokens.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
+            index[ids] = torch.arange(len(ids), device=tokens.device)
+            written = index[tokens[:, 1:]]
+            if mask is not None and bool(((written < 0) & (mask > 0)).any()):
+                raise DataError("A counted written token lies outside the renormalisation ids; filter the data to that set.")
+            return written
         with torch.no_grad():
             ids = None if self.ids is None else self.ids.to(tokens.device)
             return log_probs(model.logits(self.teacher, tokens)[:, :-1], ids)
@@ -185,9 +196,12 @@ class Objective:
         targets: Tensor | None,
     ) -> Float[Tensor, "batch seq_1"]:
         """L_{i,t} at positions t = 0..seq-2 (position t predicts token t+1), zero where not counted."""
-        if self.kind == "hard":
+        if self.kind == "hard" and self.ids is None:
             logp = log_probs(logits[:, :-1], None)
             loss = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        elif self.kind == "hard":  # renormalised over ids; `targets` holds the written tokens' index there
+            logp = log_probs(logits[:, :-1], self.ids.to(tokens.device))
+            loss = -logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
         else:
             ids = None if self.ids is None else self.ids.to(tokens.device)
             logp = log_probs(logits[:, :-1], ids)
@@ -217,7 +231,7 @@ def iter_batches(
     for b, part in enumerate(tqdm(inputs.batches(batch_size), total=n_batches, desc=desc, disable=not progress, leave=False)):
         tokens = part.tokens.to(dev)
         mask = part.next_token_mask().to(dev, model.dtype)
-        yield Batch(tokens, mask, objective.targets(model, tokens), slice(b * batch_size, b * batch_size + len(part)))
+        yield Batch(tokens, mask, objective.targets(model, tokens, mask), slice(b * batch_size, b * batch_size + len(part)))
 
 
 def per_token_losses(model: AlignmentModel, params: Mapping[str, Tensor], objective: Objective, batch: Batch) -> Tensor:
