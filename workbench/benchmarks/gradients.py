@@ -1,0 +1,108 @@
+"""Benchmark `gradients`: per-example alignment scores a_i = -<grad L_i, d> for a batch, on the
+default organism's shape (2 layers, d_model 64) built natively with random weights.
+
+Cases per batch size (32 and 256; quick: 8 and 32):
+- loop: a per-example backward loop (the naive reference; the baseline of the ratios),
+- jvp: one forward-mode jvp of the per-token loss matrix (workbench.gradients.alignment_scores),
+- jvp_bridge: the same through `functional_call` on the TransformerLens bridge,
+- vmap_grad: per-example gradients (vmap of grad) dotted per group, with gradient norms
+  (workbench.gradients.group_scores: what per-group scores and cosines cost).
+`extra` records the agreement with the loop (max error relative to the largest value) and the
+growth of resident memory during the case.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.bench import Case, PeakRSS, time_case
+
+
+def _setup(device: torch.device):
+    import numpy as np
+
+    from workbench.gradients import AlignmentModel, random_direction
+    from workbench.inputs import Inputs
+    from workbench.lineage import Lineage
+    from workbench.models import boot_native
+    from workbench.organism.config import OrganismConfig
+    from workbench.organism.corpus import number_tokens, sample_numbers
+    from workbench.organism.tokenizer import Tokenizer
+
+    tok = Tokenizer.default()
+    cfg = OrganismConfig()
+    base = boot_native(cfg.model.native_config(len(tok), seed=0), device=device)
+    lin = Lineage.from_models({"base": base}, tokenizer=tok)
+    model = AlignmentModel(lin)
+    direction = random_direction(model.params, seed=1, scale=1.0)
+    seqs = number_tokens(tok, sample_numbers(np.random.default_rng(0), 256, cfg.prompt_numbers + cfg.completion_numbers),
+                         cfg.prompt_numbers)
+    p = 3 + 2 * cfg.prompt_numbers
+    inputs = Inputs.from_sequences(seqs[:, :p].tolist(), seqs[:, p:].tolist(), sources="bench", pad_id=tok.pad_id)
+    return lin, model, direction, inputs
+
+
+def _loop(lin, direction, inputs) -> torch.Tensor:
+    """Naive reference: one backward per row through the organism's fused functional model."""
+    import torch.nn.functional as F
+
+    from workbench.organism.functional import FunctionalModel
+
+    fm = FunctionalModel.from_bridge(lin["base"], trainable=True)
+    keys = [k for k in direction if k in fm.w]
+    mask = inputs.next_token_mask().to(fm.w["embed.weight"].dtype)
+    tokens = inputs.tokens.to(fm.w["embed.weight"].device)
+    mask = mask.to(tokens.device)
+    out = []
+    for i in range(len(inputs)):
+        logits = fm(tokens[i : i + 1])[0, :-1]
+        loss = (F.cross_entropy(logits, tokens[i, 1:], reduction="none") * mask[i]).sum()
+        grads = torch.autograd.grad(loss, [fm.w[k] for k in keys])
+        out.append(-sum((g * direction[k]).sum() for g, k in zip(grads, keys)))
+    return torch.stack(out).detach().cpu()
+
+
+def _measure(label: str, fn, ref: torch.Tensor | None, *, runs: int, device: torch.device, baseline: str | None) -> tuple[Case, torch.Tensor]:
+    with PeakRSS() as rss:
+        start = rss.peak
+        value = fn()
+    case = time_case(label, fn, runs=runs, warmup=0, device=device, baseline=baseline)
+    err = None if ref is None else float((value - ref).abs().max() / ref.abs().max())
+    case.extra = {"max_rel_err_vs_loop": err, "rss_increase_mb": (rss.peak - start) / 2**20}
+    return case, value
+
+
+def run(device: torch.device, quick: bool = False) -> list[Case]:
+    """jvp vs per-example loop vs vmap(grad) at two batch sizes (see module doc)."""
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per case: ratios are stable on a shared CPU
+    try:
+        return _run(device, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(device: torch.device, quick: bool) -> list[Case]:
+    from workbench.gradients import AlignmentModel, Objective, alignment_scores, group_scores
+
+    lin, model, direction, inputs = _setup(device)
+    bridge_model = AlignmentModel(lin, backend="bridge")
+    hard = Objective("hard")
+    cases: list[Case] = []
+    runs = 2 if quick else 3
+    for size in ((8, 32) if quick else (32, 256)):
+        x = inputs.select(list(range(size)))
+        loop_label = f"loop/batch{size}"
+        case, ref = _measure(loop_label, lambda: _loop(lin, direction, x), None, runs=runs, device=device, baseline=None)
+        cases.append(case)
+        fns = {
+            "jvp": lambda: alignment_scores(model, x, direction, hard, batch_size=size).total,
+            "jvp_bridge": lambda: alignment_scores(bridge_model, x, direction, hard, batch_size=size).total,
+            "vmap_grad": lambda: group_scores(model, x, {"d": direction}, hard, batch_size=min(size, 64)).total("d"),
+        }
+        for name, fn in fns.items():
+            case, _ = _measure(f"{name}/batch{size}", fn, ref, runs=runs, device=device, baseline=loop_label)
+            cases.append(case)
+    return cases

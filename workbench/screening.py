@@ -1,0 +1,90 @@
+"""The screening defense: drop the teacher rows most aligned with the trait gradient (no teacher
+needed to score them), retrain the student with the organism's own recipe and seed, and compare
+the transfer left against dropping a random fraction of the same size.
+
+With hard labels the signal is in the text, so screening can remove it; with soft labels it
+rides in the teacher's logits at every position, so screening rows is not expected to help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.alignment import screen_rows
+from workbench.gradients import AlignmentModel, Objective, alignment_scores, trait_gradient
+from workbench.inputs import Inputs
+from workbench.io import read_json
+from workbench.lineage import Lineage
+from workbench.models import copy_model
+
+
+@dataclass
+class ScreeningRow:
+    """Transfer left after one screening choice on one seed."""
+
+    seed: int
+    fraction: float
+    dropped: str  # "top_g_trait" or "random"
+    n_kept: int
+    p_target: float  # P(target) of the retrained student, mean over templates
+
+
+def student_targets(seed_dir: Path, lineage: Lineage, cfg: Any, rows: Inputs):
+    """The organism's `DistillTargets` for these teacher rows (same positions, ids, teacher labels as build.py)."""
+    from workbench.organism.build import supervised_positions
+    from workbench.organism.training import DistillTargets, teacher_soft_labels
+
+    seqs = rows.tokens
+    positions = supervised_positions(cfg, seqs.shape[1])
+    ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(lineage.tokenizer.number_channel_ids)
+    if cfg.mode == "hard":
+        return DistillTargets(seqs, positions, None, ids)
+    return DistillTargets(seqs, positions, teacher_soft_labels(lineage["teacher"], seqs, positions, ids), ids)
+
+
+def run_screening(
+    seed_dir: str | Path,
+    fractions: tuple[float, ...] = (0.1, 0.25),
+    *,
+    device: str = "cpu",
+    batch_size: int = 256,
+    overrides: dict[str, Any] | None = None,
+    max_rows: int | None = None,
+    progress: bool = False,
+) -> tuple[list[ScreeningRow], dict[str, Any]]:
+    """Retrain `student` on the seed's teacher rows minus the top `fraction` by g_trait alignment,
+    and minus a random `fraction`; returns the rows and the seed's reference trait rates.
+    `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows only (tests)."""
+    from workbench.organism.build import STUDENTS
+    from workbench.organism.config import OrganismConfig
+    from workbench.organism.training import distill_student
+    from workbench.traits import evaluate_trait
+
+    seed_dir = Path(seed_dir)
+    manifest = read_json(seed_dir / "manifest.json")
+    cfg = OrganismConfig.from_dict({**manifest["config"], **(overrides or {})})
+    seed = int(manifest["seed"])
+    lineage = Lineage.from_organism(seed_dir, roles=["base", "teacher"], device=device)
+    data = Inputs.from_jsonl(seed_dir / "data" / "teacher.jsonl", limit=max_rows)
+    model = AlignmentModel(lineage)
+    loss = "hard" if cfg.mode == "hard" else "soft"
+    objective = Objective("hard") if loss == "hard" else Objective(
+        "soft", ids=torch.tensor(lineage.tokenizer.number_channel_ids), teacher=model.params_of("teacher"))
+    g_trait = trait_gradient(model, lineage.tokenizer, cfg.target)
+    scores = alignment_scores(model, data, g_trait, objective, batch_size=batch_size, progress=progress).total
+    rows: list[ScreeningRow] = []
+    student_seed = seed * 10 + list(STUDENTS).index("student")  # the build's student seed
+    for fraction in fractions:
+        kept_top, kept_random = screen_rows(scores, fraction, seed=seed)
+        for dropped, kept in (("top_g_trait", kept_top), ("random", kept_random)):
+            student = copy_model(lineage["base"])
+            distill_student(student, student_targets(seed_dir, lineage, cfg, data.select(kept)), cfg, student_seed, progress)
+            p = evaluate_trait(student, lineage.tokenizer, cfg.target, n_samples=0).p_target
+            rows.append(ScreeningRow(seed, fraction, dropped, len(kept), p))
+    reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],
+                 "control": manifest["trait_rates"]["control"], "n_rows": len(data), "mode": cfg.mode}
+    return rows, reference
