@@ -75,8 +75,16 @@ def test_result_round_trip_figures_and_summary(hard_result, tmp_path):
     assert torch.equal(loaded.scores["a/delta_T"], hard_result.scores["a/delta_T"])
     assert set(loaded.figures()) == {"detection", "groups", "tokens", "prediction"}
     rows = loaded.summary_rows()
-    delta = next(row for row in rows if row["direction"] == "delta_T")
-    assert delta["random_max"] is not None and delta["oracle"] is not None
+    delta = next(row for row in rows if row.get("direction") == "delta_T" and row["where"] == "whole model")
+    rand = [r["auroc"] for r in hard_result.detection if r["kind"] == "random"]
+    assert delta["value"] == hard_result.detection_row("delta_T")["auroc"] and delta["control_value"] == max(rand)
+    assert delta["oracle"] is not None and delta["bag_of_tokens"] is not None
+    per_group = [row for row in rows if row["where"] in hard_result.groups]
+    assert [row["where"] for row in per_group] == hard_result.groups  # one row per parameter group
+    main = per_group[0]["direction"]
+    assert main.startswith("delta_T (path")
+    assert [row["value"] for row in per_group] == hard_result.group_diff[main]
+    assert [row["control_value"] for row in per_group] == hard_result.group_diff["random (mean |diff|)"]
     table = summarize_seeds([loaded, hard_result])
     assert next(row for row in table if row["direction"] == "delta_T")["sd"] == 0.0
     assert group_figure_over_seeds([loaded, hard_result], "delta_T").data

@@ -42,6 +42,7 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     for section in ("probes", "directions", "compare", "activation_patching"):
         assert ("blocks.0.hook_resid_post", section) in strongest
     assert ("blocks.0.mlp.out", "weights") in strongest and ("whole model", "delta_patching") in strongest
+    assert ("blocks.0.mlp.out", "alignment") in strongest and ("whole model", "alignment") in strongest
     # the causal check: patching every group of the student's delta into the base recovers it all
     patching = next(s for s in report["sections"] if s["id"] == "delta_patching")
     whole = [r for r in json.loads((out / patching["files"]["result"]).read_text())["data"]["rows"] if r["kind"] == "all"]

@@ -208,22 +208,52 @@ class AlignmentResult:
         raise KeyError(direction)
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per non-random direction: AUROC beside the random directions and the oracle."""
+        """Report rows (workbench.report's schema). Whole model: per direction, the AUROC of a_i for
+        teacher- vs base-written rows beside the best random direction of equal norm (the exact
+        log-ratio oracle and the bag-of-tokens classifier ride along), and the path-integrated
+        teacher delta. Per parameter group: the teacher-minus-base difference of mean a_{i,g}
+        (nats; path-integrated ΔT where computed, else ΔT, else g_trait; ± its standard error)
+        beside the random directions' mean |difference|; the other directions ride along."""
+        loss = self.meta["loss"]
         rand = [r["auroc"] for r in self.detection if r["kind"] == "random"]
         oracle = next((r["auroc"] for r in self.detection if r["kind"] == "oracle"), None)
-        rows = []
+        bag = next((r["auroc"] for r in self.detection if r["kind"] == "baseline"), None)
+        control = {"control": "random directions max", "control_value": float(np.max(rand))} if rand else {}
+        rows: list[dict[str, Any]] = []
         for r in self.detection:
-            if r["kind"] in ("direction", "baseline"):
-                rows.append({
-                    "analysis": self.kind, "loss": self.meta["loss"], "direction": r["direction"],
-                    "auroc": r["auroc"], "auroc_cosine": r.get("auroc_cosine"),
-                    "random_mean": float(np.mean(rand)) if rand else None,
-                    "random_max": float(np.max(rand)) if rand else None, "oracle": oracle,
-                })
+            if r["kind"] != "direction":
+                continue
+            rows.append({
+                "where": "whole model", "group": "detection", "measure": f"AUROC of a_i along {r['direction']}",
+                "value": r["auroc"], **control, "direction": r["direction"], "loss": loss, "oracle": oracle,
+                "bag_of_tokens": bag, "random_mean": float(np.mean(rand)) if rand else None, "n_random": len(rand),
+                "auroc_cosine": r.get("auroc_cosine"),
+            })
         if self.path.get("K"):
-            rows.append({"analysis": self.kind, "loss": self.meta["loss"], "direction": "delta_T (path)",
-                         "auroc": self.path["auroc"][-1], "K": self.path["K"][-1],
-                         "k_reaches_oracle": self.path["k_reaches_oracle"], "oracle": oracle})
+            rows.append({
+                "where": "whole model", "group": "path",
+                "measure": f"AUROC of path-integrated ΔT, K={self.path['K'][-1]}", "value": self.path["auroc"][-1],
+                **control, "loss": loss, "oracle": self.path.get("oracle"), "k_reaches_oracle": self.path.get("k_reaches_oracle"),
+                "completeness_rel_error": (self.path.get("completeness_rel_error") or [None])[-1],
+            })
+        main = next((d for d in self.group_diff if d.startswith("delta_T (path")), None) or next(
+            (d for d in ("delta_T", "g_trait") if d in self.group_diff), None)
+        noise = self.group_diff.get("random (mean |diff|)")
+        if main is not None:
+            label = {"delta_T": "ΔT", "g_trait": "g_trait"}.get(main, "ΔT path")
+            others = [d for d in self.group_diff if d not in (main, "random (mean |diff|)")]
+            for i, g in enumerate(self.groups):
+                row: dict[str, Any] = {
+                    "where": g, "group": "group attribution", "measure": f"{label} a_ig, teacher - base rows, nats",
+                    "value": self.group_diff[main][i], "sd": self.group_se[main][i],
+                }
+                if noise is not None:
+                    row.update(control="random mean |diff|", control_value=noise[i])
+                row["direction"] = main
+                row["loss"] = loss
+                for d in others:
+                    row[f"diff {d}"] = self.group_diff[d][i]
+                rows.append(row)
         return rows
 
     # ---- figures

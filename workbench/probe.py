@@ -4,7 +4,7 @@ With no arguments it uses the default organism in `artifacts/organism/` (built i
 reusing what exists), reads activations of the distillation data and of contrastive
 preference prompts, runs the report sections (linear probes with their controls; trait
 directions with screening and cross-model shifts; activation shifts; weight deltas; delta and
-activation patching) and writes `artifacts/report/`
+activation patching; gradient alignment) and writes `artifacts/report/`
 (report.json, one HTML per figure, index.html) plus a terminal summary: per layer/component
 the strongest evidence beside its control.
 
@@ -53,6 +53,7 @@ from workbench.trait_directions import (
 POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HF_ROLES = ("base", "teacher", "student", "control")
+ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-example gradients: the job's slowest part)
 
 
 def default_hooks(n_layers: int) -> list[str]:
@@ -80,6 +81,7 @@ class JobConfig:
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
     target: str | None = None  # the trait token, for the logit-lens view of activation shifts
+    loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
     cache: ActivationCache = field(default_factory=ActivationCache)  # activations read once, shared by sections
@@ -208,6 +210,21 @@ def activation_patching_section(lineage: Lineage, inputs: Inputs, config: JobCon
     return result
 
 
+def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Gradient alignment: which rows, tokens and parameter groups push the base toward the
+    teacher (AUROC of a_i along ΔT, g_trait and ΔS beside random directions and the exact
+    log-ratio oracle; per-group attribution), scored with the organism's own distillation loss
+    (`workbench.alignment.run_alignment`)."""
+    from workbench.alignment import AlignmentConfig, run_alignment
+
+    renormalised = config.loss == "hard" and lineage.tokenizer is not None  # the organism's hard students
+    cfg = AlignmentConfig(loss=config.loss, hard_renormalised=renormalised, target=config.target or "owl",
+                          student="student" if "student" in lineage else None,
+                          max_rows_per_source=min(config.max_rows, ALIGNMENT_ROWS), path_points=(1, 4, 16),
+                          prediction_batches=2, seed=config.seed, device=str(lineage.device), progress=config.progress)
+    return run_alignment(lineage, inputs, cfg, command=config.command)
+
+
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
 SECTIONS: dict[str, Section] = {
     "probes": probe_section,
@@ -216,6 +233,7 @@ SECTIONS: dict[str, Section] = {
     "weights": weights_section,
     "delta_patching": delta_patching_section,
     "activation_patching": activation_patching_section,
+    "alignment": alignment_section,
 }
 """Report sections in order; add an analysis here (name -> function) to add it to the report."""
 
@@ -226,6 +244,10 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
         return "no contrastive prompts"
     if name in ("weights", "delta_patching", "activation_patching"):
         missing = [m for m in ("base", "teacher", "student") if m not in lineage]
+        if missing:
+            return f"no {', '.join(missing)} model"
+    if name == "alignment":
+        missing = [m for m in ("base", "teacher") if m not in lineage]
         if missing:
             return f"no {', '.join(missing)} model"
     if name in ("delta_patching", "activation_patching") and (config.target is None or lineage.tokenizer is None):
@@ -358,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
             prompts = prompts_rows
             target = None
+            loss = "hard"
             origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
         else:
             from workbench.organism.tokenizer import Tokenizer
@@ -370,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                     raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
             from workbench.io import read_json
 
-            target = read_json(seed_dir / "manifest.json").get("config", {}).get("target", args.target)
+            manifest = read_json(seed_dir / "manifest.json")
+            target = manifest.get("config", {}).get("target", args.target)
+            loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
             lineage = Lineage.from_organism(seed_dir, device=device, dtype=dtype)
             origin = str(seed_dir)
             prompts = read_contrast_prompts(args.prompts) if args.prompts else organism_preference_prompts(lineage.tokenizer, target)
@@ -381,14 +406,14 @@ def main(argv: list[str] | None = None) -> int:
         inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
         config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
                            batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                           prompts=prompts, target=target, device=device, progress=not args.quiet and sys.stderr.isatty())
+                           prompts=prompts, target=target, loss=loss, device=device, progress=not args.quiet and sys.stderr.isatty())
         needed = {*args.readers, "teacher", "base", *config.apply_to}
         config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
         config.command = config.command.strip()
         log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
         results = run_sections(lineage, inputs, config, args.sections, log)
         write_report(results, args.out, command=config.command,
-                     meta={"models": lineage.names, "organism": origin, "target": target,
+                     meta={"models": lineage.names, "organism": origin, "target": target, "distillation loss": loss,
                            "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
                            "hooks": hooks, "device": str(device)},
                      stream=sys.stdout)

@@ -310,7 +310,8 @@ def _rows_html(rows: list[dict[str, Any]], section: str, limit: int = 300) -> st
 def _meta_html(report: dict[str, Any]) -> str:
     meta = dict(report.get("meta") or {})
     items = []
-    labels = (("models", "models"), ("organism", "organism"), ("target", "trait"), ("data", "data"),
+    labels = (("models", "models"), ("organism", "organism"), ("target", "trait"), ("distillation loss", "distillation loss"),
+              ("data", "data"),
               ("n_rows", "rows"), ("positions", "positions"), ("hooks", "hooks"), ("device", "device"))
     for key, label in labels:
         if key in meta:
