@@ -2,7 +2,7 @@
 
 `write_report` walks the results it is given through the `Result` contract only (kind, title,
 command, save, figures, summary_rows), so a new analysis adds a section without touching the
-others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/*.html`
+others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/<id>_*.html`
 (offline: one `plotly.min.js` beside them), and `report.json` records every section's summary
 rows, where its files are and the command that regenerates it.
 
@@ -389,7 +389,9 @@ def write_report(
         figures = result.figures()
         named = {}
         for name, fig in figures.items():
-            file_stem = name if name not in used_names else f"{sid}_{name}"
+            file_stem = name if name.startswith(sid) else f"{sid}_{name}"  # the file says which section it shows
+            while file_stem in used_names:
+                file_stem += "_"
             used_names.add(file_stem)
             named[file_stem] = (name, fig)
         paths = write_figures({stem: fig for stem, (_, fig) in named.items()}, out)
