@@ -185,7 +185,7 @@ class AlignmentResult:
     prediction: list[dict[str, Any]]
     group_mean: dict[str, list[float]] = field(default_factory=dict)
     token_table: list[dict[str, Any]] = field(default_factory=list)
-    token_correlation: dict[str, float] = field(default_factory=dict)
+    token_correlation: dict[str, float | None] = field(default_factory=dict)
     scores: dict[str, Tensor] = field(default_factory=dict)
 
     # ---- contract
@@ -519,8 +519,15 @@ def _token_table(
         rows.append(row)
     rows.sort(key=lambda r: -r["mean_log_ratio"])
     flat = llr[mask].double().numpy()
-    corr = {n: float(np.corrcoef(v[mask].double().numpy(), flat)[0, 1]) for n, v in per_token.items()}
+    corr = {n: _correlation(v[mask].double().numpy(), flat) for n, v in per_token.items()}
     return rows[:top], corr
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation; None where either side is constant (undefined, and not valid JSON as NaN)."""
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _per_position_reference(
