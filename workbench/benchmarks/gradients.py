@@ -2,7 +2,10 @@
 default organism's shape (2 layers, d_model 64) built natively with random weights.
 
 Cases per batch size (32 and 256; quick: 8 and 32):
-- loop: a per-example backward loop (the naive reference; the baseline of the ratios),
+- loop_bridge: the naive reference a user writes first: per example, a forward of the hooked
+  TransformerBridge, backward, and the dot product with d (the baseline of the ratios),
+- loop: the same loop through the organism's fused functional model (a faster loop, shown so
+  nobody credits jvp with what a leaner per-example model would give anyway),
 - jvp: one forward-mode jvp of the per-token loss matrix (workbench.gradients.alignment_scores),
 - jvp_bridge: the same through `functional_call` on the TransformerLens bridge,
 - vmap_grad: per-example gradients (vmap of grad) dotted per group, with gradient norms
@@ -62,6 +65,22 @@ def _loop(lin, direction, inputs) -> torch.Tensor:
     return torch.stack(out).detach().cpu()
 
 
+def _loop_bridge(lin, direction, inputs) -> torch.Tensor:
+    """Naive reference: one forward + backward of the hooked bridge per row."""
+    import torch.nn.functional as F
+
+    params = lin.params("base")
+    keys = [k for k in direction if k in params]
+    mask = inputs.next_token_mask().float()
+    out = []
+    for i in range(len(inputs)):
+        logits = lin["base"](inputs.tokens[i : i + 1])[0, :-1]
+        loss = (F.cross_entropy(logits, inputs.tokens[i, 1:], reduction="none") * mask[i]).sum()
+        grads = torch.autograd.grad(loss, [params[k] for k in keys])
+        out.append(-sum((g * direction[k]).sum() for g, k in zip(grads, keys)))
+    return torch.stack(out).detach().cpu()
+
+
 def _measure(label: str, fn, ref: torch.Tensor | None, *, runs: int, device: torch.device, baseline: str | None) -> tuple[Case, torch.Tensor]:
     with PeakRSS() as rss:
         start = rss.peak
@@ -94,10 +113,11 @@ def _run(device: torch.device, quick: bool) -> list[Case]:
     runs = 2 if quick else 3
     for size in ((8, 32) if quick else (32, 256)):
         x = inputs.select(list(range(size)))
-        loop_label = f"loop/batch{size}"
-        case, ref = _measure(loop_label, lambda: _loop(lin, direction, x), None, runs=runs, device=device, baseline=None)
+        loop_label = f"loop_bridge/batch{size}"
+        case, ref = _measure(loop_label, lambda: _loop_bridge(lin, direction, x), None, runs=runs, device=device, baseline=None)
         cases.append(case)
         fns = {
+            "loop": lambda: _loop(lin, direction, x),
             "jvp": lambda: alignment_scores(model, x, direction, hard, batch_size=size).total,
             "jvp_bridge": lambda: alignment_scores(bridge_model, x, direction, hard, batch_size=size).total,
             "vmap_grad": lambda: group_scores(model, x, {"d": direction}, hard, batch_size=min(size, 64)).total("d"),
