@@ -600,7 +600,13 @@ class Lineage:
         return dict(self.space(name).params)
 
     def actual_names(self, name: str) -> dict[str, tuple[str, ...]]:
-        """Canonical clean key -> the wrapped model's parameter names (for `functional_call`)."""
+        """Canonical clean key -> every wrapped-model name of that parameter (its alias paths).
+
+        For `torch.func.functional_call` pass ONE name per owning module (as
+        `workbench.gradients` does), with `tie_weights=False`: passing every alias path leaves
+        the swapped-in tensors in place of the live Parameters after the call (the logits still
+        match, but `params(name)` no longer drives the model and its gradients go nowhere).
+        """
         return dict(self.space(name).actual_names)
 
     def state(self, name: str) -> dict[str, Tensor]:
