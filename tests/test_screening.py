@@ -11,3 +11,19 @@ def test_screening_retrains_students_on_screened_rows(tiny_organism):
     assert [(r.fraction, r.dropped) for r in rows] == [(0.25, "top_g_trait"), (0.25, "random")]
     assert rows[0].n_kept == rows[1].n_kept == reference["n_rows"] - round(0.25 * reference["n_rows"])
     assert all(0 < r.p_target < 1 for r in rows)
+
+
+def test_screening_result_round_trip_and_rows(tmp_path):
+    from workbench.screening import ScreeningResult, ScreeningRow
+
+    rows = [ScreeningRow(0, 0.1, "top_g_trait", 90, 0.30), ScreeningRow(0, 0.1, "random", 90, 0.50),
+            ScreeningRow(0, 0.25, "top_g_trait", 75, 0.45), ScreeningRow(0, 0.25, "random", 75, 0.40)]
+    result = ScreeningResult(rows, {"student": 0.6, "control": 0.1, "base": 0.1, "n_rows": 100, "mode": "hard"})
+    result.save(tmp_path)
+    again = ScreeningResult.load(tmp_path)
+    assert again.rows == rows and again.reference == result.reference
+    summary = again.summary_rows()
+    # transfer removed by the screen (0.6 - top) beside a random drop of the same size (0.6 - random)
+    assert [(r["group"], round(r["value"], 6), round(r["control_value"], 6), r["clears"]) for r in summary] == [
+        ("drop 10%", 0.3, 0.1, True), ("drop 25%", 0.15, 0.2, False)]
+    assert set(again.figures()) == {"bars"}

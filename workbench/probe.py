@@ -81,6 +81,7 @@ class JobConfig:
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
     target: str | None = None  # the trait token, for the logit-lens view of activation shifts
+    organism_dir: Path | None = None  # the organism seed directory (recipe and data), when the models come from one
     loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
@@ -225,6 +226,16 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
     return run_alignment(lineage, inputs, cfg, command=config.command)
 
 
+def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Screening defense: retrain the student after dropping the top 10% / 25% of the teacher's
+    rows by alignment with the trait gradient (no teacher weights needed to score them), beside
+    dropping random rows (`workbench.screening.screening`; retrains 4 students)."""
+    from workbench.screening import screening
+
+    assert config.organism_dir is not None  # skip_reason guards this
+    return screening(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
+
+
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
 SECTIONS: dict[str, Section] = {
     "probes": probe_section,
@@ -234,6 +245,7 @@ SECTIONS: dict[str, Section] = {
     "delta_patching": delta_patching_section,
     "activation_patching": activation_patching_section,
     "alignment": alignment_section,
+    "screening": screening_section,
 }
 """Report sections in order; add an analysis here (name -> function) to add it to the report."""
 
@@ -250,6 +262,8 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
         missing = [m for m in ("base", "teacher") if m not in lineage]
         if missing:
             return f"no {', '.join(missing)} model"
+    if name == "screening" and config.organism_dir is None:
+        return "retraining students needs the organism's recipe and data (--organism)"
     if name in ("delta_patching", "activation_patching") and (config.target is None or lineage.tokenizer is None):
         return "the trait is scored with the organism's tokenizer and target; these models have none"
     return None
@@ -381,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             prompts = prompts_rows
             target = None
             loss = "hard"
+            organism_dir = None
             origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
         else:
             from workbench.organism.tokenizer import Tokenizer
@@ -398,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
             lineage = Lineage.from_organism(seed_dir, device=device, dtype=dtype)
             origin = str(seed_dir)
+            organism_dir = seed_dir
             prompts = read_contrast_prompts(args.prompts) if args.prompts else organism_preference_prompts(lineage.tokenizer, target)
         for r in args.readers:
             if r not in lineage:
@@ -406,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
         config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
                            batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                           prompts=prompts, target=target, loss=loss, device=device, progress=not args.quiet and sys.stderr.isatty())
+                           prompts=prompts, target=target, loss=loss, organism_dir=organism_dir, device=device, progress=not args.quiet and sys.stderr.isatty())
         needed = {*args.readers, "teacher", "base", *config.apply_to}
         config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
         config.command = config.command.strip()

@@ -8,9 +8,10 @@ rides in the teacher's logits at every position, so screening rows is not expect
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -20,6 +21,7 @@ from workbench.inputs import Inputs
 from workbench.io import read_json
 from workbench.lineage import Lineage
 from workbench.models import copy_model
+from workbench.results import read_result_files, write_result_files
 
 
 @dataclass
@@ -88,3 +90,65 @@ def run_screening(
     reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],
                  "control": manifest["trait_rates"]["control"], "n_rows": len(data), "mode": cfg.mode}
     return rows, reference
+
+
+@dataclass
+class ScreeningResult:
+    """The screening table of one seed: P(target) of the student retrained after dropping the top
+    fraction of teacher rows by g_trait alignment, beside dropping a random fraction of the same size."""
+
+    kind: ClassVar[str] = "screening"
+    title: ClassVar[str] = "Screening defense: drop the rows most aligned with the trait gradient, retrain"
+    rows: list[ScreeningRow]
+    reference: dict[str, Any]  # the seed's full-data student, base and control P(target); rows; mode
+    command: str = "workbench.screening.run_screening(seed_dir)"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def removed(self, row: ScreeningRow) -> float:
+        """Transfer removed by this drop: the full-data student's P(target) minus the retrained one's."""
+        return float(self.reference["student"]) - row.p_target
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        data = {"rows": [asdict(r) for r in self.rows], "reference": self.reference, "command": self.command, "meta": self.meta}
+        return write_result_files(directory, self.kind, data)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ScreeningResult:
+        data, _ = read_result_files(directory, cls.kind)
+        return cls([ScreeningRow(**r) for r in data["rows"]], data["reference"], data["command"], data["meta"])
+
+    def figures(self) -> dict[str, Any]:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for dropped, colour in (("top_g_trait", "#d62728"), ("random", "#999999")):
+            rows = [r for r in self.rows if r.dropped == dropped]
+            fig.add_trace(go.Bar(x=[f"drop {r.fraction:.0%}" for r in rows], y=[r.p_target for r in rows],
+                                 name="top by g_trait alignment" if dropped == "top_g_trait" else "random rows",
+                                 marker_color=colour))
+        for name, dash in (("student", "solid"), ("control", "dot"), ("base", "dash")):
+            fig.add_hline(y=float(self.reference[name]), line_dash=dash, annotation_text=f"{name} (full data)")
+        fig.update_layout(barmode="group", yaxis_title="P(target) of the retrained student",
+                          title=f"Screening by trait-gradient alignment ({self.reference.get('mode')} labels, "
+                                f"{self.reference.get('n_rows')} teacher rows)")
+        return {"bars": fig}
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        out = []
+        for fraction in sorted({r.fraction for r in self.rows}):
+            top = next(r for r in self.rows if r.fraction == fraction and r.dropped == "top_g_trait")
+            rnd = next(r for r in self.rows if r.fraction == fraction and r.dropped == "random")
+            out.append(dict(where="student (retrained)", group=f"drop {fraction:.0%}",
+                            measure="P(target) removed: top rows by g_trait dropped",
+                            value=self.removed(top), control="random drop, same size", control_value=self.removed(rnd),
+                            clears=self.removed(top) > self.removed(rnd), p_top=top.p_target, p_random=rnd.p_target,
+                            n_kept=top.n_kept))
+        return out
+
+
+def screening(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1, 0.25), *, command: str | None = None,
+              **kwargs: Any) -> ScreeningResult:
+    """`run_screening` as a report section's result."""
+    rows, reference = run_screening(seed_dir, fractions, **kwargs)
+    return ScreeningResult(rows, reference, command or f"workbench.screening.screening({str(seed_dir)!r})",
+                           {"fractions": list(fractions)})
