@@ -122,3 +122,18 @@ def test_pooling_counts_and_sequence_log_probs_match_naive():
     for i in range(3):
         naive = sum(torch.log_softmax(logits[i, t - 1], -1)[tokens[i, t]] for t in range(1, 5) if mask[i, t])
         assert float(lp[i]) == pytest.approx(float(naive), abs=1e-5)
+
+
+def test_cross_model_rows_clear_only_above_chance_control_and_a_working_probe():
+    from workbench.probe_result import ProbeResult
+
+    def row(reader, hook, auroc):
+        return dict(task="cross_model", reader=reader, hook=hook, method="transfer", auroc=auroc, auroc_sd=None,
+                    accuracy=None, accuracy_sd=None, teacher_prob=0.5, n=100, seed=0)
+
+    rows = [row("teacher", "h_good", 0.95), row("student", "h_good", 0.90), row("control", "h_good", 0.30),
+            row("teacher", "h_below", 0.95), row("student", "h_below", 0.45), row("control", "h_below", 0.40),
+            row("teacher", "h_blind", 0.50), row("student", "h_blind", 0.90), row("control", "h_blind", 0.30)]
+    summary = {r["where"]: r["clears"] for r in ProbeResult(rows).summary_rows() if r["group"] == "cross_model"}
+    # below chance is never teacher-like, and a probe that cannot tell teacher from base reads nothing
+    assert summary == {"h_good": True, "h_below": False, "h_blind": False}

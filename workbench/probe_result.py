@@ -108,9 +108,16 @@ class ProbeResult:
                 if r["reader"] in ("control", "teacher", "base"):
                     continue
                 ctrl = self._one(task=task, method="transfer", reader="control", hook=r["hook"])
+                teacher = self._one(task=task, method="transfer", reader="teacher", hook=r["hook"])
+                control_value = ctrl["auroc"] if ctrl else None
+                # teacher-like means: above chance, above the control, and read by a probe that
+                # separates the teacher from the base at this hook at all
+                clears = r["auroc"] > max(0.5, control_value if control_value is not None else 0.5) and (
+                    teacher is None or teacher["auroc"] > 0.6)
                 out.append(dict(where=r["hook"], group=task, measure=f"AUROC {r['reader']} vs base, teacher/base probe",
-                                value=r["auroc"], sd=None, control="control student",
-                                control_value=ctrl["auroc"] if ctrl else None, teacher_prob=r["teacher_prob"]))
+                                value=r["auroc"], sd=None, control="control student", control_value=control_value,
+                                clears=clears, teacher_prob=r["teacher_prob"],
+                                teacher_auroc=teacher["auroc"] if teacher else None))
         return out
 
     def figures(self) -> dict[str, Any]:
