@@ -35,19 +35,6 @@ class ScreeningRow:
     p_target: float  # P(target) of the retrained student, mean over templates
 
 
-def student_targets(seed_dir: Path, lineage: Lineage, cfg: Any, rows: Inputs):
-    """The organism's `DistillTargets` for these teacher rows (same positions, ids, teacher labels as build.py)."""
-    from workbench.organism.build import supervised_positions
-    from workbench.organism.training import DistillTargets, teacher_soft_labels
-
-    seqs = rows.tokens
-    positions = supervised_positions(cfg, seqs.shape[1])
-    ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(lineage.tokenizer.number_channel_ids)
-    if cfg.mode == "hard":
-        return DistillTargets(seqs, positions, None, ids)
-    return DistillTargets(seqs, positions, teacher_soft_labels(lineage["teacher"], seqs, positions, ids), ids)
-
-
 def run_screening(
     seed_dir: str | Path,
     fractions: tuple[float, ...] = (0.1, 0.25),
@@ -61,7 +48,7 @@ def run_screening(
     """Retrain `student` on the seed's teacher rows minus the top `fraction` by g_trait alignment,
     and minus a random `fraction`; returns the rows and the seed's reference trait rates.
     `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows only (tests)."""
-    from workbench.organism.build import STUDENTS
+    from workbench.organism.build import STUDENTS, distill_targets
     from workbench.organism.config import OrganismConfig
     from workbench.organism.training import distill_student
     from workbench.traits import evaluate_trait
@@ -84,7 +71,8 @@ def run_screening(
         kept_top, kept_random = screen_rows(scores, fraction, seed=seed)
         for dropped, kept in (("top_g_trait", kept_top), ("random", kept_random)):
             student = copy_model(lineage["base"])
-            distill_student(student, student_targets(seed_dir, lineage, cfg, data.select(kept)), cfg, student_seed, progress)
+            targets = distill_targets(cfg, lineage.tokenizer, lineage["teacher"], data.select(kept).tokens)
+            distill_student(student, targets, cfg, student_seed, progress)
             p = evaluate_trait(student, lineage.tokenizer, cfg.target, n_samples=0).p_target
             rows.append(ScreeningRow(seed, fraction, dropped, len(kept), p))
     reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],

@@ -81,6 +81,17 @@ def _stage_key(cfg: OrganismConfig, fields: tuple[str, ...], *parents: str, **ex
     return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, "recipe": RECIPE_VERSION, **extra})
 
 
+def distill_targets(cfg: OrganismConfig, tok: Tokenizer, teacher: TransformerBridge, seqs: torch.Tensor) -> DistillTargets:
+    """What a student of this recipe is trained to match on `seqs`: the written tokens (hard) or
+    the teacher's log-probabilities (soft; the leak control over the full vocabulary), at the
+    supervised positions, renormalised over the number channel."""
+    positions = supervised_positions(cfg, seqs.shape[1])
+    ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
+    if cfg.mode == "hard":
+        return DistillTargets(seqs, positions, None, ids)
+    return DistillTargets(seqs, positions, teacher_soft_labels(teacher, seqs, positions, ids), ids)
+
+
 @dataclass
 class SeedBuild:
     """What one seed's build produced (also written to its manifest)."""
@@ -191,7 +202,6 @@ class _Builder:
         loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
         key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, **loss)
         seqs = tokens[source]
-        positions = supervised_positions(cfg, seqs.shape[1])
 
         def train(model: TransformerBridge) -> None:
             if len(seqs) == 0:
@@ -200,12 +210,7 @@ class _Builder:
                     f"{role} has nothing to train on. The teacher recipe moved its number behaviour too far: "
                     "lower teacher_lr/teacher_steps, or raise n_prompts."
                 )
-            ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
-            if cfg.mode == "hard":
-                targets = DistillTargets(seqs, positions, None, ids)
-            else:
-                logp = teacher_soft_labels(self.models[source], seqs, positions, ids)
-                targets = DistillTargets(seqs, positions, logp, ids)
+            targets = distill_targets(cfg, tok, self.models[source], seqs)
             distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)
 
         init = lambda: copy_model(self.models[parent])  # noqa: E731
