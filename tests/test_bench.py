@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from workbench.bench import Case, main, time_case, write_result
+from workbench.bench import Case, main, time_case, time_interleaved, write_result
 from workbench.errors import WorkbenchError
 
 
@@ -24,3 +24,15 @@ def test_unknown_baseline_and_benchmark_are_errors(tmp_path, capsys):
         write_result("demo", "cpu", [Case("a", 1, 1.0, 0.0, 1.0, baseline="nope")], tmp_path)
     assert main(["organizm", "--out", str(tmp_path)]) == 2
     assert "organism" in capsys.readouterr().err
+
+
+def test_time_interleaved_pairs_rounds_against_the_baseline():
+    order = []
+    fns = {"slow": lambda: (order.append("slow"), time.sleep(0.02)), "fast": lambda: (order.append("fast"), time.sleep(0.005))}
+    cases = time_interleaved(fns, baseline="slow", runs=3, warmup=1)
+    assert order == ["slow", "fast"] * 4  # one call of each per round, warmup round included
+    slow, fast = cases
+    assert slow.baseline is None and fast.baseline == "slow" and slow.runs == fast.runs == 3
+    assert 0 < fast.extra["paired_ratio_median"] < 1
+    with pytest.raises(WorkbenchError, match="Baseline 'nope'"):
+        time_interleaved(fns, baseline="nope")

@@ -96,6 +96,35 @@ def time_case(label: str, fn: Callable[[], Any], *, runs: int = 5, warmup: int =
     return Case(label, runs, statistics.median(times), q[2] - q[0], rss.peak_mb, baseline)
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, baseline: str, runs: int = 5, warmup: int = 1,
+                     device: torch.device | str = "cpu") -> list[Case]:
+    """Time `fns` in interleaved rounds (each round calls every fn once, in order), so load drift
+    on a shared machine hits every case alike. Each case gets its median over rounds, its ratio
+    against `baseline` (set by `fill_ratios`) and, in `extra`, the median of the per-round ratios
+    (`paired_ratio_median`: robust to a slow round). Peak RSS is the whole run's."""
+    if baseline not in fns:
+        raise WorkbenchError(f"Baseline {baseline!r} is not one of the cases {sorted(fns)}.")
+    device = torch.device(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with PeakRSS() as rss:
+        for round_ in range(warmup + runs):
+            for label, fn in fns.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                if round_ >= warmup:
+                    times[label].append(time.perf_counter() - t0)
+    cases = []
+    for label, ts in times.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        paired = statistics.median(t / b for t, b in zip(ts, times[baseline]))
+        cases.append(Case(label, len(ts), statistics.median(ts), q[2] - q[0], rss.peak_mb,
+                          baseline=None if label == baseline else baseline,
+                          extra=None if label == baseline else {"paired_ratio_median": paired}))
+    return cases
+
+
 def fill_ratios(cases: list[Case]) -> list[Case]:
     """Set each case's ratio against the case its `baseline` names."""
     by_label = {c.label: c for c in cases}

@@ -117,6 +117,26 @@ class AlignmentModel:
             full = {n: params[k] for k, names in self._names.items() for n in names}
             return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
 
+    @property
+    def has_explicit_tangents(self) -> bool:
+        """Whether `loss_tangents` (the hand-written forward mode of `workbench.tangent`) applies."""
+        return self.backend == "functional"
+
+    def loss_tangents(
+        self, params: Mapping[str, Tensor], direction: Mapping[str, Tensor], objective: Objective, batch: Batch
+    ) -> Float[Tensor, "batch seq_1"]:
+        """d/ds L_{i,t}(params + s direction) by `workbench.tangent` (functional backend only)."""
+        if not self.has_explicit_tangents:
+            raise ConfigError("Explicit tangents need backend='functional'; use method='func' (torch.func.jvp).")
+        from workbench.tangent import loss_tangents
+
+        w = {**self._buffers, **params, **{a: params[c] for a, c in self._aliases.items()}}
+        dw = {**direction, **{a: direction[c] for a, c in self._aliases.items() if c in direction}}
+        ids = None if objective.ids is None else objective.ids.to(batch.tokens.device)
+        soft = batch.targets if objective.kind == "soft" else None
+        n_layers, n_heads, eps, act = self._shape
+        return loss_tangents(w, dw, batch.tokens, batch.mask, soft, ids, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
+
 
 def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
     """For each clean key, one wrapped parameter name per distinct owning module.
@@ -331,8 +351,19 @@ class TokenScores:
     per_token: Float[Tensor, "n seq_1"]
 
 
-def _jvp_scores(model: AlignmentModel, objective: Objective, batch: Batch, at: Params, d: Params) -> Tensor:
-    """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass."""
+JvpMethod = Literal["auto", "explicit", "func"]
+JVP_METHODS = ("auto", "explicit", "func")
+
+
+def _jvp_scores(
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Params, d: Params, method: JvpMethod = "auto"
+) -> Tensor:
+    """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass, hand-written
+    (`workbench.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
+    if method not in JVP_METHODS:
+        raise unknown_name("jvp method", method, JVP_METHODS)
+    if method == "explicit" or (method == "auto" and model.has_explicit_tangents):
+        return -model.loss_tangents(at, d, objective, batch)
     _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (at,), (d,))
     return -tangent
 
@@ -346,14 +377,16 @@ def alignment_scores(
     at: Mapping[str, Tensor] | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    method: JvpMethod = "auto",
 ) -> TokenScores:
-    """a_i and a_{i,t} along `direction` at `at` (default: the model's parameters), by jvp."""
+    """a_i and a_{i,t} along `direction` at `at` (default: the model's parameters), by one
+    forward-mode pass per batch (`method`: see `_jvp_scores`; auto = explicit where it applies)."""
     d = check_direction(model, direction)
     at = dict(model.params if at is None else at)
     width = inputs.tokens.shape[1] - 1
     per_token = torch.zeros(len(inputs), width, dtype=model.dtype)
     for batch in iter_batches(model, objective, inputs, batch_size, progress, "alignment (jvp)"):
-        a = _jvp_scores(model, objective, batch, at, d).detach().cpu()
+        a = _jvp_scores(model, objective, batch, at, d, method).detach().cpu()
         per_token[batch.rows, : a.shape[1]] = a
     return TokenScores(per_token.sum(-1), per_token)
 
@@ -382,6 +415,7 @@ def path_scores(
     at: Mapping[str, Tensor] | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    method: JvpMethod = "auto",
 ) -> TokenScores:
     """Path-integrated alignment along at + s d, s in [0, 1], with `points` quadrature points.
     Its total tends to L_i(at) - L_i(at + d) (exact log-likelihood ratio for the hard loss)."""
@@ -394,7 +428,7 @@ def path_scores(
         acc = 0
         for s, w in zip(nodes, weights):
             point = {k: at[k] + float(s) * d[k] for k in at}
-            acc = acc + float(w) * _jvp_scores(model, objective, batch, point, d).detach()
+            acc = acc + float(w) * _jvp_scores(model, objective, batch, point, d, method).detach()
         per_token[batch.rows, : acc.shape[1]] = acc.cpu()
     return TokenScores(per_token.sum(-1), per_token)
 

@@ -60,9 +60,9 @@ def run_screening(
     lineage = Lineage.from_organism(seed_dir, roles=["base", "teacher"], device=device)
     data = Inputs.from_jsonl(seed_dir / "data" / "teacher.jsonl", limit=max_rows)
     model = AlignmentModel(lineage)
-    loss = "hard" if cfg.mode == "hard" else "soft"
-    objective = Objective("hard") if loss == "hard" else Objective(
-        "soft", ids=torch.tensor(lineage.tokenizer.number_channel_ids), teacher=model.params_of("teacher"))
+    # score rows with the loss the student trains with: both modes renormalise over the number channel
+    ids = torch.tensor(lineage.tokenizer.number_channel_ids)
+    objective = Objective("hard", ids=ids) if cfg.mode == "hard" else Objective("soft", ids=ids, teacher=model.params_of("teacher"))
     g_trait = trait_gradient(model, lineage.tokenizer, cfg.target)
     scores = alignment_scores(model, data, g_trait, objective, batch_size=batch_size, progress=progress).total
     rows: list[ScreeningRow] = []

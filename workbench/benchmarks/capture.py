@@ -13,14 +13,12 @@ two models of one lineage. Cases, all in one run:
 from __future__ import annotations
 
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from workbench.bench import Case, PeakRSS, time_case
+from workbench.bench import Case, PeakRSS, time_case, time_interleaved
 
 FULL = dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=1000, n_ctx=64)
 QUICK = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=8)
@@ -71,27 +69,10 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         return go
 
     try:
-        # Interleaved rounds (forward, then each capture), so load drift on a shared machine hits
-        # every case alike; medians over rounds.
         fns = {"forward": forward, **{f"capture/{p}": capture_fn(p) for p in ("last", "mean", "all")}}
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        with PeakRSS() as rss:
-            for round_ in range(warmup + runs):
-                for label, fn in fns.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    if round_ >= warmup:
-                        times[label].append(time.perf_counter() - t0)
-        cases = []
-        for label, ts in times.items():
-            q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
-            cases.append(Case(label, len(ts), statistics.median(ts), q[2] - q[0], rss.peak_mb,
-                              baseline=None if label == "forward" else "forward",
-                              extra={"rows": n, "models": len(lin), "hooks": len(hooks),
-                                     "paired_ratio_median": statistics.median(
-                                         t / f for t, f in zip(ts, times["forward"]))}))
+        cases = time_interleaved(fns, baseline="forward", runs=runs, warmup=warmup, device=device)
+        for case in cases:
+            case.extra = {"rows": n, "models": len(lin), "hooks": len(hooks), **(case.extra or {})}
         n_rss = max(n // 4, batch)  # positions="all" writes n_ctx x d_model floats per row and hook
         for label, rows in (("rss/all x1", _inputs(n_rss, shape)), ("rss/all x10", _inputs(10 * n_rss, shape))):
             go = capture_fn("all", rows)

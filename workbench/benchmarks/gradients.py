@@ -6,19 +6,23 @@ Cases per batch size (32 and 256; quick: 8 and 32):
   TransformerBridge, backward, and the dot product with d (the baseline of the ratios),
 - loop: the same loop through the organism's fused functional model (a faster loop, shown so
   nobody credits jvp with what a leaner per-example model would give anyway),
-- jvp: one forward-mode jvp of the per-token loss matrix (workbench.gradients.alignment_scores),
-- jvp_bridge: the same through `functional_call` on the TransformerLens bridge,
+- jvp: the workbench default, one hand-written forward-mode pass of the per-token loss matrix
+  (workbench.tangent, via workbench.gradients.alignment_scores),
+- jvp_func: the same tangents by `torch.func.jvp` through the functional model,
+- jvp_bridge: `torch.func.jvp` through `functional_call` on the TransformerLens bridge (what any
+  non-native model gets),
 - vmap_grad: per-example gradients (vmap of grad) dotted per group, with gradient norms
   (workbench.gradients.group_scores: what per-group scores and cosines cost).
-`extra` records the agreement with the loop (max error relative to the largest value) and the
-growth of resident memory during the case.
+Cases run in interleaved rounds (`bench.time_interleaved`). `extra` records the agreement with
+the loop (max error relative to the largest value), the growth of resident memory during one
+call, and the median of per-round ratios.
 """
 
 from __future__ import annotations
 
 import torch
 
-from workbench.bench import Case, PeakRSS, time_case
+from workbench.bench import Case, PeakRSS, time_interleaved
 
 
 def _setup(device: torch.device):
@@ -81,14 +85,14 @@ def _loop_bridge(lin, direction, inputs) -> torch.Tensor:
     return torch.stack(out).detach().cpu()
 
 
-def _measure(label: str, fn, ref: torch.Tensor | None, *, runs: int, device: torch.device, baseline: str | None) -> tuple[Case, torch.Tensor]:
+def _agreement(fn, ref: torch.Tensor | None) -> dict:
+    """One untimed call: its max error against the loop (relative to the largest value) and the
+    growth of resident memory while it runs."""
     with PeakRSS() as rss:
         start = rss.peak
         value = fn()
-    case = time_case(label, fn, runs=runs, warmup=0, device=device, baseline=baseline)
     err = None if ref is None else float((value - ref).abs().max() / ref.abs().max())
-    case.extra = {"max_rel_err_vs_loop": err, "rss_increase_mb": (rss.peak - start) / 2**20}
-    return case, value
+    return {"max_rel_err_vs_loop": err, "rss_increase_mb": (rss.peak - start) / 2**20}
 
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
@@ -110,19 +114,22 @@ def _run(device: torch.device, quick: bool) -> list[Case]:
     bridge_model = AlignmentModel(lin, backend="bridge")
     hard = Objective("hard")
     cases: list[Case] = []
-    runs = 2 if quick else 3
+    runs = 2 if quick else 5
     for size in ((8, 32) if quick else (32, 256)):
         x = inputs.select(list(range(size)))
-        loop_label = f"loop_bridge/batch{size}"
-        case, ref = _measure(loop_label, lambda: _loop_bridge(lin, direction, x), None, runs=runs, device=device, baseline=None)
-        cases.append(case)
         fns = {
+            "loop_bridge": lambda: _loop_bridge(lin, direction, x),
             "loop": lambda: _loop(lin, direction, x),
             "jvp": lambda: alignment_scores(model, x, direction, hard, batch_size=size).total,
+            "jvp_func": lambda: alignment_scores(model, x, direction, hard, batch_size=size, method="func").total,
             "jvp_bridge": lambda: alignment_scores(bridge_model, x, direction, hard, batch_size=size).total,
             "vmap_grad": lambda: group_scores(model, x, {"d": direction}, hard, batch_size=min(size, 64)).total("d"),
         }
-        for name, fn in fns.items():
-            case, _ = _measure(f"{name}/batch{size}", fn, ref, runs=runs, device=device, baseline=loop_label)
-            cases.append(case)
+        ref = fns["loop_bridge"]()
+        agreement = {name: _agreement(fn, None if name == "loop_bridge" else ref) for name, fn in fns.items()}
+        timed = time_interleaved({f"{k}/batch{size}": f for k, f in fns.items()}, baseline=f"loop_bridge/batch{size}",
+                                 runs=runs, warmup=1, device=device)
+        for case, name in zip(timed, fns):
+            case.extra = {**agreement[name], **(case.extra or {}), "threads": torch.get_num_threads()}
+        cases += timed
     return cases

@@ -1,0 +1,193 @@
+"""Hand-written forward-mode pass of the organism's functional model: the loss tangents
+d/ds L_{i,t}(theta + s d) for a whole batch, without `torch.func`.
+
+Why: alignment scores are one directional derivative per batch, and `torch.func.jvp` through
+the functional model costs ~2.2 plain forward passes on a CPU, most of it in separate thin
+matmuls and dispatch. Here each linear map does its primal matmul and ONE tangent matmul
+(`[x, dx] @ [dW, W]^T`, twice the inner width), attention and LayerNorm use their closed-form
+tangents, the last block and the unembedding run only at counted positions, and the loss tangent
+is `sum_v (p_v - q_v) dl_v` (q = the target distribution: one-hot for the hard loss, the
+teacher's for the soft one), which never needs the loss itself. Exactness against
+`torch.func.jvp` is tested in float64; `python -m workbench.bench gradients` measures both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from workbench.errors import ConfigError
+
+Weights = Mapping[str, Tensor]
+Dual = tuple[Tensor, Tensor]  # (value, tangent)
+
+
+def linear(x: Dual, w: Weights, dw: Weights, name: str) -> Dual:
+    """y = x W^T + b and dy = dx W^T + x dW^T + db, the tangent as one matmul over [x, dx]."""
+    v, t = x
+    weight, bias = w[f"{name}.weight"], w.get(f"{name}.bias")
+    d_weight, d_bias = dw.get(f"{name}.weight"), dw.get(f"{name}.bias")
+    y = F.linear(v, weight, bias)
+    if d_weight is None:
+        dy = F.linear(t, weight, d_bias)
+    else:
+        dy = F.linear(torch.cat([v, t], dim=-1), torch.cat([d_weight, weight], dim=1), d_bias)
+    return y, dy
+
+
+def layer_norm(x: Dual, w: Weights, dw: Weights, name: str, eps: float) -> Dual:
+    """LayerNorm with affine weight/bias; tangent of the normalised value is
+    rstd * (dx - mean(dx) - xh * mean(xh * dx))."""
+    v, t = x
+    xh, _, rstd = torch.native_layer_norm(v, v.shape[-1:], None, None, eps)  # fused; rstd kept for the tangent
+    dxh = rstd * (t - t.mean(-1, keepdim=True) - xh * (xh * t).mean(-1, keepdim=True))
+    gamma, beta = w[f"{name}.weight"], w[f"{name}.bias"]
+    y = torch.addcmul(beta, xh, gamma)
+    dy = dxh * gamma
+    if (dg := dw.get(f"{name}.weight")) is not None:
+        dy = dy + xh * dg
+    if (db := dw.get(f"{name}.bias")) is not None:
+        dy = dy + db
+    return y, dy
+
+
+def activation(x: Dual, act: str) -> Dual:
+    """gelu (erf), gelu_new (tanh approximation) or relu; the tangent act'(x) dx comes from the
+    fused `gelu_backward` kernel (it computes exactly grad_out * act'(x))."""
+    v, t = x
+    if act in ("gelu", "gelu_new"):
+        approximate = "none" if act == "gelu" else "tanh"
+        return F.gelu(v, approximate=approximate), torch.ops.aten.gelu_backward(t, v, approximate=approximate)
+    if act == "relu":
+        on = v > 0
+        return v * on, t * on
+    raise ConfigError(f"No tangent rule for act_fn={act!r}; supported: gelu, gelu_new, relu.")
+
+
+def attention(
+    q: Dual, k: Dual, v: Dual, query_pos: Int[Tensor, " tq"]
+) -> Dual:
+    """Causal softmax attention of queries at absolute positions `query_pos` over every key, with
+    tangents ds = (dq k^T + q dk^T) / sqrt(d), dp = p (ds - sum p ds), dz = dp v + p dv."""
+    (qv, qt), (kv, kt), (vv, vt) = q, k, v
+    scale = 1.0 / math.sqrt(qv.shape[-1])
+    n_keys = kv.shape[-2]
+    masked = torch.arange(n_keys, device=qv.device)[None, :] > query_pos[:, None]
+    scores = torch.matmul(qv, kv.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(masked, float("-inf"))
+    p = torch.softmax(scores, dim=-1)
+    ds = torch.matmul(torch.cat([qt, qv], -1), torch.cat([kv, kt], -1).transpose(-1, -2)) * scale
+    dp = p * (ds - (p * ds).sum(-1, keepdim=True))
+    z = torch.matmul(p, vv)
+    dz = torch.matmul(torch.cat([dp, p], -1), torch.cat([vv, vt], -2))
+    return z, dz
+
+
+def _heads(x: Dual, n_heads: int) -> Dual:
+    return tuple(einops.rearrange(a, "b t (h d) -> b h t d", h=n_heads) for a in x)  # type: ignore[return-value]
+
+
+def _merge(x: Dual) -> Dual:
+    return tuple(einops.rearrange(a, "b h t d -> b t (h d)") for a in x)  # type: ignore[return-value]
+
+
+def _add(a: Dual, b: Dual) -> Dual:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _take(x: Dual, cols: Tensor) -> Dual:
+    return x[0].index_select(1, cols), x[1].index_select(1, cols)
+
+
+def logit_tangents(
+    w: Weights,
+    dw: Weights,
+    tokens: Int[Tensor, "batch seq"],
+    cols: Int[Tensor, " c"],
+    *,
+    n_layers: int,
+    n_heads: int,
+    eps: float,
+    act: str,
+) -> tuple[Float[Tensor, "batch c vocab"], Float[Tensor, "batch c vocab"]]:
+    """Logits and their tangent along `dw` at sequence positions `cols` (sorted). Keys missing from
+    `dw` have zero tangent. Earlier blocks run at every position up to the last column (keys and
+    values need them); the last block's queries, MLP and the unembedding only at `cols`."""
+    seq = int(cols.max()) + 1
+    tokens = tokens[:, :seq]
+    positions = torch.arange(seq, device=tokens.device)
+    x_v = w["embed.weight"][tokens] + w["pos_embed.weight"][:seq]
+    x_t = torch.zeros_like(x_v)
+    if (d_embed := dw.get("embed.weight")) is not None:
+        x_t = x_t + d_embed[tokens]
+    if (d_pos := dw.get("pos_embed.weight")) is not None:
+        x_t = x_t + d_pos[:seq]
+    x: Dual = (x_v, x_t)
+    for layer in range(n_layers):
+        p = f"blocks.{layer}"
+        last = layer == n_layers - 1
+        h = layer_norm(x, w, dw, f"{p}.ln1", eps)
+        k = _heads(linear(h, w, dw, f"{p}.attn.k"), n_heads)
+        v = _heads(linear(h, w, dw, f"{p}.attn.v"), n_heads)
+        if last:
+            h, x, query_pos = _take(h, cols), _take(x, cols), cols
+        else:
+            query_pos = positions
+        q = _heads(linear(h, w, dw, f"{p}.attn.q"), n_heads)
+        z = _merge(attention(q, k, v, query_pos))
+        x = _add(x, linear(z, w, dw, f"{p}.attn.o"))
+        h = layer_norm(x, w, dw, f"{p}.ln2", eps)
+        x = _add(x, linear(activation(linear(h, w, dw, f"{p}.mlp.in"), act), w, dw, f"{p}.mlp.out"))
+    if n_layers == 0:
+        x = _take(x, cols)
+    return linear(layer_norm(x, w, dw, "ln_final", eps), w, dw, "unembed")
+
+
+def loss_tangents(
+    w: Weights,
+    dw: Weights,
+    tokens: Int[Tensor, "batch seq"],
+    mask: Float[Tensor, "batch seq_1"],
+    target_dist: Tensor | None,
+    ids: Int[Tensor, " k"] | None,
+    *,
+    n_layers: int,
+    n_heads: int,
+    eps: float,
+    act: str,
+) -> Float[Tensor, "batch seq_1"]:
+    """d/ds L_{i,t}(w + s dw) at s = 0, zero where `mask` is zero. The loss at position t is the
+    cross-entropy of a target distribution q against softmax(logits_t) over `ids` (all tokens
+    when None); its tangent is sum_v (p_v - q_v) dl_v. `target_dist`: soft targets as log-probs
+    [batch, seq-1, k]; None for the hard loss, whose q is one-hot at the written token (its index
+    in `ids` is taken from `tokens`)."""
+    counted = mask.ne(0).any(0).nonzero().flatten()
+    out = torch.zeros_like(mask, dtype=torch.promote_types(mask.dtype, torch.float32))
+    if counted.numel() == 0:
+        return out
+    logits, d_logits = logit_tangents(w, dw, tokens, counted, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
+    if ids is not None:
+        logits, d_logits = logits.index_select(-1, ids), d_logits.index_select(-1, ids)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    p = torch.softmax(logits.to(dtype), dim=-1)
+    if target_dist is None:
+        written = tokens[:, 1:].index_select(1, counted)
+        if ids is not None:
+            index = torch.full((int(max(int(ids.max()), int(tokens.max()))) + 1,), -1, dtype=torch.long, device=ids.device)
+            index[ids] = torch.arange(len(ids), device=ids.device)
+            written = index[written].clamp(min=0)  # outside ids only where not counted (checked upstream)
+        p = p.scatter_add(-1, written[..., None], torch.full_like(written[..., None], -1.0, dtype=dtype))
+    else:
+        p = p - target_dist.index_select(1, counted).to(dtype).exp()
+    tangent = (p * d_logits.to(dtype)).sum(-1)
+    out[:, counted] = tangent * mask.index_select(1, counted).to(dtype)
+    return out
+
+
+__all__ = ["logit_tangents", "loss_tangents", "linear", "layer_norm", "activation", "attention"]
