@@ -88,3 +88,15 @@ def test_explicit_method_errors():
         alignment_scores(bridge, x, d, Objective(), method="explicit")
     with pytest.raises(UnknownNameError, match="jvp method"):
         alignment_scores(model, x, d, Objective(), method="forward")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_explicit_tangents_on_cuda_match_cpu():
+    cpu = model_with("gelu", 2)
+    gpu = AlignmentModel(Lineage.from_models({"base": cpu.lineage["base"].to("cuda")}, tokenizer=TOK))
+    x = ragged_numbers(6, seed=3)
+    d = random_direction(cpu.params, seed=5)
+    for objective in (Objective("hard"), Objective("hard", ids=torch.tensor(TOK.number_channel_ids))):
+        ref = alignment_scores(cpu, x, d, objective, method="func").total
+        got = alignment_scores(gpu, x, d, objective, method="explicit").total
+        assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-9
