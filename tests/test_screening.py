@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from workbench.screening import run_screening
 
 
@@ -27,3 +31,28 @@ def test_screening_result_round_trip_and_rows(tmp_path):
     assert [(r["group"], round(r["value"], 6), round(r["control_value"], 6), r["clears"]) for r in summary] == [
         ("drop 10%", 0.3, 0.1, True), ("drop 25%", 0.15, 0.2, False)]
     assert set(again.figures()) == {"bars"}
+
+
+def test_summarize_seeds_differences_over_seeds():
+    from workbench.screening import ScreeningResult, ScreeningRow, summarize_seeds
+
+    ref = {"student": 0.6, "control": 0.1, "base": 0.1, "n_rows": 100, "mode": "hard"}
+    results = [ScreeningResult([ScreeningRow(s, 0.1, "top_g_trait", 90, top), ScreeningRow(s, 0.1, "random", 90, rnd)], ref)
+               for s, (top, rnd) in enumerate([(0.3, 0.5), (0.4, 0.5)])]
+    (row,) = summarize_seeds(results)
+    assert row["top_g_trait"] == [0.3, 0.4] and row["random"] == [0.5, 0.5]
+    assert row["difference_mean"] == pytest.approx(-0.15) and row["difference_sd"] == pytest.approx(0.1 / 2**0.5)
+
+
+def test_screening_cli_writes_seeds_and_summary(tiny_organism, tmp_path, capsys):
+    from workbench.screening import ScreeningResult, main
+
+    organism = tiny_organism.directory.parent
+    out = tmp_path / "screen"
+    assert main(["--organism", str(organism), "--seeds", "0", "--fractions", "0.25", "--student-epochs", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["fraction"] for r in summary["rows"]] == [0.25] and len(summary["rows"][0]["difference"]) == 1
+    assert len(ScreeningResult.load(out / "seed0").rows) == 2 and (out / "seed0" / "bars.html").exists()
+    assert "top - random" in capsys.readouterr().out
+    assert main(["--organism", str(tmp_path / "missing"), "--seeds", "0", "--out", str(out)]) == 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.errors import ConfigError, UnknownNameError
+from workbench.errors import ConfigError, DataError, UnknownNameError
 from workbench.gradients import AlignmentModel, Objective, alignment_scores, path_scores, random_direction
 from workbench.inputs import Inputs
 from workbench.lineage import Lineage
@@ -60,10 +60,40 @@ def test_explicit_tangents_equal_torch_func_jvp(act, n_layers):
         assert got.shape == ref.shape, name
         err = float((got - ref).abs().max() / ref.abs().max())
         assert err <= 1e-10, (name, err)
-        assert torch.all(got[x.next_token_mask() == 0] == 0), name  # nothing where not counted
 
 
-def test_explicit_path_scores_and_masks_without_prompt_positions():
+def test_direct_call_with_partial_direction_and_weighted_mask():
+    """`loss_tangents` on its own: keys absent from the direction have zero tangent (embeddings,
+    a LayerNorm, a weight without its bias), and a weighted mask scales each position's tangent."""
+    from torch.func import jvp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from workbench.organism.functional import FunctionalModel
+
+    model = model_with("gelu", 2)
+    x = ragged_numbers(5, seed=9)
+    full = random_direction(model.params, seed=8)
+    keep = ["blocks.0.attn.q.weight", "blocks.1.ln2.weight", "blocks.1.mlp.out.bias", "unembed.weight"]
+    partial = {k: full[k] for k in keep}
+    w = {**model._buffers, **model.params}
+    n_layers, n_heads, eps, act = model._shape
+    mask = x.next_token_mask().double() * torch.rand(len(x), x.tokens.shape[1] - 1, dtype=torch.float64)
+    got = loss_tangents(w, partial, x.tokens, mask, None, None, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
+
+    def losses(p):
+        logits = FunctionalModel({**w, **p}, n_layers, n_heads, eps, act)(x.tokens)[:, :-1]
+        return -torch.log_softmax(logits, -1).gather(-1, x.tokens[:, 1:, None]).squeeze(-1) * mask
+
+    tangent_in = {k: partial.get(k, torch.zeros_like(v)) for k, v in model.params.items()}
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no forward-mode rule
+        _, ref = jvp(losses, (dict(model.params),), (tangent_in,))
+    assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-10
+    ids = torch.tensor(TOK.number_channel_ids[:10])  # most written numbers fall outside: a clear error
+    with pytest.raises(DataError, match="outside the renormalisation ids"):
+        loss_tangents(w, partial, x.tokens, mask, None, ids, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
+
+
+def test_explicit_path_scores_and_an_empty_mask():
     model = model_with("gelu", 2)
     x = ragged_numbers(5, seed=7)
     d = random_direction(model.params, seed=4, scale=0.3)

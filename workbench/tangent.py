@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 
 Weights = Mapping[str, Tensor]
 Dual = tuple[Tensor, Tensor]  # (value, tangent)
@@ -168,20 +168,23 @@ def loss_tangents(
     [batch, seq-1, k]; None for the hard loss, whose q is one-hot at the written token (its index
     in `ids` is taken from `tokens`)."""
     counted = mask.ne(0).any(0).nonzero().flatten()
-    out = torch.zeros_like(mask, dtype=torch.promote_types(mask.dtype, torch.float32))
+    dtype = torch.promote_types(w["embed.weight"].dtype, torch.float32)
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     if counted.numel() == 0:
         return out
     logits, d_logits = logit_tangents(w, dw, tokens, counted, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
     if ids is not None:
         logits, d_logits = logits.index_select(-1, ids), d_logits.index_select(-1, ids)
-    dtype = torch.promote_types(logits.dtype, torch.float32)
     p = torch.softmax(logits.to(dtype), dim=-1)
     if target_dist is None:
         written = tokens[:, 1:].index_select(1, counted)
         if ids is not None:
             index = torch.full((int(max(int(ids.max()), int(tokens.max()))) + 1,), -1, dtype=torch.long, device=ids.device)
             index[ids] = torch.arange(len(ids), device=ids.device)
-            written = index[written].clamp(min=0)  # outside ids only where not counted (checked upstream)
+            written = index[written]
+            if bool(((written < 0) & mask.index_select(1, counted).ne(0)).any()):
+                raise DataError("A counted written token lies outside the renormalisation ids; filter the data to that set.")
+            written = written.clamp(min=0)  # outside ids only where not counted
         p = p.scatter_add(-1, written[..., None], torch.full_like(written[..., None], -1.0, dtype=dtype))
     else:
         p = p - target_dist.index_select(1, counted).to(dtype).exp()
