@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 from jaxtyping import Float, Int
@@ -262,8 +262,25 @@ def _resolve(lin: Lineage, cfg: PatchConfig) -> tuple[str, str | None]:
     return base, cfg.control
 
 
+class _PatchResultFiles:
+    """save/load of a patching result: its dataclass fields, with the PatchConfig as a dict."""
+
+    kind: ClassVar[str]
+    config: PatchConfig
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        data = {k: v for k, v in asdict(self).items() if k != "config"}  # type: ignore[call-overload]
+        data["config"] = asdict(self.config)
+        return write_result_files(directory, self.kind, data)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Self:
+        data, _ = read_result_files(directory, cls.kind)
+        return cls(**{**data, "config": PatchConfig.from_dict(data["config"])})
+
+
 @dataclass
-class DeltaPatchingResult:
+class DeltaPatchingResult(_PatchResultFiles):
     """Delta patching tables.
 
     log_odds: LO of base, student and control. defined: whether recovered fractions are defined.
@@ -299,16 +316,6 @@ class DeltaPatchingResult:
 
     def top_groups(self, n: int = 3) -> list[dict[str, Any]]:
         return sorted(self.table("group"), key=lambda r: -r["gain"])[:n]
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {k: v for k, v in asdict(self).items() if k != "config"}
-        data["config"] = asdict(self.config)
-        return write_result_files(directory, self.kind, data)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> DeltaPatchingResult:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls(**{**data, "config": PatchConfig.from_dict(data["config"])})
 
     def figures(self) -> dict[str, Any]:
         return {"delta_patching_bars": delta_bars(self), "delta_patching_heatmap": delta_heatmap(self)}
@@ -501,7 +508,7 @@ DIRECTIONS = ("student->base", "base->student", "control->base")
 
 
 @dataclass
-class ActivationPatchingResult:
+class ActivationPatchingResult(_PatchResultFiles):
     """Activation patching table.
 
     rows: direction ("student->base", "base->student", "control->base"), hook, position ("all"
@@ -525,16 +532,6 @@ class ActivationPatchingResult:
             if r["direction"] == direction and r["hook"] == hook and r["position"] == position:
                 return r[metric]
         raise unknown_name("patch", f"{direction} {hook} {position}", sorted({r["hook"] for r in self.rows}))
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {k: v for k, v in asdict(self).items() if k != "config"}
-        data["config"] = asdict(self.config)
-        return write_result_files(directory, self.kind, data)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> ActivationPatchingResult:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls(**{**data, "config": PatchConfig.from_dict(data["config"])})
 
     def figures(self) -> dict[str, Any]:
         figs = {"activation_patching_hooks": activation_bars(self)}
