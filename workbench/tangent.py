@@ -3,9 +3,9 @@ d/ds L_{i,t}(theta + s d) for a whole batch, without `torch.func`.
 
 Why: alignment scores are one directional derivative per batch, and `torch.func.jvp` through
 the functional model costs ~2.2 plain forward passes on a CPU, most of it in separate thin
-matmuls and dispatch. Here each linear map does its primal matmul and ONE tangent matmul
-(`[x, dx] @ [dW, W]^T`, twice the inner width), attention and LayerNorm use their closed-form
-tangents, the last block and the unembedding run only at counted positions, and the loss tangent
+matmuls, copies and dispatch. Here each linear map computes dx W^T + db and accumulates x dW^T
+into it in place, attention and LayerNorm use their closed-form tangents (gelu's comes from the
+fused `gelu_backward` kernel), the last block and the unembedding run only at counted positions, and the loss tangent
 is `sum_v (p_v - q_v) dl_v` (q = the target distribution: one-hot for the hard loss, the
 teacher's for the soft one), which never needs the loss itself. Exactness against
 `torch.func.jvp` is tested in float64; `python -m workbench.bench gradients` measures both.
@@ -29,15 +29,14 @@ Dual = tuple[Tensor, Tensor]  # (value, tangent)
 
 
 def linear(x: Dual, w: Weights, dw: Weights, name: str) -> Dual:
-    """y = x W^T + b and dy = dx W^T + x dW^T + db, the tangent as one matmul over [x, dx]."""
+    """y = x W^T + b and dy = dx W^T + x dW^T + db (the x dW^T term added in place: no copy of [x, dx])."""
     v, t = x
     weight, bias = w[f"{name}.weight"], w.get(f"{name}.bias")
     d_weight, d_bias = dw.get(f"{name}.weight"), dw.get(f"{name}.bias")
     y = F.linear(v, weight, bias)
-    if d_weight is None:
-        dy = F.linear(t, weight, d_bias)
-    else:
-        dy = F.linear(torch.cat([v, t], dim=-1), torch.cat([d_weight, weight], dim=1), d_bias)
+    dy = F.linear(t, weight, d_bias)
+    if d_weight is not None:  # accumulate x dW^T in place: no concatenated copy of [x, dx]
+        dy.flatten(0, -2).addmm_(v.flatten(0, -2), d_weight.T)
     return y, dy
 
 
@@ -82,10 +81,10 @@ def attention(
     scores = torch.matmul(qv, kv.transpose(-1, -2)) * scale
     scores = scores.masked_fill(masked, float("-inf"))
     p = torch.softmax(scores, dim=-1)
-    ds = torch.matmul(torch.cat([qt, qv], -1), torch.cat([kv, kt], -1).transpose(-1, -2)) * scale
+    ds = torch.matmul(qt, kv.transpose(-1, -2)).add_(torch.matmul(qv, kt.transpose(-1, -2))).mul_(scale)
     dp = p * (ds - (p * ds).sum(-1, keepdim=True))
     z = torch.matmul(p, vv)
-    dz = torch.matmul(torch.cat([dp, p], -1), torch.cat([vv, vt], -2))
+    dz = torch.matmul(dp, vv).add_(torch.matmul(p, vt))
     return z, dz
 
 

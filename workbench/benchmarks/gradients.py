@@ -114,7 +114,7 @@ def _run(device: torch.device, quick: bool) -> list[Case]:
     bridge_model = AlignmentModel(lin, backend="bridge")
     hard = Objective("hard")
     cases: list[Case] = []
-    runs = 2 if quick else 5
+    runs = 2 if quick else 7
     for size in ((8, 32) if quick else (32, 256)):
         x = inputs.select(list(range(size)))
         fns = {
