@@ -48,6 +48,7 @@ from workbench.errors import ConfigError, DataError, unknown_name
 from workbench.inputs import Inputs
 from workbench.lineage import Lineage, ParamGroup
 from workbench.models import NATIVE_CONFIG_ATTR
+from workbench.tangent import loss_tangents, written_index
 
 Params = dict[str, Tensor]
 LossKind = Literal["hard", "soft"]
@@ -114,10 +115,13 @@ class AlignmentModel:
             if self.backend == "functional":
                 from workbench.organism.functional import FunctionalModel
 
-                tied = {a: params[c] for a, c in self._aliases.items()}
-                return FunctionalModel({**self._buffers, **params, **tied}, *self._shape)(tokens)
+                return FunctionalModel(self._weights(params), *self._shape)(tokens)
             full = {n: params[k] for k, names in self._names.items() for n in names}
             return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+
+    def _weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Functional backend: the full weight dict (buffers, `params`, tied keys reading their canonical one)."""
+        return {**self._buffers, **params, **{a: params[c] for a, c in self._aliases.items()}}
 
     @property
     def has_explicit_tangents(self) -> bool:
@@ -130,14 +134,13 @@ class AlignmentModel:
         """d/ds L_{i,t}(params + s direction) by `workbench.tangent` (functional backend only)."""
         if not self.has_explicit_tangents:
             raise ConfigError("Explicit tangents need backend='functional'; use method='func' (torch.func.jvp).")
-        from workbench.tangent import loss_tangents
-
-        w = {**self._buffers, **params, **{a: params[c] for a, c in self._aliases.items()}}
         dw = {**direction, **{a: direction[c] for a, c in self._aliases.items() if c in direction}}
         ids = None if objective.ids is None else objective.ids.to(batch.tokens.device)
-        soft = batch.targets if objective.kind == "soft" else None
+        soft = objective.kind == "soft"
+        written = batch.targets if not soft and ids is not None else None  # Objective.targets already indexed them
         n_layers, n_heads, eps, act = self._shape
-        return loss_tangents(w, dw, batch.tokens, batch.mask, soft, ids, n_layers=n_layers, n_heads=n_heads, eps=eps, act=act)
+        return loss_tangents(self._weights(params), dw, batch.tokens, batch.mask, batch.targets if soft else None, ids,
+                             n_layers=n_layers, n_heads=n_heads, eps=eps, act=act, written=written)
 
 
 def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
@@ -199,13 +202,7 @@ class Objective:
         if self.kind == "hard":
             if self.ids is None:
                 return None
-            ids = self.ids.to(tokens.device)
-            index = torch.full((int(ids.max()) + 1 + int(tokens.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
-            index[ids] = torch.arange(len(ids), device=tokens.device)
-            written = index[tokens[:, 1:]]
-            if mask is not None and bool(((written < 0) & (mask > 0)).any()):
-                raise DataError("A counted written token lies outside the renormalisation ids; filter the data to that set.")
-            return written
+            return written_index(tokens, self.ids, mask)
         with torch.no_grad():
             ids = None if self.ids is None else self.ids.to(tokens.device)
             return log_probs(model.logits(self.teacher, tokens)[:, :-1], ids)

@@ -35,7 +35,7 @@ def linear(x: Dual, w: Weights, dw: Weights, name: str) -> Dual:
     d_weight, d_bias = dw.get(f"{name}.weight"), dw.get(f"{name}.bias")
     y = F.linear(v, weight, bias)
     dy = F.linear(t, weight, d_bias)
-    if d_weight is not None:  # accumulate x dW^T in place: no concatenated copy of [x, dx]
+    if d_weight is not None:
         dy.flatten(0, -2).addmm_(v.flatten(0, -2), d_weight.T)
     return y, dy
 
@@ -148,6 +148,20 @@ def logit_tangents(
     return linear(layer_norm(x, w, dw, "ln_final", eps), w, dw, "unembed")
 
 
+def written_index(
+    tokens: Int[Tensor, "batch seq"], ids: Int[Tensor, " k"], mask: Tensor | None = None
+) -> Int[Tensor, "batch seq_1"]:
+    """Index in `ids` of each written next token (-1 outside `ids`); a DataError where a token
+    outside `ids` is counted by `mask` (the renormalised hard loss is undefined there)."""
+    ids = ids.to(tokens.device)
+    index = torch.full((max(int(ids.max()), int(tokens.max())) + 1,), -1, dtype=torch.long, device=tokens.device)
+    index[ids] = torch.arange(len(ids), device=tokens.device)
+    written = index[tokens[:, 1:]]
+    if mask is not None and bool(((written < 0) & mask.ne(0)).any()):
+        raise DataError("A counted written token lies outside the renormalisation ids; filter the data to that set.")
+    return written
+
+
 def loss_tangents(
     w: Weights,
     dw: Weights,
@@ -160,12 +174,14 @@ def loss_tangents(
     n_heads: int,
     eps: float,
     act: str,
+    written: Int[Tensor, "batch seq_1"] | None = None,
 ) -> Float[Tensor, "batch seq_1"]:
     """d/ds L_{i,t}(w + s dw) at s = 0, zero where `mask` is zero. The loss at position t is the
     cross-entropy of a target distribution q against softmax(logits_t) over `ids` (all tokens
     when None); its tangent is sum_v (p_v - q_v) dl_v. `target_dist`: soft targets as log-probs
-    [batch, seq-1, k]; None for the hard loss, whose q is one-hot at the written token (its index
-    in `ids` is taken from `tokens`)."""
+    [batch, seq-1, k]; None for the hard loss, whose q is one-hot at the written token.
+    `written`: hard loss with `ids` only, the written tokens' index in `ids` when already known
+    (`written_index`, as `Objective.targets` gives it); computed from `tokens` when None."""
     counted = mask.ne(0).any(0).nonzero().flatten()
     dtype = torch.promote_types(w["embed.weight"].dtype, torch.float32)
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
@@ -176,14 +192,11 @@ def loss_tangents(
         logits, d_logits = logits.index_select(-1, ids), d_logits.index_select(-1, ids)
     p = torch.softmax(logits.to(dtype), dim=-1)
     if target_dist is None:
-        written = tokens[:, 1:].index_select(1, counted)
-        if ids is not None:
-            index = torch.full((int(max(int(ids.max()), int(tokens.max()))) + 1,), -1, dtype=torch.long, device=ids.device)
-            index[ids] = torch.arange(len(ids), device=ids.device)
-            written = index[written]
-            if bool(((written < 0) & mask.index_select(1, counted).ne(0)).any()):
-                raise DataError("A counted written token lies outside the renormalisation ids; filter the data to that set.")
-            written = written.clamp(min=0)  # outside ids only where not counted
+        if ids is None:
+            written = tokens[:, 1:]
+        elif written is None:
+            written = written_index(tokens, ids, mask)
+        written = written.index_select(1, counted).clamp(min=0)  # outside ids only where not counted
         p = p.scatter_add(-1, written[..., None], torch.full_like(written[..., None], -1.0, dtype=dtype))
     else:
         p = p - target_dist.index_select(1, counted).to(dtype).exp()
@@ -192,4 +205,4 @@ def loss_tangents(
     return out
 
 
-__all__ = ["logit_tangents", "loss_tangents", "linear", "layer_norm", "activation", "attention"]
+__all__ = ["logit_tangents", "loss_tangents", "written_index", "linear", "layer_norm", "activation", "attention"]

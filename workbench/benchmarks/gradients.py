@@ -85,14 +85,14 @@ def _loop_bridge(lin, direction, inputs) -> torch.Tensor:
     return torch.stack(out).detach().cpu()
 
 
-def _agreement(fn, ref: torch.Tensor | None) -> dict:
-    """One untimed call: its max error against the loop (relative to the largest value) and the
-    growth of resident memory while it runs."""
+def _untimed_call(fn, ref: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """One untimed call: its value, and its max error against `ref` (relative to the largest
+    value) with the growth of resident memory while it runs."""
     with PeakRSS() as rss:
         start = rss.peak
         value = fn()
     err = None if ref is None else float((value - ref).abs().max() / ref.abs().max())
-    return {"max_rel_err_vs_loop": err, "rss_increase_mb": (rss.peak - start) / 2**20}
+    return value, {"max_rel_err_vs_loop": err, "rss_increase_mb": (rss.peak - start) / 2**20}
 
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
@@ -125,8 +125,9 @@ def _run(device: torch.device, quick: bool) -> list[Case]:
             "jvp_bridge": lambda: alignment_scores(bridge_model, x, direction, hard, batch_size=size).total,
             "vmap_grad": lambda: group_scores(model, x, {"d": direction}, hard, batch_size=min(size, 64)).total("d"),
         }
-        ref = fns["loop_bridge"]()
-        agreement = {name: _agreement(fn, None if name == "loop_bridge" else ref) for name, fn in fns.items()}
+        ref, loop_info = _untimed_call(fns["loop_bridge"], None)  # the reference, also the loop's memory figure
+        agreement = {name: _untimed_call(fn, ref)[1] for name, fn in fns.items() if name != "loop_bridge"}
+        agreement["loop_bridge"] = loop_info
         timed = time_interleaved({f"{k}/batch{size}": f for k, f in fns.items()}, baseline=f"loop_bridge/batch{size}",
                                  runs=runs, warmup=1, device=device)
         for case, name in zip(timed, fns):
