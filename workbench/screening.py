@@ -95,6 +95,10 @@ class ScreeningResult:
     command: str = "workbench.screening.run_screening(seed_dir)"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def row(self, fraction: float, dropped: str) -> ScreeningRow:
+        """The retrain for one drop fraction and choice ("top_g_trait" or "random")."""
+        return next(r for r in self.rows if r.fraction == fraction and r.dropped == dropped)
+
     def removed(self, row: ScreeningRow) -> float:
         """Transfer removed by this drop: the full-data student's P(target) minus the retrained one's."""
         return float(self.reference["student"]) - row.p_target
@@ -127,8 +131,7 @@ class ScreeningResult:
     def summary_rows(self) -> list[dict[str, Any]]:
         out = []
         for fraction in sorted({r.fraction for r in self.rows}):
-            top = next(r for r in self.rows if r.fraction == fraction and r.dropped == "top_g_trait")
-            rnd = next(r for r in self.rows if r.fraction == fraction and r.dropped == "random")
+            top, rnd = self.row(fraction, "top_g_trait"), self.row(fraction, "random")
             out.append(dict(where="student (retrained)", group=f"drop {fraction:.0%}",
                             measure="P(target) removed: top rows by g_trait dropped",
                             value=self.removed(top), control="random drop, same size", control_value=self.removed(rnd),
@@ -151,10 +154,8 @@ def summarize_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
     as mean and sd over seeds (the seed is the unit)."""
     out = []
     for fraction in sorted({r.fraction for res in results for r in res.rows}):
-        top, rnd = [], []
-        for res in results:
-            top.append(next(r.p_target for r in res.rows if r.fraction == fraction and r.dropped == "top_g_trait"))
-            rnd.append(next(r.p_target for r in res.rows if r.fraction == fraction and r.dropped == "random"))
+        top = [res.row(fraction, "top_g_trait").p_target for res in results]
+        rnd = [res.row(fraction, "random").p_target for res in results]
         diff = np.asarray(top) - np.asarray(rnd)
         out.append({"fraction": fraction, "top_g_trait": top, "random": rnd, "difference": diff.tolist(),
                     "difference_mean": float(diff.mean()), "difference_sd": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
