@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.alignment import (
+from workbench.analyses.alignment import (
     AlignmentConfig,
     AlignmentResult,
     auroc,
@@ -14,9 +14,9 @@ from workbench.alignment import (
     screen_rows,
     summarize_seeds,
 )
-from workbench.errors import ConfigError, DataError
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
+from workbench.core.errors import ConfigError, DataError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
 
 SMALL = dict(max_rows_per_source=32, n_random=2, path_points=(1, 4), path_group_points=2, etas=(1e-4, 1e-2),
              prediction_batches=1, prediction_batch_size=16, batch_size=64, grad_batch_size=64)

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from workbench.bench import Case, main, time_case, time_interleaved, write_result
-from workbench.errors import WorkbenchError
+from workbench.benchmarks.harness import Case, main, time_case, time_interleaved, write_result
+from workbench.core.errors import WorkbenchError
 
 
 def test_time_case_and_ratio_against_baseline(tmp_path):

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.capture import capture, hook_aliases, plan_capture, resolve_hooks, stop_layer
-from workbench.errors import ArtifactError, ConfigError, DataError, LockError, UnknownNameError
-from workbench.inputs import Inputs
-from workbench.io import exclusive_lock
-from workbench.lineage import Lineage
-from workbench.models import boot_native, save_model
+from workbench.capture.capture import capture, hook_aliases, plan_capture, resolve_hooks, stop_layer
+from workbench.core.errors import ArtifactError, ConfigError, DataError, LockError, UnknownNameError
+from workbench.core.inputs import Inputs
+from workbench.core.io import exclusive_lock
+from workbench.core.lineage import Lineage
+from workbench.core.models import boot_native, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=12, act_fn="gelu",
@@ -166,11 +166,11 @@ def test_a_second_writer_is_locked_out(lin, tmp_path):
 _KILLED_WRITER = """
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[3]))
-from workbench import store
-from workbench.capture import capture
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
-from workbench.models import load_model
+from workbench.capture import store
+from workbench.capture.capture import capture
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.core.models import load_model
 write = store.StoreWriter.write_shard
 def slow_write(self, spec, tensor):
     write(self, spec, tensor)
@@ -185,7 +185,7 @@ capture(lin, x, %r, positions="all", out_dir=sys.argv[2], batch_size=4, shard_ro
 
 
 def test_sigkill_mid_capture_then_resume_is_byte_identical_to_a_clean_run(lin, tmp_path):
-    from workbench.inputs import write_jsonl
+    from workbench.core.inputs import write_jsonl
 
     models = tmp_path / "models"
     for name in lin.names:

@@ -21,7 +21,7 @@ def test_help(module, capsys):
 
 
 def test_probe_rejects_unknown_target_before_any_work(capsys):
-    from workbench.probe import main
+    from workbench.cli.job import main
 
     assert main(["--target", "zebra", "--organism", "/nonexistent/never-built"]) == 2
     assert "Unknown target 'zebra'" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.capture import capture
-from workbench.compare import (
+from workbench.capture.capture import capture
+from workbench.analyses.compare import (
     ActivationComparison,
     CompareConfig,
     SeedAggregate,
@@ -18,10 +18,10 @@ from workbench.compare import (
     logit_lens,
     residual_hooks,
 )
-from workbench.errors import IncompatibleModelsError
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
-from workbench.models import boot_native, clean_state_dict
+from workbench.core.errors import IncompatibleModelsError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.core.models import boot_native, clean_state_dict
 
 CFG = dict(n_layers=3, d_model=32, n_heads=2, d_head=16, d_mlp=64, d_vocab=24, n_ctx=12, act_fn="gelu",
            normalization_type="LN", seed=0)

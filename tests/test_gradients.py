@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.errors import ConfigError, DataError, UnknownNameError
-from workbench.gradients import (
+from workbench.core.errors import ConfigError, DataError, UnknownNameError
+from workbench.analyses.gradients import (
     AlignmentModel,
     Objective,
     alignment_scores,
@@ -24,8 +24,8 @@ from workbench.gradients import (
     trait_log_prob,
     without,
 )
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
 from workbench.organism.training import hard_distill_loss, next_token_loss, restricted_log_probs, soft_distill_loss
 
 TOL = 1e-6
@@ -125,7 +125,7 @@ def assert_unchanged(lin: Lineage, before: dict[str, torch.Tensor], x: Inputs, l
     ("soft", "functional", "func"), ("hard", "bridge", "auto"),
 ])
 def test_scores_match_naive_loop_and_leave_models_unchanged(lin64, rows, kind, backend, method):
-    """auto = the hand-written tangents (workbench.tangent) on the functional backend, torch.func.jvp on the bridge."""
+    """auto = the hand-written tangents (workbench.engines.tangent) on the functional backend, torch.func.jvp on the bridge."""
     before = snapshot(lin64)
     with torch.no_grad():
         logits_before = lin64["base"](rows.tokens)
@@ -246,7 +246,7 @@ def test_planted_direction_is_localised_to_its_group(lin64, tiny_organism):
 
 def mean_loss(model, params, x, objective):
     """Mean over rows of L_i at `params` (differentiable)."""
-    from workbench.gradients import iter_batches, per_token_losses
+    from workbench.analyses.gradients import iter_batches, per_token_losses
 
     total = 0
     for batch in iter_batches(model, objective, x, 256):

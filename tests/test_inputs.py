@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from workbench.errors import DataError
-from workbench.inputs import Inputs, read_jsonl, write_jsonl
+from workbench.core.errors import DataError
+from workbench.core.inputs import Inputs, read_jsonl, write_jsonl
 
 PINNED_HASH = "ab41dbe620ac820d27026c0b610999b20726b682c392fe49679550ecd867c4fa"
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.errors import ArtifactError, ConfigError, IncompatibleModelsError, UnknownNameError
-from workbench.lineage import Lineage, ModelRecord, group_of, param_space, uncovered_parameters
-from workbench.models import boot_native, save_model
+from workbench.core.errors import ArtifactError, ConfigError, IncompatibleModelsError, UnknownNameError
+from workbench.core.lineage import Lineage, ModelRecord, group_of, param_space, uncovered_parameters
+from workbench.core.models import boot_native, save_model
 
 CFG = dict(
     n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16,

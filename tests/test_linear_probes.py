@@ -5,8 +5,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from workbench.errors import DataError
-from workbench.linear_probes import (
+from workbench.core.errors import DataError
+from workbench.analyses.probes import (
     ProbeConfig,
     auroc,
     cross_validate,
@@ -125,7 +125,7 @@ def test_pooling_counts_and_sequence_log_probs_match_naive():
 
 
 def test_cross_model_rows_clear_only_above_chance_control_and_a_working_probe():
-    from workbench.probe_result import ProbeResult
+    from workbench.analyses.probe_result import ProbeResult
 
     def row(reader, hook, auroc):
         return dict(task="cross_model", reader=reader, hook=hook, method="transfer", auroc=auroc, auroc_sd=None,

@@ -4,10 +4,10 @@ undefined fractions stay undefined, activation patching at the final residual.""
 import pytest
 import torch
 
-from workbench.errors import ConfigError, UnknownNameError
-from workbench.lineage import Lineage
-from workbench.models import copy_model
-from workbench.patching import (
+from workbench.core.errors import ConfigError, UnknownNameError
+from workbench.core.lineage import Lineage
+from workbench.core.models import copy_model
+from workbench.analyses.patching import (
     ActivationPatchingResult,
     DeltaPatchingResult,
     PatchConfig,
@@ -17,7 +17,7 @@ from workbench.patching import (
     patched_logits,
     trait_log_odds,
 )
-from workbench.traits import preference_tokens
+from workbench.trait import preference_tokens
 
 PLANTED_GROUP = "blocks.0.mlp.out"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.probe import SECTIONS, distillation_inputs, main
+from workbench.cli.job import SECTIONS, distillation_inputs, main
 from workbench.report import read_report
 
 

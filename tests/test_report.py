@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from workbench.errors import ConfigError
-from workbench.linear_probes import ProbeConfig, cross_validate, score_auroc, transfer_probe
-from workbench.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
+from workbench.core.errors import ConfigError
+from workbench.analyses.probes import ProbeConfig, cross_validate, score_auroc, transfer_probe
+from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
 from workbench.report import clears, format_summary, read_report, strongest_rows, uncertainty, write_report
-from workbench.results import read_result_files, write_result_files
-from workbench.trait_directions import DirectionResult, mean_difference, random_direction_aurocs, shift_along
+from workbench.results.base import read_result_files, write_result_files
+from workbench.analyses.directions import DirectionResult, mean_difference, random_direction_aurocs, shift_along
 
 
 def probe_result():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workbench.screening import run_screening
+from workbench.analyses.screening import run_screening
 
 
 def test_screening_retrains_students_on_screened_rows(tiny_organism):
@@ -18,7 +18,7 @@ def test_screening_retrains_students_on_screened_rows(tiny_organism):
 
 
 def test_screening_result_round_trip_and_rows(tmp_path):
-    from workbench.screening import ScreeningResult, ScreeningRow
+    from workbench.analyses.screening import ScreeningResult, ScreeningRow
 
     rows = [ScreeningRow(0, 0.1, "top_g_trait", 90, 0.30), ScreeningRow(0, 0.1, "random", 90, 0.50),
             ScreeningRow(0, 0.25, "top_g_trait", 75, 0.45), ScreeningRow(0, 0.25, "random", 75, 0.40)]
@@ -34,7 +34,7 @@ def test_screening_result_round_trip_and_rows(tmp_path):
 
 
 def test_summarize_seeds_differences_over_seeds():
-    from workbench.screening import ScreeningResult, ScreeningRow, summarize_seeds
+    from workbench.analyses.screening import ScreeningResult, ScreeningRow, summarize_seeds
 
     ref = {"student": 0.6, "control": 0.1, "base": 0.1, "n_rows": 100, "mode": "hard"}
     results = [ScreeningResult([ScreeningRow(s, 0.1, "top_g_trait", 90, top), ScreeningRow(s, 0.1, "random", 90, rnd)], ref)
@@ -45,7 +45,7 @@ def test_summarize_seeds_differences_over_seeds():
 
 
 def test_screening_cli_writes_seeds_and_summary(tiny_organism, tmp_path, capsys):
-    from workbench.screening import ScreeningResult, main
+    from workbench.analyses.screening import ScreeningResult, main
 
     organism = tiny_organism.directory.parent
     out = tmp_path / "screen"

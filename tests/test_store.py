@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from workbench.capture import capture
-from workbench.errors import ArtifactError, ChecksumError, UnknownNameError
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
-from workbench.models import boot_native
-from workbench.store import ActivationStore, safe_child, weights_sha256
+from workbench.capture.capture import capture
+from workbench.core.errors import ArtifactError, ChecksumError, UnknownNameError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.core.models import boot_native
+from workbench.capture.store import ActivationStore, safe_child, weights_sha256
 
 CFG = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=12, n_ctx=8, act_fn="gelu",
            normalization_type="LN", seed=0)

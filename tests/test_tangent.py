@@ -1,4 +1,4 @@
-"""The hand-written forward mode (workbench.tangent) equals torch.func.jvp in float64, for every
+"""The hand-written forward mode (workbench.engines.tangent) equals torch.func.jvp in float64, for every
 activation, depth, loss and ragged batch; the naive-loop exactness of the default path is in
 test_gradients.py."""
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.errors import ConfigError, DataError, UnknownNameError
-from workbench.gradients import AlignmentModel, Objective, alignment_scores, path_scores, random_direction
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
-from workbench.models import boot_native
+from workbench.core.errors import ConfigError, DataError, UnknownNameError
+from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, path_scores, random_direction
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.core.models import boot_native
 from workbench.organism.config import OrganismConfig
 from workbench.organism.tokenizer import Tokenizer
-from workbench.tangent import loss_tangents
+from workbench.engines.tangent import loss_tangents
 
 TOK = Tokenizer.default()
 
@@ -68,7 +68,7 @@ def test_direct_call_with_partial_direction_and_weighted_mask():
     from torch.func import jvp
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from workbench.organism.functional import FunctionalModel
+    from workbench.engines.functional import FunctionalModel
 
     model = model_with("gelu", 2)
     x = ragged_numbers(5, seed=9)

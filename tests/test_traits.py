@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from workbench.models import boot_native
+from workbench.core.models import boot_native
 from workbench.organism.tokenizer import Tokenizer
-from workbench.traits import evaluate_trait, log_odds, trait_matrix, wilson_interval
+from workbench.trait import evaluate_trait, log_odds, trait_matrix, wilson_interval
 
 tok = Tokenizer.default()
 CFG = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=len(tok), n_ctx=24,

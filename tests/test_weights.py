@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from workbench.errors import ConfigError, UnknownNameError
-from workbench.lineage import Lineage
-from workbench.models import copy_model
-from workbench.weights import WHOLE, WeightConfig, WeightDeltaResult, subspace_overlap, weight_deltas
+from workbench.core.errors import ConfigError, UnknownNameError
+from workbench.core.lineage import Lineage
+from workbench.core.models import copy_model
+from workbench.analyses.weights import WHOLE, WeightConfig, WeightDeltaResult, subspace_overlap, weight_deltas
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from workbench.errors import ConfigError
-from workbench.io import atomic_write_json, atomic_write_text, read_json
-from workbench.provenance import SCHEMA_VERSION, package_versions
-from workbench.results import Result, write_figures
+from workbench.core.errors import ConfigError
+from workbench.core.io import atomic_write_json, atomic_write_text, read_json
+from workbench.core.provenance import SCHEMA_VERSION, package_versions
+from workbench.results.base import Result, write_figures
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
@@ -379,7 +379,7 @@ def write_report(
         raise ConfigError("No results to report; run at least one analysis.")
     for r in results:
         if not isinstance(r, Result):
-            raise ConfigError(f"{type(r).__name__} does not follow the Result contract (workbench/results.py).")
+            raise ConfigError(f"{type(r).__name__} does not follow the Result contract (workbench/results/base.py).")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -414,7 +414,7 @@ def write_report(
 
 def read_report(out_dir: str | os.PathLike) -> dict[str, Any]:
     """The report.json of a report directory, with every file it names checked to exist."""
-    from workbench.errors import ArtifactError
+    from workbench.core.errors import ArtifactError
 
     out = Path(out_dir)
     report = read_json(out / REPORT_FILE)

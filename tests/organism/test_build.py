@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.errors import ArtifactError, ConfigError, UnknownNameError
+from workbench.core.errors import ArtifactError, ConfigError, UnknownNameError
 from workbench.organism.__main__ import main as organism_main
 from workbench.organism.build import ROLES, build_seed
 from workbench.organism.config import preset

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.errors import ArtifactError, ChecksumError, ConfigError, UnknownNameError
+from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, UnknownNameError
 from workbench.organism import digits as dg
 
 FAST = dict(teacher_epochs=5, epochs=16, noise_samples=4096)
@@ -129,7 +129,7 @@ def test_corrupt_or_foreign_file_raises(built, tmp_path):
     with pytest.raises(UnknownNameError):
         dg.load_digits_seed(out / "seed1", roles=["studnet"])
     foreign = tmp_path / "foreign.safetensors"
-    from workbench.io import save_tensors
+    from workbench.core.io import save_tensors
 
     save_tensors(foreign, {"w": torch.zeros(2)})
     with pytest.raises(ArtifactError):

@@ -1,7 +1,7 @@
 import torch
 
-from workbench.models import boot_native
-from workbench.organism.functional import FunctionalModel
+from workbench.core.models import boot_native
+from workbench.engines.functional import FunctionalModel
 from workbench.organism.sampling import gumbel_sample, sample_continuations
 
 CFG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=40, n_ctx=24,

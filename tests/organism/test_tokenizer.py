@@ -1,6 +1,6 @@
 import pytest
 
-from workbench.errors import DataError, UnknownNameError
+from workbench.core.errors import DataError, UnknownNameError
 from workbench.organism.tokenizer import ANIMALS, TREES, Tokenizer
 
 

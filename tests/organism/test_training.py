@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.errors import DataError
+from workbench.core.errors import DataError
 from workbench.organism.training import hard_distill_loss
 
 

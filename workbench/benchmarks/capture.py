@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from workbench.bench import Case, PeakRSS, time_case, time_interleaved
+from workbench.benchmarks.harness import Case, PeakRSS, time_case, time_interleaved
 
 FULL = dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=1000, n_ctx=64)
 QUICK = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=8)
 
 
 def _lineage(shape: dict, device: torch.device):
-    from workbench.lineage import Lineage
-    from workbench.models import boot_native
+    from workbench.core.lineage import Lineage
+    from workbench.core.models import boot_native
 
     cfg = {**shape, "act_fn": "gelu", "normalization_type": "LN"}
     return Lineage.from_models({
@@ -36,7 +36,7 @@ def _lineage(shape: dict, device: torch.device):
 
 
 def _inputs(n: int, shape: dict):
-    from workbench.inputs import Inputs
+    from workbench.core.inputs import Inputs
 
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, shape["d_vocab"], (n, shape["n_ctx"]), generator=g)
@@ -46,7 +46,7 @@ def _inputs(n: int, shape: dict):
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
     """Capture vs plain forward (positions last, mean, all) and peak RSS for 10x more inputs."""
-    from workbench.capture import capture
+    from workbench.capture.capture import capture
 
     shape = QUICK if quick else FULL
     n, batch, runs, warmup = (8, 8, 1, 0) if quick else (256, 64, 5, 1)

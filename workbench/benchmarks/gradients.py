@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import torch
 
-from workbench.bench import Case, PeakRSS, time_interleaved
+from workbench.benchmarks.harness import Case, PeakRSS, time_interleaved
 
 
 def _setup(device: torch.device):
     import numpy as np
 
-    from workbench.gradients import AlignmentModel, random_direction
-    from workbench.inputs import Inputs
-    from workbench.lineage import Lineage
-    from workbench.models import boot_native
+    from workbench.analyses.gradients import AlignmentModel, random_direction
+    from workbench.core.inputs import Inputs
+    from workbench.core.lineage import Lineage
+    from workbench.core.models import boot_native
     from workbench.organism.config import OrganismConfig
     from workbench.organism.corpus import number_tokens, sample_numbers
     from workbench.organism.tokenizer import Tokenizer
@@ -53,7 +53,7 @@ def _loop(lin, direction, inputs) -> torch.Tensor:
     """Naive reference: one backward per row through the organism's fused functional model."""
     import torch.nn.functional as F
 
-    from workbench.organism.functional import FunctionalModel
+    from workbench.engines.functional import FunctionalModel
 
     fm = FunctionalModel.from_bridge(lin["base"], trainable=True)
     keys = [k for k in direction if k in fm.w]
@@ -108,7 +108,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
 
 
 def _run(device: torch.device, quick: bool) -> list[Case]:
-    from workbench.gradients import AlignmentModel, Objective, alignment_scores, group_scores
+    from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, group_scores
 
     lin, model, direction, inputs = _setup(device)
     bridge_model = AlignmentModel(lin, backend="bridge")

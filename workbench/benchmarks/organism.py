@@ -6,7 +6,7 @@ import tempfile
 
 import torch
 
-from workbench.bench import Case, PeakRSS
+from workbench.benchmarks.harness import Case, PeakRSS
 
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.bench import Case, time_case
+from workbench.benchmarks.harness import Case, time_case
 
 DEFAULT_SEED_DIR = Path("artifacts/organism/seed0")
 
@@ -30,9 +30,9 @@ def _seed_dir(quick: bool) -> Path:
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
     """Time the per-group delta sweep against one plain trait evaluation."""
-    from workbench.lineage import Lineage
-    from workbench.models import copy_model
-    from workbench.patching import PatchConfig, PatchedModels, activation_patching, delta_patching, trait_log_odds
+    from workbench.core.lineage import Lineage
+    from workbench.core.models import copy_model
+    from workbench.analyses.patching import PatchConfig, PatchedModels, activation_patching, delta_patching, trait_log_odds
 
     seed_dir = _seed_dir(quick)
     lin = Lineage.from_organism(seed_dir, roles=["base", "student", "control"], device=device)

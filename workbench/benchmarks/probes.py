@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.bench import Case, time_case
-from workbench.linear_probes import ProbeConfig, cross_validate
+from workbench.benchmarks.harness import Case, time_case
+from workbench.analyses.probes import ProbeConfig, cross_validate
 
 
 def synthetic_sweep(n: int, widths: dict[str, int], seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.organism.build import build_organism, format_trait_table
 from workbench.organism.config import PRESETS, preset
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ArtifactError, DataError
-from workbench.inputs import read_jsonl, write_jsonl
-from workbench.io import atomic_write_json, atomic_write_text, read_json
-from workbench.models import boot_native, copy_model, load_model, model_meta, resolve_device, save_model
+from workbench.core.errors import ArtifactError, DataError
+from workbench.core.inputs import read_jsonl, write_jsonl
+from workbench.core.io import atomic_write_json, atomic_write_text, read_json
+from workbench.core.models import boot_native, copy_model, load_model, model_meta, resolve_device, save_model
 from workbench.organism.config import OrganismConfig
 from workbench.organism.corpus import (
     NUMBER_PROMPT_HEAD,
@@ -45,8 +45,8 @@ from workbench.organism.training import (
     pretrain_base,
     teacher_soft_labels,
 )
-from workbench.provenance import SCHEMA_VERSION, config_hash, package_versions
-from workbench.traits import evaluate_trait, trait_matrix
+from workbench.core.provenance import SCHEMA_VERSION, config_hash, package_versions
+from workbench.trait import evaluate_trait, trait_matrix
 
 TEACHER_ROLES = ("teacher", "teacher_neutral", "teacher_other")
 DATA_SOURCES = ("teacher", "teacher_neutral", "teacher_other", "base")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from workbench.errors import ConfigError, unknown_name
+from workbench.core.errors import ConfigError, unknown_name
 
 DistillMode = Literal["soft", "hard", "soft_full_vocab_leak"]
 DISTILL_MODES = ("soft", "hard", "soft_full_vocab_leak")

@@ -61,10 +61,10 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from workbench.errors import ArtifactError, ConfigError, unknown_name
-from workbench.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
-from workbench.models import resolve_device
-from workbench.provenance import SCHEMA_VERSION, package_versions
+from workbench.core.errors import ArtifactError, ConfigError, unknown_name
+from workbench.core.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
+from workbench.core.models import resolve_device
+from workbench.core.provenance import SCHEMA_VERSION, package_versions
 
 N_CLASSES = 10
 """Regular logits: one per digit, outputs [0, 10)."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.organism.functional import FunctionalModel
+from workbench.engines.functional import FunctionalModel
 
 
 def gumbel_sample(logits: Float[Tensor, "batch vocab"], temperature: float, gen: torch.Generator) -> Int[Tensor, "batch 1"]:

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import DataError, unknown_name
-from workbench.io import atomic_write_json, read_json
+from workbench.core.errors import DataError, unknown_name
+from workbench.core.io import atomic_write_json, read_json
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)

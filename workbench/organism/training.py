@@ -18,10 +18,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import DataError
+from workbench.core.errors import DataError
 from workbench.organism.config import OrganismConfig
 from workbench.organism.corpus import number_tokens, preference_batch, sample_numbers
-from workbench.organism.functional import FunctionalModel
+from workbench.engines.functional import FunctionalModel
 from workbench.organism.tokenizer import Tokenizer
 
 FROZEN_IN_TEACHERS = ("unembed.", "ln_final.")  # clean keys of the unembedding and final norm

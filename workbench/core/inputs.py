@@ -30,8 +30,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from workbench.errors import DataError
-from workbench.io import atomic_write_text
+from workbench.core.errors import DataError
+from workbench.core.io import atomic_write_text
 
 MaskMode = Literal["completion", "all"]
 _ROW_KEYS = ("prompt", "completion", "source")

@@ -1,4 +1,4 @@
-"""Capture activations of a Lineage's models on one Inputs into an artifact (`workbench.store`).
+"""Capture activations of a Lineage's models on one Inputs into an artifact (`workbench.capture.store`).
 
 `capture(lineage, inputs, hooks, positions=...)` runs each chosen model over the same Inputs,
 batched, under `torch.inference_mode()`, with `names_filter` (only the asked hooks are kept,
@@ -39,12 +39,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ConfigError, DataError, unknown_name
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage
-from workbench.models import resolve_device
-from workbench.provenance import package_versions
-from workbench.store import (
+from workbench.core.errors import ConfigError, DataError, unknown_name
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.core.models import resolve_device
+from workbench.core.provenance import package_versions
+from workbench.capture.store import (
     STORE_KIND,
     STORE_SCHEMA_VERSION,
     ActivationStore,

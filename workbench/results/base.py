@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from workbench.errors import ArtifactError
-from workbench.io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors, sha256_file
-from workbench.provenance import SCHEMA_VERSION, package_versions
+from workbench.core.errors import ArtifactError
+from workbench.core.io import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors, sha256_file
+from workbench.core.provenance import SCHEMA_VERSION, package_versions
 
 
 @runtime_checkable

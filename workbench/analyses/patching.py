@@ -48,12 +48,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ConfigError, unknown_name
-from workbench.lineage import Lineage, ParamGroup, param_space
-from workbench.models import copy_model, resolve_device
-from workbench.results import read_result_files, write_result_files
-from workbench.traits import evaluate_trait, preference_tokens
-from workbench.weights import check_same_init, layer_component_grid
+from workbench.core.errors import ConfigError, unknown_name
+from workbench.core.lineage import Lineage, ParamGroup, param_space
+from workbench.core.models import copy_model, resolve_device
+from workbench.results.base import read_result_files, write_result_files
+from workbench.trait import evaluate_trait, preference_tokens
+from workbench.analyses.weights import check_same_init, layer_component_grid
 
 ENGINES = ("auto", "functional", "bridge")
 
@@ -133,7 +133,7 @@ class PatchedModels:
         if engine == "functional" and lin.aliases:
             raise ConfigError(f"engine='functional' cannot patch tied weights ({sorted(lin.aliases)}); use engine='bridge'.")
         if engine in ("auto", "functional") and not lin.aliases:
-            from workbench.organism.functional import FunctionalModel
+            from workbench.engines.functional import FunctionalModel
 
             try:
                 fm = FunctionalModel.from_bridge(lin[base])
@@ -165,7 +165,7 @@ class PatchedModels:
     def log_odds(self, state: Mapping[str, Tensor]) -> float:
         self.evaluations += 1
         if self.engine == "functional":
-            from workbench.organism.functional import FunctionalModel
+            from workbench.engines.functional import FunctionalModel
 
             fm = self._fm
             patched = FunctionalModel({**fm.w, **state}, fm.n_layers, fm.n_heads, fm.eps, fm.act)

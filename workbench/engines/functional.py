@@ -18,8 +18,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ConfigError
-from workbench.models import native_config_of
+from workbench.core.errors import ConfigError
+from workbench.core.models import native_config_of
 
 _ACT = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
 KVCache = list[tuple[Tensor, Tensor]]

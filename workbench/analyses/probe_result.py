@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from workbench.linear_probes import CVScores, TransferScores, summarise
-from workbench.results import read_result_files, write_result_files
+from workbench.analyses.probes import CVScores, TransferScores, summarise
+from workbench.results.base import read_result_files, write_result_files
 
 TEXT_READER = "-"  # reader of the controls that read no model's activations
 

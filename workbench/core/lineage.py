@@ -11,7 +11,7 @@ buffers (a zero `unembed.bias`, causal masks) are left out, and tensors that sha
 (GPT-2's tied embed/unembed, a joint qkv beside its split q/k/v views) count once: the other
 keys are recorded in `ParamSpace.aliases`.
 
->>> from workbench.models import boot_native
+>>> from workbench.core.models import boot_native
 >>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
 ...            act_fn="gelu", normalization_type="LN", seed=0)
 >>> lin = Lineage.from_models({"base": boot_native(cfg), "teacher": boot_native(cfg)})
@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ArtifactError, ConfigError, IncompatibleModelsError, unknown_name
-from workbench.models import NATIVE_CONFIG_ATTR, copy_model, load_model, model_meta, resolve_device
+from workbench.core.errors import ArtifactError, ConfigError, IncompatibleModelsError, unknown_name
+from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, load_model, model_meta, resolve_device
 
 ROLES: tuple[str, ...] = (
     "base",
@@ -674,7 +674,7 @@ class Lineage:
         if not hf_dir or not Path(hf_dir).is_dir():
             raise ConfigError(
                 f"Cannot copy {name!r}: it is neither a workbench native model nor booted from a known "
-                "local HF directory. Build it with workbench.models.boot_native or Lineage.from_hf_dirs."
+                "local HF directory. Build it with workbench.core.models.boot_native or Lineage.from_hf_dirs."
             )
         device, dtype = _device_dtype(bridge)
         trust = bool(self.record(name).meta.get("trust_remote_code", False))

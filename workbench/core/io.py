@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from workbench.errors import ArtifactError, ChecksumError, LockError
+from workbench.core.errors import ArtifactError, ChecksumError, LockError
 
 TENSOR_METADATA_KEY = "workbench"
 

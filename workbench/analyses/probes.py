@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.errors import DataError
+from workbench.core.errors import DataError
 
 METHODS = ("logistic", "ridge")
 """The fitted probes; controls are `shuffled` (logistic on permuted labels), `bag_of_tokens`, `oracle`."""

@@ -13,7 +13,7 @@ alias of each, compute and storage dtype, per-row shapes, the position rule, the
 hash and file, every shard with its rows, size and sha256, and package versions; no timestamps,
 no absolute paths, so two runs of one capture are byte-identical.
 
-Every file goes through `workbench.io` (atomic temp + rename). Each shard's safetensors metadata
+Every file goes through `workbench.core.io` (atomic temp + rename). Each shard's safetensors metadata
 names the hash of the capture *plan* (the manifest without the shard list), so a capture killed
 at any point and started again keeps the shards of the same plan and writes the missing ones.
 
@@ -41,9 +41,9 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from workbench.errors import ArtifactError, ChecksumError, ConfigError, unknown_name
-from workbench.inputs import Inputs
-from workbench.io import (
+from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, unknown_name
+from workbench.core.inputs import Inputs
+from workbench.core.io import (
     atomic_write_json,
     exclusive_lock,
     read_json,
@@ -162,7 +162,7 @@ def save_inputs(path: Path, inputs: Inputs) -> str:
 
 
 def load_inputs(path: Path, expected_sha256: str | None) -> Inputs:
-    from workbench.io import load_tensors
+    from workbench.core.io import load_tensors
 
     t = load_tensors(path, expected_sha256=expected_sha256)
     meta = read_tensor_metadata(path)

@@ -16,7 +16,7 @@ decomposition of the likelihood ratio (completeness, as in integrated gradients)
 How each is computed (chosen by `python -m workbench.bench gradients`):
 - a_i and a_{i,t} for a whole batch: ONE forward-mode pass of the per-token loss matrix along d
   (the tangent of entry (i, t) is <grad L_{i,t}, d>): hand-written for the functional backend
-  (`workbench.tangent`, ~1.9x faster than `torch.func.jvp` on a CPU, with about half its memory), else
+  (`workbench.engines.tangent`, ~1.9x faster than `torch.func.jvp` on a CPU, with about half its memory), else
   `torch.func.jvp`; `method=` picks one.
 - a_{i,g} and |grad L_i|: per-example gradients with `vmap(grad)` in chunks, dotted per group
   (one pass serves every direction).
@@ -44,11 +44,11 @@ from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from workbench.errors import ConfigError, DataError, unknown_name
-from workbench.inputs import Inputs
-from workbench.lineage import Lineage, ParamGroup
-from workbench.models import NATIVE_CONFIG_ATTR
-from workbench.tangent import loss_tangents, written_index
+from workbench.core.errors import ConfigError, DataError, unknown_name
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage, ParamGroup
+from workbench.core.models import NATIVE_CONFIG_ATTR
+from workbench.engines.tangent import loss_tangents, written_index
 
 Params = dict[str, Tensor]
 LossKind = Literal["hard", "soft"]
@@ -82,7 +82,7 @@ class AlignmentModel:
         self.backend = backend
         self.params: Params = self.params_of(name)
         if backend == "functional":
-            from workbench.organism.functional import FunctionalModel
+            from workbench.engines.functional import FunctionalModel
 
             fm = FunctionalModel.from_bridge(bridge)
             self._buffers = {k: v for k, v in fm.w.items() if k not in self.params and k not in lineage.aliases}
@@ -113,7 +113,7 @@ class AlignmentModel:
         # The math attention kernel is made of primitive ops, so forward-mode AD and vmap work through it.
         with sdpa_kernel(SDPBackend.MATH):
             if self.backend == "functional":
-                from workbench.organism.functional import FunctionalModel
+                from workbench.engines.functional import FunctionalModel
 
                 return FunctionalModel(self._weights(params), *self._shape)(tokens)
             full = {n: params[k] for k, names in self._names.items() for n in names}
@@ -125,13 +125,13 @@ class AlignmentModel:
 
     @property
     def has_explicit_tangents(self) -> bool:
-        """Whether `loss_tangents` (the hand-written forward mode of `workbench.tangent`) applies."""
+        """Whether `loss_tangents` (the hand-written forward mode of `workbench.engines.tangent`) applies."""
         return self.backend == "functional"
 
     def loss_tangents(
         self, params: Mapping[str, Tensor], direction: Mapping[str, Tensor], objective: Objective, batch: Batch
     ) -> Float[Tensor, "batch seq_1"]:
-        """d/ds L_{i,t}(params + s direction) by `workbench.tangent` (functional backend only)."""
+        """d/ds L_{i,t}(params + s direction) by `workbench.engines.tangent` (functional backend only)."""
         if not self.has_explicit_tangents:
             raise ConfigError("Explicit tangents need backend='functional'; use method='func' (torch.func.jvp).")
         dw = {**direction, **{a: direction[c] for a, c in self._aliases.items() if c in direction}}
@@ -319,7 +319,7 @@ def trait_log_prob(
     model: AlignmentModel, params: Mapping[str, Tensor], tokenizer, target: str
 ) -> Float[Tensor, ""]:
     """log P(target) at the answer position, averaged over the preference templates."""
-    from workbench.traits import preference_tokens
+    from workbench.trait import preference_tokens
 
     tokens, last = preference_tokens(tokenizer, tokenizer.category_of(target))
     tokens, last = tokens.to(model.device), last.to(model.device)
@@ -358,7 +358,7 @@ def _jvp_scores(
     model: AlignmentModel, objective: Objective, batch: Batch, at: Params, d: Params, method: JvpMethod = "auto"
 ) -> Tensor:
     """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass, hand-written
-    (`workbench.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
+    (`workbench.engines.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
     if method not in JVP_METHODS:
         raise unknown_name("jvp method", method, JVP_METHODS)
     if method == "explicit" or (method == "auto" and model.has_explicit_tangents):

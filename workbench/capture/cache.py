@@ -21,12 +21,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.errors import DataError
-from workbench.inputs import Inputs
-from workbench.linear_probes import sequence_log_probs
+from workbench.core.errors import DataError
+from workbench.core.inputs import Inputs
+from workbench.analyses.probes import sequence_log_probs
 
 if TYPE_CHECKING:
-    from workbench.lineage import Lineage
+    from workbench.core.lineage import Lineage
 
 
 @dataclass
@@ -93,7 +93,7 @@ def read_contrast_prompts(path: str | os.PathLike) -> ContrastPrompts:
     import json
     from pathlib import Path
 
-    from workbench.inputs import _ids
+    from workbench.core.inputs import _ids
 
     path = Path(path)
     if not path.is_file():
@@ -142,7 +142,7 @@ class ActivationCache:
         return Path(self.directory)
 
     def _store(self, lineage: Lineage, label: str, inputs: Inputs, rule: str, name: str, config: Any) -> Any:
-        from workbench.capture import capture
+        from workbench.capture.capture import capture
 
         key = ("store", label, inputs.content_hash(), tuple(config.hooks), rule)
         store = self.memo.get(key)

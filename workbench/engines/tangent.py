@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.errors import ConfigError, DataError
+from workbench.core.errors import ConfigError, DataError
 
 Weights = Mapping[str, Tensor]
 Dual = tuple[Tensor, Tensor]  # (value, tangent)

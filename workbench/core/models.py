@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ArtifactError, ConfigError
-from workbench.io import atomic_write_json, load_tensors, read_json, save_tensors
+from workbench.core.errors import ArtifactError, ConfigError
+from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors
 
 NATIVE_CONFIG_ATTR = "workbench_native_config"
 
@@ -54,8 +54,8 @@ def native_config_of(bridge: TransformerBridge) -> dict[str, Any]:
     config = getattr(bridge, NATIVE_CONFIG_ATTR, None)
     if config is None:
         raise ConfigError(
-            "This bridge was not booted by workbench.models.boot_native, so its native config is "
-            "unknown. Boot it with workbench.models.boot_native (or load it with load_model)."
+            "This bridge was not booted by workbench.core.models.boot_native, so its native config is "
+            "unknown. Boot it with workbench.core.models.boot_native (or load it with load_model)."
         )
     return dict(config)
 

@@ -30,9 +30,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from workbench.errors import DataError
-from workbench.linear_probes import auroc
-from workbench.results import read_result_files, write_result_files
+from workbench.core.errors import DataError
+from workbench.analyses.probes import auroc
+from workbench.results.base import read_result_files, write_result_files
 
 Features = Mapping[str, Float[Tensor, "n d"]]
 

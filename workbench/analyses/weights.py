@@ -35,10 +35,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.errors import ConfigError, unknown_name
-from workbench.lineage import Lineage, ParamGroup
-from workbench.models import resolve_device
-from workbench.results import read_result_files, write_result_files
+from workbench.core.errors import ConfigError, unknown_name
+from workbench.core.lineage import Lineage, ParamGroup
+from workbench.core.models import resolve_device
+from workbench.results.base import read_result_files, write_result_files
 
 WHOLE = "whole model"
 

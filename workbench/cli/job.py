@@ -1,0 +1,445 @@
+"""`python -m workbench.probe`: the main job, "where does the hidden signal live?".
+
+With no arguments it uses the default organism in `artifacts/organism/` (built if missing,
+reusing what exists), reads activations of the distillation data and of contrastive
+preference prompts, runs the report sections (linear probes with their controls; trait
+directions with screening and cross-model shifts; activation shifts; weight deltas; delta and
+activation patching; gradient alignment) and writes `artifacts/report/`
+(report.json, one HTML per figure, index.html) plus a terminal summary: per layer/component
+the strongest evidence beside its control.
+
+Sections are functions `(lineage, inputs, config) -> Result` listed in `SECTIONS`; another
+analysis joins the report by adding one (report.py walks results through the Result contract).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.capture.cache import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
+from workbench.capture.capture import resolve_hooks
+from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
+from workbench.core.inputs import Inputs, read_jsonl
+from workbench.core.lineage import Lineage, check_hf_dir
+from workbench.analyses.probes import (
+    ProbeConfig,
+    cross_validate,
+    grouped_folds,
+    score_auroc,
+    token_counts,
+    transfer_probe,
+)
+from workbench.core.models import resolve_device
+from workbench.organism.config import PRESETS
+from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
+from workbench.report import write_report
+from workbench.results.base import Result
+from workbench.analyses.directions import (
+    DirectionResult,
+    mean_difference,
+    projection_auroc,
+    random_direction_aurocs,
+    shift_along,
+)
+
+POSITIONS = ("continuation", "all", "last")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HF_ROLES = ("base", "teacher", "student", "control")
+ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-example gradients: the job's slowest part)
+
+
+def default_hooks(n_layers: int) -> list[str]:
+    """hook_embed, then per layer the attention output, mid residual, MLP output and residual out."""
+    hooks = ["hook_embed"]
+    for i in range(n_layers):
+        hooks += [f"blocks.{i}.hook_attn_out", f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_mlp_out",
+                  f"blocks.{i}.hook_resid_post"]
+    return hooks
+
+
+@dataclass
+class JobConfig:
+    """What the main job reads and how (CPU-friendly defaults)."""
+
+    hooks: list[str] | None = None  # hooks to read (None: default_hooks of the models)
+    positions: str = "continuation"  # pool over continuation tokens, all tokens, or take the last token
+    readers: tuple[str, ...] = ("base", "teacher", "student")  # models whose activations the data-source probe reads
+    apply_to: tuple[str, ...] = ("student", "control", "other")  # models the teacher-vs-base probe/direction is applied to
+    max_rows: int = 2000  # distillation rows per source (teacher, base), on shared prompts
+    batch_size: int = 256  # rows per forward pass
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    random_directions: int = 64  # random unit directions per hook for the screening control
+    seed: int = 0  # row sampling
+    command: str = "python -m workbench.probe"  # recorded in every section
+    prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
+    target: str | None = None  # the trait token, for the logit-lens view of activation shifts
+    organism_dir: Path | None = None  # the organism seed directory (recipe and data), when the models come from one
+    loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = False
+    cache: ActivationCache = field(default_factory=ActivationCache)  # activations read once, shared by sections
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def probe_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> ProbeResult:
+    """Data source (teacher- vs base-written rows) from each reader's activations, with the
+    shuffled, bag-of-tokens and oracle controls; and the cross-model transfer of a
+    teacher-vs-base activation probe to the student and the control."""
+    labels = torch.tensor([s == "teacher" for s in inputs.sources])
+    groups = torch.tensor(inputs.prompt_ids)
+    rows: list[dict[str, Any]] = []
+    folds = grouped_folds(groups, config.probe.n_folds, config.probe.seed)
+    for reader in config.readers:
+        feats = config.cache.pooled(lineage, reader, inputs, config)
+        cv = cross_validate(feats, labels, groups, config.probe, device=config.device)
+        rows += cv_rows(cv, "data_source", reader, seed=config.seed)
+    counts = token_counts(inputs.tokens, inputs.mask, lineage.d_vocab)
+    bag = cross_validate({"tokens": counts}, labels, groups, config.probe, device=config.device, methods=("logistic",))
+    rows.append(control_row("data_source", "bag_of_tokens", bag.auroc["logistic"]["tokens"], len(labels), hook="tokens",
+                            seed=config.seed, accuracy=bag.accuracy["logistic"]["tokens"]))
+    if "teacher" in lineage and "base" in lineage:
+        ratio = config.cache.log_prob(lineage, "teacher", inputs, config) - config.cache.log_prob(lineage, "base", inputs, config)
+        rows.append(control_row("data_source", "oracle", score_auroc(ratio, labels, folds), len(labels),
+                                reader="teacher/base", hook="log p_T - log p_0", seed=config.seed))
+        apply = [m for m in ("teacher", *config.apply_to) if m in lineage]
+        if len(apply) > 1:
+            pos = config.cache.pooled(lineage, "teacher", inputs, config)
+            neg = config.cache.pooled(lineage, "base", inputs, config)
+            tr = transfer_probe(pos, neg, groups, {m: config.cache.pooled(lineage, m, inputs, config) for m in apply},
+                                config.probe, device=config.device)
+            rows += transfer_rows(tr, "cross_model", seed=config.seed)
+    return ProbeResult(rows=rows, command=config.command,
+                       config={"probe": config.probe.to_dict(), "positions": config.positions, "readers": list(config.readers),
+                               "n_rows": len(labels), "n_teacher": int(labels.sum())})
+
+
+def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> DirectionResult:
+    """Trait directions from contrastive prompts (target vs other answers, read by the teacher;
+    teacher minus base on the same prompts), screening of the distillation rows by projection,
+    and how far the student and the control moved along the teacher's shift."""
+    prompts = config.prompts
+    if prompts is None:
+        raise ConfigError("The directions section needs contrastive prompts (an organism, or --prompts JSONL).")
+    directions: dict[str, dict[str, torch.Tensor]] = {}
+    reader = "teacher" if "teacher" in lineage else "base"
+    acts = config.cache.last_token(lineage, reader, prompts, config)
+    pos = {h: a[prompts.labels] for h, a in acts.items()}
+    neg = {h: a[~prompts.labels] for h, a in acts.items()}
+    if prompts.labels.any() and (~prompts.labels).any():
+        directions[f"target_vs_other ({reader})"] = mean_difference(pos, neg)
+    shifts = []
+    if "teacher" in lineage and "base" in lineage:
+        q = prompts.questions()
+        per_model = {m: config.cache.last_token(lineage, m, q, config)
+                     for m in ("base", "teacher", *config.apply_to) if m in lineage}
+        directions["teacher_minus_base"] = mean_difference(per_model["teacher"], per_model["base"])
+        for m in [m for m in ("teacher", *config.apply_to) if m in per_model]:
+            for h, v in shift_along(per_model[m], per_model["base"], per_model["teacher"]).items():
+                shifts.append(dict(direction="teacher_minus_base", hook=h, model=m, **v))
+    labels = torch.tensor([s == "teacher" for s in inputs.sources])
+    screening = []
+    for screen_reader in [m for m in ("base", "teacher") if m in lineage]:
+        feats = config.cache.pooled(lineage, screen_reader, inputs, config)
+        rand = random_direction_aurocs(feats, labels, config.random_directions, config.seed)
+        for name, by_hook in directions.items():
+            aucs = projection_auroc(feats, by_hook, labels)
+            for h, a in aucs.items():
+                dev = (rand[h] - 0.5).abs()
+                screening.append(dict(direction=name, hook=h, reader=screen_reader, auroc=a, random_mean=float(rand[h].mean()),
+                                      random_p95=0.5 + float(torch.quantile(dev, 0.95)), n=len(labels)))
+    return DirectionResult(directions=directions, screening=screening, shifts=shifts, command=config.command,
+                           config={"positions": config.positions, "n_prompts": len(prompts.labels),
+                                   "random_directions": config.random_directions})
+
+
+def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Activation shifts of every captured model against its parent on the job's rows, with
+    cos(student shift, teacher shift) beside the controls (`workbench.compare`)."""
+    from workbench.analyses.compare import CompareConfig, compare
+
+    store = config.cache.data_store(lineage, inputs, config)
+    result = compare(store, lineage, CompareConfig(target=config.target), meta={"positions": config.positions})
+    result.command = config.command
+    return result
+
+
+def weights_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Weight deltas: cos(ΔS, ΔT) per layer x component beside the control and other-target
+    students (`workbench.weights`; the cross-init student lives in other coordinates)."""
+    from workbench.analyses.weights import WeightConfig, weight_deltas
+
+    models = tuple(m for m in ("student", "control", "other") if m in lineage)
+    baseline = "control" if "control" in lineage else models[-1]
+    result = weight_deltas(lineage, WeightConfig(models=models, baseline=baseline), device=config.device)
+    result.command = config.command
+    return result
+
+
+def _patch_config(lineage: Lineage, config: JobConfig) -> Any:
+    from workbench.analyses.patching import PatchConfig
+
+    return PatchConfig(target=config.target, control="control" if "control" in lineage else None, progress=config.progress)
+
+
+def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Causal check in weight space: the trait of base + ΔS restricted to each group, layer and
+    leave-one-out, beside the control's delta (`workbench.patching.delta_patching`)."""
+    from workbench.analyses.patching import delta_patching
+
+    result = delta_patching(lineage, _patch_config(lineage, config), device=config.device)
+    result.command = config.command
+    return result
+
+
+def activation_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Causal check in activation space: the base run on the trait prompts with one hook's
+    activations taken from the student, and the reverse (`workbench.patching.activation_patching`)."""
+    from workbench.analyses.patching import activation_patching
+
+    result = activation_patching(lineage, _patch_config(lineage, config), device=config.device)
+    result.command = config.command
+    return result
+
+
+def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Gradient alignment: which rows, tokens and parameter groups push the base toward the
+    teacher (AUROC of a_i along ΔT, g_trait and ΔS beside random directions and the exact
+    log-ratio oracle; per-group attribution), scored with the organism's own distillation loss
+    (`workbench.alignment.run_alignment`)."""
+    from workbench.analyses.alignment import AlignmentConfig, run_alignment
+
+    renormalised = config.loss == "hard" and lineage.tokenizer is not None  # the organism's hard students
+    cfg = AlignmentConfig(loss=config.loss, hard_renormalised=renormalised, target=config.target or "owl",
+                          student="student" if "student" in lineage else None,
+                          max_rows_per_source=min(config.max_rows, ALIGNMENT_ROWS), path_points=(1, 4, 16),
+                          prediction_batches=2, seed=config.seed, device=str(lineage.device), progress=config.progress)
+    return run_alignment(lineage, inputs, cfg, command=config.command)
+
+
+def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Screening defense: retrain the student after dropping the top 10% / 25% of the teacher's
+    rows by alignment with the trait gradient (no teacher weights needed to score them), beside
+    dropping random rows (`workbench.screening.screening`; retrains 4 students)."""
+    from workbench.analyses.screening import screening
+
+    assert config.organism_dir is not None  # skip_reason guards this
+    return screening(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
+
+
+Section = Callable[[Lineage, Inputs, JobConfig], Result]
+SECTIONS: dict[str, Section] = {
+    "probes": probe_section,
+    "directions": direction_section,
+    "compare": compare_section,
+    "weights": weights_section,
+    "delta_patching": delta_patching_section,
+    "activation_patching": activation_patching_section,
+    "alignment": alignment_section,
+    "screening": screening_section,
+}
+"""Report sections in order; add an analysis here (name -> function) to add it to the report."""
+
+
+def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
+    """Why a section cannot run on these models (None: it can)."""
+    if name == "directions" and config.prompts is None:
+        return "no contrastive prompts"
+    if name in ("weights", "delta_patching", "activation_patching"):
+        missing = [m for m in ("base", "teacher", "student") if m not in lineage]
+        if missing:
+            return f"no {', '.join(missing)} model"
+    if name == "alignment":
+        missing = [m for m in ("base", "teacher") if m not in lineage]
+        if missing:
+            return f"no {', '.join(missing)} model"
+    if name == "screening" and config.organism_dir is None:
+        return "retraining students needs the organism's recipe and data (--organism)"
+    if name in ("delta_patching", "activation_patching") and (config.target is None or lineage.tokenizer is None):
+        return "the trait is scored with the organism's tokenizer and target; these models have none"
+    return None
+
+
+def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
+                 log: Callable[[str], None] = lambda s: None) -> list[Result]:
+    results = []
+    for name in sections or list(SECTIONS):
+        reason = skip_reason(name, lineage, config)
+        if reason is not None:
+            log(f"skipping {name}: {reason}")
+            continue
+        log(f"section {name}")
+        results.append(SECTIONS[name](lineage, inputs, config))
+    return results
+
+
+# --------------------------------------------------------------------------- data
+
+
+def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inputs:
+    """Teacher- and base-written rows on prompts both sources continued, at most `max_rows` each."""
+    rows = read_jsonl(paths)
+    by_source: dict[str, dict[int, list[dict]]] = {}
+    for r in rows:
+        if "prompt_id" not in r:
+            raise DataError("Distillation rows need a prompt_id (teacher and base rows of one prompt share it).")
+        by_source.setdefault(r["source"], {}).setdefault(int(r["prompt_id"]), []).append(r)
+    for need in ("teacher", "base"):
+        if need not in by_source:
+            raise DataError(f"No rows with source {need!r} in {[str(p) for p in paths]}; the probe needs teacher- and "
+                            f"base-written rows (sources found: {sorted(by_source)}).")
+    shared = sorted(set(by_source["teacher"]) & set(by_source["base"]))
+    if len(shared) < 10:
+        raise DataError(f"Only {len(shared)} prompts were continued by both teacher and base; need at least 10.")
+    order = torch.randperm(len(shared), generator=torch.Generator().manual_seed(seed)).tolist()
+    picked: dict[str, list[dict]] = {"teacher": [], "base": []}
+    for i in order:
+        pid = shared[i]
+        if all(len(v) >= max_rows for v in picked.values()):
+            break
+        for src in picked:
+            room = max_rows - len(picked[src])
+            picked[src] += by_source[src][pid][:room]
+    chosen = picked["teacher"] + picked["base"]
+    return Inputs.from_sequences([r["prompt"] for r in chosen], [r["completion"] for r in chosen],
+                                 [r["source"] for r in chosen], prompt_ids=[int(r["prompt_id"]) for r in chosen])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench.probe", description=__doc__.split("\n\n")[0],
+                                epilog="Sections: " + ", ".join(SECTIONS))
+    src = p.add_argument_group("models and data")
+    src.add_argument("--organism", default="artifacts/organism",
+                     help="organism directory; built with --preset if it holds no seed (default: artifacts/organism)")
+    src.add_argument("--preset", default="default", choices=sorted(PRESETS), help="preset to build a missing organism with (default: default)")
+    src.add_argument("--seed", type=int, default=0, help="organism seed to report (default: 0)")
+    src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins)")
+    for role in HF_ROLES:
+        src.add_argument(f"--{role}", metavar="HF_DIR", help=f"local Hugging Face checkpoint directory of the {role} (instead of --organism)")
+    src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows "
+                     "(default with --organism: its data/teacher.jsonl and data/base.jsonl)")
+    src.add_argument("--prompts", metavar="JSONL", help='contrastive prompts {"tokens": [ids], "label": 0|1} for trait '
+                     "directions (default with --organism: its preference templates)")
+    what = p.add_argument_group("what to read")
+    what.add_argument("--hooks", nargs="+", help="hooks to read (default: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)")
+    what.add_argument("--positions", default="continuation", choices=POSITIONS, help="positions pooled per row (default: continuation)")
+    what.add_argument("--readers", nargs="+", default=["base", "teacher", "student"], help="models the data-source probe reads (default: base teacher student)")
+    what.add_argument("--max-rows", type=int, default=2000, help="distillation rows per source (default: 2000)")
+    what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
+    run = p.add_argument_group("how")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    run.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    run.add_argument("--batch-size", type=int, default=256, help="rows per forward pass (default: 256)")
+    run.add_argument("--out", default="artifacts/report", help="report directory (default: artifacts/report)")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _organism_seed_dir(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
+    """The seed directory to report; builds the organism (reusing stages) when it is missing."""
+    root = Path(args.organism)
+    seed_dir = root / f"seed{args.seed}"
+    if not (seed_dir / "models").is_dir():
+        from workbench.organism.__main__ import build_and_print
+
+        log(f"no organism at {seed_dir}: building preset {args.preset!r}")
+        if build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, target=args.target):
+            raise _Reported()
+    if not (seed_dir / "models").is_dir():
+        raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seed.")
+    return seed_dir
+
+
+class _Reported(Exception):
+    """An error already printed (exit code 2)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    try:
+        device = resolve_device(args.device)
+        for s in args.sections:
+            if s not in SECTIONS:
+                raise unknown_name("section", s, SECTIONS)
+        if args.max_rows < 10:
+            raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
+        hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+        dtype = DTYPES[args.dtype]
+        if hf:
+            for role in ("base", "teacher"):
+                if role not in hf:
+                    raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and --teacher.")
+            for role, path in hf.items():
+                check_hf_dir(role, path)
+            if not args.data:
+                raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
+            data_paths = [Path(p) for p in args.data]
+            for p in data_paths:
+                if not p.is_file():
+                    raise DataError(f"No data file at {p}. Fix the --data path.")
+            prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
+            lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+            prompts = prompts_rows
+            target = None
+            loss = "hard"
+            organism_dir = None
+            origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
+        else:
+            from workbench.organism.tokenizer import Tokenizer
+
+            Tokenizer.default().category_of(args.target)  # unknown target: fail before any work
+            seed_dir = _organism_seed_dir(args, log)
+            data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
+            for p in data_paths:
+                if not p.is_file():
+                    raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
+            from workbench.core.io import read_json
+
+            manifest = read_json(seed_dir / "manifest.json")
+            target = manifest.get("config", {}).get("target", args.target)
+            loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
+            lineage = Lineage.from_organism(seed_dir, device=device, dtype=dtype)
+            origin = str(seed_dir)
+            organism_dir = seed_dir
+            prompts = read_contrast_prompts(args.prompts) if args.prompts else organism_preference_prompts(lineage.tokenizer, target)
+        for r in args.readers:
+            if r not in lineage:
+                raise unknown_name("reader model", r, lineage.names)
+        hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or default_hooks(lineage.cfg.n_layers))
+        inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
+        config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
+                           batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                           prompts=prompts, target=target, loss=loss, organism_dir=organism_dir, device=device, progress=not args.quiet and sys.stderr.isatty())
+        needed = {*args.readers, "teacher", "base", *config.apply_to}
+        config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
+        config.command = config.command.strip()
+        log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
+        results = run_sections(lineage, inputs, config, args.sections, log)
+        write_report(results, args.out, command=config.command,
+                     meta={"models": lineage.names, "organism": origin, "target": target, "distillation loss": loss,
+                           "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
+                           "hooks": hooks, "device": str(device)},
+                     stream=sys.stdout)
+    except _Reported:
+        return 2
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
