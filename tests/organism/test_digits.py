@@ -15,6 +15,7 @@ import torch
 
 from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, UnknownNameError
 from workbench.organism import digits as dg
+from workbench.organism.digits.experiment import _parse_seeds
 
 FAST = dict(teacher_epochs=5, epochs=16, noise_samples=4096)
 TINY = dict(teacher_epochs=1, epochs=1, noise_samples=256, hidden=32)
@@ -172,7 +173,7 @@ def test_bad_config_other_routes():
     for seeds in ("a,b", [], [1, 1], [-2]):
         with pytest.raises(ConfigError):
             dg.build_digits(dg.DigitsConfig(**TINY), seeds=seeds, progress=False)
-    assert dg._parse_seeds("0-2,5", 0) == [0, 1, 2, 5]
+    assert _parse_seeds("0-2,5", 0) == [0, 1, 2, 5]
 
 
 def test_cli(capsys, tmp_path):
