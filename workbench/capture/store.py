@@ -21,9 +21,23 @@ Reads are lazy: `ActivationStore.read(model, hook, rows)` opens only the shards 
 rows of that hook, verifies each one's sha256 the first time it is touched, and slices it with
 `safetensors.safe_open`. Paths in a manifest must stay inside the directory. No pickle anywhere.
 
->>> store = ActivationStore.open("artifacts/acts")        # doctest: +SKIP
->>> store.read("student", "blocks.1.hook_resid_post", rows=slice(0, 100)).shape  # doctest: +SKIP
-torch.Size([100, 64])
+>>> import tempfile
+>>> from workbench.core.inputs import Inputs
+>>> from workbench.core.lineage import Lineage
+>>> from workbench.core.models import boot_native
+>>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
+...            act_fn="gelu", normalization_type="LN", seed=0)
+>>> from workbench.capture.capture import capture
+>>> lin = Lineage.from_models({"base": boot_native(cfg), "student": boot_native(dict(cfg, seed=1))})
+>>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
+>>> out = tempfile.TemporaryDirectory()
+>>> _ = capture(lin, inputs, ["blocks.0.hook_resid_post"], positions="all", out_dir=out.name, progress=False)
+>>> store = ActivationStore.open(out.name)
+>>> store.models, store.hooks
+(['base', 'student'], ['blocks.0.hook_resid_post'])
+>>> store.read("student", "blocks.0.hook_resid_post", rows=slice(0, 1)).shape   # [rows, pos, d_model]
+torch.Size([1, 3, 8])
+>>> out.cleanup()
 """
 
 from __future__ import annotations
