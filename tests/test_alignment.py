@@ -74,7 +74,7 @@ def test_result_round_trip_figures_and_summary(hard_result, tmp_path):
     assert loaded.detection == hard_result.detection and loaded.group_diff == hard_result.group_diff
     assert torch.equal(loaded.scores["a/delta_T"], hard_result.scores["a/delta_T"])
     assert set(loaded.figures()) == {"detection", "groups", "tokens", "prediction"}
-    rows = loaded.summary_rows()
+    rows = [r.to_dict() for r in loaded.summary_rows()]
     delta = next(row for row in rows if row.get("direction") == "delta_T" and row["where"] == "whole model")
     rand = [r["auroc"] for r in hard_result.detection if r["kind"] == "random"]
     assert delta["value"] == hard_result.detection_row("delta_T")["auroc"] and delta["control_value"] == max(rand)

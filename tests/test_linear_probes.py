@@ -134,6 +134,6 @@ def test_cross_model_rows_clear_only_above_chance_control_and_a_working_probe():
     rows = [row("teacher", "h_good", 0.95), row("student", "h_good", 0.90), row("control", "h_good", 0.30),
             row("teacher", "h_below", 0.95), row("student", "h_below", 0.45), row("control", "h_below", 0.40),
             row("teacher", "h_blind", 0.50), row("student", "h_blind", 0.90), row("control", "h_blind", 0.30)]
-    summary = {r["where"]: r["clears"] for r in ProbeResult(rows).summary_rows() if r["group"] == "cross_model"}
+    summary = {r.where: r.clears for r in ProbeResult(rows).summary_rows() if r.group == "cross_model"}
     # below chance is never teacher-like, and a probe that cannot tell teacher from base reads nothing
     assert summary == {"h_good": True, "h_below": False, "h_blind": False}

@@ -93,8 +93,8 @@ def test_recovered_fraction_undefined_without_a_clear_effect(lin):
     result = delta_patching(lin, PatchConfig(student="control", control="student", random_control=False))
     assert not result.defined and result.greedy_set is None and result.greedy == []
     assert all(r["recovered"] is None for r in result.rows)
-    assert "undefined" in result.figures()["delta_patching_bars"].layout.title.text
-    rows = result.summary_rows()  # the summary falls back to gains in nats, and nothing clears
+    assert "undefined" in result.figures()["bars"].layout.title.text
+    rows = [r.to_dict() for r in result.summary_rows()]  # the summary falls back to gains in nats, and nothing clears
     assert all("nats" in r["measure"] and not r["clears"] for r in rows)
     assert rows[0]["value"] == result.table("group")[0]["gain"]
 
@@ -141,7 +141,7 @@ def test_activation_patching_tables(lin, tmp_path):
     loaded = ActivationPatchingResult.load(tmp_path)
     assert loaded.rows == result.rows and loaded.config == result.config
     assert len(loaded.figures()) == 3
-    rows = {r["where"]: r for r in loaded.summary_rows()}
+    rows = {r.where: r.to_dict() for r in loaded.summary_rows()}
     assert list(rows) == list(result.hooks)
     assert rows[final]["value"] == pytest.approx(1.0, abs=1e-4) and rows[final]["clears"]
     assert rows[final]["remaining base->student"] == pytest.approx(0.0, abs=1e-4)
@@ -153,8 +153,8 @@ def test_delta_result_contract_round_trip(delta, tmp_path):
     delta.save(tmp_path)
     loaded = DeltaPatchingResult.load(tmp_path)
     assert loaded.rows == delta.rows and loaded.greedy_set == delta.greedy_set and loaded.config == delta.config
-    assert set(loaded.figures()) == {"delta_patching_bars", "delta_patching_heatmap"}
-    rows = loaded.summary_rows()
+    assert set(loaded.figures()) == {"bars", "heatmap"}
+    rows = [r.to_dict() for r in loaded.summary_rows()]
     groups = [r for r in rows if r["group"] == "single group"]
     assert [r["where"] for r in groups] == [r["name"] for r in delta.table("group")]
     top = next(r for r in groups if r["where"] == delta.top_groups(1)[0]["name"])

@@ -63,7 +63,7 @@ class OtherResult:
         return cls(read_result_files(directory, cls.kind)[0]["value"])
 
     def figures(self):
-        return {"compare_bar": go.Figure(go.Bar(x=["a"], y=[self.value]))}
+        return {"bar": go.Figure(go.Bar(x=["a"], y=[self.value]))}
 
     def summary_rows(self):
         return [{"where": "blocks.1.hook_resid_post", "measure": "shift", "value": self.value, "control": "ctrl",

@@ -28,7 +28,7 @@ def test_screening_result_round_trip_and_rows(tmp_path):
     assert again.rows == rows and again.reference == result.reference
     summary = again.summary_rows()
     # transfer removed by the screen (0.6 - top) beside a random drop of the same size (0.6 - random)
-    assert [(r["group"], round(r["value"], 6), round(r["control_value"], 6), r["clears"]) for r in summary] == [
+    assert [(r.group, round(r.value, 6), round(r.control_value, 6), r.clears) for r in summary] == [
         ("drop 10%", 0.3, 0.1, True), ("drop 25%", 0.15, 0.2, False)]
     assert set(again.figures()) == {"bars"}
 
@@ -53,6 +53,6 @@ def test_screening_cli_writes_seeds_and_summary(tiny_organism, tmp_path, capsys)
                  "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [r["fraction"] for r in summary["rows"]] == [0.25] and len(summary["rows"][0]["difference"]) == 1
-    assert len(ScreeningResult.load(out / "seed0").rows) == 2 and (out / "seed0" / "bars.html").exists()
+    assert len(ScreeningResult.load(out / "seed0").rows) == 2 and (out / "seed0" / "screening_bars.html").exists()
     assert "top - random" in capsys.readouterr().out
     assert main(["--organism", str(tmp_path / "missing"), "--seeds", "0", "--out", str(out)]) == 2

@@ -86,7 +86,7 @@ def test_result_contract_round_trip(result, tmp_path):
     assert set(figs) == {"alignment_heatmap", "alignment_whole"}
     heat = figs["alignment_heatmap"].data[0]
     assert list(heat.y) == ["embed", "layer 0", "final"]
-    rows = loaded.summary_rows()
+    rows = [r.to_dict() for r in loaded.summary_rows()]
     assert [r["where"] for r in rows] == [*result.groups(), WHOLE]  # one row per group, then the whole model
     whole = rows[-1]
     assert whole["value"] == result.value("student") and whole["control_value"] == result.value("control")

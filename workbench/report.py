@@ -2,12 +2,13 @@
 
 `write_report` walks the results it is given through the `Result` contract only (kind, title,
 command, save, figures, summary_rows), so a new analysis adds a section without touching the
-others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/<id>_*.html`
+others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/<id>_<name>.html`
 (offline: one `plotly.min.js` beside them), and `report.json` records every section's summary
 rows, where its files are and the command that regenerates it.
 
-Summary rows are flat dicts, one per (where, group): the strongest evidence there beside its
-control. The report reads these keys when present (others are kept, listed as details):
+Summary rows (`workbench.results.rows.SummaryRow`, stored as their flat `to_dict()`), one per
+(where, group): the strongest evidence there beside its control. The report reads these keys
+when present (others are kept, listed as details):
 `where` (hook, parameter group or layer), `group` (a sub-analysis of the section, e.g. a probe
 task), `measure` (what the value is, with its unit), `value`, `sd` or `ci` ([lo, hi]) for its
 uncertainty, `control` (name of the baseline), `control_value` (the baseline's value in the same
@@ -32,7 +33,9 @@ from typing import Any, TextIO
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json, atomic_write_text, read_json
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
-from workbench.results.base import Result, write_figures
+from workbench.results.base import Result
+from workbench.results.figures import figure_stem, write_figures
+from workbench.results.rows import SCHEMA, row_dict
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
@@ -202,8 +205,6 @@ def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
 
 # --------------------------------------------------------------------------- index.html
 
-_SCHEMA = ("where", "group", "measure", "value", "sd", "ci", "control", "control_value", "clears")
-
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#222}
 h1{font-size:24px;margin:0 0 8px}h2{font-size:19px;margin:36px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -233,7 +234,7 @@ def _e(x: Any) -> str:
 
 def _details(row: dict[str, Any], limit: int = 6) -> str:
     """A row's extra (non-schema) keys as `name value` pairs, at most `limit`, lists shortened."""
-    extras = [(k, v) for k, v in row.items() if k not in _SCHEMA and k != "section" and v is not None]
+    extras = [(k, v) for k, v in row.items() if k not in SCHEMA and k != "section" and v is not None]
     out = []
     for k, v in extras[:limit]:
         if isinstance(v, (list, tuple)):
@@ -389,7 +390,7 @@ def write_report(
         figures = result.figures()
         named = {}
         for name, fig in figures.items():
-            file_stem = name if name.startswith(sid) else f"{sid}_{name}"  # the file says which section it shows
+            file_stem = figure_stem(sid, name)  # the file says which section it shows
             while file_stem in used_names:
                 file_stem += "_"
             used_names.add(file_stem)
@@ -399,7 +400,7 @@ def write_report(
             "id": sid, "kind": result.kind, "title": result.title, "command": result.command,
             "files": {"result": result_path.relative_to(out).as_posix(),
                       "figures": {named[stem][0]: p.relative_to(out).as_posix() for stem, p in paths.items()}},
-            "summary_rows": _clean(result.summary_rows()),
+            "summary_rows": _clean([row_dict(row) for row in result.summary_rows()]),
         })
     report = {"schema_version": SCHEMA_VERSION, "title": title, "command": command, "versions": package_versions(),
               "meta": _clean(meta or {}), "sections": sections, "strongest": strongest_rows(sections)}

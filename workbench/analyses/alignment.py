@@ -58,7 +58,9 @@ from workbench.analyses.gradients import (
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.rows import SummaryRow
+from workbench.results.seeds import over_seeds
 
 NO_UNEMBED = ("unembed.",)
 
@@ -148,7 +150,7 @@ def bag_of_tokens_auroc(inputs: Inputs, labels: Tensor, d_vocab: int, folds: int
 
 
 @dataclass
-class AlignmentResult:
+class AlignmentResult(ResultBase):
     """Detection, path, per-group, per-token and first-order tables of one lineage (one seed).
 
     detection: rows {direction, kind ("direction", "random", "oracle", "baseline"), auroc,
@@ -188,26 +190,13 @@ class AlignmentResult:
     token_correlation: dict[str, float | None] = field(default_factory=dict)
     scores: dict[str, Tensor] = field(default_factory=dict)
 
-    # ---- contract
-
-    def _data(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "scores"}
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        return write_result_files(directory, self.kind, self._data(), self.scores)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> AlignmentResult:
-        data, tensors = read_result_files(directory, cls.kind)
-        return cls(**data, scores=tensors)
-
     def detection_row(self, direction: str) -> dict[str, Any]:
         for row in self.detection:
             if row["direction"] == direction:
                 return row
         raise KeyError(direction)
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Report rows (workbench.report's schema). Whole model: per direction, the AUROC of a_i for
         teacher- vs base-written rows beside the best random direction of equal norm (the exact
         log-ratio oracle and the bag-of-tokens classifier ride along), and the path-integrated
@@ -219,23 +208,23 @@ class AlignmentResult:
         oracle = next((r["auroc"] for r in self.detection if r["kind"] == "oracle"), None)
         bag = next((r["auroc"] for r in self.detection if r["kind"] == "baseline"), None)
         control = {"control": "random directions max", "control_value": float(np.max(rand))} if rand else {}
-        rows: list[dict[str, Any]] = []
+        rows: list[SummaryRow] = []
         for r in self.detection:
             if r["kind"] != "direction":
                 continue
-            rows.append({
-                "where": "whole model", "group": "detection", "measure": f"AUROC of a_i along {r['direction']}",
-                "value": r["auroc"], **control, "direction": r["direction"], "loss": loss, "oracle": oracle,
-                "bag_of_tokens": bag, "random_mean": float(np.mean(rand)) if rand else None, "n_random": len(rand),
-                "auroc_cosine": r.get("auroc_cosine"),
-            })
+            rows.append(SummaryRow(
+                "whole model", "detection", f"AUROC of a_i along {r['direction']}", r["auroc"], **control,
+                details={"direction": r["direction"], "loss": loss, "oracle": oracle, "bag_of_tokens": bag,
+                         "random_mean": float(np.mean(rand)) if rand else None, "n_random": len(rand),
+                         "auroc_cosine": r.get("auroc_cosine")},
+            ))
         if self.path.get("K"):
-            rows.append({
-                "where": "whole model", "group": "path",
-                "measure": f"AUROC of path-integrated ΔT, K={self.path['K'][-1]}", "value": self.path["auroc"][-1],
-                **control, "loss": loss, "oracle": self.path.get("oracle"), "k_reaches_oracle": self.path.get("k_reaches_oracle"),
-                "completeness_rel_error": (self.path.get("completeness_rel_error") or [None])[-1],
-            })
+            rows.append(SummaryRow(
+                "whole model", "path", f"AUROC of path-integrated ΔT, K={self.path['K'][-1]}", self.path["auroc"][-1],
+                **control, details={"loss": loss, "oracle": self.path.get("oracle"),
+                                    "k_reaches_oracle": self.path.get("k_reaches_oracle"),
+                                    "completeness_rel_error": (self.path.get("completeness_rel_error") or [None])[-1]},
+            ))
         main = next((d for d in self.group_diff if d.startswith("delta_T (path")), None) or next(
             (d for d in ("delta_T", "g_trait") if d in self.group_diff), None)
         noise = self.group_diff.get("random (mean |diff|)")
@@ -243,16 +232,13 @@ class AlignmentResult:
             label = {"delta_T": "ΔT", "g_trait": "g_trait"}.get(main, "ΔT path")
             others = [d for d in self.group_diff if d not in (main, "random (mean |diff|)")]
             for i, g in enumerate(self.groups):
-                row: dict[str, Any] = {
-                    "where": g, "group": "group attribution", "measure": f"{label} a_ig, teacher - base rows, nats",
-                    "value": self.group_diff[main][i], "sd": self.group_se[main][i],
-                }
+                row = SummaryRow(g, "group attribution", f"{label} a_ig, teacher - base rows, nats",
+                                 self.group_diff[main][i], sd=self.group_se[main][i])
                 if noise is not None:
-                    row.update(control="random mean |diff|", control_value=noise[i])
-                row["direction"] = main
-                row["loss"] = loss
+                    row.control, row.control_value = "random mean |diff|", noise[i]
+                row.details.update(direction=main, loss=loss)
                 for d in others:
-                    row[f"diff {d}"] = self.group_diff[d][i]
+                    row.details[f"diff {d}"] = self.group_diff[d][i]
                 rows.append(row)
         return rows
 
@@ -570,24 +556,23 @@ def screen_rows(scores: Tensor, fraction: float, seed: int = 0) -> tuple[list[in
 
 
 def summarize_seeds(results: Sequence[AlignmentResult]) -> list[dict[str, Any]]:
-    """Per direction: AUROC per seed, mean and sd over seeds (the seed is the unit); random
-    directions pooled into one row (mean of per-seed means and per-seed max)."""
-    rows: dict[str, dict[str, Any]] = {}
+    """Per direction: AUROC per seed, mean and sd over seeds (the seed is the unit; sd 0.0 with one
+    seed, as printed); random directions pooled into one row (mean of per-seed means and per-seed max)."""
+    per_seed: dict[str, list[float]] = {}
     for res in results:
         rand = [r["auroc"] for r in res.detection if r["kind"] == "random"]
         for r in res.detection:
-            if r["kind"] == "random":
-                continue
-            rows.setdefault(r["direction"], {"direction": r["direction"], "per_seed": []})["per_seed"].append(r["auroc"])
+            if r["kind"] != "random":
+                per_seed.setdefault(r["direction"], []).append(r["auroc"])
         if rand:
-            rows.setdefault("random (mean)", {"direction": "random (mean)", "per_seed": []})["per_seed"].append(float(np.mean(rand)))
-            rows.setdefault("random (max)", {"direction": "random (max)", "per_seed": []})["per_seed"].append(float(np.max(rand)))
+            per_seed.setdefault("random (mean)", []).append(float(np.mean(rand)))
+            per_seed.setdefault("random (max)", []).append(float(np.max(rand)))
         if res.path.get("K"):
-            rows.setdefault("delta_T path (max K)", {"direction": "delta_T path (max K)", "per_seed": []})["per_seed"].append(res.path["auroc"][-1])
+            per_seed.setdefault("delta_T path (max K)", []).append(res.path["auroc"][-1])
     out = []
-    for row in rows.values():
-        xs = np.asarray(row["per_seed"])
-        out.append({**row, "mean": float(xs.mean()), "sd": float(xs.std(ddof=1)) if len(xs) > 1 else 0.0})
+    for direction, values in per_seed.items():
+        stats = over_seeds(values)
+        out.append({"direction": direction, "per_seed": values, "mean": stats.mean, "sd": stats.sd_or(0.0)})
     return out
 
 
@@ -648,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from workbench.core.errors import WorkbenchError
     from workbench.core.io import atomic_write_json
-    from workbench.results.base import write_figures
+    from workbench.results.figures import write_figures, write_result_figures
 
     args = parser().parse_args(argv)
     out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
@@ -661,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=not args.quiet and sys.stderr.isatty())
             result = align_organism(Path(args.organism) / f"seed{seed}", config)
             result.save(out / f"seed{seed}")
-            write_figures(result.figures(), out / f"seed{seed}")
+            write_result_figures(result, out / f"seed{seed}")
             results.append(result)
             print(f"seed {seed}: " + ", ".join(f"{r['direction']}={r['auroc']:.3f}" for r in result.detection
                                                 if r["kind"] != "random"), flush=True)

@@ -56,7 +56,10 @@ from torch import Tensor
 from workbench.capture.capture import hook_layer
 from workbench.core.errors import ConfigError, IncompatibleModelsError, WorkbenchError
 from workbench.core.lineage import Lineage
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.figures import line_figure
+from workbench.results.rows import SummaryRow
+from workbench.results.seeds import SeedStats, over_seeds
 from workbench.capture.store import ActivationStore, weights_sha256
 
 DEFAULT_ALIGNMENTS: tuple[tuple[str, str], ...] = (
@@ -204,7 +207,7 @@ def logit_lens(shift: Float[Tensor, " d"], gamma: Float[Tensor, " d"], w_u: Floa
 
 
 @dataclass
-class ActivationComparison:
+class ActivationComparison(ResultBase):
     """Shifts of every model against its parent, per hook, with their alignments and logit lens.
 
     hooks: hook names in depth order. parents: model -> the parent it is compared with.
@@ -230,20 +233,6 @@ class ActivationComparison:
 
     kind: ClassVar[str] = "compare"
     title: ClassVar[str] = "Activation shifts: does the student move the way its teacher does?"
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {k: v for k, v in asdict(self).items() if k != "shifts"}
-        return write_result_files(directory, self.kind, data, self.shifts)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> ActivationComparison:
-        data, tensors = read_result_files(directory, cls.kind)
-        # JSON sorts keys: restore the display order recorded in meta
-        pairs, models = data["meta"]["pair_order"], data["meta"]["model_order"]
-        for key, order in (("cos", pairs), ("cos_lo", pairs), ("cos_hi", pairs), ("rel_norm", models),
-                           ("rel_norm_lo", models), ("rel_norm_hi", models), ("lens", models), ("parents", models)):
-            data[key] = {k: data[key][k] for k in order}
-        return cls(**data, shifts=tensors)
 
     @property
     def pairs(self) -> list[str]:
@@ -271,7 +260,7 @@ class ActivationComparison:
                 f"centred Δlogit of '{target}' (LN linearised at the parent's scale)")
         return figs
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Per hook: cos(v_student, v_teacher) with its bootstrap interval beside the control
         student's, then the other-target and cross-init students' cosines (cross: a floor, other
         coordinates), the remaining pairs, relative shift norms and the logit-lens view."""
@@ -280,26 +269,24 @@ class ActivationComparison:
             return []
         rows = []
         for i, hook in enumerate(self.hooks):
-            row: dict[str, Any] = {
-                "where": hook, "group": "shift alignment",
-                "measure": "cos(v_student, v_teacher), activations",
-                "value": self.cos[main][i], "ci": [self.cos_lo[main][i], self.cos_hi[main][i]],
-            }
+            row = SummaryRow(hook, "shift alignment", "cos(v_student, v_teacher), activations", self.cos[main][i],
+                             ci=[self.cos_lo[main][i], self.cos_hi[main][i]])
+            details = row.details
             if ctrl in self.cos:
-                row.update(control="control student", control_value=self.cos[ctrl][i],
-                           control_ci=[self.cos_lo[ctrl][i], self.cos_hi[ctrl][i]])
+                row.control, row.control_value = "control student", self.cos[ctrl][i]
+                details["control_ci"] = [self.cos_lo[ctrl][i], self.cos_hi[ctrl][i]]
             for p in self.pairs:
                 if p not in (main, ctrl):
-                    row[f"cos {p}"] = self.cos[p][i]
+                    details[f"cos {p}"] = self.cos[p][i]
             for m in ("student", "teacher"):
                 if m in self.rel_norm:
-                    row[f"rel_norm {m}"] = self.rel_norm[m][i]
+                    details[f"rel_norm {m}"] = self.rel_norm[m][i]
             for m in ("student", "teacher"):
                 entry = self.lens.get(m, [{}] * len(self.hooks))[i]
                 if entry:
                     if "target_rank" in entry:
-                        row[f"lens rank of target {m}"] = entry["target_rank"]
-                    row[f"lens top {m}"] = entry["top_tokens"][:5]
+                        details[f"lens rank of target {m}"] = entry["target_rank"]
+                    details[f"lens top {m}"] = entry["top_tokens"][:5]
             rows.append(row)
         return rows
 
@@ -310,30 +297,6 @@ def _short(hook: str) -> str:
     if parts[0] == "blocks" and len(parts) >= 3:
         return f"L{parts[1]} {'.'.join(parts[2:]).replace('hook_', '')}"
     return hook.replace("hook_", "")
-
-
-def line_figure(x: Sequence[str], lines: dict[str, tuple[Sequence[float], Sequence[float] | None, Sequence[float] | None]],
-                title: str, y_title: str, null_band: float | None = None) -> Any:
-    """Layer on x, one line per model, its interval shaded."""
-    import plotly.graph_objects as go
-
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    fig = go.Figure()
-    if null_band is not None:
-        fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=[null_band] * len(x) + [-null_band] * len(x),
-                                 fill="toself", fillcolor="rgba(0,0,0,0.07)", line=dict(width=0), hoverinfo="skip",
-                                 name="±2/√d (random directions)"))
-    for k, (name, (y, lo, hi)) in enumerate(lines.items()):
-        color = colors[k % len(colors)]
-        if lo is not None and hi is not None:
-            rgba = "rgba({},{},{},0.18)".format(*(int(color[i:i + 2], 16) for i in (1, 3, 5)))
-            fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=list(hi) + list(lo)[::-1], fill="toself",
-                                     fillcolor=rgba, line=dict(width=0), hoverinfo="skip", showlegend=False,
-                                     legendgroup=name))
-        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name, legendgroup=name,
-                                 line=dict(color=color)))
-    fig.update_layout(title=title, xaxis_title="layer (hook, in depth order)", yaxis_title=y_title)
-    return fig
 
 
 # --------------------------------------------------------------------------- the analysis
@@ -476,7 +439,7 @@ def _lens_entry(v: Tensor, readout: tuple[Tensor, Tensor, bool] | None, scale: f
 
 
 @dataclass
-class SeedAggregate:
+class SeedAggregate(ResultBase):
     """Alignments and shift norms over seeds (the seed is the unit): mean, sample std, each seed.
 
     values[pair][i]: per-seed cosines at hook i; norms[model][i]: per-seed relative norms.
@@ -492,23 +455,17 @@ class SeedAggregate:
     kind: ClassVar[str] = "compare_seeds"
     title: ClassVar[str] = "Activation-shift alignment across seeds"
 
+    def stats(self, pair: str) -> list[SeedStats]:
+        """Per hook: the cosine over seeds (seeds where it is undefined, i.e. no shift, left out)."""
+        return [over_seeds(v) for v in self.values[pair]]
+
     def mean(self, pair: str) -> list[float]:
-        """Mean over seeds per hook (seeds where the cosine is undefined, i.e. no shift, left out)."""
-        return [_nan_stat(np.mean, v) for v in self.values[pair]]
+        """Mean over seeds per hook (NaN where no seed defines it)."""
+        return [s.mean_or(float("nan")) for s in self.stats(pair)]
 
     def std(self, pair: str) -> list[float]:
         """Sample standard deviation over seeds per hook (NaN with fewer than two seeds)."""
-        return [_nan_stat(lambda a: np.std(a, ddof=1), v, least=2) for v in self.values[pair]]
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        return write_result_files(directory, self.kind, asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> SeedAggregate:
-        data, _ = read_result_files(directory, cls.kind)
-        data["values"] = {k: data["values"][k] for k in data["meta"]["pair_order"]}
-        data["norms"] = {k: data["norms"][k] for k in data["meta"]["model_order"]}
-        return cls(**data)
+        return [s.sd_or(float("nan")) for s in self.stats(pair)]
 
     def figures(self) -> dict[str, Any]:
         x = [_short(h) for h in self.hooks]
@@ -518,25 +475,39 @@ class SeedAggregate:
             lines[p] = (m.tolist(), (m - s).tolist(), (m + s).tolist())
         norm_lines = {}
         for mdl, per_hook in self.norms.items():
-            arr = np.array(per_hook)
-            m, s = arr.mean(1), (arr.std(1, ddof=1) if arr.shape[1] > 1 else np.zeros(len(arr)))
+            stats = [over_seeds(v) for v in per_hook]
+            m = np.array([st.mean_or(float("nan")) for st in stats])
+            s = np.array([st.sd_or(0.0) for st in stats])
             norm_lines[mdl] = (m.tolist(), (m - s).tolist(), (m + s).tolist())
         label = f"{len(self.seeds)} seeds, mean ± std; {self.meta.get('data', '')}"
         return {
-            "alignment_seeds": line_figure(x, lines, f"cos(v_model, v_reference) per layer ({label})",
-                                           "cosine of mean shifts", null_band=2 / math.sqrt(max(self.meta.get("d_model", 1), 1))),
-            "shift_norms_seeds": line_figure(x, norm_lines, f"|v_model| / |a_parent| per layer ({label})",
-                                             "relative shift norm"),
+            "alignment": line_figure(x, lines, f"cos(v_model, v_reference) per layer ({label})",
+                                     "cosine of mean shifts", null_band=2 / math.sqrt(max(self.meta.get("d_model", 1), 1))),
+            "shift_norms": line_figure(x, norm_lines, f"|v_model| / |a_parent| per layer ({label})",
+                                       "relative shift norm"),
         }
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
+        """Per hook: cos(v_student, v_teacher) as mean ± sd over seeds beside the control student's
+        mean; every pair's mean, sd and per-seed values ride along."""
+        main, ctrl = pair_label("student", "teacher"), pair_label("control", "teacher")
+        first = main if main in self.values else next(iter(self.values), None)
+        if first is None:
+            return []
+        stats = {p: self.stats(p) for p in self.values}
         rows = []
         for i, hook in enumerate(self.hooks):
-            row: dict[str, Any] = {"hook": hook, "layer": _short(hook), "n_seeds": len(self.seeds)}
-            for p in self.values:
-                row[f"cos {p} mean"] = self.mean(p)[i]
-                row[f"cos {p} std"] = self.std(p)[i]
-                row[f"cos {p} per seed"] = self.values[p][i]
+            lead = stats[first][i]
+            row = SummaryRow(hook, "shift alignment over seeds",
+                             f"cos(v_{first.replace('~', ', v_')}), activations, mean over {len(self.seeds)} seeds",
+                             lead.mean, sd=lead.sd)
+            if first == main and ctrl in stats:
+                row.control, row.control_value = "control student", stats[ctrl][i].mean
+            row.details.update(layer=_short(hook), n_seeds=len(self.seeds))
+            for p, per_hook in stats.items():
+                row.details[f"cos {p} mean"] = per_hook[i].mean
+                row.details[f"cos {p} std"] = per_hook[i].sd
+                row.details[f"cos {p} per seed"] = per_hook[i].per_seed
             rows.append(row)
         return rows
 
@@ -549,11 +520,6 @@ class SeedAggregate:
             cells = [f"{self.mean(p)[i]:+.3f} ± {self.std(p)[i]:.3f}" for p in pairs]
             lines.append(f"{_short(hook):<14}" + "".join(f"{c:>26}" for c in cells))
         return "\n".join(lines)
-
-
-def _nan_stat(fn: Any, values: Sequence[float], least: int = 1) -> float:
-    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    return float(fn(finite)) if len(finite) >= least else float("nan")
 
 
 def aggregate_seeds(results: Sequence[ActivationComparison]) -> SeedAggregate:
@@ -641,7 +607,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from workbench.core.models import resolve_device
-    from workbench.results.base import write_figures
+    from workbench.results.figures import write_result_figures
 
     try:
         device = resolve_device(args.device)
@@ -653,11 +619,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = CompareConfig(n_bootstrap=args.bootstrap, target=manifest.get("trait"))
             r = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
                                       device=device, progress=not args.quiet and sys.stderr.isatty())
-            write_figures(r.figures(), out / f"seed{seed}")
+            write_result_figures(r, out / f"seed{seed}")
             results.append(r)
         agg = aggregate_seeds(results)
         agg.save(out)
-        write_figures(agg.figures(), out)
+        write_result_figures(agg, out)
         print(agg.table([p for p in agg.values if p.endswith("~teacher")]))
         print(f"wrote {out}")
     except WorkbenchError as e:

@@ -20,10 +20,8 @@ how far another model's activations move along a teacher's direction.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -32,7 +30,8 @@ from torch import Tensor
 
 from workbench.core.errors import DataError
 from workbench.analyses.probes import auroc
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.rows import SummaryRow
 
 Features = Mapping[str, Float[Tensor, "n d"]]
 
@@ -86,7 +85,7 @@ def shift_along(model: Features, base: Features, teacher: Features) -> dict[str,
 
 
 @dataclass
-class DirectionResult:
+class DirectionResult(ResultBase):
     """Direction vectors (saved as safetensors), screening AUROCs and cross-model shifts.
 
     directions: name -> hook -> vector.
@@ -103,32 +102,19 @@ class DirectionResult:
     command: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        tensors = {f"{name}|{hook}": v for name, by_hook in self.directions.items() for hook, v in by_hook.items()}
-        data = {"screening": self.screening, "shifts": self.shifts, "command": self.command, "config": self.config,
-                "directions": {name: list(by_hook) for name, by_hook in self.directions.items()}}
-        return write_result_files(directory, self.kind, data, tensors)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> DirectionResult:
-        data, tensors = read_result_files(directory, cls.kind)
-        directions = {name: {h: tensors[f"{name}|{h}"] for h in hooks} for name, hooks in data["directions"].items()}
-        return cls(directions=directions, screening=data["screening"], shifts=data["shifts"],
-                   command=data["command"], config=data["config"])
-
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         rows = []
         for r in self.screening:
-            rows.append(dict(where=r["hook"], group="screening", measure=f"projection AUROC on {r['direction']}, read by {r['reader']}", value=r["auroc"], sd=None,
-                             control="random directions p95", control_value=r["random_p95"]))
+            rows.append(SummaryRow(r["hook"], "screening", f"projection AUROC on {r['direction']}, read by {r['reader']}",
+                                   r["auroc"], sd=None, control="random directions p95", control_value=r["random_p95"]))
         for r in self.shifts:
             if r["model"] in ("control", "teacher"):
                 continue
             ctrl = next((c for c in self.shifts if c["model"] == "control" and c["hook"] == r["hook"]
                          and c["direction"] == r["direction"]), None)
-            rows.append(dict(where=r["hook"], group="shift", measure=f"{r['model']}'s shift along teacher's, fraction",
-                             value=r["fraction"], sd=None, control="control student",
-                             control_value=ctrl["fraction"] if ctrl else None, cosine=r["cosine"]))
+            rows.append(SummaryRow(r["hook"], "shift", f"{r['model']}'s shift along teacher's, fraction", r["fraction"],
+                                   sd=None, control="control student", control_value=ctrl["fraction"] if ctrl else None,
+                                   details={"cosine": r["cosine"]}))
         return rows
 
     def figures(self) -> dict[str, Any]:
@@ -147,7 +133,7 @@ class DirectionResult:
             fig.update_layout(title="Screening distillation data by projection onto trait directions<br>"
                               "<sub>AUROC teacher-written vs base-written sequences; dashed: random directions</sub>",
                               xaxis_title="hook", yaxis_title="AUROC", template="plotly_white")
-            figs["directions_screening"] = fig
+            figs["screening"] = fig
         if self.shifts:
             fig = go.Figure()
             for direction in dict.fromkeys(r["direction"] for r in self.shifts):
@@ -158,5 +144,5 @@ class DirectionResult:
             fig.update_layout(title="Shift of each model's activations along the teacher's shift (1 = as far as the teacher)",
                               xaxis_title="hook", yaxis_title="fraction of the teacher's shift", barmode="group",
                               template="plotly_white")
-            figs["directions_shift"] = fig
+            figs["shift"] = fig
         return figs

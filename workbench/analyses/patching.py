@@ -36,11 +36,9 @@ patching` times both.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
@@ -51,9 +49,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.lineage import Lineage, ParamGroup, param_space
 from workbench.core.models import copy_model, resolve_device
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.figures import layer_component_grid
+from workbench.results.rows import SummaryRow
 from workbench.trait import evaluate_trait, preference_tokens
-from workbench.analyses.weights import check_same_init, layer_component_grid
+from workbench.analyses.weights import check_same_init
 
 ENGINES = ("auto", "functional", "bridge")
 
@@ -262,25 +262,8 @@ def _resolve(lin: Lineage, cfg: PatchConfig) -> tuple[str, str | None]:
     return base, cfg.control
 
 
-class _PatchResultFiles:
-    """save/load of a patching result: its dataclass fields, with the PatchConfig as a dict."""
-
-    kind: ClassVar[str]
-    config: PatchConfig
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {k: v for k, v in asdict(self).items() if k != "config"}  # type: ignore[call-overload]
-        data["config"] = asdict(self.config)
-        return write_result_files(directory, self.kind, data)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> Self:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls(**{**data, "config": PatchConfig.from_dict(data["config"])})
-
-
 @dataclass
-class DeltaPatchingResult(_PatchResultFiles):
+class DeltaPatchingResult(ResultBase):
     """Delta patching tables.
 
     log_odds: LO of base, student and control. defined: whether recovered fractions are defined.
@@ -318,9 +301,9 @@ class DeltaPatchingResult(_PatchResultFiles):
         return sorted(self.table("group"), key=lambda r: -r["gain"])[:n]
 
     def figures(self) -> dict[str, Any]:
-        return {"delta_patching_bars": delta_bars(self), "delta_patching_heatmap": delta_heatmap(self)}
+        return {"bars": delta_bars(self), "heatmap": delta_heatmap(self)}
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Per parameter group, then per layer, then the whole model and the greedy set: base + ΔS
         on that set, as the recovered fraction of the student's effect where defined (else the
         log-odds gain in nats), beside the control student's delta on the same set in the same
@@ -331,41 +314,38 @@ class DeltaPatchingResult(_PatchResultFiles):
         student, control = self.config.student, self.config.control
         ctrl_name = f"{control}'s Δ" if control else None
         n_groups = len(self.table("group"))
-        out: list[dict[str, Any]] = []
+        out: list[SummaryRow] = []
 
-        def row(where: str, group: str, what: str, r: dict[str, Any]) -> dict[str, Any]:
+        def row(where: str, group: str, what: str, r: dict[str, Any]) -> SummaryRow:
             value, ctrl, rand = unit(r["gain"]), unit(r.get("control_gain")), unit(r.get("random_gain"))
-            d: dict[str, Any] = {"where": where, "group": group, "measure": f"{label}, base + Δ{student} {what}",
-                                 "value": value}
+            d = SummaryRow(where, group, f"{label}, base + Δ{student} {what}", value)
             if control:
-                d.update(control=ctrl_name, control_value=ctrl)
-            d["clears"] = _clears(value, [ctrl, rand], self.defined)
+                d.control, d.control_value = ctrl_name, ctrl
+            d.clears = _clears(value, [ctrl, rand], self.defined)
             if rand is not None:
-                d["random Δ"] = rand
-            d["gain_nats"] = r["gain"]
+                d.details["random Δ"] = rand
+            d.details["gain_nats"] = r["gain"]
             return d
 
         loo = {r["name"]: r for r in self.table("leave_one_out")}
         for r in self.table("group"):
             d = row(r["name"], "single group", "here", r)
-            d["lost_without_it"] = unit(lo["student"] - loo[r["name"]]["log_odds"]) if r["name"] in loo else None
-            d["n_groups_compared"] = n_groups
+            d.details["lost_without_it"] = unit(lo["student"] - loo[r["name"]]["log_odds"]) if r["name"] in loo else None
+            d.details["n_groups_compared"] = n_groups
             out.append(d)
         for r in self.table("layer"):
             where = r["name"] if r["name"].startswith("layer ") else " + ".join(r["groups"])
             out.append(row(where, "whole layer", "here", r))
         whole = {"gain": lo["student"] - lo["base"], "control_gain": lo["control"] - lo["base"] if "control" in lo else None}
         d = row("whole model", "all groups", "everywhere", whole)
-        d["measure"] = f"{label}, all of Δ{student}"
-        d["defined"] = self.defined
-        d["rule"] = self.rule
+        d.measure = f"{label}, all of Δ{student}"
+        d.details.update(defined=self.defined, rule=self.rule)
         out.append(d)
         if self.greedy_set is not None:
             last = self.greedy[len(self.greedy_set) - 1]
-            out.append({"where": "whole model", "group": "greedy set",
-                        "measure": f"{label}, {len(self.greedy_set)}-group greedy set",
-                        "value": last["recovered"], "groups": " + ".join(self.greedy_set),
-                        "target_share": self.config.recover})
+            out.append(SummaryRow("whole model", "greedy set", f"{label}, {len(self.greedy_set)}-group greedy set",
+                                  last["recovered"], details={"groups": " + ".join(self.greedy_set),
+                                                              "target_share": self.config.recover}))
         return out
 
 
@@ -508,7 +488,7 @@ DIRECTIONS = ("student->base", "base->student", "control->base")
 
 
 @dataclass
-class ActivationPatchingResult(_PatchResultFiles):
+class ActivationPatchingResult(ResultBase):
     """Activation patching table.
 
     rows: direction ("student->base", "base->student", "control->base"), hook, position ("all"
@@ -534,12 +514,12 @@ class ActivationPatchingResult(_PatchResultFiles):
         raise unknown_name("patch", f"{direction} {hook} {position}", sorted({r["hook"] for r in self.rows}))
 
     def figures(self) -> dict[str, Any]:
-        figs = {"activation_patching_hooks": activation_bars(self)}
+        figs = {"hooks": activation_bars(self)}
         for direction in DIRECTIONS[:2]:
-            figs[f"activation_patching_{direction.replace('->', '_to_')}"] = activation_heatmap(self, direction)
+            figs[direction.replace("->", "_to_")] = activation_heatmap(self, direction)
         return figs
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Per hook, all positions: the base run with the student's activation (student->base), as
         the recovered fraction of the student's effect where defined (else the log-odds gain in
         nats), beside the control's activation patched the same way; the reverse patch (what
@@ -550,19 +530,17 @@ class ActivationPatchingResult(_PatchResultFiles):
         for h in self.hooks:
             value = unit(self.value("student->base", h, metric="gain"))
             ctrl = unit(self.value("control->base", h, metric="gain")) if self.config.control else None
-            d: dict[str, Any] = {"where": h, "group": "student->base",
-                                 "measure": f"{label}, {self.config.student}->base patch",
-                                 "value": value}
+            d = SummaryRow(h, "student->base", f"{label}, {self.config.student}->base patch", value)
             if self.config.control:
-                d.update(control="control->base", control_value=ctrl)
-            d["clears"] = _clears(value, [ctrl], self.defined)
-            d["remaining base->student"] = unit(self.value("base->student", h, metric="gain"))
+                d.control, d.control_value = "control->base", ctrl
+            d.clears = _clears(value, [ctrl], self.defined)
+            d.details["remaining base->student"] = unit(self.value("base->student", h, metric="gain"))
             per_pos = [r for r in self.rows if r["direction"] == "student->base" and r["hook"] == h and r["position"] != "all"]
             if per_pos:
                 best = max(per_pos, key=lambda r: r["gain"])
-                d["best position (offset)"] = best["position"]
-                d["best position value"] = unit(best["gain"])
-            d["gain_nats"] = self.value("student->base", h, metric="gain")
+                d.details["best position (offset)"] = best["position"]
+                d.details["best position value"] = unit(best["gain"])
+            d.details["gain_nats"] = self.value("student->base", h, metric="gain")
             out.append(d)
         return out
 

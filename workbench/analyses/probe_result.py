@@ -10,13 +10,12 @@ fitted on teacher-vs-base activations, applied to another model's activations).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench.analyses.probes import CVScores, TransferScores, summarise
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.rows import SummaryRow
 
 TEXT_READER = "-"  # reader of the controls that read no model's activations
 
@@ -58,7 +57,7 @@ def transfer_rows(scores: TransferScores, task: str, seed: int | None = None) ->
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(ResultBase):
     """Probe AUROCs per (task, reader, hook, method); see the module docstring for the methods."""
 
     kind: ClassVar[str] = "probes"
@@ -66,14 +65,6 @@ class ProbeResult:
     rows: list[dict[str, Any]]
     command: str = ""
     config: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        return write_result_files(directory, self.kind, {"rows": self.rows, "command": self.command, "config": self.config})
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> ProbeResult:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls(rows=data["rows"], command=data["command"], config=data["config"])
 
     # ---- views
 
@@ -87,7 +78,7 @@ class ProbeResult:
         found = self.select(**where)
         return found[0] if found else None
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Per task, reader and hook: the logistic probe beside shuffled labels, bag of tokens and oracle."""
         out = []
         for task in self.tasks():
@@ -95,13 +86,12 @@ class ProbeResult:
             oracle = self._one(task=task, method="oracle")
             for r in self.select(task=task, method="logistic"):
                 shuf = self._one(task=task, reader=r["reader"], hook=r["hook"], method="shuffled")
-                row = dict(where=r["hook"], group=task, measure=f"probe AUROC, {r['reader']} activations",
-                           value=r["auroc"], sd=r["auroc_sd"], control="shuffled labels",
-                           control_value=shuf["auroc"] if shuf else None)
+                row = SummaryRow(r["hook"], task, f"probe AUROC, {r['reader']} activations", r["auroc"],
+                                 sd=r["auroc_sd"], control="shuffled labels", control_value=shuf["auroc"] if shuf else None)
                 if bag:
-                    row["bag_of_tokens"] = bag["auroc"]
+                    row.details["bag_of_tokens"] = bag["auroc"]
                 if oracle:
-                    row["oracle"] = oracle["auroc"]
+                    row.details["oracle"] = oracle["auroc"]
                 out.append(row)
             transfer = self.select(task=task, method="transfer")
             for r in transfer:
@@ -114,10 +104,10 @@ class ProbeResult:
                 # separates the teacher from the base at this hook at all
                 clears = r["auroc"] > max(0.5, control_value if control_value is not None else 0.5) and (
                     teacher is None or teacher["auroc"] > 0.6)
-                out.append(dict(where=r["hook"], group=task, measure=f"AUROC {r['reader']} vs base, teacher/base probe",
-                                value=r["auroc"], sd=None, control="control student", control_value=control_value,
-                                clears=clears, teacher_prob=r["teacher_prob"],
-                                teacher_auroc=teacher["auroc"] if teacher else None))
+                out.append(SummaryRow(r["hook"], task, f"AUROC {r['reader']} vs base, teacher/base probe", r["auroc"],
+                                      sd=None, control="control student", control_value=control_value, clears=clears,
+                                      details={"teacher_prob": r["teacher_prob"],
+                                               "teacher_auroc": teacher["auroc"] if teacher else None}))
         return out
 
     def figures(self) -> dict[str, Any]:
@@ -143,5 +133,5 @@ class ProbeResult:
                                              name=f"{method} ({r['auroc']:.3f})", line={"dash": "longdash", "width": 3}))
             fig.update_layout(title=f"{self.title}<br><sub>task: {task}; AUROC on held-out prompts (mean ± sd over folds)</sub>",
                               xaxis_title="hook", yaxis_title="AUROC", yaxis_range=[0.3, 1.02], template="plotly_white")
-            figs[f"probes_{task}"] = fig
+            figs[task] = fig
         return figs

@@ -9,9 +9,8 @@ rides in the teacher's logits at every position, so screening rows is not expect
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +23,9 @@ from workbench.core.inputs import Inputs
 from workbench.core.io import read_json
 from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.rows import SummaryRow
+from workbench.results.seeds import over_seeds
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_screening(
 
 
 @dataclass
-class ScreeningResult:
+class ScreeningResult(ResultBase):
     """The screening table of one seed: P(target) of the student retrained after dropping the top
     fraction of teacher rows by g_trait alignment, beside dropping a random fraction of the same size."""
 
@@ -103,15 +104,6 @@ class ScreeningResult:
         """Transfer removed by this drop: the full-data student's P(target) minus the retrained one's."""
         return float(self.reference["student"]) - row.p_target
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {"rows": [asdict(r) for r in self.rows], "reference": self.reference, "command": self.command, "meta": self.meta}
-        return write_result_files(directory, self.kind, data)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> ScreeningResult:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls([ScreeningRow(**r) for r in data["rows"]], data["reference"], data["command"], data["meta"])
-
     def figures(self) -> dict[str, Any]:
         import plotly.graph_objects as go
 
@@ -128,15 +120,15 @@ class ScreeningResult:
                                 f"{self.reference.get('n_rows')} teacher rows)")
         return {"bars": fig}
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         out = []
         for fraction in sorted({r.fraction for r in self.rows}):
             top, rnd = self.row(fraction, "top_g_trait"), self.row(fraction, "random")
-            out.append(dict(where="student (retrained)", group=f"drop {fraction:.0%}",
-                            measure="P(target) removed: top rows by g_trait dropped",
-                            value=self.removed(top), control="random drop, same size", control_value=self.removed(rnd),
-                            clears=self.removed(top) > self.removed(rnd), p_top=top.p_target, p_random=rnd.p_target,
-                            n_kept=top.n_kept))
+            out.append(SummaryRow("student (retrained)", f"drop {fraction:.0%}",
+                                  "P(target) removed: top rows by g_trait dropped", self.removed(top),
+                                  control="random drop, same size", control_value=self.removed(rnd),
+                                  clears=self.removed(top) > self.removed(rnd),
+                                  details={"p_top": top.p_target, "p_random": rnd.p_target, "n_kept": top.n_kept}))
         return out
 
 
@@ -156,9 +148,9 @@ def summarize_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
     for fraction in sorted({r.fraction for res in results for r in res.rows}):
         top = [res.row(fraction, "top_g_trait").p_target for res in results]
         rnd = [res.row(fraction, "random").p_target for res in results]
-        diff = np.asarray(top) - np.asarray(rnd)
-        out.append({"fraction": fraction, "top_g_trait": top, "random": rnd, "difference": diff.tolist(),
-                    "difference_mean": float(diff.mean()), "difference_sd": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+        diff = over_seeds((np.asarray(top) - np.asarray(rnd)).tolist())
+        out.append({"fraction": fraction, "top_g_trait": top, "random": rnd, "difference": diff.per_seed,
+                    "difference_mean": diff.mean, "difference_sd": diff.sd_or(0.0),
                     "student_full_data": [float(res.reference["student"]) for res in results],
                     "control_full_data": [float(res.reference["control"]) for res in results]})
     return out
@@ -193,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.core.errors import WorkbenchError
     from workbench.core.io import atomic_write_json
     from workbench.core.models import resolve_device
-    from workbench.results.base import write_figures
+    from workbench.results.figures import write_result_figures
 
     args = parser().parse_args(argv)
     out = Path(args.out or f"artifacts/screening/{Path(args.organism).name}")
@@ -207,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                                progress=not args.quiet and sys.stderr.isatty(),
                                command="python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:]))
             result.save(out / f"seed{seed}")
-            write_figures(result.figures(), out / f"seed{seed}")
+            write_result_figures(result, out / f"seed{seed}")
             results.append(result)
             print(f"seed {seed}: " + ", ".join(f"drop {r.fraction:.0%} {r.dropped} -> P={r.p_target:.3f}" for r in result.rows),
                   flush=True)

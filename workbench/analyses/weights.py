@@ -26,9 +26,7 @@ weights, whose coordinates differ).
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -38,7 +36,9 @@ from torch import Tensor
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.lineage import Lineage, ParamGroup
 from workbench.core.models import resolve_device
-from workbench.results.base import read_result_files, write_result_files
+from workbench.results.base import ResultBase
+from workbench.results.figures import layer_component_grid
+from workbench.results.rows import SummaryRow
 
 WHOLE = "whole model"
 
@@ -120,7 +120,7 @@ def check_same_init(lin: Lineage, reference: str, name: str) -> None:
 
 
 @dataclass
-class WeightDeltaResult:
+class WeightDeltaResult(ResultBase):
     """Alignment of each model's delta with the reference delta, per group and whole model.
 
     rows: one dict per (group, model): group, layer, component, model, numel, norm, ref_norm,
@@ -148,19 +148,10 @@ class WeightDeltaResult:
 
     # ---- contract
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        data = {"command": self.command, "config": asdict(self.config), "base": self.base, "rows": self.rows}
-        return write_result_files(directory, self.kind, data)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> WeightDeltaResult:
-        data, _ = read_result_files(directory, cls.kind)
-        return cls(data["command"], WeightConfig.from_dict(data["config"]), data["base"], data["rows"])
-
     def figures(self) -> dict[str, Any]:
         return {"alignment_heatmap": alignment_heatmap(self), "alignment_whole": alignment_bars(self)}
 
-    def summary_rows(self) -> list[dict[str, Any]]:
+    def summary_rows(self) -> list[SummaryRow]:
         """Per parameter group, then the whole model: cos(ΔS, ΔT) beside the baseline's (the
         control student), the other compared models' cosines, the projection coefficient and,
         for weight matrices, the top-k subspace overlap beside its chance level. A group clears its
@@ -173,28 +164,26 @@ class WeightDeltaResult:
         out = []
         for g in [*self.groups(), WHOLE]:
             r = next(r for r in self.rows if r["group"] == g and r["model"] == student)
-            row: dict[str, Any] = {
-                "where": g, "group": "delta alignment",
-                "measure": f"cos(Δ{student}, Δ{cfg.reference}), weights",
-                "value": r["cos"],
-            }
+            row = SummaryRow(g, "delta alignment", f"cos(Δ{student}, Δ{cfg.reference}), weights", r["cos"])
             band = 2 / math.sqrt(r["numel"])  # |cos| of two random directions in numel dims stays below this (~95%)
             if baseline:
                 ctrl = self.value(baseline, g)
-                row.update(control=f"{baseline} student" if "student" not in baseline else baseline, control_value=ctrl)
+                row.control = f"{baseline} student" if "student" not in baseline else baseline
+                row.control_value = ctrl
                 if r["cos"] is not None and ctrl is not None:
-                    row["clears"] = r["cos"] - ctrl > band
+                    row.clears = r["cos"] - ctrl > band
+            details = row.details
             for m in cfg.models[1:]:
                 if m != baseline:
-                    row[f"cos {m}"] = self.value(m, g)
-            row["proj"] = r["proj"]
-            row["null_band"] = band
-            row["norm_ratio"] = r["norm"] / r["ref_norm"] if r["ref_norm"] else None
+                    details[f"cos {m}"] = self.value(m, g)
+            details["proj"] = r["proj"]
+            details["null_band"] = band
+            details["norm_ratio"] = r["norm"] / r["ref_norm"] if r["ref_norm"] else None
             if "overlap_out" in r:
-                row["subspace_overlap_out"] = r["overlap_out"]
-                row["chance_out"] = r["chance_out"]
+                details["subspace_overlap_out"] = r["overlap_out"]
+                details["chance_out"] = r["chance_out"]
             if g != WHOLE:
-                row["n_groups_compared"] = n_groups
+                details["n_groups_compared"] = n_groups
             out.append(row)
         return out
 
@@ -245,26 +234,6 @@ def weight_deltas(
 # --------------------------------------------------------------------------- figures
 
 
-def layer_component_grid(
-    rows: list[dict[str, Any]], value: str = "value"
-) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:
-    """Arrange per-group values (dicts with group, layer, component, `value`) into a grid with
-    one row per layer (embeddings first, the final norm and unembedding last) and one column
-    per component; missing cells are None. Returns (row labels, column labels, z, hover text)."""
-    def row_of(r: dict[str, Any]) -> str:
-        if r["layer"] is not None:
-            return f"layer {r['layer']}"
-        return "embed" if r["component"] in ("embed", "pos_embed") else "final"
-
-    ylabels = list(dict.fromkeys(row_of(r) for r in rows))
-    xlabels = list(dict.fromkeys(r["component"] for r in rows))
-    z: list[list[float | None]] = [[None] * len(xlabels) for _ in ylabels]
-    text = [[""] * len(xlabels) for _ in ylabels]
-    for r in rows:
-        i, j = ylabels.index(row_of(r)), xlabels.index(r["component"])
-        z[i][j] = r[value]
-        text[i][j] = r["hover"] if "hover" in r else r["group"]
-    return ylabels, xlabels, z, text
 
 
 def alignment_heatmap(result: WeightDeltaResult) -> Any:

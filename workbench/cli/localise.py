@@ -9,14 +9,14 @@ under OUT/seed{n}/ and prints the per-seed numbers the issue asks for.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
 
 from workbench.core.lineage import Lineage
 from workbench.analyses.patching import PatchConfig, activation_patching, delta_patching
-from workbench.results.base import write_figures
+from workbench.results.figures import write_result_figures
+from workbench.results.seeds import over_seeds
 from workbench.analyses.weights import weight_deltas
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) / seed_dir.name
             for r in (w, d, a):
                 r.save(out)
-                write_figures(r.figures(), out)
+                write_result_figures(r, out)
         lo = d.log_odds
         print(f"== {seed_dir}  engine={d.engine}")
         print("  whole-model cos(ΔM, ΔT): " + ", ".join(f"{m} {w.value(m):+.3f}" for m in w.config.models))
@@ -76,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"gain {a.value('student->base', h, metric='gain'):+.3f} "
                   f"control gain {a.value('control->base', h, metric='gain'):+.3f}")
     if len(seeds) > 1:
+        cos_stats = {m: over_seeds(v) for m, v in cos.items()}
         print("== across seeds: whole-model cos " + ", ".join(
-            f"{m} {statistics.mean(v):+.3f} ± {statistics.stdev(v):.3f}" for m, v in cos.items()))
+            f"{m} {s.mean:+.3f} ± {s.sd:.3f}" for m, s in cos_stats.items()))
         print(f"   (mean ± sd over {len(seeds)} seeds; recovered only where defined on every seed)")
-        rows = [(statistics.mean(v), statistics.stdev(v), k) for k, v in recovered.items() if None not in v]
+        stats = {k: over_seeds(v) for k, v in recovered.items()}
+        rows = [(s.mean, s.sd, k) for k, s in stats.items() if s.n == len(s.per_seed)]
         for mean, sd, name in sorted(rows, reverse=True)[:6]:
             print(f"   recovered {name:<18} {mean:+.3f} ± {sd:.3f}")
         print(f"   greedy set sizes: {greedy_sizes}")
