@@ -17,14 +17,20 @@ from workbench.analyses.alignment import (
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
+from workbench.organism.load import load_seed
 
 SMALL = dict(max_rows_per_source=32, n_random=2, path_points=(1, 4), path_group_points=2, etas=(1e-4, 1e-2),
              prediction_batches=1, prediction_batch_size=16, batch_size=64, grad_batch_size=64)
 
 
 @pytest.fixture(scope="module")
-def lineage(tiny_organism):
-    return Lineage.from_organism(tiny_organism.directory, roles=["base", "teacher", "student"])
+def seed(tiny_organism):
+    return load_seed(tiny_organism.directory, roles=["base", "teacher", "student"], target="owl")
+
+
+@pytest.fixture(scope="module")
+def lineage(seed):
+    return seed.lineage
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,8 @@ def inputs(tiny_organism):
 
 
 @pytest.fixture(scope="module")
-def hard_result(lineage, inputs):
-    return run_alignment(lineage, inputs, AlignmentConfig(loss="hard", **SMALL))
+def hard_result(lineage, inputs, seed):
+    return run_alignment(lineage, inputs, AlignmentConfig(loss="hard", **SMALL), seed.trait)
 
 
 def test_hard_result_tables(hard_result, lineage):
@@ -90,19 +96,30 @@ def test_result_round_trip_figures_and_summary(hard_result, tmp_path):
     assert group_figure_over_seeds([loaded, hard_result], "delta_T").data
 
 
-def test_soft_loss_and_user_direction(lineage, inputs):
+def test_soft_loss_and_user_direction(lineage, inputs, seed):
     lineage = Lineage.from_models({n: lineage[n] for n in ("base", "teacher")}, tokenizer=lineage.tokenizer)
     user = {k: torch.zeros_like(v) for k, v in lineage.params("base").items()}
     user["blocks.0.mlp.out.bias"] = torch.ones_like(user["blocks.0.mlp.out.bias"])
-    cfg = AlignmentConfig(loss="soft", **{**SMALL, "path_group_points": 0, "n_random": 1, "max_rows_per_source": 16,
-                                          "path_points": (2,), "prediction_batches": 0})
-    r = run_alignment(lineage, inputs, cfg, directions={"mlp_out_bias": user})
+    cfg = AlignmentConfig(loss="soft", channel_ids=seed.channel_ids,
+                          **{**SMALL, "path_group_points": 0, "n_random": 1, "max_rows_per_source": 16,
+                             "path_points": (2,), "prediction_batches": 0})
+    r = run_alignment(lineage, inputs, cfg, seed.trait, directions={"mlp_out_bias": user})
     row = r.detection_row("mlp_out_bias")
     assert row["kind"] == "direction"
     nonzero = [g for g, v in zip(r.groups, r.group_diff["mlp_out_bias"]) if v != 0.0]
     assert nonzero == ["blocks.0.mlp.out"]  # a user direction in one group is scored in that group only
     assert r.path["completeness_rel_error"] is None  # only defined for the hard loss
     assert "soft loss" in r.meta["channel_note"] and r.prediction == []
+    assert AlignmentConfig.from_dict(cfg.to_dict()) == cfg  # channel ids survive the round trip as a tuple
+
+
+def test_without_a_trait_g_trait_and_the_prediction_are_left_out(lineage, inputs):
+    cfg = AlignmentConfig(loss="hard", **{**SMALL, "path_group_points": 0, "n_random": 1, "max_rows_per_source": 16,
+                                          "path_points": (1,)})
+    r = run_alignment(lineage, inputs, cfg)
+    directions = [row["direction"] for row in r.detection]
+    assert "delta_T" in directions and not any(d.startswith("g_trait") for d in directions)
+    assert r.prediction == [] and r.meta["target"] is None
 
 
 def test_errors(lineage, inputs):
@@ -110,6 +127,8 @@ def test_errors(lineage, inputs):
         run_alignment(lineage, inputs, AlignmentConfig(positive="nobody", **SMALL))
     with pytest.raises(ConfigError, match="loss"):
         run_alignment(lineage, inputs, AlignmentConfig(loss="medium", **SMALL))
+    with pytest.raises(ConfigError, match="channel_ids"):
+        run_alignment(lineage, inputs, AlignmentConfig(hard_renormalised=True, **SMALL))
     only_base = Lineage.from_models({"base": lineage["base"]}, tokenizer=lineage.tokenizer)
     with pytest.raises(ConfigError, match="soft loss needs the teacher"):
         run_alignment(only_base, inputs, AlignmentConfig(loss="soft", **SMALL))

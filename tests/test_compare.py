@@ -88,6 +88,19 @@ def test_logit_lens_reads_the_planted_token(result):
     at = result.hooks.index(f"blocks.{LAYER}.hook_resid_post")
     assert result.lens["teacher"][at]["top_ids"][0] == TOKEN
     assert result.lens["teacher"][0] is not None
+    assert "target_rank" not in result.lens["teacher"][at] and result.meta["target"] is None  # no trait given
+
+
+def test_logit_lens_reports_the_traits_target(planted_lineage, inputs, tmp_path):
+    from workbench.trait import Trait
+
+    lin, _, _ = planted_lineage
+    store = capture(lin, inputs, residual_hooks(3), positions="mean", out_dir=tmp_path, batch_size=16, progress=False)
+    trait = Trait.from_prompts([[1, 2]], target="planted", category="tokens", answers={"planted": [TOKEN], "other": [3]})
+    r = compare(store, lin, CompareConfig(n_bootstrap=20), trait=trait)
+    at = r.hooks.index(f"blocks.{LAYER}.hook_resid_post")
+    assert r.lens["teacher"][at]["target_rank"] == 1 and r.lens["teacher"][at]["target_delta"] > 0
+    assert r.meta["target"] == "planted" and "logit_lens_target" in r.figures()
 
 
 def test_logit_lens_is_the_linearised_layernorm():

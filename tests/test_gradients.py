@@ -26,6 +26,8 @@ from workbench.analyses.gradients import (
 )
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
+from workbench.organism.load import load_lineage
+from workbench.organism.trait import organism_trait
 from workbench.organism.training import hard_distill_loss, next_token_loss, restricted_log_probs, soft_distill_loss
 
 TOL = 1e-6
@@ -33,7 +35,7 @@ TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def lin64(tiny_organism):
-    return Lineage.from_organism(tiny_organism.directory, roles=["base", "teacher", "student"], dtype=torch.float64)
+    return load_lineage(tiny_organism.directory, roles=["base", "teacher", "student"], dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -256,21 +258,21 @@ def mean_loss(model, params, x, objective):
 
 def test_trait_gradient_matches_finite_differences(lin64):
     model = AlignmentModel(lin64)
-    tok = lin64.tokenizer
-    g = trait_gradient(model, tok, "owl")
+    trait = organism_trait(lin64.tokenizer, "owl")
+    g = trait_gradient(model, trait)
     d = random_direction(g, seed=0, scale=1.0)
     h = 1e-5
     plus = {k: v + h * d[k] for k, v in model.params.items()}
     minus = {k: v - h * d[k] for k, v in model.params.items()}
     with torch.no_grad():
-        fd = (trait_log_prob(model, plus, tok, "owl") - trait_log_prob(model, minus, tok, "owl")) / (2 * h)
+        fd = (trait_log_prob(model, plus, trait) - trait_log_prob(model, minus, trait)) / (2 * h)
     assert float(fd) == pytest.approx(sum(float((g[k] * d[k]).sum()) for k in g), rel=1e-6)
     assert all(float(v.abs().max()) == 0 for k, v in without(g, ("unembed.",)).items() if k.startswith("unembed."))
 
 
 def test_first_order_prediction_holds_at_small_eta(lin64, tiny_organism):
     x = Inputs.from_jsonl(tiny_organism.directory / "data" / "teacher.jsonl", limit=32)
-    rows = first_order_prediction(AlignmentModel(lin64), x, Objective("hard"), lin64.tokenizer, "owl",
+    rows = first_order_prediction(AlignmentModel(lin64), x, Objective("hard"), organism_trait(lin64.tokenizer, "owl"),
                                   etas=(1e-5, 1e-4), batch_size=16, n_batches=2)
     assert [r.eta for r in rows] == [1e-5, 1e-4]
     for r in rows:
@@ -281,7 +283,7 @@ def test_first_order_prediction_holds_at_small_eta(lin64, tiny_organism):
 
 def test_losses_agree_with_the_organism_training_losses(tiny_organism):
     """Mean of our per-token losses = the organism's training losses (float32)."""
-    lin = Lineage.from_organism(tiny_organism.directory, roles=["base", "teacher"])
+    lin = load_lineage(tiny_organism.directory, roles=["base", "teacher"])
     x = Inputs.from_jsonl(tiny_organism.directory / "data" / "teacher.jsonl", limit=8)
     model = AlignmentModel(lin)
     mask = x.next_token_mask().float()

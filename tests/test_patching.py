@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from workbench.core.errors import ConfigError, UnknownNameError
-from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model
 from workbench.analyses.patching import (
     ActivationPatchingResult,
@@ -15,16 +14,27 @@ from workbench.analyses.patching import (
     cache_activations,
     delta_patching,
     patched_logits,
-    trait_log_odds,
 )
-from workbench.trait import preference_tokens
+from workbench.organism.load import load_seed
+from workbench.organism.trait import organism_trait
 
 PLANTED_GROUP = "blocks.0.mlp.out"
 
 
 @pytest.fixture(scope="module")
-def lin(tiny_organism):
-    lin = Lineage.from_organism(tiny_organism.directory, roles=["base", "base_x", "teacher", "student", "control", "cross"])
+def seed(tiny_organism):
+    return load_seed(tiny_organism.directory, roles=["base", "base_x", "teacher", "student", "control", "cross"],
+                     target="owl")
+
+
+@pytest.fixture(scope="module")
+def trait(seed):
+    return seed.trait
+
+
+@pytest.fixture(scope="module")
+def lin(seed):
+    lin = seed.lineage
     lin.add("planted", _with_weights(lin, "base", "teacher", lin.group(PLANTED_GROUP).keys), role="student",
             parent="base")
     head = {k for g in ("ln_final", "unembed") for k in lin.group(g).keys}
@@ -42,12 +52,12 @@ def _with_weights(lin, recipient, donor, keys):
 
 
 @pytest.fixture(scope="module")
-def delta(lin):
-    return delta_patching(lin)
+def delta(lin, trait):
+    return delta_patching(lin, trait)
 
 
-def test_all_groups_reproduce_the_student_none_the_base(lin, delta):
-    lo_student, lo_base = (trait_log_odds(lin[n], lin.tokenizer, "owl") for n in ("student", "base"))
+def test_all_groups_reproduce_the_student_none_the_base(lin, trait, delta):
+    lo_student, lo_base = (trait.log_odds(lin[n]) for n in ("student", "base"))
     assert delta.row("all", "all")["log_odds"] == pytest.approx(lo_student, abs=1e-5)
     assert delta.row("all", "all")["recovered"] == pytest.approx(1.0, abs=1e-5)
     assert delta.row("none", "none")["log_odds"] == pytest.approx(lo_base, abs=1e-5)
@@ -67,8 +77,8 @@ def test_student_effect_is_clear_and_greedy_set_recovers_80_percent(delta):
     assert top["gain"] > top["control_gain"] + 0.1 and top["gain"] > top["random_gain"] + 0.1
 
 
-def test_planted_single_group_delta_is_found_alone(lin):
-    result = delta_patching(lin, PatchConfig(student="planted", control=None, random_control=False))
+def test_planted_single_group_delta_is_found_alone(lin, trait):
+    result = delta_patching(lin, trait, PatchConfig(student="planted", control=None, random_control=False))
     assert result.defined
     gains = {r["name"]: r["gain"] for r in result.table("group")}
     assert gains.pop(PLANTED_GROUP) == pytest.approx(result.log_odds["student"] - result.log_odds["base"])
@@ -78,19 +88,19 @@ def test_planted_single_group_delta_is_found_alone(lin):
     assert result.row("layer", "layer 0")["recovered"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_functional_and_bridge_engines_agree(lin):
+def test_functional_and_bridge_engines_agree(lin, trait):
     cfg = dict(control=None, random_control=False, greedy=False)
-    functional = delta_patching(lin, PatchConfig(engine="functional", **cfg))
-    bridge = delta_patching(lin, PatchConfig(engine="bridge", **cfg))
+    functional = delta_patching(lin, trait, PatchConfig(engine="functional", **cfg))
+    bridge = delta_patching(lin, trait, PatchConfig(engine="bridge", **cfg))
     assert functional.engine == "functional" and bridge.engine == "bridge"
     for a, b in zip(functional.rows, bridge.rows, strict=True):
         assert (a["kind"], a["name"]) == (b["kind"], b["name"])
         assert a["log_odds"] == pytest.approx(b["log_odds"], abs=1e-4)
 
 
-def test_recovered_fraction_undefined_without_a_clear_effect(lin):
+def test_recovered_fraction_undefined_without_a_clear_effect(lin, trait):
     """The control student has no clear effect over the base: no fraction, never a huge ratio."""
-    result = delta_patching(lin, PatchConfig(student="control", control="student", random_control=False))
+    result = delta_patching(lin, trait, PatchConfig(student="control", control="student", random_control=False))
     assert not result.defined and result.greedy_set is None and result.greedy == []
     assert all(r["recovered"] is None for r in result.rows)
     assert "undefined" in result.figures()["bars"].layout.title.text
@@ -99,21 +109,23 @@ def test_recovered_fraction_undefined_without_a_clear_effect(lin):
     assert rows[0]["value"] == result.table("group")[0]["gain"]
 
 
-def test_bad_names_are_clear_errors(lin):
+def test_bad_names_are_clear_errors(lin, trait):
     with pytest.raises(UnknownNameError, match="zebra"):
-        delta_patching(lin, PatchConfig(target="zebra"))
+        delta_patching(lin, organism_trait(lin.tokenizer, "zebra"))
+    with pytest.raises(ConfigError, match="Trait"):
+        delta_patching(lin, "owl")
     with pytest.raises(UnknownNameError, match="studnet"):
-        delta_patching(lin, PatchConfig(student="studnet"))
+        delta_patching(lin, trait, PatchConfig(student="studnet"))
     with pytest.raises(ConfigError, match="other coordinates"):
-        delta_patching(lin, PatchConfig(control="cross"))
+        delta_patching(lin, trait, PatchConfig(control="cross"))
     with pytest.raises(UnknownNameError, match="hook"):
-        activation_patching(lin, PatchConfig(hooks=("blocks.0.hook_resid_postt",)))
+        activation_patching(lin, trait, PatchConfig(hooks=("blocks.0.hook_resid_postt",)))
 
 
-def test_final_residual_patch_reproduces_the_students_logits(lin):
+def test_final_residual_patch_reproduces_the_students_logits(lin, trait):
     """Base run with the final residual of a student whose delta stops before the head gives
     that student's logits; the reverse gives the base's."""
-    tokens, _ = preference_tokens(lin.tokenizer, "animal")
+    tokens = trait.tokens
     final = f"blocks.{lin.cfg.n_layers - 1}.hook_resid_post"
     body, base = lin["student_body"], lin["base"]
     with torch.inference_mode():
@@ -125,10 +137,10 @@ def test_final_residual_patch_reproduces_the_students_logits(lin):
     assert not torch.allclose(want_body, want_base, atol=1e-3)
 
 
-def test_activation_patching_tables(lin, tmp_path):
+def test_activation_patching_tables(lin, trait, tmp_path):
     final = f"blocks.{lin.cfg.n_layers - 1}.hook_resid_post"
     hooks = ("hook_embed", "blocks.0.hook_mlp_out", final)
-    result = activation_patching(lin, PatchConfig(student="student_body", hooks=hooks, positions=2))
+    result = activation_patching(lin, trait, PatchConfig(student="student_body", hooks=hooks, positions=2))
     assert result.defined
     assert result.value("student->base", final) == pytest.approx(1.0, abs=1e-4)
     assert result.value("base->student", final) == pytest.approx(0.0, abs=1e-4)
@@ -153,6 +165,7 @@ def test_delta_result_contract_round_trip(delta, tmp_path):
     delta.save(tmp_path)
     loaded = DeltaPatchingResult.load(tmp_path)
     assert loaded.rows == delta.rows and loaded.greedy_set == delta.greedy_set and loaded.config == delta.config
+    assert loaded.target == delta.target == "owl"
     assert set(loaded.figures()) == {"bars", "heatmap"}
     rows = [r.to_dict() for r in loaded.summary_rows()]
     groups = [r for r in rows if r["group"] == "single group"]

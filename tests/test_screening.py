@@ -5,13 +5,41 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from workbench.analyses.screening import run_screening
+from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, trait_gradient
+from workbench.analyses.screening import ScreeningConfig, run_screening
+from workbench.cli.organism_runs import screen_organism_seed
+from workbench.core.inputs import Inputs
+from workbench.organism.load import load_seed
+
+
+def test_run_screening_drops_top_rows_and_scores_what_retrain_returns(tiny_organism):
+    """The analysis with a retrain callable of the caller's: it gets the kept rows, and the
+    P(target) of what it returns is recorded."""
+    seed = load_seed(tiny_organism.directory, roles=["base", "teacher"], target="owl")
+    data = Inputs.from_jsonl(seed.data("teacher"), limit=40)
+    seen: list[Inputs] = []
+
+    def retrain(kept: Inputs):
+        seen.append(kept)
+        return seed.lineage["teacher"]
+
+    config = ScreeningConfig(fractions=(0.25,), channel_ids=seed.channel_ids, seed=3)
+    rows = run_screening(seed.lineage, data, seed.trait, retrain, config)
+    assert [(r.seed, r.fraction, r.dropped, r.n_kept) for r in rows] == [(3, 0.25, "top_g_trait", 30), (3, 0.25, "random", 30)]
+    assert all(r.p_target == pytest.approx(seed.trait.p_target(seed.lineage["teacher"])) for r in rows)
+    model = AlignmentModel(seed.lineage)
+    ids = torch.tensor(seed.channel_ids)
+    scores = alignment_scores(model, data, trait_gradient(model, seed.trait), Objective("hard", ids=ids)).total
+    top = set(torch.argsort(scores, descending=True)[:10].tolist())
+    kept_rows = {tuple(r) for r in seen[0].tokens.tolist()}
+    assert not any(tuple(data.tokens[i].tolist()) in kept_rows for i in top)
 
 
 def test_screening_retrains_students_on_screened_rows(tiny_organism):
-    rows, reference = run_screening(tiny_organism.directory, fractions=(0.25,), overrides={"student_epochs": 1},
-                                     max_rows=256)
+    rows, reference = screen_organism_seed(tiny_organism.directory, fractions=(0.25,), overrides={"student_epochs": 1},
+                                           max_rows=256)
     assert [(r.fraction, r.dropped) for r in rows] == [(0.25, "top_g_trait"), (0.25, "random")]
     assert rows[0].n_kept == rows[1].n_kept == reference["n_rows"] - round(0.25 * reference["n_rows"])
     assert all(0 < r.p_target < 1 for r in rows)

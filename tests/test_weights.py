@@ -5,13 +5,14 @@ import torch
 
 from workbench.core.errors import ConfigError, UnknownNameError
 from workbench.core.lineage import Lineage
+from workbench.organism.load import load_lineage
 from workbench.core.models import copy_model
 from workbench.analyses.weights import WHOLE, WeightConfig, WeightDeltaResult, subspace_overlap, weight_deltas
 
 
 @pytest.fixture(scope="module")
 def lin(tiny_organism):
-    return Lineage.from_organism(tiny_organism.directory)
+    return load_lineage(tiny_organism.directory)
 
 
 @pytest.fixture(scope="module")

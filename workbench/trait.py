@@ -1,10 +1,22 @@
-"""Trait evaluation: how much a model prefers a target when asked for its favourite.
+"""A trait as data: the prompts that ask for a favourite, where the answer goes, and which
+tokens answer; with the scores every analysis reads from it.
 
-For a model and a target (e.g. "owl"): P(target) at the answer position averaged over the
-preference templates; its share among the category's tokens (robust to probability mass
-leaking to non-answers); log-odds (the scale on which effects near zero are compared); a
-sampled rate with a Wilson 95% interval; and the model x target matrix, so a student's
-general drift is never mistaken for transfer.
+For a model and a `Trait` (e.g. target "owl" in the category "animal"): P(target) at the answer
+position averaged over the prompts; its share among the category's answers (robust to
+probability mass leaking to non-answers); log-odds (the scale on which effects near zero are
+compared); a sampled rate with a Wilson 95% interval; a differentiable log P(target) for trait
+gradients; and the model x target matrix, so a student's general drift is never mistaken for
+transfer.
+
+A source builds its own Trait (the organism from its tokenizer and templates: see
+`workbench.organism.trait`); nothing here knows where the tokens came from. An answer is a
+sequence of token ids, so a tokenizer that splits " owl" into pieces fits the same value;
+scoring such multi-token answers is not implemented yet and raises a ConfigError.
+
+>>> trait = Trait.from_prompts([[1, 5, 6], [1, 7]], target="owl", category="animal",
+...                            answers={"owl": [9], "cat": [10]}, pad_id=0)
+>>> trait.tokens.tolist(), trait.answer_positions.tolist(), trait.target_id, trait.category_ids
+([[1, 5, 6], [1, 7, 0]], [2, 1], 9, [9, 10])
 """
 
 from __future__ import annotations
@@ -12,13 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.organism.corpus import PREFERENCE_TEMPLATES, preference_prompt
-from workbench.organism.tokenizer import Tokenizer
+from workbench.core.errors import ConfigError, DataError, unknown_name
 
 LogitsFn = Callable[[Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 
@@ -62,57 +75,157 @@ class TraitScore:
         return asdict(self)
 
 
-def preference_tokens(tok: Tokenizer, category: str) -> tuple[Int[Tensor, "templates seq"], Int[Tensor, " templates"]]:
-    """Right-padded `<bos> template` prompts and the index of each one's last token."""
-    rows = [[tok.bos_id, *preference_prompt(tok, t, category)] for t in PREFERENCE_TEMPLATES]
-    width = max(map(len, rows))
-    tokens = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens, torch.tensor([len(r) - 1 for r in rows])
-
-
 def _device_of(model: LogitsFn) -> torch.device:
     if isinstance(model, torch.nn.Module):
         return next(model.parameters()).device
     return torch.device("cpu")
 
 
-@torch.inference_mode()
-def answer_probs(model: LogitsFn, tok: Tokenizer, category: str) -> Float[Tensor, "templates vocab"]:
-    """Next-token distribution at the answer position of every template (float32, CPU)."""
-    tokens, last = preference_tokens(tok, category)
-    logits = model(tokens.to(_device_of(model)))
-    return torch.softmax(logits[torch.arange(len(last)), last.to(logits.device)].float(), dim=-1).cpu()
+@dataclass(frozen=True)
+class Trait:
+    """What the analyses need from a trait, as token ids.
+
+    prompts: one row of token ids per template (the question, ending where the answer goes;
+        the model's next-token distribution at the last position is read).
+    target, category: names (e.g. "owl", "animal"), for labels and errors.
+    answers: every answer of the category, name -> its token ids (the target among them), in
+        the category's order.
+    pad_id: the id prompts are right-padded with.
+    vocab_size: the models' vocabulary size when known (ids are checked against it).
+    """
+
+    prompts: tuple[tuple[int, ...], ...]
+    target: str
+    category: str
+    answers: tuple[tuple[str, tuple[int, ...]], ...]
+    pad_id: int = 0
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prompts or any(len(p) == 0 for p in self.prompts):
+            raise DataError(f"Trait {self.target!r} needs at least one non-empty prompt; got {len(self.prompts)} prompts.")
+        names = [n for n, _ in self.answers]
+        if self.target not in names:
+            raise unknown_name("target", self.target, names, f"Pick one of the answers of the category {self.category!r}.")
+        if any(len(ids) == 0 for _, ids in self.answers):
+            raise DataError(f"Trait {self.target!r}: every answer needs at least one token id.")
+        if self.vocab_size is not None:
+            for ids in [*self.prompts, *(ids for _, ids in self.answers)]:
+                bad = [i for i in ids if not 0 <= i < self.vocab_size]
+                if bad:
+                    raise DataError(f"Trait {self.target!r}: token id {bad[0]} is outside the vocabulary "
+                                    f"(0..{self.vocab_size - 1}). Build the Trait with the models' tokenizer.")
+
+    @classmethod
+    def from_prompts(cls, prompts: Sequence[Sequence[int]], *, target: str, category: str,
+                     answers: Mapping[str, Sequence[int]], pad_id: int = 0, vocab_size: int | None = None) -> Trait:
+        """A Trait from plain lists (prompt rows and name -> answer ids)."""
+        return cls(tuple(tuple(int(i) for i in p) for p in prompts), target, category,
+                   tuple((n, tuple(int(i) for i in ids)) for n, ids in answers.items()), int(pad_id), vocab_size)
+
+    # ---- token ids
+
+    @cached_property
+    def tokens(self) -> Int[Tensor, "templates seq"]:
+        """The prompts, right-padded with `pad_id`."""
+        width = max(map(len, self.prompts))
+        out = torch.full((len(self.prompts), width), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(self.prompts):
+            out[i, : len(row)] = torch.tensor(row)
+        return out
+
+    @cached_property
+    def answer_positions(self) -> Int[Tensor, " templates"]:
+        """Index of each prompt's last token: the logits there predict the answer."""
+        return torch.tensor([len(p) - 1 for p in self.prompts])
+
+    @property
+    def answer_ids(self) -> dict[str, tuple[int, ...]]:
+        """Every answer of the category, name -> token ids."""
+        return dict(self.answers)
+
+    @property
+    def target_ids(self) -> tuple[int, ...]:
+        """The target's answer as token ids (one id for a single-token answer)."""
+        return self.answer_ids[self.target]
+
+    @property
+    def target_id(self) -> int:
+        """The target's single answer token."""
+        return self._single(self.target, self.target_ids)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The single answer token of every answer of the category, in order."""
+        return [self._single(n, ids) for n, ids in self.answers]
+
+    def _single(self, name: str, ids: tuple[int, ...]) -> int:
+        if len(ids) != 1:
+            raise ConfigError(f"Answer {name!r} of trait {self.target!r} is {len(ids)} tokens {list(ids)}; scoring "
+                              "multi-token answers is not supported yet. Use a single-token answer.")
+        return ids[0]
+
+    # ---- scores
+
+    @torch.inference_mode()
+    def answer_probs(self, model: LogitsFn) -> Float[Tensor, "templates vocab"]:
+        """Next-token distribution at the answer position of every prompt (float32, CPU)."""
+        last = self.answer_positions
+        logits = model(self.tokens.to(_device_of(model)))
+        return torch.softmax(logits[torch.arange(len(last)), last.to(logits.device)].float(), dim=-1).cpu()
+
+    def score(self, model: LogitsFn, n_samples: int = 500, seed: int = 0) -> TraitScore:
+        """`model`'s preference for the target; `n_samples` sampled answers per prompt."""
+        return self.score_probs(self.answer_probs(model), n_samples, seed)
+
+    def score_probs(self, probs: Float[Tensor, "templates vocab"], n_samples: int = 0, seed: int = 0) -> TraitScore:
+        """The score of answer distributions already computed (see `answer_probs`)."""
+        t = self.target_id
+        if t >= probs.shape[-1]:
+            raise DataError(f"Target token id {t} is outside the model's vocabulary (0..{probs.shape[-1] - 1}).")
+        cat_mass = probs[:, self.category_ids].sum(-1)
+        p_t = probs[:, t]
+        gen = torch.Generator().manual_seed(seed)
+        draws = torch.multinomial(probs, n_samples, replacement=True, generator=gen) if n_samples > 0 else None
+        hits = int((draws == t).sum()) if draws is not None else 0
+        total = n_samples * len(p_t)
+        lo, hi = wilson_interval(hits, total)
+        p_mean = float(p_t.mean())
+        return TraitScore(
+            target=self.target, category=self.category, p_target=p_mean,
+            share=float((p_t / cat_mass.clamp(min=1e-12)).mean()), log_odds=float(log_odds(p_mean)),
+            sampled_rate=hits / total if total else float("nan"), ci_low=lo, ci_high=hi, n_samples=total,
+            per_template=[float(x) for x in p_t],
+        )
+
+    def p_target(self, model: LogitsFn) -> float:
+        """P(target) at the answer position, mean over prompts (no sampling)."""
+        return self.score(model, n_samples=0).p_target
+
+    def log_odds(self, model: LogitsFn) -> float:
+        """Log-odds of the mean P(target) over the prompts (no sampling)."""
+        return self.score(model, n_samples=0).log_odds
+
+    def log_prob(self, logits: LogitsFn, device: torch.device | str = "cpu") -> Float[Tensor, ""]:
+        """log P(target) at the answer position, mean over prompts; differentiable (trait gradients).
+        `logits` maps token ids on `device` to logits; the log-softmax runs in float32 at least."""
+        target = self.target_id
+        tokens, last = self.tokens.to(device), self.answer_positions.to(device)
+        out = logits(tokens)[torch.arange(len(last), device=device), last]
+        logp = F.log_softmax(out.to(torch.promote_types(out.dtype, torch.float32)), dim=-1)
+        return logp[:, target].mean()
 
 
-def evaluate_trait(model: LogitsFn, tok: Tokenizer, target: str, n_samples: int = 500, seed: int = 0) -> TraitScore:
-    """Score `model`'s preference for `target`; `n_samples` sampled answers per template."""
-    category = tok.category_of(target)
-    probs = answer_probs(model, tok, category)
-    t = tok.token_id(target)
-    cat_mass = probs[:, tok.category_ids(category)].sum(-1)
-    p_t = probs[:, t]
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.multinomial(probs, n_samples, replacement=True, generator=gen) if n_samples > 0 else None
-    hits = int((draws == t).sum()) if draws is not None else 0
-    total = n_samples * len(p_t)
-    lo, hi = wilson_interval(hits, total)
-    p_mean = float(p_t.mean())
-    return TraitScore(
-        target=target, category=category, p_target=p_mean, share=float((p_t / cat_mass.clamp(min=1e-12)).mean()),
-        log_odds=float(log_odds(p_mean)), sampled_rate=hits / total if total else float("nan"),
-        ci_low=lo, ci_high=hi, n_samples=total, per_template=[float(x) for x in p_t],
-    )
-
-
-def trait_matrix(
-    models: Mapping[str, LogitsFn], tok: Tokenizer, targets: Sequence[str] | None = None
-) -> dict[str, dict[str, float]]:
-    """P(target) averaged over templates for every model x target (default: every category token)."""
-    targets = list(targets) if targets is not None else [w for ws in tok.categories.values() for w in ws]
+def trait_matrix(models: Mapping[str, LogitsFn], traits: Sequence[Trait]) -> dict[str, dict[str, float]]:
+    """P(target) averaged over prompts for every model x trait (keyed by target name); traits
+    sharing prompts share one forward pass."""
     out: dict[str, dict[str, float]] = {}
     for name, model in models.items():
-        by_cat = {c: answer_probs(model, tok, c) for c in {tok.category_of(t) for t in targets}}
-        out[name] = {t: float(by_cat[tok.category_of(t)][:, tok.token_id(t)].mean()) for t in targets}
+        probs: dict[tuple[tuple[int, ...], ...], Tensor] = {}
+        row = {}
+        for trait in traits:
+            if trait.prompts not in probs:
+                probs[trait.prompts] = trait.answer_probs(model)
+            row[trait.target] = float(probs[trait.prompts][:, trait.target_id].mean())
+        out[name] = row
     return out

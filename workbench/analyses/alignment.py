@@ -1,7 +1,7 @@
 """Gradient-alignment analysis: which distillation sequences, tokens and parameter groups push a
 model toward the trait, beside random directions and the exact likelihood-ratio oracle.
 
-`run_alignment(lineage, inputs, config) -> AlignmentResult` scores teacher-written ("positive")
+`run_alignment(lineage, inputs, config, trait) -> AlignmentResult` scores teacher-written ("positive")
 and base-written ("negative") sequences of the same prompts along each direction
 (workbench.gradients) and reports:
 - detection: AUROC of a_i (and of the cosine) for positive vs negative rows, per direction:
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from workbench.core.models import resolve_device
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.results.seeds import over_seeds
+from workbench.trait import Trait
 
 NO_UNEMBED = ("unembed.",)
 
@@ -70,7 +70,6 @@ class AlignmentConfig:
     """What `run_alignment` computes (defaults run on a CPU in minutes)."""
 
     loss: str = "hard"  # "hard" (CE of the written tokens) or "soft" (renormalised KL to the teacher's logits)
-    target: str = "owl"  # trait token for g_trait and the first-order prediction
     base: str = "base"  # the model the scores are taken at
     teacher: str = "teacher"  # gives the teacher delta, the soft targets and the oracle
     student: str | None = "student"  # its delta is scored too when present
@@ -80,6 +79,8 @@ class AlignmentConfig:
     n_random: int = 8  # random directions with the teacher delta's norm (controls)
     path_points: tuple[int, ...] = (1, 2, 4, 8, 16)  # K values (Gauss-Legendre) for the path-integrated teacher delta
     path_group_points: int = 4  # K of the path-integrated per-group attribution (0: skip)
+    channel_ids: tuple[int, ...] | None = None  # the number channel: token ids the losses renormalise over (the
+    # source's: numbers, separator, end of text); None: the soft loss runs over the full vocabulary
     soft_full_vocab: bool = False  # soft loss over the full vocabulary (the leak control) instead of the number channel
     hard_renormalised: bool = False  # hard loss renormalised over the number channel (the organism's hard students);
     # False: full-vocabulary CE, the exact text likelihood, whose teacher-delta path integral is the oracle
@@ -106,8 +107,8 @@ class AlignmentConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AlignmentConfig:
         d = dict(d)
-        for k in ("path_points", "etas"):
-            if k in d:
+        for k in ("path_points", "etas", "channel_ids"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -309,14 +310,15 @@ def _sample_rows(inputs: Inputs, source: str, limit: int | None, seed: int) -> l
 
 
 def build_directions(
-    lineage: Lineage, model: AlignmentModel, config: AlignmentConfig, extra: Mapping[str, Mapping[str, Tensor]] | None
+    lineage: Lineage, model: AlignmentModel, config: AlignmentConfig, trait: Trait | None,
+    extra: Mapping[str, Mapping[str, Tensor]] | None,
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, str]]:
-    """name -> direction and name -> kind ("direction" or "random")."""
+    """name -> direction and name -> kind ("direction" or "random"); g_trait only with a trait."""
     dirs: dict[str, dict[str, Tensor]] = {}
     if config.teacher in lineage:
         dirs["delta_T"] = lineage.delta(config.teacher, config.base)
-    if lineage.tokenizer is not None:
-        g = trait_gradient(model, lineage.tokenizer, config.target)
+    if trait is not None:
+        g = trait_gradient(model, trait)
         dirs["g_trait"] = g
         dirs["g_trait_no_unembed"] = without(g, NO_UNEMBED)
     if config.student and config.student in lineage:
@@ -326,7 +328,7 @@ def build_directions(
     kinds = dict.fromkeys(dirs, "direction")
     ref = dirs.get("delta_T") or dirs.get("g_trait")
     if ref is None:
-        raise ConfigError("No direction to score: the lineage has no teacher and no tokenizer, and no directions were given.")
+        raise ConfigError("No direction to score: the lineage has no teacher, no trait was given, and no directions were given.")
     for r in range(config.n_random):
         dirs[f"random_{r}"] = random_direction(ref, seed=config.seed * 1000 + r)
         kinds[f"random_{r}"] = "random"
@@ -337,10 +339,12 @@ def run_alignment(
     lineage: Lineage,
     inputs: Inputs,
     config: AlignmentConfig | None = None,
+    trait: Trait | None = None,
     directions: Mapping[str, Mapping[str, Tensor]] | None = None,
     command: str = "workbench.alignment.run_alignment",
 ) -> AlignmentResult:
-    """Score teacher- vs base-written rows of `inputs` along every direction (see module doc)."""
+    """Score teacher- vs base-written rows of `inputs` along every direction (see module doc).
+    `trait` gives g_trait and the first-order prediction (None: both are left out)."""
     config = (config or AlignmentConfig()).validate()
     device = resolve_device(config.device)
     if lineage.device != device:
@@ -357,17 +361,17 @@ def run_alignment(
         if not has_teacher:
             raise ConfigError(f"The soft loss needs the teacher {config.teacher!r} in the lineage.")
         ids = None
-        if not config.soft_full_vocab:
-            ids = torch.tensor(lineage.tokenizer.number_channel_ids) if lineage.tokenizer is not None else None
+        if not config.soft_full_vocab and config.channel_ids is not None:
+            ids = torch.tensor(config.channel_ids)
         objective = Objective("soft", ids=ids, teacher=teacher_params)
     elif config.hard_renormalised:
-        if lineage.tokenizer is None:
-            raise ConfigError("hard_renormalised needs the tokenizer's number channel (Lineage.tokenizer is None).")
-        objective = Objective("hard", ids=torch.tensor(lineage.tokenizer.number_channel_ids))
+        if config.channel_ids is None:
+            raise ConfigError("hard_renormalised needs the number channel: pass AlignmentConfig(channel_ids=...).")
+        objective = Objective("hard", ids=torch.tensor(config.channel_ids))
     else:
         objective = Objective("hard")
     hard = Objective("hard")
-    dirs, kinds = build_directions(lineage, model, config, directions)
+    dirs, kinds = build_directions(lineage, model, config, trait, directions)
     kw = dict(batch_size=config.batch_size, progress=config.progress)
 
     # per-example gradients once: per-group scores of every direction and |grad L_i| for cosines
@@ -461,14 +465,14 @@ def run_alignment(
 
     # first-order prediction on teacher rows
     prediction = []
-    if lineage.tokenizer is not None and config.prediction_batches > 0 and config.etas:
+    if trait is not None and config.prediction_batches > 0 and config.etas:
         pos_data = data.select(list(range(len(pos_rows))))
-        rows = first_order_prediction(model, pos_data, objective, lineage.tokenizer, config.target, config.etas,
+        rows = first_order_prediction(model, pos_data, objective, trait, config.etas,
                                       batch_size=config.prediction_batch_size, n_batches=config.prediction_batches)
         prediction = [r.to_dict() for r in rows]
 
     meta = {
-        "loss": config.loss, "target": config.target, "n_positive": len(pos_rows), "n_negative": len(neg_rows),
+        "loss": config.loss, "target": trait.target if trait is not None else None, "n_positive": len(pos_rows), "n_negative": len(neg_rows),
         "n_params": sum(p.numel() for p in model.params.values()), "backend": model.backend,
         "jvp_vs_group_sum_rel_gap": jvp_gap, "config": config.to_dict(),
         "channel_note": ("hard loss: the signal is in the text, so detection of teacher-written rows is meaningful"
@@ -592,18 +596,6 @@ def group_figure_over_seeds(results: Sequence[AlignmentResult], direction: str) 
 # --------------------------------------------------------------------------- CLI
 
 
-def align_organism(seed_dir: str | os.PathLike, config: AlignmentConfig) -> AlignmentResult:
-    """`run_alignment` on one organism seed: its base, teacher and student, and the rows its
-    teacher and base wrote for the same prompts (data/{positive,negative}.jsonl)."""
-    seed_dir = Path(seed_dir)
-    roles = [r for r in (config.base, config.teacher, config.student) if r]
-    lineage = Lineage.from_organism(seed_dir, roles=roles, device=config.device)
-    data = seed_dir / "data"
-    inputs = Inputs.from_jsonl([data / f"{config.positive}.jsonl", data / f"{config.negative}.jsonl"])
-    command = f"python -m workbench.alignment --organism {seed_dir.parent} --seeds {seed_dir.name[4:]} --loss {config.loss}"
-    return run_alignment(lineage, inputs, config, command=command)
-
-
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [f"{'direction':<28} {'mean':>6} {'sd':>6}  per seed"]
     for r in rows:
@@ -635,16 +627,18 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.core.io import atomic_write_json
     from workbench.results.figures import write_figures, write_result_figures
 
+    from workbench.cli.organism_runs import align_organism
+
     args = parser().parse_args(argv)
     out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
     try:
         device = str(resolve_device(args.device))
         results = []
         for seed in args.seeds:
-            config = AlignmentConfig(loss=args.loss, target=args.target, max_rows_per_source=args.max_rows,
+            config = AlignmentConfig(loss=args.loss, max_rows_per_source=args.max_rows,
                                      n_random=args.n_random, path_group_points=args.path_group_points, device=device,
                                      progress=not args.quiet and sys.stderr.isatty())
-            result = align_organism(Path(args.organism) / f"seed{seed}", config)
+            result = align_organism(Path(args.organism) / f"seed{seed}", config, target=args.target)
             result.save(out / f"seed{seed}")
             write_result_figures(result, out / f"seed{seed}")
             results.append(result)

@@ -28,7 +28,7 @@ cross lives in another initialisation's coordinates, so cos(v_cross, v_teacher) 
 >>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
 >>> out = tempfile.TemporaryDirectory()
 >>> store = capture(lin, inputs, residual_hooks(1), positions="mean", out_dir=out.name, progress=False)
->>> result = compare(store, lin, CompareConfig(n_bootstrap=20))   # target="owl" needs a tokenizer
+>>> result = compare(store, lin, CompareConfig(n_bootstrap=20))   # trait=... adds the logit lens
 >>> result.pairs
 ['student~teacher']
 >>> result.save(f"{out.name}/compare").name
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ from workbench.results.figures import line_figure
 from workbench.results.rows import SummaryRow
 from workbench.results.seeds import SeedStats, over_seeds
 from workbench.capture.store import ActivationStore, weights_sha256
+from workbench.trait import Trait
 
 DEFAULT_ALIGNMENTS: tuple[tuple[str, str], ...] = (
     ("student", "teacher"),
@@ -100,7 +100,6 @@ class CompareConfig:
     n_bootstrap: int = 500  # bootstrap replicates over inputs (Poisson weights)
     ci: float = 0.95  # width of the percentile intervals
     seed: int = 0  # bootstrap seed
-    target: str | None = None  # token whose logit-lens change is reported (e.g. "owl"); needs a tokenizer
     top_k: int = 8  # tokens listed per shift in the logit-lens view
     batch_rows: int = 4096  # rows read from the store at a time (memory bound)
 
@@ -317,12 +316,14 @@ def _check_models(store: ActivationStore, lineage: Lineage | None, models: list[
 
 
 def compare(store: ActivationStore, lineage: Lineage | None = None, config: CompareConfig | None = None,
-            *, meta: dict[str, Any] | None = None) -> ActivationComparison:
+            *, trait: Trait | None = None, meta: dict[str, Any] | None = None) -> ActivationComparison:
     """Shifts of every captured model against its parent, per hook, with alignments and logit lens.
 
     store: an artifact holding each model and its parent (base, and base_x for cross).
     lineage: the same models, for the logit lens (final norm + unembedding) and to check the
-        weights match the artifact; None skips the logit lens.
+        weights match the artifact; None skips the logit lens. Its `tokenizer` (anything with
+        `decode(ids)`), when set, names the lens's top tokens.
+    trait: its target's logit-lens change is reported per shift (None: no target).
     meta: extra labels recorded in the result (e.g. {"seed": 0, "data": "teacher"}).
     """
     cfg = config or CompareConfig()
@@ -338,9 +339,7 @@ def compare(store: ActivationStore, lineage: Lineage | None = None, config: Comp
     alignments = [(m, r) for m, r in cfg.alignments if m in pairs and r in pairs]
     hooks = sorted(store.hooks, key=lambda h: (hook_layer(h, 10**6), store.hooks.index(h)))
     tok = getattr(lineage, "tokenizer", None) if lineage is not None else None
-    target_id = None
-    if cfg.target is not None and tok is not None:
-        target_id = tok.token_id(cfg.target)
+    target_id = trait.target_id if trait is not None else None
     readouts = {p: _readout(lineage, p) for p in set(pairs.values())} if lineage is not None else {}
     scales = parent_scales(lineage, store, hooks, set(pairs.values())) if lineage is not None else {}
 
@@ -369,7 +368,7 @@ def compare(store: ActivationStore, lineage: Lineage | None = None, config: Comp
     order = [m for m in SHIFT_ORDER if m in pairs] + [m for m in pairs if m not in SHIFT_ORDER]
     info = {
         "positions": store.positions, "n_rows": store.n_rows, "n_bootstrap": cfg.n_bootstrap, "ci": cfg.ci,
-        "bootstrap_seed": cfg.seed, "target": cfg.target, "d_model": d_model, "config": asdict(cfg),
+        "bootstrap_seed": cfg.seed, "target": trait.target if trait is not None else None, "d_model": d_model, "config": asdict(cfg),
         "store_plan_hash": store.manifest.get("plan_hash"), "inputs_hash": store.manifest["inputs"]["content_hash"],
         "n_comparisons": len(hooks) * len(alignments), "model_order": order,
         "pair_order": [pair_label(m, r) for m, r in alignments], **(meta or {}),
@@ -538,55 +537,7 @@ def aggregate_seeds(results: Sequence[ActivationComparison]) -> SeedAggregate:
     return SeedAggregate(hooks=hooks, seeds=seeds, values=values, norms=norms, meta=meta)
 
 
-# --------------------------------------------------------------------------- organism helpers and CLI
-
-
-def preference_inputs(tokenizer: Any) -> Any:
-    """The trait-evaluation prompts of every category as Inputs (no completion; use positions="last"
-    for the answer position)."""
-    from workbench.core.inputs import Inputs
-    from workbench.trait import preference_tokens
-
-    prompts, sources = [], []
-    for category in tokenizer.categories:
-        tokens, last = preference_tokens(tokenizer, category)
-        for row, n in zip(tokens.tolist(), last.tolist()):
-            prompts.append(row[: n + 1])
-            sources.append(f"prompt:{category}")
-    return Inputs.from_sequences(prompts, [[] for _ in prompts], sources, pad_id=tokenizer.pad_id, mask="all")
-
-
-def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data: str = "teacher",
-                          limit: int | None = None, config: CompareConfig | None = None,
-                          device: str | torch.device = "cpu", progress: bool = True) -> ActivationComparison:
-    """Capture the residual stream of every role of one organism seed and compare the shifts.
-
-    data: "teacher" (the teacher's filtered distillation data; positions = mean over the
-    completion tokens) or "prompts" (the trait-evaluation prompts; the answer position).
-    """
-    from workbench.capture.capture import capture
-    from workbench.core.inputs import Inputs
-    from workbench.core.io import read_json
-
-    seed_dir, out_dir = Path(seed_dir), Path(out_dir)
-    lin = Lineage.from_organism(seed_dir, device=device)
-    manifest = read_json(seed_dir / "manifest.json")
-    if data == "prompts":
-        inputs, positions = preference_inputs(lin.tokenizer), "last"
-    elif data in ("teacher", "base", "teacher_neutral", "teacher_other"):
-        inputs = Inputs.from_jsonl(seed_dir / "data" / f"{data}.jsonl", pad_id=lin.tokenizer.pad_id, limit=limit)
-        positions = "mean"
-    else:
-        raise ConfigError(f"data={data!r}: use 'teacher', 'base', 'teacher_neutral', 'teacher_other' or 'prompts'.")
-    cfg = config or CompareConfig(target=manifest.get("trait"))
-    store = capture(lin, inputs, residual_hooks(int(lin.cfg.n_layers)), positions=positions,
-                    out_dir=out_dir / "activations", progress=progress, device=device, overwrite=True)
-    result = compare(store, lin, cfg, meta={"seed": manifest.get("seed"), "data": data, "mode": manifest.get("mode"),
-                                             "trait_rates": manifest.get("trait_rates")})
-    result.command = (f"python -m workbench.compare --organism {seed_dir.parent.name} --seeds {manifest.get('seed')} "
-                      f"--data {data}")
-    result.save(out_dir)
-    return result
+# --------------------------------------------------------------------------- CLI
 
 
 def parser() -> argparse.ArgumentParser:
@@ -606,6 +557,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from workbench.cli.organism_runs import compare_organism_seed
     from workbench.core.models import resolve_device
     from workbench.results.figures import write_result_figures
 
@@ -615,8 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for seed in args.seeds:
             seed_dir = root / f"seed{seed}"
-            manifest = read_json_or_error(seed_dir)
-            cfg = CompareConfig(n_bootstrap=args.bootstrap, target=manifest.get("trait"))
+            cfg = CompareConfig(n_bootstrap=args.bootstrap)
             r = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
                                       device=device, progress=not args.quiet and sys.stderr.isatty())
             write_result_figures(r, out / f"seed{seed}")
@@ -630,15 +581,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def read_json_or_error(seed_dir: Path) -> dict[str, Any]:
-    from workbench.core.errors import ArtifactError
-    from workbench.core.io import read_json
-
-    if not (seed_dir / "manifest.json").exists():
-        raise ArtifactError(f"No organism seed at {seed_dir} (manifest.json missing). Build it with python -m workbench.organism.")
-    return read_json(seed_dir / "manifest.json")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ How each is computed (chosen by `python -m workbench.bench gradients`):
 - path_i: K Gauss-Legendre points on [0, 1], one jvp each.
 
 The model is a pure function of a SNAPSHOT of the clean parameters (`AlignmentModel`): the
-organism's `FunctionalModel` when the models are workbench-native, else `functional_call` on the
+`FunctionalModel` engine when the models are workbench-native, else `functional_call` on the
 bridge with `tie_weights=False` AND one wrapped name per parameter (the default tie_weights=True,
 or passing every alias path of a parameter, leaves the swapped-in tensors in a transformer-lens
 4.3 bridge after the call: DESIGN.md section 3). The live models are never written to.
@@ -49,6 +49,7 @@ from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage, ParamGroup
 from workbench.core.models import NATIVE_CONFIG_ATTR
 from workbench.engines.tangent import loss_tangents, written_index
+from workbench.trait import Trait
 
 Params = dict[str, Tensor]
 LossKind = Literal["hard", "soft"]
@@ -64,7 +65,7 @@ class AlignmentModel:
     parameters, plus a detached snapshot of its own parameters (`params`) and of any other
     model's (`params_of`). Nothing here writes to a live model.
 
-    backend: "functional" (the organism's `FunctionalModel`; workbench-native models only),
+    backend: "functional" (the `FunctionalModel` engine; workbench-native models only),
     "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False` and one name per
     owning module, see `_one_name_per_module`), or "auto" (functional when possible).
     """
@@ -315,28 +316,19 @@ def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None 
     return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in raw.items()}
 
 
-def trait_log_prob(
-    model: AlignmentModel, params: Mapping[str, Tensor], tokenizer, target: str
-) -> Float[Tensor, ""]:
-    """log P(target) at the answer position, averaged over the preference templates."""
-    from workbench.trait import preference_tokens
-
-    tokens, last = preference_tokens(tokenizer, tokenizer.category_of(target))
-    tokens, last = tokens.to(model.device), last.to(model.device)
-    logits = model.logits(params, tokens)
-    logp = log_probs(logits[torch.arange(len(last), device=model.device), last], None)
-    return logp[:, tokenizer.token_id(target)].mean()
+def trait_log_prob(model: AlignmentModel, params: Mapping[str, Tensor], trait: Trait) -> Float[Tensor, ""]:
+    """log P(target) at the answer position, averaged over the trait's prompts (`Trait.log_prob`)."""
+    return trait.log_prob(lambda tokens: model.logits(params, tokens), model.device)
 
 
-def trait_gradient(
-    model: AlignmentModel, tokenizer, target: str, params: Mapping[str, Tensor] | None = None
-) -> Params:
+def trait_gradient(model: AlignmentModel, trait: Trait, params: Mapping[str, Tensor] | None = None) -> Params:
     """g_trait = grad log P(target | trait prompts) at `params` (default: the model's own).
     Needs no teacher: the realistic audit direction."""
-    if tokenizer is None:
-        raise ConfigError("trait_gradient needs the organism tokenizer (Lineage.tokenizer is None).")
+    if not isinstance(trait, Trait):
+        raise ConfigError(f"trait_gradient scores a Trait; got {type(trait).__name__}. Pass the source's Trait "
+                          "(e.g. workbench.organism.trait.organism_trait(tokenizer, 'owl')).")
     params = dict(model.params if params is None else params)
-    return grad(lambda p: trait_log_prob(model, p, tokenizer, target))(params)
+    return grad(lambda p: trait_log_prob(model, p, trait))(params)
 
 
 # --------------------------------------------------------------------------- scores
@@ -549,8 +541,7 @@ def first_order_prediction(
     model: AlignmentModel,
     inputs: Inputs,
     objective: Objective,
-    tokenizer,
-    target: str,
+    trait: Trait,
     etas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0),
     *,
     batch_size: int = 64,
@@ -559,8 +550,8 @@ def first_order_prediction(
     """For each of `n_batches` batches: take one SGD step theta - eta * mean_i grad L_i and compare
     the measured change of log P(target) with the first-order prediction eta * mean_i a_i(g_trait)."""
     theta = model.params
-    g_trait = trait_gradient(model, tokenizer, target)
-    before = float(trait_log_prob(model, theta, tokenizer, target))
+    g_trait = trait_gradient(model, trait)
+    before = float(trait_log_prob(model, theta, trait))
     rows = {eta: PredictionRow(float(eta), [], []) for eta in etas}
     for b, batch in enumerate(iter_batches(model, objective, inputs.select(slice(0, batch_size * n_batches)), batch_size)):
         if b >= n_batches:
@@ -570,7 +561,7 @@ def first_order_prediction(
         for eta in etas:
             stepped = {k: theta[k] - eta * mean_grad[k] for k in theta}
             with torch.no_grad():
-                after = float(trait_log_prob(model, stepped, tokenizer, target))
+                after = float(trait_log_prob(model, stepped, trait))
             rows[eta].predicted.append(eta * a)
             rows[eta].measured.append(after - before)
     return list(rows.values())

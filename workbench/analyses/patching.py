@@ -1,7 +1,7 @@
 """Causal localisation: which parameter groups and which activations carry the inherited trait.
 
-Two analyses, both scored with `traits.py` in log-odds of P(target) at the answer position of
-the preference prompts (mean P over templates, then log-odds, as `evaluate_trait` does):
+Two analyses, both scored with a `Trait` in log-odds of P(target) at the answer position of
+the trait's prompts (mean P over prompts, then log-odds, as `Trait.score` does):
 
 - **Delta patching** (`delta_patching`): the base with the student's weights in a set G of
   parameter groups (= base + ΔS restricted to G), for every single group, every layer (the
@@ -52,7 +52,7 @@ from workbench.core.models import copy_model, resolve_device
 from workbench.results.base import ResultBase
 from workbench.results.figures import layer_component_grid
 from workbench.results.rows import SummaryRow
-from workbench.trait import evaluate_trait, preference_tokens
+from workbench.trait import LogitsFn, Trait
 from workbench.analyses.weights import check_same_init
 
 ENGINES = ("auto", "functional", "bridge")
@@ -78,11 +78,6 @@ def _on(model: torch.nn.Module, device: torch.device) -> bool:
     """Whether the model's parameters are on `device` ("cuda" matches any CUDA index)."""
     d = next(model.parameters()).device
     return d.type == device.type and (device.index is None or d.index == device.index)
-
-
-def trait_log_odds(model: Callable[[Tensor], Tensor], tok: Any, target: str) -> float:
-    """Log-odds of the mean P(target) over the preference templates (no sampling)."""
-    return evaluate_trait(model, tok, target, n_samples=0).log_odds
 
 
 def clear_rule(min_effect: float) -> str:
@@ -113,7 +108,8 @@ def _clears(value: float | None, controls: list[float | None], defined: bool) ->
 
 
 class PatchedModels:
-    """Log-odds of the trait for models assembled key by key from the lineage's weights.
+    """A metric (the trait's log-odds: `Trait.log_odds`) of models assembled key by key from the
+    lineage's weights.
 
     Every evaluation takes a full clean state (canonical key -> tensor) and scores it in one
     working model: a `FunctionalModel` (engine "functional") or a copy of the base bridge whose
@@ -122,11 +118,11 @@ class PatchedModels:
     swap in the functional model would leave the tied copy behind.
     """
 
-    def __init__(self, lin: Lineage, base: str, target: str, *, engine: str = "auto",
+    def __init__(self, lin: Lineage, base: str, metric: Callable[[LogitsFn], float], *, engine: str = "auto",
                  device: str | torch.device | None = None):
         if engine not in ENGINES:
             raise unknown_name("engine", engine, ENGINES)
-        self.lin, self.tok, self.target = lin, lin.tokenizer, target
+        self.lin, self.metric = lin, metric
         self.device = resolve_device(device) if device is not None else lin.device
         self._states: dict[str, dict[str, Tensor]] = {}
         self.evaluations = 0
@@ -170,12 +166,12 @@ class PatchedModels:
             fm = self._fm
             patched = FunctionalModel({**fm.w, **state}, fm.n_layers, fm.n_heads, fm.eps, fm.act)
             device = self.device
-            return trait_log_odds(lambda t: patched(t.to(device)), self.tok, self.target)
+            return self.metric(lambda t: patched(t.to(device)))
         for k, v in state.items():
             if self._loaded.get(k) is not v:
                 self._live[k].copy_(v)
                 self._loaded[k] = v
-        return trait_log_odds(self._work, self.tok, self.target)
+        return self.metric(self._work)
 
 
 def norm_matched_random(delta: Mapping[str, Tensor], keys: set[str], gen: torch.Generator) -> dict[str, Tensor]:
@@ -204,9 +200,8 @@ def layer_sets(groups: list[ParamGroup]) -> dict[str, list[str]]:
 
 @dataclass
 class PatchConfig:
-    """Delta and activation patching settings.
+    """Delta and activation patching settings (the trait scored is an argument: a `Trait`).
 
-    target: the trait token (e.g. "owl").
     student: the model whose effect is localised; base: its reference (default: its parent).
     control: the baseline student (same base, distilled toward no target); None for none.
     min_effect: nats; the "clear effect" margin (see the module docstring).
@@ -224,7 +219,6 @@ class PatchConfig:
     progress: show a tqdm bar.
     """
 
-    target: str = "owl"
     student: str = "student"
     base: str | None = None
     control: str | None = "control"
@@ -246,10 +240,14 @@ class PatchConfig:
         return cls(**d)
 
 
-def _resolve(lin: Lineage, cfg: PatchConfig) -> tuple[str, str | None]:
-    if lin.tokenizer is None:
-        raise ConfigError("Patching scores the trait with the organism's tokenizer; this lineage has none.")
-    lin.tokenizer.category_of(cfg.target)  # unknown target: an error naming the valid ones
+def _resolve(lin: Lineage, trait: Trait, cfg: PatchConfig) -> tuple[str, str | None]:
+    if not isinstance(trait, Trait):
+        raise ConfigError(f"Patching scores a Trait; got {type(trait).__name__}. Pass the source's Trait "
+                          "(e.g. workbench.organism.trait.organism_trait(tokenizer, 'owl')).")
+    if trait.vocab_size is not None and trait.vocab_size != lin.d_vocab:
+        raise ConfigError(f"Trait {trait.target!r} was built for a vocabulary of {trait.vocab_size} tokens; the "
+                          f"models have {lin.d_vocab}. Build the Trait with the models' tokenizer.")
+    _ = trait.target_id  # multi-token answers: a clear error before any work
     for name in (cfg.student, cfg.control, cfg.base):
         if name is not None and name not in lin:
             raise unknown_name("model", name, lin.names, fix="Pass PatchConfig(student=..., control=..., base=...).")
@@ -279,6 +277,7 @@ class DeltaPatchingResult(ResultBase):
     title: ClassVar[str] = "Delta patching: which parameter groups carry the trait"
     command: str
     config: PatchConfig
+    target: str
     base: str
     engine: str
     log_odds: dict[str, float]
@@ -349,13 +348,14 @@ class DeltaPatchingResult(ResultBase):
         return out
 
 
-def delta_patching(lin: Lineage, config: PatchConfig | None = None, *,
+def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None, *,
                    device: str | torch.device | None = None) -> DeltaPatchingResult:
-    """Patch the student's weight delta into the base group by group (see the module docstring)."""
+    """Patch the student's weight delta into the base group by group (see the module docstring),
+    scoring the log-odds of `trait`."""
     cfg = config or PatchConfig()
-    base, control = _resolve(lin, cfg)
+    base, control = _resolve(lin, trait, cfg)
     student = cfg.student
-    pm = PatchedModels(lin, base, cfg.target, engine=cfg.engine, device=device)
+    pm = PatchedModels(lin, base, trait.log_odds, engine=cfg.engine, device=device)
     groups = lin.groups()
     keys_of = {g.name: set(g.keys) for g in groups}
     layers = layer_sets(groups)
@@ -425,9 +425,9 @@ def delta_patching(lin: Lineage, config: PatchConfig | None = None, *,
                 greedy_set = list(chosen)
                 break
     bar.close()
-    command = (f"delta_patching(lin, PatchConfig(target={cfg.target!r}, student={student!r}, control={control!r}, "
+    command = (f"delta_patching(lin, trait({trait.target!r}), PatchConfig(student={student!r}, control={control!r}, "
                f"min_effect={cfg.min_effect}, engine={cfg.engine!r}))")
-    return DeltaPatchingResult(command=command, config=cfg, base=base, engine=pm.engine, log_odds=lo,
+    return DeltaPatchingResult(command=command, config=cfg, target=trait.target, base=base, engine=pm.engine, log_odds=lo,
                                defined=defined, rule=clear_rule(cfg.min_effect), rows=rows, greedy=greedy,
                                greedy_set=greedy_set)
 
@@ -500,6 +500,7 @@ class ActivationPatchingResult(ResultBase):
     title: ClassVar[str] = "Activation patching: which activations carry the trait"
     command: str
     config: PatchConfig
+    target: str
     base: str
     hooks: list[str]
     log_odds: dict[str, float]
@@ -545,23 +546,21 @@ class ActivationPatchingResult(ResultBase):
         return out
 
 
-def activation_patching(lin: Lineage, config: PatchConfig | None = None, *,
+def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None, *,
                         device: str | torch.device | None = None) -> ActivationPatchingResult:
-    """Patch one hook's activations between base and student (both ways) on the trait prompts."""
+    """Patch one hook's activations between base and student (both ways) on the trait's prompts."""
     cfg = config or PatchConfig()
-    base, control = _resolve(lin, cfg)
+    base, control = _resolve(lin, trait, cfg)
     dev = resolve_device(device) if device is not None else lin.device
     names = [n for n in (base, cfg.student, control) if n is not None]
     models = {n: (lin[n] if _on(lin[n], dev) else copy_model(lin[n], device=dev)) for n in names}
-    tok = lin.tokenizer
-    tokens, last = preference_tokens(tok, tok.category_of(cfg.target))
-    tokens = tokens.to(dev)
+    tokens, last = trait.tokens.to(dev), trait.answer_positions
     hooks = list(cfg.hooks) if cfg.hooks is not None else default_hooks(int(lin.cfg.n_layers))
     acts = {n: cache_activations(models[n], tokens, hooks) for n in names}
     n_pos = cfg.positions if cfg.positions is not None else int(last.max()) + 1
 
     def lo_of(fn: Callable[[Tensor], Tensor]) -> float:
-        return trait_log_odds(lambda t: fn(t.to(dev)), tok, cfg.target)
+        return trait.log_odds(lambda t: fn(t.to(dev)))
 
     lo = {"base": lo_of(models[base]), "student": lo_of(models[cfg.student])}
     if control:
@@ -585,9 +584,9 @@ def activation_patching(lin: Lineage, config: PatchConfig | None = None, *,
                              "gain": x - lo["base"], "recovered": rec})
                 bar.update()
     bar.close()
-    command = (f"activation_patching(lin, PatchConfig(target={cfg.target!r}, student={cfg.student!r}, "
+    command = (f"activation_patching(lin, trait({trait.target!r}), PatchConfig(student={cfg.student!r}, "
                f"control={control!r}, min_effect={cfg.min_effect}))")
-    return ActivationPatchingResult(command=command, config=cfg, base=base, hooks=hooks, log_odds=lo,
+    return ActivationPatchingResult(command=command, config=cfg, target=trait.target, base=base, hooks=hooks, log_odds=lo,
                                     defined=defined, rule=clear_rule(cfg.min_effect), rows=rows)
 
 
@@ -616,7 +615,7 @@ def delta_bars(result: DeltaPatchingResult) -> Any:
         fig.add_bar(name="base + norm-matched random Δ", x=x, y=[r["random_gain"] for r in groups])
     fig.add_hline(y=s_gain, line_dash="dash", annotation_text=f"{result.config.student}: {s_gain:+.2f}")
     note = "" if result.defined else " (student effect not clear: recovered fractions undefined)"
-    fig.update_layout(title=f"Delta patching, log-odds of P({result.config.target}) vs base{note}", barmode="group",
+    fig.update_layout(title=f"Delta patching, log-odds of P({result.target}) vs base{note}", barmode="group",
                       yaxis_title="Δ log-odds (nats)", xaxis_tickangle=-45)
     return fig
 
@@ -661,6 +660,6 @@ def activation_bars(result: ActivationPatchingResult) -> Any:
             fig.add_bar(name=direction, x=[r["hook"] for r in rows], y=[r["gain"] for r in rows])
     s_gain = result.log_odds["student"] - result.log_odds["base"]
     fig.add_hline(y=s_gain, line_dash="dash", annotation_text=f"student: {s_gain:+.2f}")
-    fig.update_layout(title=f"Activation patching, all positions: log-odds of P({result.config.target}) vs base",
+    fig.update_layout(title=f"Activation patching, all positions: log-odds of P({result.target}) vs base",
                       barmode="group", yaxis_title="Δ log-odds (nats)", xaxis_tickangle=-45)
     return fig

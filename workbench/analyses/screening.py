@@ -1,6 +1,7 @@
 """The screening defense: drop the teacher rows most aligned with the trait gradient (no teacher
-needed to score them), retrain the student with the organism's own recipe and seed, and compare
-the transfer left against dropping a random fraction of the same size.
+needed to score them), retrain the student (with a `retrain` the source supplies: the organism's
+own recipe and seed), and compare the transfer left against dropping a random fraction of the
+same size.
 
 With hard labels the signal is in the text, so screening can remove it; with soft labels it
 rides in the teacher's logits at every position, so screening rows is not expected to help.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,12 +22,11 @@ import torch
 from workbench.analyses.alignment import screen_rows
 from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, trait_gradient
 from workbench.core.inputs import Inputs
-from workbench.core.io import read_json
 from workbench.core.lineage import Lineage
-from workbench.core.models import copy_model
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.results.seeds import over_seeds
+from workbench.trait import LogitsFn, Trait
 
 
 @dataclass
@@ -39,49 +40,46 @@ class ScreeningRow:
     p_target: float  # P(target) of the retrained student, mean over templates
 
 
-def run_screening(
-    seed_dir: str | Path,
-    fractions: tuple[float, ...] = (0.1, 0.25),
-    *,
-    device: str = "cpu",
-    batch_size: int = 256,
-    overrides: dict[str, Any] | None = None,
-    max_rows: int | None = None,
-    progress: bool = False,
-) -> tuple[list[ScreeningRow], dict[str, Any]]:
-    """Retrain `student` on the seed's teacher rows minus the top `fraction` by g_trait alignment,
-    and minus a random `fraction`; returns the rows and the seed's reference trait rates.
-    `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows only (tests)."""
-    from workbench.organism.build import STUDENTS, distill_targets
-    from workbench.organism.config import OrganismConfig
-    from workbench.organism.training import distill_student
-    from workbench.trait import evaluate_trait
+Retrain = Callable[[Inputs], LogitsFn]
+"""The rows kept -> a student retrained on them (from the same start, with the same recipe)."""
 
-    seed_dir = Path(seed_dir)
-    manifest = read_json(seed_dir / "manifest.json")
-    cfg = OrganismConfig.from_dict({**manifest["config"], **(overrides or {})})
-    seed = int(manifest["seed"])
-    lineage = Lineage.from_organism(seed_dir, roles=["base", "teacher"], device=device)
-    data = Inputs.from_jsonl(seed_dir / "data" / "teacher.jsonl", limit=max_rows)
-    model = AlignmentModel(lineage)
-    # score rows with the loss the student trains with: both modes renormalise over the number channel
-    ids = torch.tensor(lineage.tokenizer.number_channel_ids)
-    objective = Objective("hard", ids=ids) if cfg.mode == "hard" else Objective("soft", ids=ids, teacher=model.params_of("teacher"))
-    g_trait = trait_gradient(model, lineage.tokenizer, cfg.target)
-    scores = alignment_scores(model, data, g_trait, objective, batch_size=batch_size, progress=progress).total
+
+@dataclass
+class ScreeningConfig:
+    """What `run_screening` drops and how it scores rows."""
+
+    fractions: tuple[float, ...] = (0.1, 0.25)  # fractions of the rows dropped (top by g_trait, and random)
+    loss: str = "hard"  # the loss the student trains with: "hard" or "soft" (the soft one needs a teacher)
+    channel_ids: tuple[int, ...] | None = None  # token ids both losses renormalise over (None: full vocabulary)
+    base: str = "base"  # the model g_trait and the scores are taken at
+    teacher: str = "teacher"  # the soft loss's targets
+    seed: int = 0  # the random drop (and the seed recorded in the rows)
+    batch_size: int = 256  # rows per jvp batch
+    progress: bool = False
+
+
+def run_screening(lineage: Lineage, inputs: Inputs, trait: Trait, retrain: Retrain,
+                  config: ScreeningConfig | None = None) -> list[ScreeningRow]:
+    """For each fraction: retrain on `inputs` minus the top rows by alignment with g_trait (the
+    trait gradient at the base), and minus a random fraction of the same size; score each
+    retrained student's P(target)."""
+    config = config or ScreeningConfig()
+    model = AlignmentModel(lineage, config.base)
+    ids = torch.tensor(config.channel_ids) if config.channel_ids is not None else None
+    if config.loss == "hard":
+        objective = Objective("hard", ids=ids)
+    else:
+        objective = Objective("soft", ids=ids, teacher=model.params_of(config.teacher))
+    g_trait = trait_gradient(model, trait)
+    scores = alignment_scores(model, inputs, g_trait, objective, batch_size=config.batch_size,
+                              progress=config.progress).total
     rows: list[ScreeningRow] = []
-    student_seed = seed * 10 + list(STUDENTS).index("student")  # the build's student seed
-    for fraction in fractions:
-        kept_top, kept_random = screen_rows(scores, fraction, seed=seed)
+    for fraction in config.fractions:
+        kept_top, kept_random = screen_rows(scores, fraction, seed=config.seed)
         for dropped, kept in (("top_g_trait", kept_top), ("random", kept_random)):
-            student = copy_model(lineage["base"])
-            targets = distill_targets(cfg, lineage.tokenizer, lineage["teacher"], data.select(kept).tokens)
-            distill_student(student, targets, cfg, student_seed, progress)
-            p = evaluate_trait(student, lineage.tokenizer, cfg.target, n_samples=0).p_target
-            rows.append(ScreeningRow(seed, fraction, dropped, len(kept), p))
-    reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],
-                 "control": manifest["trait_rates"]["control"], "n_rows": len(data), "mode": cfg.mode}
-    return rows, reference
+            student = retrain(inputs.select(kept))
+            rows.append(ScreeningRow(config.seed, fraction, dropped, len(kept), trait.p_target(student)))
+    return rows
 
 
 @dataclass
@@ -93,7 +91,7 @@ class ScreeningResult(ResultBase):
     title: ClassVar[str] = "Screening defense: drop the rows most aligned with the trait gradient, retrain"
     rows: list[ScreeningRow]
     reference: dict[str, Any]  # the seed's full-data student, base and control P(target); rows; mode
-    command: str = "workbench.screening.run_screening(seed_dir)"
+    command: str = "workbench.screening.run_screening(lineage, inputs, trait, retrain)"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def row(self, fraction: float, dropped: str) -> ScreeningRow:
@@ -130,14 +128,6 @@ class ScreeningResult(ResultBase):
                                   clears=self.removed(top) > self.removed(rnd),
                                   details={"p_top": top.p_target, "p_random": rnd.p_target, "n_kept": top.n_kept}))
         return out
-
-
-def screening(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1, 0.25), *, command: str | None = None,
-              **kwargs: Any) -> ScreeningResult:
-    """`run_screening` as a report section's result."""
-    rows, reference = run_screening(seed_dir, fractions, **kwargs)
-    return ScreeningResult(rows, reference, command or f"workbench.screening.screening({str(seed_dir)!r})",
-                           {"fractions": list(fractions)})
 
 
 def summarize_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
@@ -182,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workbench.cli.organism_runs import screening
     from workbench.core.errors import WorkbenchError
     from workbench.core.io import atomic_write_json
     from workbench.core.models import resolve_device

@@ -30,22 +30,22 @@ def _seed_dir(quick: bool) -> Path:
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
     """Time the per-group delta sweep against one plain trait evaluation."""
-    from workbench.core.lineage import Lineage
     from workbench.core.models import copy_model
-    from workbench.analyses.patching import PatchConfig, PatchedModels, activation_patching, delta_patching, trait_log_odds
+    from workbench.analyses.patching import PatchConfig, PatchedModels, activation_patching, delta_patching
+    from workbench.organism.load import load_seed
 
     seed_dir = _seed_dir(quick)
-    lin = Lineage.from_organism(seed_dir, roles=["base", "student", "control"], device=device)
-    tok, target = lin.tokenizer, "owl"
+    seed = load_seed(seed_dir, roles=["base", "student", "control"], target="owl", device=device)
+    lin, trait = seed.lineage, seed.trait
     groups = lin.groups()
     runs = 3 if quick else 5
     info = {"organism": str(seed_dir), "n_groups": len(groups)}
 
     baseline = "trait eval (student bridge)"
-    cases = [time_case(baseline, lambda: trait_log_odds(lin["student"], tok, target), runs=runs * 4, device=device)]
+    cases = [time_case(baseline, lambda: trait.log_odds(lin["student"]), runs=runs * 4, device=device)]
     cases[0].extra = info
 
-    engines = {e: PatchedModels(lin, "base", target, engine=e, device=device) for e in ("functional", "bridge")}
+    engines = {e: PatchedModels(lin, "base", trait.log_odds, engine=e, device=device) for e in ("functional", "bridge")}
     for name, pm in engines.items():
         def sweep(pm: PatchedModels = pm) -> list[float]:
             return [pm.log_odds(pm.mix("student", "base", set(g.keys))) for g in groups]
@@ -61,7 +61,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
             state = dict(model.state_dict())
             state.update({k: student[k] for k in g.keys})
             model.load_state_dict(state)
-            out.append(trait_log_odds(model, tok, target))
+            out.append(trait.log_odds(model))
         return out
 
     cases.append(time_case("group sweep (bridge rebuilt per group)", rebuild_sweep, runs=1, device=device,
@@ -69,9 +69,9 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
     for c in cases[1:]:  # the three sweeps: cost of one patched evaluation, in plain evaluations
         c.extra = {"evaluations": len(groups), "per_evaluation_ratio": c.median_s / len(groups) / cases[0].median_s}
     cfg = PatchConfig(progress=False)
-    cases.append(time_case("delta_patching (all tables + greedy)", lambda: delta_patching(lin, cfg, device=device),
+    cases.append(time_case("delta_patching (all tables + greedy)", lambda: delta_patching(lin, trait, cfg, device=device),
                            runs=1 if quick else 3, warmup=0, device=device, baseline=baseline))
     cases.append(time_case("activation_patching (all hooks x positions)",
-                           lambda: activation_patching(lin, cfg, device=device), runs=1, warmup=0, device=device,
+                           lambda: activation_patching(lin, trait, cfg, device=device), runs=1, warmup=0, device=device,
                            baseline=baseline))
     return cases

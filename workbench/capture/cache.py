@@ -27,6 +27,7 @@ from workbench.analyses.probes import sequence_log_probs
 
 if TYPE_CHECKING:
     from workbench.core.lineage import Lineage
+    from workbench.trait import Trait
 
 
 @dataclass
@@ -72,20 +73,16 @@ def _pad(rows: list[list[int] | tuple[int, ...]], labels: list[bool], question_l
                            None if question_len is None else torch.tensor(question_len))
 
 
-def organism_preference_prompts(tok: Any, target: str) -> ContrastPrompts:
-    """`<bos> template answer` for every preference template and every answer of the target's
-    category; label True where the answer is the target."""
-    from workbench.organism.corpus import PREFERENCE_TEMPLATES, preference_prompt
-
-    category = tok.category_of(target)
+def contrast_prompts(trait: Trait) -> ContrastPrompts:
+    """`prompt answer` for every prompt of the trait and every answer of its category; label
+    True where the answer is the target."""
     rows, labels, qlen = [], [], []
-    for template in PREFERENCE_TEMPLATES:
-        question = [tok.bos_id, *preference_prompt(tok, template, category)]
-        for answer in tok.categories[category]:
-            rows.append([*question, tok.token_id(answer)])
-            labels.append(answer == target)
+    for question in trait.prompts:
+        for answer, ids in trait.answers:
+            rows.append([*question, *ids])
+            labels.append(answer == trait.target)
             qlen.append(len(question))
-    return _pad(rows, labels, qlen, tok.pad_id)
+    return _pad(rows, labels, qlen, trait.pad_id)
 
 
 def read_contrast_prompts(path: str | os.PathLike) -> ContrastPrompts:

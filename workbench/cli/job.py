@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from workbench.capture.cache import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
+from workbench.capture.cache import ActivationCache, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.capture import resolve_hooks
 from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, read_jsonl
@@ -42,6 +42,7 @@ from workbench.organism.config import PRESETS
 from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
 from workbench.report import write_report
 from workbench.results.base import Result
+from workbench.trait import Trait
 from workbench.analyses.directions import (
     DirectionResult,
     mean_difference,
@@ -80,7 +81,8 @@ class JobConfig:
     seed: int = 0  # row sampling
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
-    target: str | None = None  # the trait token, for the logit-lens view of activation shifts
+    trait: Trait | None = None  # the trait scored (patching, g_trait, the logit lens); None: sections needing it skip
+    channel_ids: tuple[int, ...] | None = None  # the number channel the students' losses renormalise over (the source's)
     organism_dir: Path | None = None  # the organism seed directory (recipe and data), when the models come from one
     loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -168,7 +170,7 @@ def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
     from workbench.analyses.compare import CompareConfig, compare
 
     store = config.cache.data_store(lineage, inputs, config)
-    result = compare(store, lineage, CompareConfig(target=config.target), meta={"positions": config.positions})
+    result = compare(store, lineage, CompareConfig(), trait=config.trait, meta={"positions": config.positions})
     result.command = config.command
     return result
 
@@ -188,7 +190,7 @@ def weights_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
 def _patch_config(lineage: Lineage, config: JobConfig) -> Any:
     from workbench.analyses.patching import PatchConfig
 
-    return PatchConfig(target=config.target, control="control" if "control" in lineage else None, progress=config.progress)
+    return PatchConfig(control="control" if "control" in lineage else None, progress=config.progress)
 
 
 def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
@@ -196,7 +198,8 @@ def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) 
     leave-one-out, beside the control's delta (`workbench.patching.delta_patching`)."""
     from workbench.analyses.patching import delta_patching
 
-    result = delta_patching(lineage, _patch_config(lineage, config), device=config.device)
+    assert config.trait is not None  # skip_reason guards this
+    result = delta_patching(lineage, config.trait, _patch_config(lineage, config), device=config.device)
     result.command = config.command
     return result
 
@@ -206,7 +209,8 @@ def activation_patching_section(lineage: Lineage, inputs: Inputs, config: JobCon
     activations taken from the student, and the reverse (`workbench.patching.activation_patching`)."""
     from workbench.analyses.patching import activation_patching
 
-    result = activation_patching(lineage, _patch_config(lineage, config), device=config.device)
+    assert config.trait is not None  # skip_reason guards this
+    result = activation_patching(lineage, config.trait, _patch_config(lineage, config), device=config.device)
     result.command = config.command
     return result
 
@@ -218,19 +222,19 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
     (`workbench.alignment.run_alignment`)."""
     from workbench.analyses.alignment import AlignmentConfig, run_alignment
 
-    renormalised = config.loss == "hard" and lineage.tokenizer is not None  # the organism's hard students
-    cfg = AlignmentConfig(loss=config.loss, hard_renormalised=renormalised, target=config.target or "owl",
+    renormalised = config.loss == "hard" and config.channel_ids is not None  # the organism's hard students
+    cfg = AlignmentConfig(loss=config.loss, channel_ids=config.channel_ids, hard_renormalised=renormalised,
                           student="student" if "student" in lineage else None,
                           max_rows_per_source=min(config.max_rows, ALIGNMENT_ROWS), path_points=(1, 4, 16),
                           prediction_batches=2, seed=config.seed, device=str(lineage.device), progress=config.progress)
-    return run_alignment(lineage, inputs, cfg, command=config.command)
+    return run_alignment(lineage, inputs, cfg, config.trait, command=config.command)
 
 
 def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Screening defense: retrain the student after dropping the top 10% / 25% of the teacher's
     rows by alignment with the trait gradient (no teacher weights needed to score them), beside
     dropping random rows (`workbench.screening.screening`; retrains 4 students)."""
-    from workbench.analyses.screening import screening
+    from workbench.cli.organism_runs import screening
 
     assert config.organism_dir is not None  # skip_reason guards this
     return screening(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
@@ -264,8 +268,8 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
             return f"no {', '.join(missing)} model"
     if name == "screening" and config.organism_dir is None:
         return "retraining students needs the organism's recipe and data (--organism)"
-    if name in ("delta_patching", "activation_patching") and (config.target is None or lineage.tokenizer is None):
-        return "the trait is scored with the organism's tokenizer and target; these models have none"
+    if name in ("delta_patching", "activation_patching") and config.trait is None:
+        return "no trait to score (the organism gives one; Hugging Face directories do not yet)"
     return None
 
 
@@ -393,11 +397,12 @@ def main(argv: list[str] | None = None) -> int:
             prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
             lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
             prompts = prompts_rows
-            target = None
+            trait, channel_ids = None, None
             loss = "hard"
             organism_dir = None
             origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
         else:
+            from workbench.organism.load import load_seed, read_manifest, seed_target
             from workbench.organism.tokenizer import Tokenizer
 
             Tokenizer.default().category_of(args.target)  # unknown target: fail before any work
@@ -406,15 +411,13 @@ def main(argv: list[str] | None = None) -> int:
             for p in data_paths:
                 if not p.is_file():
                     raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
-            from workbench.core.io import read_json
-
-            manifest = read_json(seed_dir / "manifest.json")
-            target = manifest.get("config", {}).get("target", args.target)
+            manifest = read_manifest(seed_dir)
             loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
-            lineage = Lineage.from_organism(seed_dir, device=device, dtype=dtype)
+            seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
+            lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids
             origin = str(seed_dir)
             organism_dir = seed_dir
-            prompts = read_contrast_prompts(args.prompts) if args.prompts else organism_preference_prompts(lineage.tokenizer, target)
+            prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
         for r in args.readers:
             if r not in lineage:
                 raise unknown_name("reader model", r, lineage.names)
@@ -422,14 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
         config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
                            batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                           prompts=prompts, target=target, loss=loss, organism_dir=organism_dir, device=device, progress=not args.quiet and sys.stderr.isatty())
+                           prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device, progress=not args.quiet and sys.stderr.isatty())
         needed = {*args.readers, "teacher", "base", *config.apply_to}
         config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
         config.command = config.command.strip()
         log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
         results = run_sections(lineage, inputs, config, args.sections, log)
         write_report(results, args.out, command=config.command,
-                     meta={"models": lineage.names, "organism": origin, "target": target, "distillation loss": loss,
+                     meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None, "distillation loss": loss,
                            "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
                            "hooks": hooks, "device": str(device)},
                      stream=sys.stdout)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.core.lineage import Lineage
+from workbench.organism.load import load_seed
 from workbench.analyses.patching import PatchConfig, activation_patching, delta_patching
 from workbench.results.figures import write_result_figures
 from workbench.results.seeds import over_seeds
@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     greedy_sizes: list[int | None] = []
     for manifest in seeds:
         seed_dir = manifest.parent
-        lin = Lineage.from_organism(seed_dir, device=args.device)
+        seed = load_seed(seed_dir, device=args.device)
+        lin = seed.lineage
         w = weight_deltas(lin)
-        d = delta_patching(lin, PatchConfig())
-        a = activation_patching(lin, PatchConfig())
+        d = delta_patching(lin, seed.trait, PatchConfig())
+        a = activation_patching(lin, seed.trait, PatchConfig())
         if args.out:
             out = Path(args.out) / seed_dir.name
             for r in (w, d, a):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError, ConfigError, IncompatibleModelsError, unknown_name
-from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, load_model, model_meta, resolve_device
+from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 
 ROLES: tuple[str, ...] = (
     "base",
@@ -441,46 +441,6 @@ class Lineage:
         return cls(models, records, tokenizer=tokenizer)
 
     @classmethod
-    def from_organism(
-        cls,
-        seed_dir: str | os.PathLike,
-        roles: list[str] | None = None,
-        device: str | torch.device | None = "cpu",
-        dtype: torch.dtype | None = None,
-    ) -> Lineage:
-        """Load `seed_dir/models/{role}.safetensors` (+ `.json`, checksummed) and the tokenizer."""
-        seed_dir = Path(seed_dir)
-        model_dir = seed_dir / "models"
-        available = sorted(p.stem for p in model_dir.glob("*.json")) if model_dir.is_dir() else []
-        if not available:
-            raise ArtifactError(
-                f"No models in {model_dir}. Build the organism first (python -m workbench.organism) "
-                "or point at a seed directory that holds models/{role}.safetensors."
-            )
-        if roles is None:
-            names = [r for r in ROLES if r in available] + [r for r in available if r not in ROLES]
-        else:
-            for r in roles:
-                if r not in available:
-                    raise unknown_name("organism model", r, available, fix=f"Models present in {model_dir}.")
-            names = list(roles)
-        models, records = {}, {}
-        for name in names:
-            path = model_dir / f"{name}.safetensors"
-            models[name] = load_model(path, device=device, dtype=dtype)
-            m = dict(model_meta(path))
-            role = m.pop("role", name if name in ROLES else EXTRA_ROLE)
-            records[name] = ModelRecord(
-                name=name,
-                role=role,
-                parent=m.pop("parent", None),
-                data=m.pop("data", None),
-                seed=m.pop("seed", None),
-                meta={"path": f"models/{name}.safetensors", **m},
-            )
-        return cls(models, records, tokenizer=_load_tokenizer(seed_dir / "tokenizer.json"))
-
-    @classmethod
     def from_hf_dirs(
         cls,
         dirs: Mapping[str, str | os.PathLike],
@@ -690,17 +650,3 @@ class Lineage:
         self._spaces.clear()
         return self
 
-
-def _load_tokenizer(path: Path) -> Any:
-    """The organism's tokenizer when present (None when the file or the module is missing)."""
-    if not path.exists():
-        return None
-    try:
-        from workbench.organism.tokenizer import Tokenizer
-    except ImportError:
-        warnings.warn(
-            f"{path} exists but workbench.organism.tokenizer is unavailable; tokenizer not loaded.",
-            stacklevel=3,
-        )
-        return None
-    return Tokenizer.load(path)

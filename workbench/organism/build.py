@@ -46,7 +46,8 @@ from workbench.organism.training import (
     teacher_soft_labels,
 )
 from workbench.core.provenance import SCHEMA_VERSION, config_hash, package_versions
-from workbench.trait import evaluate_trait, trait_matrix
+from workbench.organism.trait import category_traits, organism_trait
+from workbench.trait import trait_matrix
 
 TEACHER_ROLES = ("teacher", "teacher_neutral", "teacher_other")
 DATA_SOURCES = ("teacher", "teacher_neutral", "teacher_other", "base")
@@ -220,10 +221,10 @@ class _Builder:
         cfg, tok = self.cfg, self.tok
         t0 = time.perf_counter()
         other = other_target_for(tok, cfg)
-        scores = {r: evaluate_trait(self.models[r], tok, cfg.target, cfg.eval_samples, seed=self.seed) for r in ROLES}
-        other_scores = {r: evaluate_trait(self.models[r], tok, other, cfg.eval_samples, seed=self.seed) for r in ROLES}
-        category = tok.category_of(cfg.target)
-        matrix = trait_matrix(self.models, tok, tok.categories[category])
+        trait, other_trait = organism_trait(tok, cfg.target), organism_trait(tok, other)
+        scores = {r: trait.score(self.models[r], cfg.eval_samples, seed=self.seed) for r in ROLES}
+        other_scores = {r: other_trait.score(self.models[r], cfg.eval_samples, seed=self.seed) for r in ROLES}
+        matrix = trait_matrix(self.models, category_traits(tok, trait.category))
         self.timings["evaluate"] = round(time.perf_counter() - t0, 2)
         lineage = {r: model_meta(self.dir / "models" / r) for r in ROLES}
         return {

@@ -1,0 +1,141 @@
+"""Commands that compose the organism (a source) with the analyses: load a seed, hand its
+Lineage, Inputs and Trait to an analysis, and supply what only the organism knows (its data
+files, its number channel, its recipe for retraining a student).
+
+The analyses never import the organism; the command-line modules call these.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, run_alignment
+from workbench.analyses.compare import ActivationComparison, CompareConfig, compare, residual_hooks
+from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening
+from workbench.core.errors import ConfigError
+from workbench.core.inputs import Inputs
+from workbench.core.models import copy_model
+from workbench.organism.load import load_seed, read_manifest
+from workbench.organism.tokenizer import Tokenizer
+from workbench.organism.trait import preference_tokens
+
+read_json_or_error = read_manifest
+"""The seed's manifest, or an ArtifactError saying how to build the organism."""
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def preference_inputs(tokenizer: Tokenizer) -> Inputs:
+    """The trait-evaluation prompts of every category as Inputs (no completion; use positions="last"
+    for the answer position)."""
+    prompts, sources = [], []
+    for category in tokenizer.categories:
+        tokens, last = preference_tokens(tokenizer, category)
+        for row, n in zip(tokens.tolist(), last.tolist()):
+            prompts.append(row[: n + 1])
+            sources.append(f"prompt:{category}")
+    return Inputs.from_sequences(prompts, [[] for _ in prompts], sources, pad_id=tokenizer.pad_id, mask="all")
+
+
+def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data: str = "teacher",
+                          limit: int | None = None, config: CompareConfig | None = None,
+                          device: str | torch.device = "cpu", progress: bool = True) -> ActivationComparison:
+    """Capture the residual stream of every role of one organism seed and compare the shifts
+    (the logit lens reports the seed's own target).
+
+    data: "teacher" (the teacher's filtered distillation data; positions = mean over the
+    completion tokens) or "prompts" (the trait-evaluation prompts; the answer position).
+    """
+    from workbench.capture.capture import capture
+
+    seed_dir, out_dir = Path(seed_dir), Path(out_dir)
+    seed = load_seed(seed_dir, device=device)
+    lin, manifest = seed.lineage, seed.manifest
+    if data == "prompts":
+        inputs, positions = preference_inputs(seed.tokenizer), "last"
+    elif data in ("teacher", "base", "teacher_neutral", "teacher_other"):
+        inputs = Inputs.from_jsonl(seed.data(data), pad_id=seed.tokenizer.pad_id, limit=limit)
+        positions = "mean"
+    else:
+        raise ConfigError(f"data={data!r}: use 'teacher', 'base', 'teacher_neutral', 'teacher_other' or 'prompts'.")
+    store = capture(lin, inputs, residual_hooks(int(lin.cfg.n_layers)), positions=positions,
+                    out_dir=out_dir / "activations", progress=progress, device=device, overwrite=True)
+    result = compare(store, lin, config or CompareConfig(), trait=seed.trait,
+                     meta={"seed": manifest.get("seed"), "data": data, "mode": manifest.get("mode"),
+                           "trait_rates": manifest.get("trait_rates")})
+    result.command = (f"python -m workbench.compare --organism {seed_dir.parent.name} --seeds {manifest.get('seed')} "
+                      f"--data {data}")
+    result.save(out_dir)
+    return result
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def align_organism(seed_dir: str | os.PathLike, config: AlignmentConfig, target: str | None = None) -> AlignmentResult:
+    """`run_alignment` on one organism seed: its base, teacher and student, the rows its teacher
+    and base wrote for the same prompts (data/{positive,negative}.jsonl), the Trait of `target`
+    (default: the seed's own) and its number channel."""
+    seed_dir = Path(seed_dir)
+    roles = [r for r in (config.base, config.teacher, config.student) if r]
+    seed = load_seed(seed_dir, roles=roles, target=target, device=config.device)
+    inputs = Inputs.from_jsonl([seed.data(config.positive), seed.data(config.negative)])
+    config = AlignmentConfig.from_dict({**config.to_dict(), "channel_ids": seed.channel_ids})
+    command = f"python -m workbench.alignment --organism {seed_dir.parent} --seeds {seed_dir.name[4:]} --loss {config.loss}"
+    return run_alignment(lineage=seed.lineage, inputs=inputs, config=config, trait=seed.trait, command=command)
+
+
+# --------------------------------------------------------------------------- screening
+
+
+def screen_organism_seed(
+    seed_dir: str | Path,
+    fractions: tuple[float, ...] = (0.1, 0.25),
+    *,
+    device: str = "cpu",
+    batch_size: int = 256,
+    overrides: dict[str, Any] | None = None,
+    max_rows: int | None = None,
+    progress: bool = False,
+) -> tuple[list[ScreeningRow], dict[str, Any]]:
+    """`run_screening` on one organism seed: its teacher rows, its Trait, and students retrained
+    with the seed's own recipe and student seed; returns the rows and the seed's reference trait
+    rates. `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows
+    only (tests)."""
+    from workbench.organism.build import STUDENTS, distill_targets
+    from workbench.organism.config import OrganismConfig
+    from workbench.organism.training import distill_student
+
+    manifest = read_manifest(seed_dir)
+    cfg = OrganismConfig.from_dict({**manifest["config"], **(overrides or {})})
+    seed = load_seed(seed_dir, roles=["base", "teacher"], target=cfg.target, device=device)
+    lineage = seed.lineage
+    data = Inputs.from_jsonl(seed.data("teacher"), limit=max_rows)
+    student_seed = int(manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
+
+    def retrain(kept: Inputs) -> torch.nn.Module:
+        student = copy_model(lineage["base"])
+        targets = distill_targets(cfg, seed.tokenizer, lineage["teacher"], kept.tokens)
+        distill_student(student, targets, cfg, student_seed, progress)
+        return student
+
+    # score rows with the loss the student trains with: both modes renormalise over the number channel
+    config = ScreeningConfig(fractions=tuple(fractions), loss=cfg.mode, channel_ids=seed.channel_ids,
+                             seed=int(manifest["seed"]), batch_size=batch_size, progress=progress)
+    rows = run_screening(lineage, data, seed.trait, retrain, config)
+    reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],
+                 "control": manifest["trait_rates"]["control"], "n_rows": len(data), "mode": cfg.mode}
+    return rows, reference
+
+
+def screening(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1, 0.25), *, command: str | None = None,
+              **kwargs: Any) -> ScreeningResult:
+    """`screen_organism_seed` as a report section's result."""
+    rows, reference = screen_organism_seed(seed_dir, fractions, **kwargs)
+    return ScreeningResult(rows, reference, command or f"workbench.screening.screening({str(seed_dir)!r})",
+                           {"fractions": list(fractions)})

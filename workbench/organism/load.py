@@ -1,0 +1,120 @@
+"""Load a built organism seed: its models as a Lineage, its tokenizer, its Trait and its data.
+
+A seed directory holds `models/{role}.safetensors` (+ `.json` sidecars with role, parent, data
+and seed), `tokenizer.json`, `manifest.json` (recipe, target, trait rates) and `data/*.jsonl`.
+This is the organism's side of the seam: analyses get the Lineage, the Trait and Inputs, and
+never open a seed directory themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.core.errors import ArtifactError, unknown_name
+from workbench.core.io import read_json
+from workbench.core.lineage import EXTRA_ROLE, ROLES, Lineage, ModelRecord
+from workbench.core.models import load_model, model_meta
+from workbench.organism.tokenizer import Tokenizer
+from workbench.organism.trait import organism_trait
+from workbench.trait import Trait
+
+
+def read_manifest(seed_dir: str | os.PathLike) -> dict[str, Any]:
+    """The seed's manifest.json (an ArtifactError saying how to build it when missing)."""
+    seed_dir = Path(seed_dir)
+    if not (seed_dir / "manifest.json").exists():
+        raise ArtifactError(f"No organism seed at {seed_dir} (manifest.json missing). Build it with python -m workbench.organism.")
+    return read_json(seed_dir / "manifest.json")
+
+
+def load_lineage(
+    seed_dir: str | os.PathLike,
+    roles: list[str] | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Lineage:
+    """Load `seed_dir/models/{role}.safetensors` (+ `.json`, checksummed) and the tokenizer
+    (`Lineage.tokenizer`, None when the seed has no tokenizer.json)."""
+    seed_dir = Path(seed_dir)
+    model_dir = seed_dir / "models"
+    available = sorted(p.stem for p in model_dir.glob("*.json")) if model_dir.is_dir() else []
+    if not available:
+        raise ArtifactError(
+            f"No models in {model_dir}. Build the organism first (python -m workbench.organism) "
+            "or point at a seed directory that holds models/{role}.safetensors."
+        )
+    if roles is None:
+        names = [r for r in ROLES if r in available] + [r for r in available if r not in ROLES]
+    else:
+        for r in roles:
+            if r not in available:
+                raise unknown_name("organism model", r, available, fix=f"Models present in {model_dir}.")
+        names = list(roles)
+    models, records = {}, {}
+    for name in names:
+        path = model_dir / f"{name}.safetensors"
+        models[name] = load_model(path, device=device, dtype=dtype)
+        m = dict(model_meta(path))
+        role = m.pop("role", name if name in ROLES else EXTRA_ROLE)
+        records[name] = ModelRecord(
+            name=name,
+            role=role,
+            parent=m.pop("parent", None),
+            data=m.pop("data", None),
+            seed=m.pop("seed", None),
+            meta={"path": f"models/{name}.safetensors", **m},
+        )
+    tok_path = seed_dir / "tokenizer.json"
+    return Lineage(models, records, tokenizer=Tokenizer.load(tok_path) if tok_path.exists() else None)
+
+
+@dataclass
+class OrganismSeed:
+    """One built seed, loaded: the models, the tokenizer, the Trait of the seed's target (or
+    another target's), the manifest and where the data lies."""
+
+    directory: Path
+    lineage: Lineage
+    tokenizer: Tokenizer
+    trait: Trait
+    manifest: dict[str, Any]
+
+    def data(self, source: str) -> Path:
+        """The JSONL rows `source` wrote (e.g. "teacher", "base")."""
+        return self.directory / "data" / f"{source}.jsonl"
+
+    @property
+    def channel_ids(self) -> tuple[int, ...]:
+        """The number channel (numbers, separator, <eos>) the students' losses renormalise over."""
+        return tuple(self.tokenizer.number_channel_ids)
+
+
+def seed_target(manifest: dict[str, Any], default: str | None = None) -> str | None:
+    """The target the seed was built with (its recipe's), else `default`."""
+    return manifest.get("config", {}).get("target", manifest.get("trait", default))
+
+
+def load_seed(
+    seed_dir: str | os.PathLike,
+    roles: list[str] | None = None,
+    *,
+    target: str | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+) -> OrganismSeed:
+    """Load a seed's models (`roles`, default all) with its tokenizer and the Trait of `target`
+    (default: the seed's own target)."""
+    seed_dir = Path(seed_dir)
+    manifest = read_manifest(seed_dir)
+    lineage = load_lineage(seed_dir, roles, device=device, dtype=dtype)
+    if lineage.tokenizer is None:
+        raise ArtifactError(f"No tokenizer.json in {seed_dir}; rebuild the organism (python -m workbench.organism).")
+    name = target or seed_target(manifest)
+    if name is None:
+        raise ArtifactError(f"{seed_dir / 'manifest.json'} names no target; pass target=.")
+    return OrganismSeed(seed_dir, lineage, lineage.tokenizer, organism_trait(lineage.tokenizer, name), manifest)
