@@ -38,7 +38,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.capture.capture import hook_layer
+from workbench.capture.hooks import hook_layer, residual_hooks
 from workbench.core.errors import ConfigError, IncompatibleModelsError, WorkbenchError
 from workbench.core.lineage import Lineage
 from workbench.results.base import read_result_files, write_result_files
@@ -59,14 +59,6 @@ two trait teachers against each other (how much of v_teacher is shared by any tr
 bounds what the other-target student can show)."""
 
 SHIFT_ORDER = ("teacher", "teacher_neutral", "teacher_other", "student", "control", "other", "cross")
-
-
-def residual_hooks(n_layers: int) -> list[str]:
-    """The residual stream in depth order: before block 0, then mid and post of every block."""
-    hooks = ["blocks.0.hook_resid_pre"]
-    for i in range(n_layers):
-        hooks += [f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_resid_post"]
-    return hooks
 
 
 def pair_label(model: str, ref: str) -> str:

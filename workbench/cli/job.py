@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from workbench.capture.cache import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
-from workbench.capture.capture import resolve_hooks
+from workbench.capture.hooks import probe_hooks as default_hooks  # notebook 04 imports this name
+from workbench.capture.hooks import resolve_hooks
 from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, read_jsonl
 from workbench.core.lineage import Lineage, check_hf_dir
@@ -54,15 +55,6 @@ POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HF_ROLES = ("base", "teacher", "student", "control")
 ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-example gradients: the job's slowest part)
-
-
-def default_hooks(n_layers: int) -> list[str]:
-    """hook_embed, then per layer the attention output, mid residual, MLP output and residual out."""
-    hooks = ["hook_embed"]
-    for i in range(n_layers):
-        hooks += [f"blocks.{i}.hook_attn_out", f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_mlp_out",
-                  f"blocks.{i}.hook_resid_post"]
-    return hooks
 
 
 @dataclass
