@@ -23,10 +23,8 @@ cross lives in another initialisation's coordinates, so cos(v_cross, v_teacher) 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.capture.hooks import hook_layer, residual_hooks
-from workbench.core.errors import ConfigError, IncompatibleModelsError, WorkbenchError
+from workbench.core.errors import ConfigError, IncompatibleModelsError
 from workbench.core.lineage import Lineage
 from workbench.results.base import read_result_files, write_result_files
 from workbench.capture.store import ActivationStore, weights_sha256
@@ -549,7 +547,7 @@ def aggregate_seeds(results: Sequence[ActivationComparison]) -> SeedAggregate:
     return SeedAggregate(hooks=hooks, seeds=seeds, values=values, norms=norms, meta=meta)
 
 
-# --------------------------------------------------------------------------- organism helpers and CLI
+# --------------------------------------------------------------------------- organism helpers
 
 
 def preference_inputs(tokenizer: Any) -> Any:
@@ -600,49 +598,6 @@ def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLik
     return result
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.compare", description=(
-        "Capture the residual stream of an organism's models and compare each model's activation shift "
-        "against its parent: cos(v_student, v_teacher) beside the control, other-target and cross-init students."))
-    p.add_argument("--organism", required=True, help="organism directory holding seed{N}/ subdirectories")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to compare (default: 0)")
-    p.add_argument("--data", default="teacher", help="teacher (distillation data, default) | base | prompts")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the data")
-    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates over inputs (default 500)")
-    p.add_argument("--out", default="artifacts/compare", help="output directory (default: artifacts/compare)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from workbench.core.models import resolve_device
-    from workbench.results.base import write_figures
-
-    try:
-        device = resolve_device(args.device)
-        root, out = Path(args.organism), Path(args.out) / args.data
-        results = []
-        for seed in args.seeds:
-            seed_dir = root / f"seed{seed}"
-            manifest = read_json_or_error(seed_dir)
-            cfg = CompareConfig(n_bootstrap=args.bootstrap, target=manifest.get("trait"))
-            r = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
-                                      device=device, progress=not args.quiet and sys.stderr.isatty())
-            write_figures(r.figures(), out / f"seed{seed}")
-            results.append(r)
-        agg = aggregate_seeds(results)
-        agg.save(out)
-        write_figures(agg.figures(), out)
-        print(agg.table([p for p in agg.values if p.endswith("~teacher")]))
-        print(f"wrote {out}")
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def read_json_or_error(seed_dir: Path) -> dict[str, Any]:
     from workbench.core.errors import ArtifactError
     from workbench.core.io import read_json
@@ -650,7 +605,3 @@ def read_json_or_error(seed_dir: Path) -> dict[str, Any]:
     if not (seed_dir / "manifest.json").exists():
         raise ArtifactError(f"No organism seed at {seed_dir} (manifest.json missing). Build it with python -m workbench.organism.")
     return read_json(seed_dir / "manifest.json")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
