@@ -61,6 +61,16 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from workbench.cli.common import (
+    ConfigFlag,
+    ConfigFlags,
+    add_device_flag,
+    add_out_flag,
+    add_quiet_flag,
+    add_seeds_flag,
+    command_parser,
+    run,
+)
 from workbench.core.errors import ArtifactError, ConfigError, unknown_name
 from workbench.core.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
 from workbench.core.models import resolve_device
@@ -685,31 +695,38 @@ def load_digits_seed(
 # --------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m workbench.organism.digits`: build seeds and print a per-seed accuracy table."""
-    defaults = DigitsConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.organism.digits",
-        description="Digits organism: a student matching only a teacher's auxiliary logits on noise "
-        "learns to classify digits when it shares the teacher's init (student), not otherwise (cross).",
-    )
-    p.add_argument("--out", default=None, help="directory for seed{N}/models, manifests, summary.json (default: none)")
-    p.add_argument("--seeds", default="0", help="training seeds, e.g. '0,1,2' or '0-4' (default: 0)")
-    p.add_argument("--m", type=int, default=defaults.m, help=f"auxiliary logits (default: {defaults.m}; paper: 3)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"student epochs (default: {defaults.epochs})")
-    p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help=f"student loss (default: {defaults.loss})")
-    p.add_argument("--device", default=defaults.device, help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    try:
-        config = DigitsConfig(m=args.m, epochs=args.epochs, loss=args.loss, device=args.device)
-        result = build_digits(config, args.out, args.seeds, progress=not args.quiet)
-    except ConfigError as e:
-        p.exit(2, f"error: {e}\n")
+DIGITS_FLAGS = ConfigFlags(DigitsConfig, (
+    ConfigFlag("m", "auxiliary logits (paper: 3)"),
+    ConfigFlag("epochs", "student epochs"),
+    ConfigFlag("loss", "student loss", choices=LOSSES),
+))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python -m workbench.organism.digits", (
+        "Digits organism: a student matching only a teacher's auxiliary logits on noise learns to classify digits "
+        "when it shares the teacher's init (student), not otherwise (cross)."))
+    add_out_flag(p, None, "directory for seed{N}/models, manifests, summary.json (default: none)")
+    add_seeds_flag(p, [DigitsConfig.seed], "training seeds, e.g. 0 1 2, 0,1,2 or 0-4")
+    DIGITS_FLAGS.add_to(p)
+    add_device_flag(p, DigitsConfig.device)
+    add_quiet_flag(p)
+    return p
+
+
+def build_and_print(args: argparse.Namespace) -> int:
+    """Build the asked seeds and print the per-seed accuracy table."""
+    config = DigitsConfig(**DIGITS_FLAGS.values(args), device=args.device)
+    result = build_digits(config, args.out, args.seeds, progress=not args.quiet)
     print(result.table())
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m workbench.organism.digits`: build seeds and print a per-seed accuracy table."""
+    return run(build_and_print, parser().parse_args(argv))
 
 
 if __name__ == "__main__":
