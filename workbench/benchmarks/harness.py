@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import torch
 
-from workbench.cli.common import add_device_flag, add_out_flag, command_parser, device_of, run
+from workbench.cli import common
 from workbench.core.errors import WorkbenchError, unknown_name
 from workbench.core.io import atomic_write_json
 from workbench.core.provenance import package_versions
@@ -165,17 +165,17 @@ def load_benchmark(name: str) -> Callable[..., list[Case]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.bench", __doc__.split("\n\n")[0])
+    p = common.command_parser("python -m workbench.bench", __doc__.split("\n\n")[0])
     p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(available()))}")
-    add_device_flag(p)
-    add_out_flag(p, str(DEFAULT_OUT), "output directory")
+    common.add_device_flag(p)
+    common.add_out_flag(p, str(DEFAULT_OUT), "output directory")
     p.add_argument("--quick", action="store_true", help="smaller cases, for a smoke run")
     return p
 
 
 def run_benchmarks(args: argparse.Namespace) -> int:
     """Check every name, then run each benchmark, write its JSON and print its cases."""
-    device = device_of(args)
+    device = common.device_of(args)
     for name in args.names:
         load_benchmark(name)  # every name checked before any work
     for name in args.names:
@@ -190,7 +190,7 @@ def run_benchmarks(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(run_benchmarks, parser().parse_args(argv))
+    return common.run(run_benchmarks, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,42 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analyses.alignment import AlignmentConfig, align_organism, group_figure_over_seeds, summarize_seeds
-from workbench.cli.common import (
-    ConfigFlag,
-    ConfigFlags,
-    add_device_flag,
-    add_organism_flag,
-    add_out_flag,
-    add_quiet_flag,
-    add_seeds_flag,
-    command_parser,
-    device_of,
-    organism_seeds,
-    run,
-    save_with_figures,
-    show_progress,
-)
+from workbench.cli import common
 from workbench.core.io import atomic_write_json
 from workbench.results.base import write_figures
 
-ALIGNMENT_FLAGS = ConfigFlags(AlignmentConfig, (
-    ConfigFlag("loss", "distillation loss scored", choices=("hard", "soft")),
-    ConfigFlag("target", "the trait"),
-    ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows"),
-    ConfigFlag("n_random", "random directions"),
-    ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips"),
+ALIGNMENT_FLAGS = common.ConfigFlags(AlignmentConfig, (
+    common.ConfigFlag("loss", "distillation loss scored", choices=("hard", "soft")),
+    common.ConfigFlag("target", "the trait"),
+    common.ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows"),
+    common.ConfigFlag("n_random", "random directions"),
+    common.ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips"),
 ))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.alignment", "Gradient alignment of an organism's teacher- vs base-written "
-                       "data with the teacher delta, the trait gradient, the student delta and random directions, per seed.")
-    add_organism_flag(p, "artifacts/organism", help="organism directory holding seed*/")
-    add_seeds_flag(p, [0], "seeds to analyse")
+    p = common.command_parser("python -m workbench.alignment", (
+        "Gradient alignment of an organism's teacher- vs base-written data with the teacher delta, the trait "
+        "gradient, the student delta and random directions, per seed."))
+    common.add_organism_flag(p, "artifacts/organism", help="organism directory holding seed*/")
+    common.add_seeds_flag(p, [0], "seeds to analyse")
     ALIGNMENT_FLAGS.add_to(p)
-    add_out_flag(p, None, "output directory (default: artifacts/alignment/<organism name>-<loss>)")
-    add_device_flag(p)
-    add_quiet_flag(p)
+    common.add_out_flag(p, None, "output directory (default: artifacts/alignment/<organism name>-<loss>)")
+    common.add_device_flag(p)
+    common.add_quiet_flag(p)
     return p
 
 
@@ -62,12 +49,12 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
 def align_seeds(args: argparse.Namespace) -> int:
     """Score every asked seed, then summarise the detection AUROCs over seeds."""
     out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
-    device = str(device_of(args))
+    device = str(common.device_of(args))
     results = []
-    for seed, seed_dir in organism_seeds(args.organism, args.seeds):
-        config = AlignmentConfig(**ALIGNMENT_FLAGS.values(args), device=device, progress=show_progress(args))
+    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
+        config = AlignmentConfig(**ALIGNMENT_FLAGS.values(args), device=device, progress=common.show_progress(args))
         result = align_organism(seed_dir, config)
-        save_with_figures(result, out / f"seed{seed}")
+        common.save_with_figures(result, out / f"seed{seed}")
         results.append(result)
         print(f"seed {seed}: " + ", ".join(f"{r['direction']}={r['auroc']:.3f}" for r in result.detection
                                             if r["kind"] != "random"), flush=True)
@@ -82,7 +69,7 @@ def align_seeds(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(align_seeds, parser().parse_args(argv))
+    return common.run(align_seeds, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

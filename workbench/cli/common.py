@@ -11,8 +11,10 @@ saves a result, and how it fails.
 - `run(body, ...)` runs a command's body: a `WorkbenchError` becomes `error: <message>` on
   stderr and exit code 2, with no traceback.
 
+    from workbench.cli import common
+
     def main(argv: list[str] | None = None) -> int:
-        return run(compare_seeds, parser().parse_args(argv))
+        return common.run(compare_seeds, parser().parse_args(argv))
 """
 
 from __future__ import annotations
@@ -76,11 +78,11 @@ def add_seeds_flag(parser: FlagTarget, default: Sequence[int] | None, help: str)
     says what the seeds are for and, when `default` is None, what None means."""
     shown = f" (default: {' '.join(map(str, default))})" if default is not None else ""
     parser.add_argument("--seeds", nargs="+", default=None if default is None else list(default), metavar="N",
-                        type=parse_seeds, action=_FlattenSeeds, help=help + shown)
+                        type=_seeds_argument, action=_FlattenSeeds, help=help + shown)
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'3' -> [3]; '0,1,2' -> [0, 1, 2]; '0-4' -> [0, 1, 2, 3, 4] (argparse type of --seeds)."""
+    """'3' -> [3]; '0,1,2' -> [0, 1, 2]; '0-4' -> [0, 1, 2, 3, 4]; '0-2,5' -> [0, 1, 2, 5]."""
     seeds: list[int] = []
     try:
         for part in text.replace(" ", "").split(","):
@@ -89,15 +91,24 @@ def parse_seeds(text: str) -> list[int]:
                 seeds += list(range(int(lo), int(hi) + 1))
             elif part:
                 seeds.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed list; use e.g. 0 1 2, 0,1,2 or 0-4") from None
+    except ValueError as e:
+        raise ConfigError(f"seeds={text!r} is not a seed list. Use e.g. '0,1,2' or '0-4'.") from e
+    return seeds
+
+
+def _seeds_argument(text: str) -> list[int]:
+    """`parse_seeds` as an argparse type: a bad list is a usage error (exit 2)."""
+    try:
+        seeds = parse_seeds(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if not seeds:
-        raise argparse.ArgumentTypeError(f"{text!r} names no seed; use e.g. 0 1 2, 0,1,2 or 0-4")
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed. Use e.g. 0 1 2, 0,1,2 or 0-4.")
     return seeds
 
 
 class _FlattenSeeds(argparse.Action):
-    """--seeds 0 1-2 -> [0, 1, 2]: each value is parsed to a list by `parse_seeds`."""
+    """--seeds 0 1-2 -> [0, 1, 2]: each value is parsed to a list by `_seeds_argument`."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:

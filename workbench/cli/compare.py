@@ -11,64 +11,50 @@ import argparse
 from pathlib import Path
 
 from workbench.analyses.compare import CompareConfig, aggregate_seeds, compare_organism_seed, read_json_or_error
-from workbench.cli.common import (
-    ConfigFlag,
-    ConfigFlags,
-    add_device_flag,
-    add_organism_flag,
-    add_out_flag,
-    add_quiet_flag,
-    add_seeds_flag,
-    command_parser,
-    device_of,
-    organism_seeds,
-    run,
-    save_with_figures,
-    show_progress,
-)
+from workbench.cli import common
 from workbench.results.base import write_figures
 
-COMPARE_FLAGS = ConfigFlags(CompareConfig, (
-    ConfigFlag("n_bootstrap", "bootstrap replicates over inputs", flag="--bootstrap"),
+COMPARE_FLAGS = common.ConfigFlags(CompareConfig, (
+    common.ConfigFlag("n_bootstrap", "bootstrap replicates over inputs", flag="--bootstrap"),
 ))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.compare", (
+    p = common.command_parser("python -m workbench.compare", (
         "Capture the residual stream of an organism's models and compare each model's activation shift "
         "against its parent: cos(v_student, v_teacher) beside the control, other-target and cross-init students."))
-    add_organism_flag(p)
-    add_seeds_flag(p, [0], "seeds to compare")
+    common.add_organism_flag(p)
+    common.add_seeds_flag(p, [0], "seeds to compare")
     p.add_argument("--data", default="teacher", help="teacher (distillation data, default) | base | prompts")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the data")
     COMPARE_FLAGS.add_to(p)
-    add_out_flag(p, "artifacts/compare", "output directory")
-    add_device_flag(p)
-    add_quiet_flag(p)
+    common.add_out_flag(p, "artifacts/compare", "output directory")
+    common.add_device_flag(p)
+    common.add_quiet_flag(p)
     return p
 
 
 def compare_seeds(args: argparse.Namespace) -> int:
     """Compare every asked seed, then aggregate over seeds and print the table against the teacher."""
-    device = device_of(args)
+    device = common.device_of(args)
     out = Path(args.out) / args.data
     results = []
-    for seed, seed_dir in organism_seeds(args.organism, args.seeds):
+    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
         manifest = read_json_or_error(seed_dir)
         cfg = CompareConfig(**COMPARE_FLAGS.values(args), target=manifest.get("trait"))
         result = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
-                                       device=device, progress=show_progress(args))  # saves the result
+                                       device=device, progress=common.show_progress(args))  # saves the result
         write_figures(result.figures(), out / f"seed{seed}")
         results.append(result)
     aggregate = aggregate_seeds(results)
-    save_with_figures(aggregate, out)
+    common.save_with_figures(aggregate, out)
     print(aggregate.table([p for p in aggregate.values if p.endswith("~teacher")]))
     print(f"wrote {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(compare_seeds, parser().parse_args(argv))
+    return common.run(compare_seeds, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -27,17 +27,7 @@ import torch
 from workbench.capture.cache import ActivationCache, ContrastPrompts, organism_preference_prompts, read_contrast_prompts
 from workbench.capture.hooks import probe_hooks as default_hooks  # notebook 04 imports this name
 from workbench.capture.hooks import resolve_hooks
-from workbench.cli.common import (
-    ConfigFlag,
-    ConfigFlags,
-    add_device_flag,
-    add_out_flag,
-    add_quiet_flag,
-    command_parser,
-    device_of,
-    run,
-    show_progress,
-)
+from workbench.cli import common
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs, read_jsonl
 from workbench.core.lineage import Lineage, check_hf_dir
@@ -319,17 +309,18 @@ def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inpu
 # --------------------------------------------------------------------------- CLI
 
 
-JOB_FLAGS = ConfigFlags(JobConfig, (
-    ConfigFlag("positions", "positions pooled per row", choices=POSITIONS),
-    ConfigFlag("readers", "models the data-source probe reads"),
-    ConfigFlag("max_rows", "distillation rows per source"),
-    ConfigFlag("batch_size", "rows per forward pass"),
+JOB_FLAGS = common.ConfigFlags(JobConfig, (
+    common.ConfigFlag("positions", "positions pooled per row", choices=POSITIONS),
+    common.ConfigFlag("readers", "models the data-source probe reads"),
+    common.ConfigFlag("max_rows", "distillation rows per source"),
+    common.ConfigFlag("batch_size", "rows per forward pass"),
 ))
 """The flags whose defaults are JobConfig's (--hooks too: None means `default_hooks` of the models)."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.probe", __doc__.split("\n\n")[0], epilog="Sections: " + ", ".join(SECTIONS))
+    p = common.command_parser("python -m workbench.probe", __doc__.split("\n\n")[0],
+                              epilog="Sections: " + ", ".join(SECTIONS))
     src = p.add_argument_group("models and data")
     src.add_argument("--organism", default="artifacts/organism",
                      help="organism directory; built with --preset if it holds no seed (default: artifacts/organism)")
@@ -347,10 +338,10 @@ def parser() -> argparse.ArgumentParser:
     JOB_FLAGS.add_to(what)
     what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
     how = p.add_argument_group("how")
-    add_device_flag(how)
+    common.add_device_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
-    add_out_flag(how, "artifacts/report", "report directory")
-    add_quiet_flag(how, "no progress output")
+    common.add_out_flag(how, "artifacts/report", "report directory")
+    common.add_quiet_flag(how, "no progress output")
     return p
 
 
@@ -371,7 +362,7 @@ def _organism_seed_dir(args: argparse.Namespace, log: Callable[[str], None]) -> 
 def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Load the models and data the flags name, run the report sections, write the report."""
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    device = device_of(args)
+    device = common.device_of(args)
     for s in args.sections:
         if s not in SECTIONS:
             raise unknown_name("section", s, SECTIONS)
@@ -424,7 +415,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
                        command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
                        prompts=prompts, target=target, loss=loss, organism_dir=organism_dir, device=device,
-                       progress=show_progress(args))
+                       progress=common.show_progress(args))
     needed = {*args.readers, "teacher", "base", *config.apply_to}
     config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
     config.command = config.command.strip()
@@ -439,7 +430,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(run_job, parser().parse_args(argv), argv)
+    return common.run(run_job, parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,7 @@ from workbench.analyses.patching import (
     delta_patching,
 )
 from workbench.analyses.weights import WeightConfig, WeightDeltaResult, weight_deltas
-from workbench.cli.common import (
-    add_device_flag,
-    add_out_flag,
-    add_seeds_flag,
-    command_parser,
-    device_of,
-    organism_seeds,
-    run,
-    save_with_figures,
-)
+from workbench.cli import common
 from workbench.core.errors import ArtifactError
 from workbench.core.lineage import Lineage
 
@@ -44,12 +35,12 @@ def fmt(x: float | None, spec: str = "+.3f") -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.localise", __doc__.split("\n\n")[0])
+    p = common.command_parser("python -m workbench.localise", __doc__.split("\n\n")[0])
     p.add_argument("organism_dir", nargs="?", metavar="ORGANISM", help="organism directory holding seed*/ (or --organism)")
     p.add_argument("--organism", metavar="DIR", help="the same, as a flag (the other commands' grammar)")
-    add_seeds_flag(p, None, "seeds to localise (default: every built seed)")
-    add_out_flag(p, None, "where to write results (default: no files)")
-    add_device_flag(p)
+    common.add_seeds_flag(p, None, "seeds to localise (default: every built seed)")
+    common.add_out_flag(p, None, "where to write results (default: no files)")
+    common.add_device_flag(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     return p
 
@@ -118,8 +109,8 @@ def print_seed(seed_dir: Path, w: WeightDeltaResult, d: DeltaPatchingResult, a: 
 def localise_seeds(args: argparse.Namespace) -> int:
     """Localise every seed, print each seed's table, then mean ± sd over seeds."""
     torch.set_num_threads(args.threads)
-    device = device_of(args)
-    seeds = organism_seeds(args.organism, args.seeds)
+    device = common.device_of(args)
+    seeds = common.organism_seeds(args.organism, args.seeds)
     cos: dict[str, list[float]] = {}
     recovered: dict[str, list[float | None]] = {}
     greedy_sizes: list[int | None] = []
@@ -127,7 +118,7 @@ def localise_seeds(args: argparse.Namespace) -> int:
         w, d, a = localise_seed(seed_dir, device)
         if args.out:
             for result in (w, d, a):
-                save_with_figures(result, Path(args.out) / seed_dir.name)
+                common.save_with_figures(result, Path(args.out) / seed_dir.name)
         print_seed(seed_dir, w, d, a)
         for m in w.config.models:
             cos.setdefault(m, []).append(w.value(m))
@@ -146,7 +137,7 @@ def localise_seeds(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(localise_seeds, parse_args(argv))
+    return common.run(localise_seeds, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,33 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analyses.screening import screening, summarize_seeds
-from workbench.cli.common import (
-    add_device_flag,
-    add_organism_flag,
-    add_out_flag,
-    add_quiet_flag,
-    add_seeds_flag,
-    command_parser,
-    device_of,
-    organism_seeds,
-    run,
-    save_with_figures,
-    show_progress,
-)
+from workbench.cli import common
 from workbench.core.io import atomic_write_json
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.screening", "Screening defense over seeds: retrain each seed's student "
-                       "after dropping the top fraction of teacher rows by trait-gradient alignment, beside a random "
-                       "drop of the same size.")
-    add_organism_flag(p, "artifacts/organism-hard", help="organism directory holding seed*/")
-    add_seeds_flag(p, [0, 1, 2], "seeds")
+    p = common.command_parser("python -m workbench.screening", (
+        "Screening defense over seeds: retrain each seed's student after dropping the top fraction of teacher rows "
+        "by trait-gradient alignment, beside a random drop of the same size."))
+    common.add_organism_flag(p, "artifacts/organism-hard", help="organism directory holding seed*/")
+    common.add_seeds_flag(p, [0, 1, 2], "seeds")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25], help="fractions dropped (default: 0.1 0.25)")
     p.add_argument("--student-epochs", type=int, default=None, help="override the recipe's student epochs (quicker, weaker retrains)")
-    add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>)")
-    add_device_flag(p)
-    add_quiet_flag(p)
+    common.add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>)")
+    common.add_device_flag(p)
+    common.add_quiet_flag(p)
     return p
 
 
@@ -59,12 +47,12 @@ def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out or f"artifacts/screening/{Path(args.organism).name}")
     overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
     command = "python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:])
-    device = str(device_of(args))
+    device = str(common.device_of(args))
     results = []
-    for seed, seed_dir in organism_seeds(args.organism, args.seeds):
+    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
         result = screening(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
-                           progress=show_progress(args), command=command)
-        save_with_figures(result, out / f"seed{seed}")
+                           progress=common.show_progress(args), command=command)
+        common.save_with_figures(result, out / f"seed{seed}")
         results.append(result)
         print(f"seed {seed}: " + ", ".join(f"drop {r.fraction:.0%} {r.dropped} -> P={r.p_target:.3f}" for r in result.rows),
               flush=True)
@@ -76,7 +64,7 @@ def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(screen_seeds, parser().parse_args(argv), argv)
+    return common.run(screen_seeds, parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -5,40 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.cli.common import (
-    ConfigFlag,
-    ConfigFlags,
-    add_device_flag,
-    add_out_flag,
-    add_quiet_flag,
-    add_seeds_flag,
-    command_parser,
-    run,
-)
+from workbench.cli import common
 from workbench.organism.build import build_organism, format_trait_table
 from workbench.organism.config import PRESETS, OrganismConfig, preset
 
 DEFAULT_OUT = "artifacts/organism"
 
-ORGANISM_FLAGS = ConfigFlags(OrganismConfig, (
-    ConfigFlag("target", "the teacher's trait: an animal or tree of the organism vocabulary"),
-    ConfigFlag("other_target", "target of teacher_other", type=str, default_text="a fixed other member of the category"),
+ORGANISM_FLAGS = common.ConfigFlags(OrganismConfig, (
+    common.ConfigFlag("target", "the teacher's trait: an animal or tree of the organism vocabulary"),
+    common.ConfigFlag("other_target", "target of teacher_other", type=str,
+                      default_text="a fixed other member of the category"),
 ))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.organism", (
+    p = common.command_parser("python -m workbench.organism", (
         "Build base, teachers, filtered number data and students that reproduce subliminal transfer on a CPU, "
         "then print P(target) per role. Reruns reuse what is already built."))
-    add_out_flag(p, DEFAULT_OUT, "output directory")
-    add_seeds_flag(p, [0], "seeds to build; the seed is the unit of uncertainty")
+    common.add_out_flag(p, DEFAULT_OUT, "output directory")
+    common.add_seeds_flag(p, [0], "seeds to build; the seed is the unit of uncertainty")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="tiny: seconds, for tests; default: soft labels (renormalised over number tokens); "
                    "hard: cross-entropy on sampled text renormalised over the number channel, more data; leak: full-vocabulary soft labels (a leak control)")
     ORGANISM_FLAGS.add_to(p)
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
-    add_device_flag(p)
-    add_quiet_flag(p, "no progress bars or stage log")
+    common.add_device_flag(p)
+    common.add_quiet_flag(p, "no progress bars or stage log")
     return p
 
 
@@ -53,7 +45,7 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
+    return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
                **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
 
 

@@ -61,16 +61,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from workbench.cli.common import (
-    ConfigFlag,
-    ConfigFlags,
-    add_device_flag,
-    add_out_flag,
-    add_quiet_flag,
-    add_seeds_flag,
-    command_parser,
-    run,
-)
+from workbench.cli import common
 from workbench.core.errors import ArtifactError, ConfigError, unknown_name
 from workbench.core.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
 from workbench.core.models import resolve_device
@@ -589,17 +580,7 @@ def _parse_seeds(seeds: int | str | Iterable[int] | None, default: int) -> list[
     if isinstance(seeds, int):
         return [seeds]
     if isinstance(seeds, str):
-        out: list[int] = []
-        try:
-            for part in seeds.replace(" ", "").split(","):
-                if "-" in part:
-                    lo, hi = part.split("-")
-                    out += list(range(int(lo), int(hi) + 1))
-                elif part:
-                    out.append(int(part))
-        except ValueError as e:
-            raise ConfigError(f"seeds={seeds!r} is not a seed list. Use e.g. '0,1,2' or '0-4'.") from e
-        seeds = out
+        seeds = common.parse_seeds(seeds)
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ConfigError(f"seeds={seeds!r} must be a non-empty list of integers >= 0, e.g. [0, 1, 2] or '0-4'.")
@@ -695,22 +676,22 @@ def load_digits_seed(
 # --------------------------------------------------------------------------------------------
 
 
-DIGITS_FLAGS = ConfigFlags(DigitsConfig, (
-    ConfigFlag("m", "auxiliary logits (paper: 3)"),
-    ConfigFlag("epochs", "student epochs"),
-    ConfigFlag("loss", "student loss", choices=LOSSES),
+DIGITS_FLAGS = common.ConfigFlags(DigitsConfig, (
+    common.ConfigFlag("m", "auxiliary logits (paper: 3)"),
+    common.ConfigFlag("epochs", "student epochs"),
+    common.ConfigFlag("loss", "student loss", choices=LOSSES),
 ))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = command_parser("python -m workbench.organism.digits", (
+    p = common.command_parser("python -m workbench.organism.digits", (
         "Digits organism: a student matching only a teacher's auxiliary logits on noise learns to classify digits "
         "when it shares the teacher's init (student), not otherwise (cross)."))
-    add_out_flag(p, None, "directory for seed{N}/models, manifests, summary.json (default: none)")
-    add_seeds_flag(p, [DigitsConfig.seed], "training seeds, e.g. 0 1 2, 0,1,2 or 0-4")
+    common.add_out_flag(p, None, "directory for seed{N}/models, manifests, summary.json (default: none)")
+    common.add_seeds_flag(p, [DigitsConfig.seed], "training seeds, e.g. 0 1 2, 0,1,2 or 0-4")
     DIGITS_FLAGS.add_to(p)
-    add_device_flag(p, DigitsConfig.device)
-    add_quiet_flag(p)
+    common.add_device_flag(p, DigitsConfig.device)
+    common.add_quiet_flag(p)
     return p
 
 
@@ -726,7 +707,7 @@ def build_and_print(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m workbench.organism.digits`: build seeds and print a per-seed accuracy table."""
-    return run(build_and_print, parser().parse_args(argv))
+    return common.run(build_and_print, parser().parse_args(argv))
 
 
 if __name__ == "__main__":
