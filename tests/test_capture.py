@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.capture.capture import capture, hook_aliases, plan_capture, resolve_hooks, stop_layer
+from workbench.capture.capture import capture, plan_capture
+from workbench.capture.hooks import hook_aliases, resolve_hooks, stop_layer
 from workbench.core.errors import ArtifactError, ConfigError, DataError, LockError, UnknownNameError
 from workbench.core.inputs import Inputs
 from workbench.core.io import exclusive_lock

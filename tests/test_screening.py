@@ -73,7 +73,8 @@ def test_summarize_seeds_differences_over_seeds():
 
 
 def test_screening_cli_writes_seeds_and_summary(tiny_organism, tmp_path, capsys):
-    from workbench.analyses.screening import ScreeningResult, main
+    from workbench.analyses.screening import ScreeningResult
+    from workbench.cli.screening import main
 
     organism = tiny_organism.directory.parent
     out = tmp_path / "screen"

@@ -1,6 +1,6 @@
-"""`python -m workbench.alignment`: see `workbench.analyses.alignment`."""
+"""`python -m workbench.alignment`: see `workbench.cli.alignment`."""
 
-from workbench.analyses.alignment import main
+from workbench.cli.alignment import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

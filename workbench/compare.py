@@ -1,6 +1,6 @@
-"""`python -m workbench.compare`: see `workbench.analyses.compare`."""
+"""`python -m workbench.compare`: see `workbench.cli.compare`."""
 
-from workbench.analyses.compare import main
+from workbench.cli.compare import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""`python -m workbench.screening`: see `workbench.analyses.screening`."""
+"""`python -m workbench.screening`: see `workbench.cli.screening`."""
 
-from workbench.analyses.screening import main
+from workbench.cli.screening import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -88,7 +88,7 @@ def test_result_round_trips(tmp_path):
     back = DirectionResult.load(tmp_path)
     assert torch.equal(back.directions["target_vs_other"]["h"], torch.arange(4.0))
     assert back.screening == result.screening and back.shifts == result.shifts
-    rows = back.summary_rows()
+    rows = [r.to_dict() for r in back.summary_rows()]
     assert [r["group"] for r in rows] == ["screening", "shift"]
     assert rows[1]["value"] == 0.3 and rows[1]["control_value"] == 0.0
-    assert set(back.figures()) == {"directions_screening", "directions_shift"}
+    assert set(back.figures()) == {"screening", "shift"}

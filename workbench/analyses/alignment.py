@@ -23,11 +23,9 @@ soft-loss scores of teacher- vs base-written text are expected near AUROC 0.5.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -591,71 +589,3 @@ def group_figure_over_seeds(results: Sequence[AlignmentResult], direction: str) 
     fig.update_layout(title=f"Per-group alignment ({direction}): teacher rows minus base rows, over {len(results)} seed(s)",
                       yaxis_title="difference of mean a_{i,g}")
     return fig
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = [f"{'direction':<28} {'mean':>6} {'sd':>6}  per seed"]
-    for r in rows:
-        lines.append(f"{r['direction']:<28} {r['mean']:6.3f} {r['sd']:6.3f}  " + " ".join(f"{v:.3f}" for v in r["per_seed"]))
-    return "\n".join(lines)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.alignment",
-                                description="Gradient alignment of an organism's teacher- vs base-written data with the "
-                                "teacher delta, the trait gradient, the student delta and random directions, per seed.")
-    p.add_argument("--organism", default="artifacts/organism", help="organism directory holding seed*/ (default: artifacts/organism)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to analyse (default: 0)")
-    p.add_argument("--loss", default="hard", choices=["hard", "soft"], help="distillation loss scored (default: hard)")
-    p.add_argument("--target", default="owl", help="the trait (default: owl)")
-    p.add_argument("--max-rows", type=int, default=2000, help="rows sampled per source (default: 2000)")
-    p.add_argument("--n-random", type=int, default=8, help="random directions (default: 8)")
-    p.add_argument("--path-group-points", type=int, default=4, help="K of the per-group path attribution; 0 skips (default: 4)")
-    p.add_argument("--out", default=None, help="output directory (default: artifacts/alignment/<organism name>-<loss>)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from workbench.core.errors import WorkbenchError
-    from workbench.core.io import atomic_write_json
-    from workbench.results.figures import write_figures, write_result_figures
-
-    from workbench.cli.organism_runs import align_organism
-
-    args = parser().parse_args(argv)
-    out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
-    try:
-        device = str(resolve_device(args.device))
-        results = []
-        for seed in args.seeds:
-            config = AlignmentConfig(loss=args.loss, max_rows_per_source=args.max_rows,
-                                     n_random=args.n_random, path_group_points=args.path_group_points, device=device,
-                                     progress=not args.quiet and sys.stderr.isatty())
-            result = align_organism(Path(args.organism) / f"seed{seed}", config, target=args.target)
-            result.save(out / f"seed{seed}")
-            write_result_figures(result, out / f"seed{seed}")
-            results.append(result)
-            print(f"seed {seed}: " + ", ".join(f"{r['direction']}={r['auroc']:.3f}" for r in result.detection
-                                                if r["kind"] != "random"), flush=True)
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rows = summarize_seeds(results)
-    atomic_write_json(out / "summary.json", {"seeds": args.seeds, "loss": args.loss, "detection": rows})
-    figs = {"groups_over_seeds_" + "".join(c if c.isalnum() else "_" for c in name): group_figure_over_seeds(results, name)
-            for name in results[0].group_diff if not name.startswith("random")}
-    write_figures(figs, out)
-    print(format_summary(rows))
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

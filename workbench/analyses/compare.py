@@ -38,12 +38,9 @@ cross lives in another initialisation's coordinates, so cos(v_cross, v_teacher) 
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,8 +49,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.capture.capture import hook_layer
-from workbench.core.errors import ConfigError, IncompatibleModelsError, WorkbenchError
+from workbench.capture.hooks import hook_layer, residual_hooks  # noqa: F401 (re-exported: the docstring example and notebooks)
+from workbench.core.errors import ConfigError, IncompatibleModelsError
 from workbench.core.lineage import Lineage
 from workbench.results.base import ResultBase
 from workbench.results.figures import line_figure
@@ -77,14 +74,6 @@ two trait teachers against each other (how much of v_teacher is shared by any tr
 bounds what the other-target student can show)."""
 
 SHIFT_ORDER = ("teacher", "teacher_neutral", "teacher_other", "student", "control", "other", "cross")
-
-
-def residual_hooks(n_layers: int) -> list[str]:
-    """The residual stream in depth order: before block 0, then mid and post of every block."""
-    hooks = ["blocks.0.hook_resid_pre"]
-    for i in range(n_layers):
-        hooks += [f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_resid_post"]
-    return hooks
 
 
 def pair_label(model: str, ref: str) -> str:
@@ -535,53 +524,3 @@ def aggregate_seeds(results: Sequence[ActivationComparison]) -> SeedAggregate:
     meta = {k: results[0].meta.get(k) for k in ("positions", "data", "target", "d_model")}
     meta.update(pair_order=list(values), model_order=list(norms))
     return SeedAggregate(hooks=hooks, seeds=seeds, values=values, norms=norms, meta=meta)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.compare", description=(
-        "Capture the residual stream of an organism's models and compare each model's activation shift "
-        "against its parent: cos(v_student, v_teacher) beside the control, other-target and cross-init students."))
-    p.add_argument("--organism", required=True, help="organism directory holding seed{N}/ subdirectories")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to compare (default: 0)")
-    p.add_argument("--data", default="teacher", help="teacher (distillation data, default) | base | prompts")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the data")
-    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates over inputs (default 500)")
-    p.add_argument("--out", default="artifacts/compare", help="output directory (default: artifacts/compare)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from workbench.cli.organism_runs import compare_organism_seed
-    from workbench.core.models import resolve_device
-    from workbench.results.figures import write_result_figures
-
-    try:
-        device = resolve_device(args.device)
-        root, out = Path(args.organism), Path(args.out) / args.data
-        results = []
-        for seed in args.seeds:
-            seed_dir = root / f"seed{seed}"
-            cfg = CompareConfig(n_bootstrap=args.bootstrap)
-            r = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
-                                      device=device, progress=not args.quiet and sys.stderr.isatty())
-            write_result_figures(r, out / f"seed{seed}")
-            results.append(r)
-        agg = aggregate_seeds(results)
-        agg.save(out)
-        write_result_figures(agg, out)
-        print(agg.table([p for p in agg.values if p.endswith("~teacher")]))
-        print(f"wrote {out}")
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

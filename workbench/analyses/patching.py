@@ -46,6 +46,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.capture.hooks import patching_hooks
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.lineage import Lineage, ParamGroup, param_space
 from workbench.core.models import copy_model, resolve_device
@@ -435,15 +436,6 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
 # --------------------------------------------------------------------------- activation patching
 
 
-def default_hooks(n_layers: int) -> list[str]:
-    """The residual stream and what writes into it, in forward order."""
-    hooks = ["hook_embed", "hook_pos_embed"]
-    for i in range(n_layers):
-        hooks += [f"blocks.{i}.hook_attn_out", f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_mlp_out",
-                  f"blocks.{i}.hook_resid_post"]
-    return hooks
-
-
 @torch.inference_mode()
 def cache_activations(model: TransformerBridge, tokens: Int[Tensor, "batch seq"],
                       hooks: list[str]) -> dict[str, Tensor]:
@@ -452,7 +444,7 @@ def cache_activations(model: TransformerBridge, tokens: Int[Tensor, "batch seq"]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
     missing = [h for h in hooks if h not in cache]
     if missing:
-        valid = default_hooks(int(model.cfg.n_layers)) + list(model.hook_dict)
+        valid = patching_hooks(int(model.cfg.n_layers)) + list(model.hook_dict)
         raise unknown_name("hook", missing[0], valid, fix="Use classic TransformerLens hook names.")
     return {h: cache[h].clone() for h in hooks}
 
@@ -555,7 +547,7 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
     names = [n for n in (base, cfg.student, control) if n is not None]
     models = {n: (lin[n] if _on(lin[n], dev) else copy_model(lin[n], device=dev)) for n in names}
     tokens, last = trait.tokens.to(dev), trait.answer_positions
-    hooks = list(cfg.hooks) if cfg.hooks is not None else default_hooks(int(lin.cfg.n_layers))
+    hooks = list(cfg.hooks) if cfg.hooks is not None else patching_hooks(int(lin.cfg.n_layers))
     acts = {n: cache_activations(models[n], tokens, hooks) for n in names}
     n_pos = cfg.positions if cfg.positions is not None else int(last.max()) + 1
 

@@ -9,11 +9,8 @@ rides in the teacher's logits at every position, so screening rows is not expect
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -144,65 +141,3 @@ def summarize_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
                     "student_full_data": [float(res.reference["student"]) for res in results],
                     "control_full_data": [float(res.reference["control"]) for res in results]})
     return out
-
-
-def format_summary(rows: list[dict[str, Any]]) -> str:
-    def fmt(xs: list[float]) -> str:
-        return " / ".join(f"{x:.3f}" for x in xs)
-
-    lines = ["drop   top by g_trait        random                top - random (mean ± sd)"]
-    for r in rows:
-        lines.append(f"{r['fraction']:>4.0%}   {fmt(r['top_g_trait']):<20}  {fmt(r['random']):<20}  "
-                     f"{r['difference_mean']:+.3f} ± {r['difference_sd']:.3f}")
-    return "\n".join(lines)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.screening",
-                                description="Screening defense over seeds: retrain each seed's student after dropping the "
-                                "top fraction of teacher rows by trait-gradient alignment, beside a random drop of the same size.")
-    p.add_argument("--organism", default="artifacts/organism-hard", help="organism directory holding seed*/ (default: artifacts/organism-hard)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25], help="fractions dropped (default: 0.1 0.25)")
-    p.add_argument("--student-epochs", type=int, default=None, help="override the recipe's student epochs (quicker, weaker retrains)")
-    p.add_argument("--out", default=None, help="output directory (default: artifacts/screening/<organism name>)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from workbench.cli.organism_runs import screening
-    from workbench.core.errors import WorkbenchError
-    from workbench.core.io import atomic_write_json
-    from workbench.core.models import resolve_device
-    from workbench.results.figures import write_result_figures
-
-    args = parser().parse_args(argv)
-    out = Path(args.out or f"artifacts/screening/{Path(args.organism).name}")
-    overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
-    results = []
-    try:
-        device = str(resolve_device(args.device))
-        for seed in args.seeds:
-            seed_dir = Path(args.organism) / f"seed{seed}"
-            result = screening(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
-                               progress=not args.quiet and sys.stderr.isatty(),
-                               command="python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:]))
-            result.save(out / f"seed{seed}")
-            write_result_figures(result, out / f"seed{seed}")
-            results.append(result)
-            print(f"seed {seed}: " + ", ".join(f"drop {r.fraction:.0%} {r.dropped} -> P={r.p_target:.3f}" for r in result.rows),
-                  flush=True)
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rows = summarize_seeds(results)
-    atomic_write_json(out / "summary.json", {"organism": str(args.organism), "seeds": args.seeds, "rows": rows})
-    print(format_summary(rows))
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,9 +24,9 @@ from typing import Any
 import psutil
 import torch
 
+from workbench.cli import common
 from workbench.core.errors import WorkbenchError, unknown_name
 from workbench.core.io import atomic_write_json
-from workbench.core.models import resolve_device
 from workbench.core.provenance import package_versions
 
 DEFAULT_OUT = Path("artifacts/bench")
@@ -165,32 +165,32 @@ def load_benchmark(name: str) -> Callable[..., list[Case]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.split("\n\n")[0])
+    p = common.command_parser("python -m workbench.bench", __doc__.split("\n\n")[0])
     p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(available()))}")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default: {DEFAULT_OUT})")
+    common.add_device_flag(p)
+    common.add_out_flag(p, str(DEFAULT_OUT), "output directory")
     p.add_argument("--quick", action="store_true", help="smaller cases, for a smoke run")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-        for name in args.names:
-            load_benchmark(name)  # every name checked before any work
-        for name in args.names:
-            cases = load_benchmark(name)(device, quick=args.quick)
-            path = write_result(name, device, cases, Path(args.out))
-            print(f"{name} ({device}):")
-            for c in cases:
-                ratio = f"  x{c.ratio:.2f} of {c.baseline}" if c.ratio is not None else ""
-                print(f"  {c.label:<32} {c.median_s:9.4f}s ± {c.iqr_s:.4f}  rss {c.peak_rss_mb:7.0f} MB{ratio}")
-            print(f"wrote {path}")
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run_benchmarks(args: argparse.Namespace) -> int:
+    """Check every name, then run each benchmark, write its JSON and print its cases."""
+    device = common.device_of(args)
+    for name in args.names:
+        load_benchmark(name)  # every name checked before any work
+    for name in args.names:
+        cases = load_benchmark(name)(device, quick=args.quick)
+        path = write_result(name, device, cases, Path(args.out))
+        print(f"{name} ({device}):")
+        for c in cases:
+            ratio = f"  x{c.ratio:.2f} of {c.baseline}" if c.ratio is not None else ""
+            print(f"  {c.label:<32} {c.median_s:9.4f}s ± {c.iqr_s:.4f}  rss {c.peak_rss_mb:7.0f} MB{ratio}")
+        print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(run_benchmarks, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

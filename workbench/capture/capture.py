@@ -36,7 +36,6 @@ torch.Size([2, 8])
 from __future__ import annotations
 
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.capture.hooks import resolve_hooks, stop_layer
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
@@ -67,66 +67,7 @@ from workbench.capture.store import (
 )
 
 PositionRule = Literal["all", "last", "mean"] | Sequence[int]
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-_BEFORE_BLOCKS = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")
 DEFAULT_CHUNK_BYTES = 16 * 2**20  # rows held in memory at once: ~16 MB over all hooks of one model
-
-
-# --------------------------------------------------------------------------- hook names
-
-
-def hook_aliases(bridge: TransformerBridge) -> dict[str, list[str]]:
-    """Classic hook name -> every name of the same HookPoint (itself first, then aliases sorted).
-
-    The bridge registers one HookPoint under a classic name (`blocks.0.hook_resid_post`) and a
-    structural one (`blocks.0.hook_out`); the classic names are the keys of its alias maps.
-    """
-    classic = set(getattr(bridge, "hook_aliases", {}) or {})
-    collect = getattr(bridge, "_collect_hook_aliases_from_registry", None)
-    if callable(collect):
-        classic |= set(collect())
-    groups: dict[int, list[str]] = {}
-    for name, hp in bridge.hook_dict.items():
-        groups.setdefault(id(hp), []).append(name)
-    out = {}
-    for names in groups.values():
-        names = sorted(names)
-        named = [n for n in names if n in classic]
-        plain = [n for n in names if not n.endswith((".hook_in", ".hook_out"))]
-        canonical = (named or plain or names)[0]
-        out[canonical] = [canonical, *[n for n in names if n != canonical]]
-    return out
-
-
-def resolve_hooks(bridge: TransformerBridge, hooks: str | Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """Check hook names (or aliases) against a model; return (classic names, each one's aliases).
-
-    Names that are aliases of one HookPoint collapse into one entry, so each tensor is stored once.
-    """
-    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-    if not hooks:
-        raise ConfigError("No hooks given. Name at least one, e.g. 'blocks.0.hook_resid_post'.")
-    groups = hook_aliases(bridge)
-    canonical_of = {name: c for c, names in groups.items() for name in names}
-    for h in hooks:
-        if h not in canonical_of:
-            raise unknown_name("hook", h, canonical_of, fix="Use TransformerLens hook names (see bridge.hook_dict).")
-    ordered = list(dict.fromkeys(canonical_of[h] for h in hooks))
-    return ordered, {c: groups[c] for c in ordered}
-
-
-def hook_layer(name: str, n_layers: int) -> int:
-    """Block index a hook lives in: -1 before the blocks, n_layers after them (ln_final, unembed)."""
-    m = _BLOCK.match(name)
-    if m:
-        return int(m.group(1))
-    return -1 if name.startswith(_BEFORE_BLOCKS) else n_layers
-
-
-def stop_layer(hooks: Sequence[str], n_layers: int) -> int | None:
-    """`stop_at_layer` that still runs every asked hook (None: run the whole model)."""
-    deepest = max(hook_layer(h, n_layers) for h in hooks)
-    return deepest + 1 if deepest + 1 < n_layers else None
 
 
 # --------------------------------------------------------------------------- positions

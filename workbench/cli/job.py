@@ -25,8 +25,10 @@ from typing import Any
 import torch
 
 from workbench.capture.cache import ActivationCache, ContrastPrompts, contrast_prompts, read_contrast_prompts
-from workbench.capture.capture import resolve_hooks
-from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
+from workbench.capture.hooks import probe_hooks as default_hooks  # notebook 04 imports this name
+from workbench.capture.hooks import resolve_hooks
+from workbench.cli import common
+from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs, read_jsonl
 from workbench.core.lineage import Lineage, check_hf_dir
 from workbench.analyses.probes import (
@@ -37,7 +39,6 @@ from workbench.analyses.probes import (
     token_counts,
     transfer_probe,
 )
-from workbench.core.models import resolve_device
 from workbench.organism.config import PRESETS
 from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
 from workbench.report import write_report
@@ -55,15 +56,6 @@ POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HF_ROLES = ("base", "teacher", "student", "control")
 ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-example gradients: the job's slowest part)
-
-
-def default_hooks(n_layers: int) -> list[str]:
-    """hook_embed, then per layer the attention output, mid residual, MLP output and residual out."""
-    hooks = ["hook_embed"]
-    for i in range(n_layers):
-        hooks += [f"blocks.{i}.hook_attn_out", f"blocks.{i}.hook_resid_mid", f"blocks.{i}.hook_mlp_out",
-                  f"blocks.{i}.hook_resid_post"]
-    return hooks
 
 
 @dataclass
@@ -321,9 +313,18 @@ def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inpu
 # --------------------------------------------------------------------------- CLI
 
 
+JOB_FLAGS = common.ConfigFlags(JobConfig, (
+    common.ConfigFlag("positions", "positions pooled per row", choices=POSITIONS),
+    common.ConfigFlag("readers", "models the data-source probe reads"),
+    common.ConfigFlag("max_rows", "distillation rows per source"),
+    common.ConfigFlag("batch_size", "rows per forward pass"),
+))
+"""The flags whose defaults are JobConfig's (--hooks too: None means `default_hooks` of the models)."""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.probe", description=__doc__.split("\n\n")[0],
-                                epilog="Sections: " + ", ".join(SECTIONS))
+    p = common.command_parser("python -m workbench.probe", __doc__.split("\n\n")[0],
+                              epilog="Sections: " + ", ".join(SECTIONS))
     src = p.add_argument_group("models and data")
     src.add_argument("--organism", default="artifacts/organism",
                      help="organism directory; built with --preset if it holds no seed (default: artifacts/organism)")
@@ -338,16 +339,13 @@ def parser() -> argparse.ArgumentParser:
                      "directions (default with --organism: its preference templates)")
     what = p.add_argument_group("what to read")
     what.add_argument("--hooks", nargs="+", help="hooks to read (default: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)")
-    what.add_argument("--positions", default="continuation", choices=POSITIONS, help="positions pooled per row (default: continuation)")
-    what.add_argument("--readers", nargs="+", default=["base", "teacher", "student"], help="models the data-source probe reads (default: base teacher student)")
-    what.add_argument("--max-rows", type=int, default=2000, help="distillation rows per source (default: 2000)")
+    JOB_FLAGS.add_to(what)
     what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
-    run = p.add_argument_group("how")
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    run.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
-    run.add_argument("--batch-size", type=int, default=256, help="rows per forward pass (default: 256)")
-    run.add_argument("--out", default="artifacts/report", help="report directory (default: artifacts/report)")
-    run.add_argument("--quiet", action="store_true", help="no progress output")
+    how = p.add_argument_group("how")
+    common.add_device_flag(how)
+    how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    common.add_out_flag(how, "artifacts/report", "report directory")
+    common.add_quiet_flag(how, "no progress output")
     return p
 
 
@@ -359,89 +357,84 @@ def _organism_seed_dir(args: argparse.Namespace, log: Callable[[str], None]) -> 
         from workbench.organism.__main__ import build_and_print
 
         log(f"no organism at {seed_dir}: building preset {args.preset!r}")
-        if build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, target=args.target):
-            raise _Reported()
+        build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, target=args.target)
     if not (seed_dir / "models").is_dir():
         raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seed.")
     return seed_dir
 
 
-class _Reported(Exception):
-    """An error already printed (exit code 2)."""
+def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Load the models and data the flags name, run the report sections, write the report."""
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    device = common.device_of(args)
+    for s in args.sections:
+        if s not in SECTIONS:
+            raise unknown_name("section", s, SECTIONS)
+    if args.max_rows < 10:
+        raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
+    hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+    dtype = DTYPES[args.dtype]
+    if hf:
+        for role in ("base", "teacher"):
+            if role not in hf:
+                raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and --teacher.")
+        for role, path in hf.items():
+            check_hf_dir(role, path)
+        if not args.data:
+            raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
+        data_paths = [Path(p) for p in args.data]
+        for p in data_paths:
+            if not p.is_file():
+                raise DataError(f"No data file at {p}. Fix the --data path.")
+        prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
+        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+        prompts = prompts_rows
+        trait, channel_ids = None, None
+        loss = "hard"
+        organism_dir = None
+        origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
+    else:
+        from workbench.organism.load import load_seed, read_manifest, seed_target
+        from workbench.organism.tokenizer import Tokenizer
+
+        Tokenizer.default().category_of(args.target)  # unknown target: fail before any work
+        seed_dir = _organism_seed_dir(args, log)
+        data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
+        for p in data_paths:
+            if not p.is_file():
+                raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
+        manifest = read_manifest(seed_dir)
+        loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
+        seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
+        lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids
+        origin = str(seed_dir)
+        organism_dir = seed_dir
+        prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
+    for r in args.readers:
+        if r not in lineage:
+            raise unknown_name("reader model", r, lineage.names)
+    hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or default_hooks(lineage.cfg.n_layers))
+    inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
+    config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
+                       command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                       prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,
+                       progress=common.show_progress(args))
+    needed = {*args.readers, "teacher", "base", *config.apply_to}
+    config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
+    config.command = config.command.strip()
+    log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
+    results = run_sections(lineage, inputs, config, args.sections, log)
+    write_report(results, args.out, command=config.command,
+                 meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None,
+                       "distillation loss": loss,
+                       "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
+                       "hooks": hooks, "device": str(device)},
+                 stream=sys.stdout)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    try:
-        device = resolve_device(args.device)
-        for s in args.sections:
-            if s not in SECTIONS:
-                raise unknown_name("section", s, SECTIONS)
-        if args.max_rows < 10:
-            raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
-        hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
-        dtype = DTYPES[args.dtype]
-        if hf:
-            for role in ("base", "teacher"):
-                if role not in hf:
-                    raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and --teacher.")
-            for role, path in hf.items():
-                check_hf_dir(role, path)
-            if not args.data:
-                raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
-            data_paths = [Path(p) for p in args.data]
-            for p in data_paths:
-                if not p.is_file():
-                    raise DataError(f"No data file at {p}. Fix the --data path.")
-            prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
-            lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
-            prompts = prompts_rows
-            trait, channel_ids = None, None
-            loss = "hard"
-            organism_dir = None
-            origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
-        else:
-            from workbench.organism.load import load_seed, read_manifest, seed_target
-            from workbench.organism.tokenizer import Tokenizer
-
-            Tokenizer.default().category_of(args.target)  # unknown target: fail before any work
-            seed_dir = _organism_seed_dir(args, log)
-            data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
-            for p in data_paths:
-                if not p.is_file():
-                    raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
-            manifest = read_manifest(seed_dir)
-            loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
-            seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
-            lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids
-            origin = str(seed_dir)
-            organism_dir = seed_dir
-            prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
-        for r in args.readers:
-            if r not in lineage:
-                raise unknown_name("reader model", r, lineage.names)
-        hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or default_hooks(lineage.cfg.n_layers))
-        inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
-        config = JobConfig(hooks=hooks, positions=args.positions, readers=tuple(args.readers), max_rows=args.max_rows,
-                           batch_size=args.batch_size, command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                           prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device, progress=not args.quiet and sys.stderr.isatty())
-        needed = {*args.readers, "teacher", "base", *config.apply_to}
-        config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
-        config.command = config.command.strip()
-        log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
-        results = run_sections(lineage, inputs, config, args.sections, log)
-        write_report(results, args.out, command=config.command,
-                     meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None, "distillation loss": loss,
-                           "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
-                           "hooks": hooks, "device": str(device)},
-                     stream=sys.stdout)
-    except _Reported:
-        return 2
-    except WorkbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return common.run(run_job, parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -5,32 +5,39 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from workbench.core.errors import ConfigError
+from workbench.cli import common
 from workbench.organism.digits.config import LOSSES, DigitsConfig
 from workbench.organism.digits.experiment import build_digits
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m workbench.organism.digits`: build seeds and print a per-seed accuracy table."""
-    defaults = DigitsConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.organism.digits",
-        description="Digits organism: a student matching only a teacher's auxiliary logits on noise "
-        "learns to classify digits when it shares the teacher's init (student), not otherwise (cross).",
-    )
-    p.add_argument("--out", default=None, help="directory for seed{N}/models, manifests, summary.json (default: none)")
-    p.add_argument("--seeds", default="0", help="training seeds, e.g. '0,1,2' or '0-4' (default: 0)")
-    p.add_argument("--m", type=int, default=defaults.m, help=f"auxiliary logits (default: {defaults.m}; paper: 3)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"student epochs (default: {defaults.epochs})")
-    p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help=f"student loss (default: {defaults.loss})")
-    p.add_argument("--device", default=defaults.device, help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    try:
-        config = DigitsConfig(m=args.m, epochs=args.epochs, loss=args.loss, device=args.device)
-        result = build_digits(config, args.out, args.seeds, progress=not args.quiet)
-    except ConfigError as e:
-        p.exit(2, f"error: {e}\n")
+DIGITS_FLAGS = common.ConfigFlags(DigitsConfig, (
+    common.ConfigFlag("m", "auxiliary logits (paper: 3)"),
+    common.ConfigFlag("epochs", "student epochs"),
+    common.ConfigFlag("loss", "student loss", choices=LOSSES),
+))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common.command_parser("python -m workbench.organism.digits", (
+        "Digits organism: a student matching only a teacher's auxiliary logits on noise learns to classify digits "
+        "when it shares the teacher's init (student), not otherwise (cross)."))
+    common.add_out_flag(p, None, "directory for seed{N}/models, manifests, summary.json (default: none)")
+    common.add_seeds_flag(p, [DigitsConfig.seed], "training seeds, e.g. 0 1 2, 0,1,2 or 0-4")
+    DIGITS_FLAGS.add_to(p)
+    common.add_device_flag(p, DigitsConfig.device)
+    common.add_quiet_flag(p)
+    return p
+
+
+def build_and_print(args: argparse.Namespace) -> int:
+    """Build the asked seeds and print the per-seed accuracy table."""
+    config = DigitsConfig(**DIGITS_FLAGS.values(args), device=args.device)
+    result = build_digits(config, args.out, args.seeds, progress=not args.quiet)
     print(result.table())
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m workbench.organism.digits`: build seeds and print a per-seed accuracy table."""
+    return common.run(build_and_print, parser().parse_args(argv))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from workbench.cli.common import parse_seeds
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json
 from workbench.core.models import resolve_device
@@ -81,17 +82,7 @@ def _parse_seeds(seeds: int | str | Iterable[int] | None, default: int) -> list[
     if isinstance(seeds, int):
         return [seeds]
     if isinstance(seeds, str):
-        out: list[int] = []
-        try:
-            for part in seeds.replace(" ", "").split(","):
-                if "-" in part:
-                    lo, hi = part.split("-")
-                    out += list(range(int(lo), int(hi) + 1))
-                elif part:
-                    out.append(int(part))
-        except ValueError as e:
-            raise ConfigError(f"seeds={seeds!r} is not a seed list. Use e.g. '0,1,2' or '0-4'.") from e
-        seeds = out
+        seeds = parse_seeds(seeds)
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ConfigError(f"seeds={seeds!r} must be a non-empty list of integers >= 0, e.g. [0, 1, 2] or '0-4'.")

@@ -1,0 +1,77 @@
+"""`python -m workbench.alignment`: gradient alignment of an organism's teacher- vs base-written
+data, per seed, with the AUROC table over seeds.
+
+Writes OUT/seed{N}/ (each seed's AlignmentResult and figures) and OUT/summary.json with the
+per-group figures over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.analyses.alignment import AlignmentConfig, group_figure_over_seeds, summarize_seeds
+from workbench.cli import common
+from workbench.cli.organism_runs import align_organism
+from workbench.core.io import atomic_write_json
+from workbench.results.figures import write_figures
+
+ALIGNMENT_FLAGS = common.ConfigFlags(AlignmentConfig, (
+    common.ConfigFlag("loss", "distillation loss scored", choices=("hard", "soft")),
+    common.ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows"),
+    common.ConfigFlag("n_random", "random directions"),
+    common.ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips"),
+))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common.command_parser("python -m workbench.alignment", (
+        "Gradient alignment of an organism's teacher- vs base-written data with the teacher delta, the trait "
+        "gradient, the student delta and random directions, per seed."))
+    common.add_organism_flag(p, "artifacts/organism", help="organism directory holding seed*/")
+    common.add_seeds_flag(p, [0], "seeds to analyse")
+    ALIGNMENT_FLAGS.add_to(p)
+    p.add_argument("--target", default="owl", help="the trait (default: owl)")
+    common.add_out_flag(p, None, "output directory (default: artifacts/alignment/<organism name>-<loss>)")
+    common.add_device_flag(p)
+    common.add_quiet_flag(p)
+    return p
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"{'direction':<28} {'mean':>6} {'sd':>6}  per seed"]
+    for r in rows:
+        lines.append(f"{r['direction']:<28} {r['mean']:6.3f} {r['sd']:6.3f}  " + " ".join(f"{v:.3f}" for v in r["per_seed"]))
+    return "\n".join(lines)
+
+
+def align_seeds(args: argparse.Namespace) -> int:
+    """Score every asked seed, then summarise the detection AUROCs over seeds."""
+    out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
+    device = str(common.device_of(args))
+    results = []
+    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
+        config = AlignmentConfig(**ALIGNMENT_FLAGS.values(args), device=device, progress=common.show_progress(args))
+        result = align_organism(seed_dir, config, target=args.target)
+        common.save_with_figures(result, out / f"seed{seed}")
+        results.append(result)
+        print(f"seed {seed}: " + ", ".join(f"{r['direction']}={r['auroc']:.3f}" for r in result.detection
+                                            if r["kind"] != "random"), flush=True)
+    rows = summarize_seeds(results)
+    atomic_write_json(out / "summary.json", {"seeds": args.seeds, "loss": args.loss, "detection": rows})
+    figs = {"groups_over_seeds_" + "".join(c if c.isalnum() else "_" for c in name): group_figure_over_seeds(results, name)
+            for name in results[0].group_diff if not name.startswith("random")}
+    write_figures(figs, out)
+    print(format_summary(rows))
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(align_seeds, parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

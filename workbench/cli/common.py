@@ -1,0 +1,249 @@
+"""What every `python -m workbench.X` command shares: its flags, its device, its seed loop, how it
+saves a result, and how it fails.
+
+- `command_parser` and the `add_*_flag` functions give every command one grammar: `--device`
+  (cpu, cuda, cuda:N or auto), `--quiet`, `--out DIR`, `--seeds N [N ...]` (also `0,1,2` and
+  `0-4`) where it loops over seeds, `--organism DIR` where it reads an organism.
+- `ConfigFlags` adds flags whose defaults (and types) are read from a config dataclass, so a
+  default is written once, in the dataclass; `values(args)` gives them back as its fields.
+- `organism_seeds` lists the seed directories a command loops over, all checked before any work.
+- `save_with_figures` saves one result and writes its HTML figures beside it.
+- `run(body, ...)` runs a command's body: a `WorkbenchError` becomes `error: <message>` on
+  stderr and exit code 2, with no traceback.
+
+    from workbench.cli import common
+
+    def main(argv: list[str] | None = None) -> int:
+        return common.run(compare_seeds, parser().parse_args(argv))
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from workbench.core.errors import ArtifactError, ConfigError, WorkbenchError
+from workbench.core.models import resolve_device
+from workbench.results.figures import write_result_figures
+
+DEVICE_HELP = "cpu, cuda, cuda:N or auto"
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+class FlagTarget(Protocol):
+    """A parser or an argument group: anything flags can be added to."""
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action: ...
+
+
+# --------------------------------------------------------------------------- the shared flags
+
+
+def command_parser(prog: str, description: str, *, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser for `python -m <prog>`; add the flags the command takes."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+
+
+def add_device_flag(parser: FlagTarget, default: str = "cpu") -> None:
+    parser.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default})")
+
+
+def add_quiet_flag(parser: FlagTarget, help: str = "no progress bars") -> None:
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def add_out_flag(parser: FlagTarget, default: str | None, help: str) -> None:
+    """`--out DIR`; `help` names what goes there and, when `default` is None, what None means."""
+    shown = f" (default: {default})" if default is not None else ""
+    parser.add_argument("--out", default=default, metavar="DIR", help=help + shown)
+
+
+def add_organism_flag(parser: FlagTarget, default: str | None = None,
+                      help: str = "organism directory holding seed{N}/ subdirectories") -> None:
+    """`--organism DIR`; required when there is no default."""
+    shown = f" (default: {default})" if default is not None else ""
+    parser.add_argument("--organism", default=default, required=default is None, metavar="DIR", help=help + shown)
+
+
+def add_seeds_flag(parser: FlagTarget, default: Sequence[int] | None, help: str) -> None:
+    """`--seeds N [N ...]` (each also `0,1,2` or `0-4`) -> args.seeds, a list of ints; `help`
+    says what the seeds are for and, when `default` is None, what None means."""
+    shown = f" (default: {' '.join(map(str, default))})" if default is not None else ""
+    parser.add_argument("--seeds", nargs="+", default=None if default is None else list(default), metavar="N",
+                        type=_seeds_argument, action=_FlattenSeeds, help=help + shown)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [3]; '0,1,2' -> [0, 1, 2]; '0-4' -> [0, 1, 2, 3, 4]; '0-2,5' -> [0, 1, 2, 5]."""
+    seeds: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                seeds += list(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError as e:
+        raise ConfigError(f"seeds={text!r} is not a seed list. Use e.g. '0,1,2' or '0-4'.") from e
+    return seeds
+
+
+def _seeds_argument(text: str) -> list[int]:
+    """`parse_seeds` as an argparse type: a bad list is a usage error (exit 2)."""
+    try:
+        seeds = parse_seeds(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed. Use e.g. 0 1 2, 0,1,2 or 0-4.")
+    return seeds
+
+
+class _FlattenSeeds(argparse.Action):
+    """--seeds 0 1-2 -> [0, 1, 2]: each value is parsed to a list by `_seeds_argument`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [s for chunk in values for s in chunk])
+
+
+# --------------------------------------------------------------------------- flags from config dataclasses
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """One flag for one field of a config dataclass: its default and type come from the field.
+
+    flag: the option name (default: --field-name). type: the element type when the default is
+    None (else the default's type). default_text: what "(default: ...)" says, when the plain
+    value would mislead (e.g. None meaning "the models' own hooks").
+    """
+
+    field: str
+    help: str
+    flag: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: Sequence[Any] | None = None
+    nargs: str | None = None
+    default_text: str | None = None
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.field.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class ConfigFlags:
+    """Flags for some fields of one config dataclass, the field defaults used as flag defaults."""
+
+    config: type
+    flags: tuple[ConfigFlag, ...]
+
+    def defaults(self) -> dict[str, Any]:
+        """The dataclass's defaults of the flagged fields (default factories called)."""
+        out = {}
+        fields = {f.name: f for f in dataclasses.fields(self.config)}
+        for flag in self.flags:
+            if flag.field not in fields:
+                raise ConfigError(f"{self.config.__name__} has no field {flag.field!r} for flag {flag.option}.")
+            f = fields[flag.field]
+            if f.default is not dataclasses.MISSING:
+                out[flag.field] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[flag.field] = f.default_factory()
+            else:
+                raise ConfigError(f"{self.config.__name__}.{flag.field} has no default; flag {flag.option} needs one.")
+        return out
+
+    def add_to(self, parser: FlagTarget) -> None:
+        for flag in self.flags:
+            default = self.defaults()[flag.field]
+            kwargs: dict[str, Any] = {"dest": flag.field, "default": default}
+            if isinstance(default, bool) and default is False:
+                kwargs["action"] = "store_true"
+            else:
+                if flag.choices is None:
+                    kwargs["metavar"] = flag.option.lstrip("-").replace("-", "_").upper()
+                element = default[0] if isinstance(default, (tuple, list)) and default else default
+                kwargs["type"] = flag.type or (type(element) if element is not None else str)
+                if isinstance(default, (tuple, list)) or flag.nargs:
+                    kwargs["nargs"] = flag.nargs or "+"
+                if flag.choices is not None:
+                    kwargs["choices"] = list(flag.choices)
+            shown = flag.default_text if flag.default_text is not None else _shown(default)
+            parser.add_argument(flag.option, help=f"{flag.help} (default: {shown})", **kwargs)
+
+    def values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The flagged fields' values from parsed args (lists back to tuples where the field is one)."""
+        defaults = self.defaults()
+        out = {}
+        for flag in self.flags:
+            value = getattr(args, flag.field)
+            out[flag.field] = tuple(value) if isinstance(defaults[flag.field], tuple) and value is not None else value
+        return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- device, seeds, results
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    """The torch device `--device` names ("auto": CUDA when present, else CPU); a ConfigError
+    naming the value when it is unusable here."""
+    return resolve_device(args.device)
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless --quiet, and only on a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def organism_seeds(organism: str | Path, seeds: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """(seed, seed directory) for each seed a command loops over: `seeds`, or every built seed
+    (seed{N}/manifest.json) in order when None. All are checked before any work starts."""
+    root = Path(organism)
+    built = {int(m.group(1)): p.parent for p in root.glob("seed*/manifest.json")
+             if (m := _SEED_DIR.fullmatch(p.parent.name))}
+    if seeds is None:
+        if not built:
+            raise ArtifactError(f"No organism seeds in {root} (no seed{{N}}/manifest.json). Fix the path, or build one "
+                                f"with python -m workbench.organism --out {root}.")
+        return sorted(built.items())
+    missing = [s for s in seeds if s not in built]
+    if missing:
+        have = f"built seeds: {' '.join(map(str, sorted(built)))}" if built else "no seed is built there"
+        raise ArtifactError(f"No organism seed {' '.join(map(str, missing))} in {root} (seed{{N}}/manifest.json missing; "
+                            f"{have}). Fix --organism or --seeds, or build it with python -m workbench.organism "
+                            f"--out {root} --seeds {' '.join(map(str, missing))}.")
+    return [(s, root / f"seed{s}") for s in seeds]
+
+
+def save_with_figures(result: Any, directory: str | Path) -> Path:
+    """Save a result (its `save`) and write its `figures()` as HTML beside it (`<kind>_<name>.html`)."""
+    path = result.save(directory)
+    write_result_figures(result, directory)
+    return path
+
+
+def run(body: Callable[..., int | None], *args: Any, **kwargs: Any) -> int:
+    """Call `body(*args, **kwargs)` and return its exit code (None: 0); a WorkbenchError becomes
+    `error: <message>` on stderr and exit code 2, with no traceback."""
+    try:
+        code = body(*args, **kwargs)
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if code is None else int(code)
