@@ -46,8 +46,9 @@ from tqdm.auto import tqdm
 
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
-from workbench.core.lineage import Lineage, ParamGroup
+from workbench.core.lineage import Lineage
 from workbench.core.models import NATIVE_CONFIG_ATTR
+from workbench.core.params import ParamGroup
 from workbench.engines.tangent import loss_tangents, written_index
 from workbench.trait import Trait
 

@@ -48,8 +48,9 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import patching_hooks
 from workbench.core.errors import ConfigError, unknown_name
-from workbench.core.lineage import Lineage, ParamGroup, param_space
+from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model, resolve_device
+from workbench.core.params import ParamGroup, param_space
 from workbench.results.base import ResultBase
 from workbench.results.figures import layer_component_grid
 from workbench.results.rows import SummaryRow

@@ -34,8 +34,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.core.errors import ConfigError, unknown_name
-from workbench.core.lineage import Lineage, ParamGroup
+from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
+from workbench.core.params import ParamGroup
 from workbench.results.base import ResultBase
 from workbench.results.figures import layer_component_grid
 from workbench.results.rows import SummaryRow

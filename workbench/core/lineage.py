@@ -4,12 +4,9 @@ A lineage holds TransformerLens 4.x `TransformerBridge`s under names (usually th
 below), each with a `ModelRecord`: its role, parent model, the data it was trained on and its
 seed. Models must share architecture, vocabulary, device and dtype (checked on construction).
 
-It also owns the one clean parameter key space. `bridge.state_dict()` names parameters
-`blocks.0.attn.q.weight`, while `named_parameters()` uses the wrapped model's paths (with
-`_original_component`). `Lineage.params(name)` maps clean keys to the LIVE parameters;
-buffers (a zero `unembed.bias`, causal masks) are left out, and tensors that share memory
-(GPT-2's tied embed/unembed, a joint qkv beside its split q/k/v views) count once: the other
-keys are recorded in `ParamSpace.aliases`.
+It also owns each model's clean parameter key space (`workbench.core.params`):
+`Lineage.params(name)` maps clean keys to the LIVE parameters, tied or joint weights counted
+once. Local Hugging Face directories load through `workbench.core.hf`.
 
 >>> from workbench.core.models import boot_native
 >>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
@@ -23,10 +20,7 @@ keys are recorded in `ParamSpace.aliases`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +30,11 @@ import torch
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import ArtifactError, ConfigError, IncompatibleModelsError, unknown_name
+from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
+from workbench.core.hf import boot_hf_dirs, copy_hf_model
+from workbench.core.hf import check_hf_dir as check_hf_dir  # re-exported for cli/job.py
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
+from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
 
 ROLES: tuple[str, ...] = (
     "base",
@@ -68,15 +65,7 @@ DEFAULT_PARENTS: dict[str, str | None] = {
 }
 """Who each role is fine-tuned from in the standard organism."""
 
-_COMPONENT_ORDER = (
-    "ln1", "attn.q", "attn.k", "attn.v", "attn.qkv", "attn.o", "ln2", "mlp.gate", "mlp.in", "mlp.out",
-)  # fmt: skip
-_TOP_ORDER = ("embed", "pos_embed")
-_BOTTOM_ORDER = ("ln_final", "unembed")
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-# --------------------------------------------------------------------------- records and groups
+# --------------------------------------------------------------------------- records
 
 
 @dataclass
@@ -89,176 +78,6 @@ class ModelRecord:
     data: str | None = None
     seed: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ParamGroup:
-    """Parameters of one (layer, component): e.g. `blocks.0.attn.q` holds q.weight and q.bias."""
-
-    name: str
-    layer: int | None
-    component: str
-    keys: tuple[str, ...]
-
-    def numel(self, params: Mapping[str, Tensor]) -> int:
-        return sum(params[k].numel() for k in self.keys)
-
-
-def group_of(key: str) -> tuple[str, int | None, str]:
-    """Clean key -> (group name, layer, component).
-
-    >>> group_of("blocks.1.mlp.in.weight")
-    ('blocks.1.mlp.in', 1, 'mlp.in')
-    """
-    group = key.rsplit(".", 1)[0] if "." in key else key
-    m = _BLOCK_RE.match(group)
-    if m:
-        return group, int(m.group(1)), m.group(2)
-    return group, None, group
-
-
-def _group_sort_key(group: ParamGroup, first_seen: dict[str, int]) -> tuple:
-    """Canonical order: embeddings, then layer by layer (ln1, attn, ln2, mlp), then final ln, unembed."""
-    seen = first_seen[group.name]
-    if group.layer is not None:
-        order = _COMPONENT_ORDER
-        rank = order.index(group.component) if group.component in order else len(order)
-        return (1, group.layer, rank, seen)
-    if group.component in _TOP_ORDER:
-        return (0, 0, _TOP_ORDER.index(group.component), seen)
-    if group.component in _BOTTOM_ORDER:
-        return (3, 0, _BOTTOM_ORDER.index(group.component), seen)
-    return (2, 0, 0, seen)
-
-
-def make_groups(keys: list[str]) -> list[ParamGroup]:
-    """Partition clean keys into (layer, component) groups, in canonical order."""
-    members: dict[str, list[str]] = {}
-    info: dict[str, tuple[int | None, str]] = {}
-    for key in keys:
-        name, layer, component = group_of(key)
-        members.setdefault(name, []).append(key)
-        info[name] = (layer, component)
-    first_seen = {name: i for i, name in enumerate(members)}
-    groups = [ParamGroup(name, info[name][0], info[name][1], tuple(ks)) for name, ks in members.items()]
-    return sorted(groups, key=lambda g: _group_sort_key(g, first_seen))
-
-
-# --------------------------------------------------------------------------- parameter key space
-
-
-@dataclass
-class ParamSpace:
-    """One model's clean parameter key space.
-
-    params: canonical clean key -> live `nn.Parameter` (each element of memory counted once).
-    aliases: dropped clean key -> the canonical keys that hold its memory (tied or joint weights).
-    actual_names: canonical clean key -> every `bridge.named_parameters(remove_duplicate=False)`
-        name of that Parameter object (what `torch.func.functional_call` takes).
-    """
-
-    params: dict[str, nn.Parameter]
-    aliases: dict[str, tuple[str, ...]]
-    actual_names: dict[str, tuple[str, ...]]
-
-
-def _storage_index(t: Tensor) -> Tensor:
-    """Element indices of `t` inside its storage (exact, for views that share memory)."""
-    n = t.untyped_storage().nbytes() // t.element_size()
-    index = torch.arange(n, device="cpu").as_strided(tuple(t.shape), t.stride(), t.storage_offset())
-    return index.reshape(-1)
-
-
-def _storage_id(t: Tensor) -> int:
-    """Which memory `t` lives in; tensors without memory (meta device) count as their own."""
-    ptr = t.untyped_storage().data_ptr()
-    return ptr if ptr != 0 else id(t)
-
-
-def _view_id(t: Tensor) -> tuple:
-    return (_storage_id(t), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
-
-
-def param_space(bridge: TransformerBridge) -> ParamSpace:
-    """Build the clean key space of `bridge` (see `ParamSpace`)."""
-    live = {id(p) for p in bridge.parameters()}
-    raw = bridge.state_dict(keep_vars=True)
-    candidates = {k: v for k, v in raw.items() if isinstance(v, nn.Parameter) and id(v) in live}
-
-    params: dict[str, nn.Parameter] = {}
-    aliases: dict[str, tuple[str, ...]] = {}
-    by_storage: dict[int, list[str]] = {}
-    for key, p in candidates.items():
-        by_storage.setdefault(_storage_id(p), []).append(key)
-
-    keep: set[str] = set()
-    for keys in by_storage.values():
-        if len(keys) == 1:
-            keep.add(keys[0])
-            continue
-        # Identical views (tied weights): the first key in state-dict order is canonical.
-        first_of_view: dict[tuple, str] = {}
-        distinct: list[str] = []
-        for key in keys:
-            vid = _view_id(candidates[key])
-            if vid in first_of_view:
-                aliases[key] = (first_of_view[vid],)
-            else:
-                first_of_view[vid] = key
-                distinct.append(key)
-        # Different views of one storage (joint qkv beside split q, k, v): keep the smallest
-        # views; a view whose memory they already cover is an alias of them.
-        if len(distinct) == 1:
-            keep.add(distinct[0])
-            continue
-        distinct.sort(key=lambda k: candidates[k].numel())
-        first = candidates[distinct[0]]
-        owner = torch.full((first.untyped_storage().nbytes() // first.element_size(),), -1, dtype=torch.long)
-        for i, key in enumerate(distinct):
-            idx = _storage_index(candidates[key])
-            held = owner[idx]
-            holders = [distinct[j] for j in held[held >= 0].unique().tolist()]
-            if holders and bool((held >= 0).all()):
-                aliases[key] = tuple(holders)
-                continue
-            if holders:
-                warnings.warn(
-                    f"Parameter {key} partly overlaps {holders}; it is kept, so some "
-                    "elements are counted twice in the clean key space.",
-                    stacklevel=2,
-                )
-            owner[idx] = torch.where(held < 0, i, held)
-            keep.add(key)
-
-    for key, p in candidates.items():  # state-dict order
-        if key in keep:
-            params[key] = p
-
-    names_of: dict[int, list[str]] = {}
-    for name, p in bridge.named_parameters(remove_duplicate=False):
-        names_of.setdefault(id(p), []).append(name)
-    actual = {k: tuple(names_of.get(id(p), ())) for k, p in params.items()}
-    return ParamSpace(params=params, aliases=aliases, actual_names=actual)
-
-
-def uncovered_parameters(bridge: TransformerBridge, space: ParamSpace | None = None) -> list[str]:
-    """Names of parameters whose memory no canonical clean key covers (a check; should be empty).
-
-    Note: after `bridge.to(...)` a GPT-2 bridge's split q/k/v stop being views of the joint
-    `c_attn` weight, which is then reported here; forward reads the split ones, so this is harmless.
-    """
-    space = space or param_space(bridge)
-    covered: dict[int, Tensor] = {}
-    for p in space.params.values():
-        n = p.untyped_storage().nbytes() // p.element_size()
-        mask = covered.setdefault(_storage_id(p), torch.zeros(n, dtype=torch.bool))
-        mask[_storage_index(p)] = True
-    missing = []
-    for name, p in bridge.named_parameters():
-        mask = covered.get(_storage_id(p))
-        if mask is None or not bool(mask[_storage_index(p)].all()):
-            missing.append(name)
-    return missing
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -314,62 +133,6 @@ def check_compatible(
             + ". A Lineage needs one architecture, vocabulary, device and dtype: boot every model "
             "from the same config and load them with the same device= and dtype=."
         )
-
-
-# --------------------------------------------------------------------------- offline HF loading
-
-
-@contextlib.contextmanager
-def hf_offline() -> Iterator[None]:
-    """Forbid Hugging Face Hub requests inside the block (local directories only)."""
-    import huggingface_hub.constants as hub_constants
-
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    saved_const = hub_constants.HF_HUB_OFFLINE
-    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = saved_const
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def check_hf_dir(name: str, path: str | os.PathLike) -> Path:
-    """A local HF checkpoint directory (with config.json), resolved; never a Hub id."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise ArtifactError(
-            f"Model {name!r}: {str(path)!r} is not a local directory. Lineage.from_hf_dirs loads local "
-            "checkpoints only, never Hub ids: download the model to a directory first "
-            "(e.g. `huggingface-cli download ORG/MODEL --local-dir DIR`) and pass DIR."
-        )
-    if not (p / "config.json").is_file():
-        raise ArtifactError(
-            f"Model {name!r}: {p} has no config.json, so it is not a Hugging Face checkpoint "
-            "directory. Pass the directory written by `save_pretrained`."
-        )
-    return p.resolve()
-
-
-def boot_hf_dir(
-    path: str | os.PathLike,
-    *,
-    device: str | torch.device | None = "cpu",
-    dtype: torch.dtype | None = None,
-    trust_remote_code: bool = False,
-) -> TransformerBridge:
-    """Boot a bridge from a local HF checkpoint directory with the Hub switched off."""
-    path = check_hf_dir(str(path), path)
-    kwargs: dict[str, Any] = {"device": resolve_device(device), "trust_remote_code": trust_remote_code}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    with hf_offline():
-        return TransformerBridge.boot_transformers(str(path), **kwargs)
 
 
 # --------------------------------------------------------------------------- Lineage
@@ -453,12 +216,7 @@ class Lineage:
         trust_remote_code: bool = False,
     ) -> Lineage:
         """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub)."""
-        paths = {name: check_hf_dir(name, p) for name, p in dirs.items()}  # fail before booting any
-        models = {
-            name: boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-            for name, p in paths.items()
-        }
-        meta = {name: {"hf_dir": str(p), "trust_remote_code": trust_remote_code} for name, p in paths.items()}
+        models, meta = boot_hf_dirs(dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         return cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta)
 
     # ---- lookups
@@ -638,9 +396,7 @@ class Lineage:
             )
         device, dtype = _device_dtype(bridge)
         trust = bool(self.record(name).meta.get("trust_remote_code", False))
-        new = boot_hf_dir(hf_dir, device=device, dtype=dtype, trust_remote_code=trust)
-        new.load_state_dict({k: v.detach().clone() for k, v in bridge.state_dict().items()}, strict=True)
-        return new
+        return copy_hf_model(bridge, hf_dir, device=device, dtype=dtype, trust_remote_code=trust)
 
     def to(self, device: str | torch.device) -> Lineage:
         """Move every model (in place) and return self."""
@@ -649,4 +405,3 @@ class Lineage:
             bridge.to(device, print_details=False)
         self._spaces.clear()
         return self
-

@@ -21,7 +21,7 @@ from workbench.core.io import exclusive_lock
 from workbench.core.lineage import Lineage
 from workbench.core.models import boot_native, save_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=12, act_fn="gelu",
            normalization_type="LN")
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
