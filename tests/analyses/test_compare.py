@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.analyses.activation_shifts import CompareConfig, compare
+from workbench.analyses.compare import residual_hooks
+from workbench.analyses.logit_lens import logit_lens
+from workbench.analyses.shift_results import ActivationComparison, SeedAggregate, aggregate_seeds
 from workbench.capture.capture import capture
-from workbench.analyses.compare import (
-    ActivationComparison,
-    CompareConfig,
-    SeedAggregate,
-    aggregate_seeds,
-    compare,
-    logit_lens,
-    residual_hooks,
-)
 from workbench.core.errors import IncompatibleModelsError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
