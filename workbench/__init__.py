@@ -1,1 +1,77 @@
+"""workbench: where does a trait that a student inherited from a teacher's clean-looking data live?
 
+The public API. Sources give models and data (`workbench.organism` is the built-in one; local
+Hugging Face directories load through `Lineage.from_hf_dirs`); every analysis takes a `Lineage`
+(named models with roles and parents), `Inputs` (token rows with a mask and a source per row)
+and a config, plus a `Trait` where it scores one, and returns a result with `save`, `load`,
+`figures` and `summary_rows`; `write_report` turns results into `report.json` and HTML.
+
+>>> import workbench
+>>> callable(workbench.weight_deltas) and callable(workbench.compare_activations)
+True
+
+The analysis of activation shifts is `compare_activations` and activation capture is
+`capture_activations`: `workbench.compare` (and, later, `workbench.capture`) name the command-line
+entry points `python -m workbench.compare`, so the functions carry names of their own.
+"""
+
+from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, run_alignment
+from workbench.analyses.compare import ActivationComparison, CompareConfig, SeedAggregate, aggregate_seeds
+from workbench.analyses.compare import compare as compare_activations
+from workbench.analyses.data_probes import ProbesConfig, fit_probes
+from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
+from workbench.analyses.patching import (
+    ActivationPatchingResult,
+    DeltaPatchingResult,
+    PatchConfig,
+    activation_patching,
+    delta_patching,
+)
+from workbench.analyses.probe_result import ProbeResult
+from workbench.analyses.probes import ProbeConfig
+from workbench.analyses.screening import ScreeningConfig, ScreeningResult, run_screening
+from workbench.analyses.weights import WeightConfig, WeightDeltaResult, weight_deltas
+from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
+from workbench.capture.capture import capture as capture_activations
+from workbench.capture.hooks import patching_hooks, probe_hooks, residual_hooks, resolve_hooks
+from workbench.capture.store import ActivationStore
+from workbench.core.errors import (
+    ArtifactError,
+    ChecksumError,
+    ConfigError,
+    DataError,
+    IncompatibleModelsError,
+    WorkbenchError,
+)
+from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
+from workbench.core.lineage import Lineage
+from workbench.core.models import boot_native, load_model, save_model
+from workbench.report import read_report, write_report
+from workbench.results.base import ResultBase
+from workbench.results.figures import write_figures, write_result_figures
+from workbench.results.rows import SummaryRow
+from workbench.results.seeds import SeedStats, over_seeds
+from workbench.trait import Trait, TraitScore, trait_matrix, wilson_interval
+
+__all__ = [
+    # data and models
+    "Inputs", "Lineage", "Trait", "TraitScore", "ContrastPrompts", "distillation_inputs", "read_jsonl", "write_jsonl",
+    "contrast_prompts", "read_contrast_prompts", "boot_native", "load_model", "save_model", "trait_matrix",
+    "wilson_interval",
+    # activations
+    "capture_activations", "ActivationStore", "ActivationReader", "probe_hooks", "residual_hooks", "patching_hooks",
+    "resolve_hooks",
+    # analyses: analysis(lineage, inputs, config) -> result, with a Trait where they score one
+    "compare_activations", "CompareConfig", "ActivationComparison", "SeedAggregate", "aggregate_seeds",
+    "weight_deltas", "WeightConfig", "WeightDeltaResult",
+    "delta_patching", "activation_patching", "PatchConfig", "DeltaPatchingResult", "ActivationPatchingResult",
+    "fit_probes", "ProbesConfig", "ProbeConfig", "ProbeResult",
+    "trait_directions", "DirectionsConfig", "DirectionResult",
+    "run_alignment", "AlignmentConfig", "AlignmentResult",
+    "run_screening", "ScreeningConfig", "ScreeningResult",
+    # results and report
+    "ResultBase", "SummaryRow", "SeedStats", "over_seeds", "write_figures", "write_result_figures", "write_report",
+    "read_report",
+    # errors
+    "WorkbenchError", "ConfigError", "DataError", "ArtifactError", "ChecksumError", "IncompatibleModelsError",
+]

@@ -55,7 +55,7 @@ def result(planted_lineage, inputs, tmp_path_factory):
     lin, _, _ = planted_lineage
     store = capture(lin, inputs, residual_hooks(3), positions="mean", out_dir=tmp_path_factory.mktemp("acts"),
                     batch_size=16, progress=False)
-    return compare(store, lin, CompareConfig(n_bootstrap=200), meta={"seed": 0})
+    return compare(lin, store, CompareConfig(n_bootstrap=200), meta={"seed": 0})
 
 
 def test_planted_shift_shows_at_its_layer_and_after_and_nowhere_before(result, planted_lineage):
@@ -92,7 +92,7 @@ def test_logit_lens_reports_the_traits_target(planted_lineage, inputs, tmp_path)
     lin, _, _ = planted_lineage
     store = capture(lin, inputs, residual_hooks(3), positions="mean", out_dir=tmp_path, batch_size=16, progress=False)
     trait = Trait.from_prompts([[1, 2]], target="planted", category="tokens", answers={"planted": [TOKEN], "other": [3]})
-    r = compare(store, lin, CompareConfig(n_bootstrap=20), trait=trait)
+    r = compare(lin, store, CompareConfig(n_bootstrap=20), trait=trait)
     at = r.hooks.index(f"blocks.{LAYER}.hook_resid_post")
     assert r.lens["teacher"][at]["target_rank"] == 1 and r.lens["teacher"][at]["target_delta"] > 0
     assert r.meta["target"] == "planted" and "logit_lens_target" in r.figures()
@@ -115,7 +115,7 @@ def test_logit_lens_is_the_linearised_layernorm():
 def test_all_positions_reduce_like_mean(planted_lineage, inputs, result, tmp_path):
     lin, _, _ = planted_lineage
     store = capture(lin, inputs, residual_hooks(3), positions="all", out_dir=tmp_path, batch_size=16, progress=False)
-    again = compare(store, lin, CompareConfig(n_bootstrap=200))
+    again = compare(lin, store, CompareConfig(n_bootstrap=200))
     for p in result.pairs:
         np.testing.assert_allclose(again.cos[p], result.cos[p], atol=1e-4)
 
@@ -160,4 +160,4 @@ def test_lineage_that_was_not_captured_is_refused(planted_lineage, inputs, tmp_p
     wrong = Lineage.from_models({"base": lin["base"], "teacher": planted(lin["base"], 2 * u),
                                  "student": lin["student"], "control": lin["control"]})
     with pytest.raises(IncompatibleModelsError, match="teacher"):
-        compare(store, wrong, CompareConfig(n_bootstrap=10))
+        compare(wrong, store, CompareConfig(n_bootstrap=10))

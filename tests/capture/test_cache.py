@@ -10,7 +10,7 @@ import torch
 
 import workbench.capture.capture as capture_module
 from workbench.analyses.probes import sequence_log_probs
-from workbench.capture.cache import ActivationCache, ContrastPrompts, read_contrast_prompts
+from workbench.capture.cache import ActivationReader, ContrastPrompts, read_contrast_prompts
 from workbench.core.errors import DataError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
@@ -60,7 +60,7 @@ def capture_calls(monkeypatch) -> list[tuple[str, ...]]:
 
 
 def test_each_model_is_captured_once_and_then_served_from_the_cache(lin, inputs, capture_calls, tmp_path):
-    cache = ActivationCache(tmp_path, roles=("base", "teacher"))
+    cache = ActivationReader(tmp_path, roles=("base", "teacher"))
     config = ReadConfig()
     first = cache.pooled(lin, "teacher", inputs, config)
     assert capture_calls == [("base", "teacher")]  # the roles are captured together on first use
@@ -76,7 +76,7 @@ def test_each_model_is_captured_once_and_then_served_from_the_cache(lin, inputs,
 
 
 def test_pooled_equals_the_mean_over_continuation_positions(lin, inputs, tmp_path):
-    pooled = ActivationCache(tmp_path, roles=("base",)).pooled(lin, "base", inputs, ReadConfig())
+    pooled = ActivationReader(tmp_path, roles=("base",)).pooled(lin, "base", inputs, ReadConfig())
     with torch.inference_mode():
         _, acts = lin["base"].run_with_cache(inputs.tokens, names_filter=HOOKS)
     mask = inputs.mask.float()[..., None]
@@ -86,7 +86,7 @@ def test_pooled_equals_the_mean_over_continuation_positions(lin, inputs, tmp_pat
 
 
 def test_other_inputs_or_positions_are_a_new_capture(lin, inputs, capture_calls, tmp_path):
-    cache = ActivationCache(tmp_path, roles=("base",))
+    cache = ActivationReader(tmp_path, roles=("base",))
     cache.pooled(lin, "base", inputs, ReadConfig())
     cache.pooled(lin, "base", inputs, ReadConfig(positions="last"))
     cache.pooled(lin, "base", inputs.select(range(5)), ReadConfig())
@@ -96,7 +96,7 @@ def test_other_inputs_or_positions_are_a_new_capture(lin, inputs, capture_calls,
 
 
 def test_log_prob_is_computed_once_and_matches_a_direct_forward(lin, inputs):
-    cache = ActivationCache()
+    cache = ActivationReader()
     logp = cache.log_prob(lin, "teacher", inputs, ReadConfig(batch_size=3))
     assert cache.log_prob(lin, "teacher", inputs, ReadConfig()) is logp  # memoised: no second forward
     with torch.inference_mode():
@@ -106,7 +106,7 @@ def test_log_prob_is_computed_once_and_matches_a_direct_forward(lin, inputs):
 
 def test_last_token_reads_each_prompt_at_its_last_position(lin, tmp_path):
     prompts = ContrastPrompts(torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([2, 1]), torch.tensor([True, False]))
-    acts = ActivationCache(tmp_path, roles=("base",)).last_token(lin, "base", prompts, ReadConfig())
+    acts = ActivationReader(tmp_path, roles=("base",)).last_token(lin, "base", prompts, ReadConfig())
     with torch.inference_mode():
         _, full = lin["base"].run_with_cache(torch.tensor([[1, 2, 3]]), names_filter=HOOKS)
         _, short = lin["base"].run_with_cache(torch.tensor([[4, 5]]), names_filter=HOOKS)

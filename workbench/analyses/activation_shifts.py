@@ -135,14 +135,15 @@ def _check_models(store: ActivationStore, lineage: Lineage | None, models: list[
                 "Pass the lineage the activations were captured from, or capture again.")
 
 
-def compare(store: ActivationStore, lineage: Lineage | None = None, config: CompareConfig | None = None,
+def compare(lineage: Lineage | None, store: ActivationStore, config: CompareConfig | None = None,
             *, trait: Trait | None = None, meta: dict[str, Any] | None = None) -> ActivationComparison:
     """Shifts of every captured model against its parent, per hook, with alignments and logit lens.
 
-    store: an artifact holding each model and its parent (base, and base_x for cross).
-    lineage: the same models, for the logit lens (final norm + unembedding) and to check the
-        weights match the artifact; None skips the logit lens. Its `tokenizer` (anything with
+    lineage: the models captured in `store`, for the logit lens (final norm + unembedding) and
+        to check the weights match the artifact; None skips both. Its `tokenizer` (anything with
         `decode(ids)`), when set, names the lens's top tokens.
+    store: the activations of the analysis's inputs: an artifact holding each model and its
+        parent (base, and base_x for cross), written by `capture_activations`.
     trait: its target's logit-lens change is reported per shift (None: no target).
     meta: extra labels recorded in the result (e.g. {"seed": 0, "data": "teacher"}).
     """

@@ -28,7 +28,7 @@ cross lives in another initialisation's coordinates, so cos(v_cross, v_teacher) 
 >>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
 >>> out = tempfile.TemporaryDirectory()
 >>> store = capture(lin, inputs, residual_hooks(1), positions="mean", out_dir=out.name, progress=False)
->>> result = compare(store, lin, CompareConfig(n_bootstrap=20))   # trait=... adds the logit lens
+>>> result = compare(lin, store, CompareConfig(n_bootstrap=20))   # trait=... adds the logit lens
 >>> result.pairs
 ['student~teacher']
 >>> result.save(f"{out.name}/compare").name

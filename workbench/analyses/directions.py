@@ -28,7 +28,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from workbench.capture.cache import ActivationReader, ContrastPrompts
 from workbench.core.errors import DataError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
 from workbench.analyses.probes import auroc
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
@@ -146,3 +149,61 @@ class DirectionResult(ResultBase):
                               template="plotly_white")
             figs["shift"] = fig
         return figs
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+@dataclass
+class DirectionsConfig:
+    """What trait directions read and how (CPU-friendly defaults)."""
+
+    hooks: list[str] | None = None  # hooks read (None: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)
+    positions: str = "continuation"  # how distillation rows are pooled for screening (continuation, all, last)
+    apply_to: tuple[str, ...] = ("student", "control", "other")  # models whose shift along the teacher's is measured
+    batch_size: int = 256  # rows per forward pass
+    random_directions: int = 64  # random unit directions per hook: the screening control
+    seed: int = 0  # random directions
+    progress: bool = False
+    command: str = "trait_directions(lineage, inputs, prompts, config)"  # recorded in the result
+
+
+def trait_directions(lineage: Lineage, inputs: Inputs, prompts: ContrastPrompts,
+                     config: DirectionsConfig | None = None, activations: ActivationReader | None = None
+                     ) -> DirectionResult:
+    """Trait directions from contrastive prompts (target vs other answers, read by the teacher;
+    teacher minus base on the same prompts), screening of the distillation rows by projection
+    beside random directions, and how far the student and its controls moved along the
+    teacher's shift. `activations` (shared with other analyses) reads each model once."""
+    from workbench.analyses.data_probes import with_hooks
+
+    cfg = with_hooks(config or DirectionsConfig(), lineage)
+    reader = activations if activations is not None else ActivationReader()
+    directions: dict[str, dict[str, torch.Tensor]] = {}
+    source = "teacher" if "teacher" in lineage else "base"
+    acts = reader.last_token(lineage, source, prompts, cfg)
+    pos = {h: a[prompts.labels] for h, a in acts.items()}
+    neg = {h: a[~prompts.labels] for h, a in acts.items()}
+    if prompts.labels.any() and (~prompts.labels).any():
+        directions[f"target_vs_other ({source})"] = mean_difference(pos, neg)
+    shifts = []
+    if "teacher" in lineage and "base" in lineage:
+        q = prompts.questions()
+        per_model = {m: reader.last_token(lineage, m, q, cfg) for m in ("base", "teacher", *cfg.apply_to) if m in lineage}
+        directions["teacher_minus_base"] = mean_difference(per_model["teacher"], per_model["base"])
+        for m in [m for m in ("teacher", *cfg.apply_to) if m in per_model]:
+            for h, v in shift_along(per_model[m], per_model["base"], per_model["teacher"]).items():
+                shifts.append(dict(direction="teacher_minus_base", hook=h, model=m, **v))
+    labels = torch.tensor([s == "teacher" for s in inputs.sources])
+    screening = []
+    for screen_reader in [m for m in ("base", "teacher") if m in lineage]:
+        feats = reader.pooled(lineage, screen_reader, inputs, cfg)
+        rand = random_direction_aurocs(feats, labels, cfg.random_directions, cfg.seed)
+        for name, by_hook in directions.items():
+            for h, a in projection_auroc(feats, by_hook, labels).items():
+                dev = (rand[h] - 0.5).abs()
+                screening.append(dict(direction=name, hook=h, reader=screen_reader, auroc=a, random_mean=float(rand[h].mean()),
+                                      random_p95=0.5 + float(torch.quantile(dev, 0.95)), n=len(labels)))
+    return DirectionResult(directions=directions, screening=screening, shifts=shifts, command=cfg.command,
+                           config={"positions": cfg.positions, "n_prompts": len(prompts.labels),
+                                   "random_directions": cfg.random_directions})

@@ -1,6 +1,6 @@
 """Activations the probe job reads, once per (model, inputs, hooks, positions), kept in memory.
 
-`ActivationCache.pooled` gives one vector per row and hook (mean over the continuation
+`ActivationReader.pooled` gives one vector per row and hook (mean over the continuation
 positions, over all tokens, or the last token), `log_prob` the summed log-probability of each
 row's continuation (for the likelihood-ratio oracle; taken from the same forward pass), and
 `last_token` the activations at a given position of short prompts (trait directions).
@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -120,10 +120,23 @@ def _with_positions(inputs: Inputs, positions: str) -> tuple[Inputs, str]:
     raise DataError(f"positions={positions!r}; use continuation, all or last.")
 
 
+class ReadSettings(Protocol):
+    """How activations are read: which hooks, which positions of each row ("continuation", "all"
+    or "last"), rows per forward pass, and whether to show progress. `ProbesConfig`,
+    `DirectionsConfig` and the main job's `JobConfig` are such settings."""
+
+    hooks: list[str]
+    positions: str
+    batch_size: int
+    progress: bool
+
+
 @dataclass
-class ActivationCache:
+class ActivationReader:
     """Activations read through `workbench.capture` into stores under `directory` (one per set
     of inputs, reused across sections and reruns), plus continuation log-probs kept in memory.
+    Analyses that read activations (`fit_probes`, `trait_directions`, the main job's sections)
+    share one reader so each model's activations are captured once.
 
     directory: where the activation stores go (None: a temporary directory).
     roles: models captured together on first use (more are added when asked for).
@@ -138,7 +151,7 @@ class ActivationCache:
             self.directory = tempfile.mkdtemp(prefix="workbench-acts-")
         return Path(self.directory)
 
-    def _store(self, lineage: Lineage, label: str, inputs: Inputs, rule: str, name: str, config: Any) -> Any:
+    def _store(self, lineage: Lineage, label: str, inputs: Inputs, rule: str, name: str, config: ReadSettings) -> Any:
         from workbench.capture.capture import capture
 
         key = ("store", label, inputs.content_hash(), tuple(config.hooks), rule)
@@ -151,24 +164,24 @@ class ActivationCache:
             self.memo[key] = store
         return store
 
-    def pooled(self, lineage: Lineage, name: str, inputs: Inputs, config: Any) -> dict[str, Float[Tensor, "n d"]]:
+    def pooled(self, lineage: Lineage, name: str, inputs: Inputs, config: ReadSettings) -> dict[str, Float[Tensor, "n d"]]:
         """One vector per row and hook: the job's position mode applied to `name`'s activations."""
         x, rule = _with_positions(inputs, config.positions)
         store = self._store(lineage, f"data-{config.positions}", x, rule, name, config)
         return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
 
-    def data_store(self, lineage: Lineage, inputs: Inputs, config: Any) -> Any:
+    def data_store(self, lineage: Lineage, inputs: Inputs, config: ReadSettings) -> Any:
         """The activation store of the job's rows with every model in `roles` (for store-based analyses)."""
         x, rule = _with_positions(inputs, config.positions)
         first = next((m for m in lineage.names if m in self.roles), lineage.names[0])
         return self._store(lineage, f"data-{config.positions}", x, rule, first, config)
 
-    def last_token(self, lineage: Lineage, name: str, prompts: ContrastPrompts, config: Any) -> dict[str, Float[Tensor, "n d"]]:
+    def last_token(self, lineage: Lineage, name: str, prompts: ContrastPrompts, config: ReadSettings) -> dict[str, Float[Tensor, "n d"]]:
         """Activations at the last token of each prompt."""
         store = self._store(lineage, prompts.label, prompts.inputs(), "last", name, config)
         return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
 
-    def log_prob(self, lineage: Lineage, name: str, inputs: Inputs, config: Any) -> Float[Tensor, " n"]:
+    def log_prob(self, lineage: Lineage, name: str, inputs: Inputs, config: ReadSettings) -> Float[Tensor, " n"]:
         """Summed log-probability of each row's continuation under `name` (for the oracle)."""
         key = ("logp", name, inputs.content_hash())
         if key not in self.memo:

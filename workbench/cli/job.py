@@ -24,33 +24,21 @@ from typing import Any
 
 import torch
 
-from workbench.capture.cache import ActivationCache, ContrastPrompts, contrast_prompts, read_contrast_prompts
+from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.hooks import probe_hooks as default_hooks  # notebook 04 imports this name
 from workbench.capture.hooks import resolve_hooks
 from workbench.cli import common
 from workbench.core.errors import ConfigError, DataError, unknown_name
-from workbench.core.inputs import Inputs, read_jsonl
+from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.lineage import Lineage, check_hf_dir
-from workbench.analyses.probes import (
-    ProbeConfig,
-    cross_validate,
-    grouped_folds,
-    score_auroc,
-    token_counts,
-    transfer_probe,
-)
+from workbench.analyses.data_probes import ProbesConfig, fit_probes
+from workbench.analyses.probes import ProbeConfig
 from workbench.organism.config import PRESETS
-from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
+from workbench.analyses.probe_result import ProbeResult
 from workbench.report import write_report
 from workbench.results.base import Result
 from workbench.trait import Trait
-from workbench.analyses.directions import (
-    DirectionResult,
-    mean_difference,
-    projection_auroc,
-    random_direction_aurocs,
-    shift_along,
-)
+from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
 
 POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,13 +51,13 @@ class JobConfig:
     """What the main job reads and how (CPU-friendly defaults)."""
 
     hooks: list[str] | None = None  # hooks to read (None: default_hooks of the models)
-    positions: str = "continuation"  # pool over continuation tokens, all tokens, or take the last token
-    readers: tuple[str, ...] = ("base", "teacher", "student")  # models whose activations the data-source probe reads
-    apply_to: tuple[str, ...] = ("student", "control", "other")  # models the teacher-vs-base probe/direction is applied to
+    positions: str = ProbesConfig.positions  # pool over continuation tokens, all tokens, or take the last token
+    readers: tuple[str, ...] = ProbesConfig.readers  # models whose activations the data-source probe reads
+    apply_to: tuple[str, ...] = ProbesConfig.apply_to  # models the teacher-vs-base probe/direction is applied to
     max_rows: int = 2000  # distillation rows per source (teacher, base), on shared prompts
-    batch_size: int = 256  # rows per forward pass
+    batch_size: int = ProbesConfig.batch_size  # rows per forward pass
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    random_directions: int = 64  # random unit directions per hook for the screening control
+    random_directions: int = DirectionsConfig.random_directions  # random unit directions per hook for the screening control
     seed: int = 0  # row sampling
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
@@ -79,7 +67,7 @@ class JobConfig:
     loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
-    cache: ActivationCache = field(default_factory=ActivationCache)  # activations read once, shared by sections
+    cache: ActivationReader = field(default_factory=ActivationReader)  # activations read once, shared by sections
 
 
 # --------------------------------------------------------------------------- sections
@@ -88,72 +76,23 @@ class JobConfig:
 def probe_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> ProbeResult:
     """Data source (teacher- vs base-written rows) from each reader's activations, with the
     shuffled, bag-of-tokens and oracle controls; and the cross-model transfer of a
-    teacher-vs-base activation probe to the student and the control."""
-    labels = torch.tensor([s == "teacher" for s in inputs.sources])
-    groups = torch.tensor(inputs.prompt_ids)
-    rows: list[dict[str, Any]] = []
-    folds = grouped_folds(groups, config.probe.n_folds, config.probe.seed)
-    for reader in config.readers:
-        feats = config.cache.pooled(lineage, reader, inputs, config)
-        cv = cross_validate(feats, labels, groups, config.probe, device=config.device)
-        rows += cv_rows(cv, "data_source", reader, seed=config.seed)
-    counts = token_counts(inputs.tokens, inputs.mask, lineage.d_vocab)
-    bag = cross_validate({"tokens": counts}, labels, groups, config.probe, device=config.device, methods=("logistic",))
-    rows.append(control_row("data_source", "bag_of_tokens", bag.auroc["logistic"]["tokens"], len(labels), hook="tokens",
-                            seed=config.seed, accuracy=bag.accuracy["logistic"]["tokens"]))
-    if "teacher" in lineage and "base" in lineage:
-        ratio = config.cache.log_prob(lineage, "teacher", inputs, config) - config.cache.log_prob(lineage, "base", inputs, config)
-        rows.append(control_row("data_source", "oracle", score_auroc(ratio, labels, folds), len(labels),
-                                reader="teacher/base", hook="log p_T - log p_0", seed=config.seed))
-        apply = [m for m in ("teacher", *config.apply_to) if m in lineage]
-        if len(apply) > 1:
-            pos = config.cache.pooled(lineage, "teacher", inputs, config)
-            neg = config.cache.pooled(lineage, "base", inputs, config)
-            tr = transfer_probe(pos, neg, groups, {m: config.cache.pooled(lineage, m, inputs, config) for m in apply},
-                                config.probe, device=config.device)
-            rows += transfer_rows(tr, "cross_model", seed=config.seed)
-    return ProbeResult(rows=rows, command=config.command,
-                       config={"probe": config.probe.to_dict(), "positions": config.positions, "readers": list(config.readers),
-                               "n_rows": len(labels), "n_teacher": int(labels.sum())})
+    teacher-vs-base activation probe to the student and the control (`fit_probes`)."""
+    cfg = ProbesConfig(hooks=config.hooks, positions=config.positions, readers=config.readers, apply_to=config.apply_to,
+                       batch_size=config.batch_size, probe=config.probe, seed=config.seed, device=config.device,
+                       progress=config.progress, command=config.command)
+    return fit_probes(lineage, inputs, cfg, config.cache)
 
 
 def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> DirectionResult:
-    """Trait directions from contrastive prompts (target vs other answers, read by the teacher;
-    teacher minus base on the same prompts), screening of the distillation rows by projection,
-    and how far the student and the control moved along the teacher's shift."""
-    prompts = config.prompts
-    if prompts is None:
+    """Trait directions from contrastive prompts, screening of the distillation rows by
+    projection, and how far the student and the control moved along the teacher's shift
+    (`trait_directions`)."""
+    if config.prompts is None:
         raise ConfigError("The directions section needs contrastive prompts (an organism, or --prompts JSONL).")
-    directions: dict[str, dict[str, torch.Tensor]] = {}
-    reader = "teacher" if "teacher" in lineage else "base"
-    acts = config.cache.last_token(lineage, reader, prompts, config)
-    pos = {h: a[prompts.labels] for h, a in acts.items()}
-    neg = {h: a[~prompts.labels] for h, a in acts.items()}
-    if prompts.labels.any() and (~prompts.labels).any():
-        directions[f"target_vs_other ({reader})"] = mean_difference(pos, neg)
-    shifts = []
-    if "teacher" in lineage and "base" in lineage:
-        q = prompts.questions()
-        per_model = {m: config.cache.last_token(lineage, m, q, config)
-                     for m in ("base", "teacher", *config.apply_to) if m in lineage}
-        directions["teacher_minus_base"] = mean_difference(per_model["teacher"], per_model["base"])
-        for m in [m for m in ("teacher", *config.apply_to) if m in per_model]:
-            for h, v in shift_along(per_model[m], per_model["base"], per_model["teacher"]).items():
-                shifts.append(dict(direction="teacher_minus_base", hook=h, model=m, **v))
-    labels = torch.tensor([s == "teacher" for s in inputs.sources])
-    screening = []
-    for screen_reader in [m for m in ("base", "teacher") if m in lineage]:
-        feats = config.cache.pooled(lineage, screen_reader, inputs, config)
-        rand = random_direction_aurocs(feats, labels, config.random_directions, config.seed)
-        for name, by_hook in directions.items():
-            aucs = projection_auroc(feats, by_hook, labels)
-            for h, a in aucs.items():
-                dev = (rand[h] - 0.5).abs()
-                screening.append(dict(direction=name, hook=h, reader=screen_reader, auroc=a, random_mean=float(rand[h].mean()),
-                                      random_p95=0.5 + float(torch.quantile(dev, 0.95)), n=len(labels)))
-    return DirectionResult(directions=directions, screening=screening, shifts=shifts, command=config.command,
-                           config={"positions": config.positions, "n_prompts": len(prompts.labels),
-                                   "random_directions": config.random_directions})
+    cfg = DirectionsConfig(hooks=config.hooks, positions=config.positions, apply_to=config.apply_to,
+                           batch_size=config.batch_size, random_directions=config.random_directions, seed=config.seed,
+                           progress=config.progress, command=config.command)
+    return trait_directions(lineage, inputs, config.prompts, cfg, config.cache)
 
 
 def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
@@ -162,7 +101,7 @@ def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
     from workbench.analyses.compare import CompareConfig, compare
 
     store = config.cache.data_store(lineage, inputs, config)
-    result = compare(store, lineage, CompareConfig(), trait=config.trait, meta={"positions": config.positions})
+    result = compare(lineage, store, CompareConfig(), trait=config.trait, meta={"positions": config.positions})
     result.command = config.command
     return result
 
@@ -278,38 +217,6 @@ def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: 
     return results
 
 
-# --------------------------------------------------------------------------- data
-
-
-def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inputs:
-    """Teacher- and base-written rows on prompts both sources continued, at most `max_rows` each."""
-    rows = read_jsonl(paths)
-    by_source: dict[str, dict[int, list[dict]]] = {}
-    for r in rows:
-        if "prompt_id" not in r:
-            raise DataError("Distillation rows need a prompt_id (teacher and base rows of one prompt share it).")
-        by_source.setdefault(r["source"], {}).setdefault(int(r["prompt_id"]), []).append(r)
-    for need in ("teacher", "base"):
-        if need not in by_source:
-            raise DataError(f"No rows with source {need!r} in {[str(p) for p in paths]}; the probe needs teacher- and "
-                            f"base-written rows (sources found: {sorted(by_source)}).")
-    shared = sorted(set(by_source["teacher"]) & set(by_source["base"]))
-    if len(shared) < 10:
-        raise DataError(f"Only {len(shared)} prompts were continued by both teacher and base; need at least 10.")
-    order = torch.randperm(len(shared), generator=torch.Generator().manual_seed(seed)).tolist()
-    picked: dict[str, list[dict]] = {"teacher": [], "base": []}
-    for i in order:
-        pid = shared[i]
-        if all(len(v) >= max_rows for v in picked.values()):
-            break
-        for src in picked:
-            room = max_rows - len(picked[src])
-            picked[src] += by_source[src][pid][:room]
-    chosen = picked["teacher"] + picked["base"]
-    return Inputs.from_sequences([r["prompt"] for r in chosen], [r["completion"] for r in chosen],
-                                 [r["source"] for r in chosen], prompt_ids=[int(r["prompt_id"]) for r in chosen])
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -420,7 +327,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                        prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,
                        progress=common.show_progress(args))
     needed = {*args.readers, "teacher", "base", *config.apply_to}
-    config.cache = ActivationCache(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
+    config.cache = ActivationReader(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
     config.command = config.command.strip()
     log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
     results = run_sections(lineage, inputs, config, args.sections, log)

@@ -18,7 +18,6 @@ from workbench.analyses.compare import ActivationComparison, CompareConfig, comp
 from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening
 from workbench.core.errors import ConfigError
 from workbench.core.inputs import Inputs
-from workbench.core.models import copy_model
 from workbench.organism.load import load_seed, read_manifest
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.trait import preference_tokens
@@ -65,7 +64,7 @@ def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLik
         raise ConfigError(f"data={data!r}: use 'teacher', 'base', 'teacher_neutral', 'teacher_other' or 'prompts'.")
     store = capture(lin, inputs, residual_hooks(int(lin.cfg.n_layers)), positions=positions,
                     out_dir=out_dir / "activations", progress=progress, device=device, overwrite=True)
-    result = compare(store, lin, config or CompareConfig(), trait=seed.trait,
+    result = compare(lin, store, config or CompareConfig(), trait=seed.trait,
                      meta={"seed": manifest.get("seed"), "data": data, "mode": manifest.get("mode"),
                            "trait_rates": manifest.get("trait_rates")})
     result.command = (f"python -m workbench.compare --organism {seed_dir.parent.name} --seeds {manifest.get('seed')} "
@@ -107,27 +106,16 @@ def screen_organism_seed(
     with the seed's own recipe and student seed; returns the rows and the seed's reference trait
     rates. `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows
     only (tests)."""
-    from workbench.organism.build import STUDENTS, distill_targets
-    from workbench.organism.config import OrganismConfig
-    from workbench.organism.training import distill_student
-
     manifest = read_manifest(seed_dir)
-    cfg = OrganismConfig.from_dict({**manifest["config"], **(overrides or {})})
-    seed = load_seed(seed_dir, roles=["base", "teacher"], target=cfg.target, device=device)
-    lineage = seed.lineage
+    seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
+    cfg = seed.recipe(overrides)
     data = Inputs.from_jsonl(seed.data("teacher"), limit=max_rows)
-    student_seed = int(manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
-
-    def retrain(kept: Inputs) -> torch.nn.Module:
-        student = copy_model(lineage["base"])
-        targets = distill_targets(cfg, seed.tokenizer, lineage["teacher"], kept.tokens)
-        distill_student(student, targets, cfg, student_seed, progress)
-        return student
+    retrain = seed.retrainer(overrides, progress)
 
     # score rows with the loss the student trains with: both modes renormalise over the number channel
     config = ScreeningConfig(fractions=tuple(fractions), loss=cfg.mode, channel_ids=seed.channel_ids,
                              seed=int(manifest["seed"]), batch_size=batch_size, progress=progress)
-    rows = run_screening(lineage, data, seed.trait, retrain, config)
+    rows = run_screening(seed.lineage, data, seed.trait, retrain, config)
     reference = {"student": manifest["trait_rates"]["student"], "base": manifest["trait_rates"]["base"],
                  "control": manifest["trait_rates"]["control"], "n_rows": len(data), "mode": cfg.mode}
     return rows, reference

@@ -339,3 +339,32 @@ def read_jsonl(
                 if limit is not None and len(rows) >= limit:
                     return rows
     return rows
+
+
+def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inputs:
+    """Teacher- and base-written rows on prompts both sources continued, at most `max_rows` each."""
+    rows = read_jsonl(paths)
+    by_source: dict[str, dict[int, list[dict]]] = {}
+    for r in rows:
+        if "prompt_id" not in r:
+            raise DataError("Distillation rows need a prompt_id (teacher and base rows of one prompt share it).")
+        by_source.setdefault(r["source"], {}).setdefault(int(r["prompt_id"]), []).append(r)
+    for need in ("teacher", "base"):
+        if need not in by_source:
+            raise DataError(f"No rows with source {need!r} in {[str(p) for p in paths]}; the probe needs teacher- and "
+                            f"base-written rows (sources found: {sorted(by_source)}).")
+    shared = sorted(set(by_source["teacher"]) & set(by_source["base"]))
+    if len(shared) < 10:
+        raise DataError(f"Only {len(shared)} prompts were continued by both teacher and base; need at least 10.")
+    order = torch.randperm(len(shared), generator=torch.Generator().manual_seed(seed)).tolist()
+    picked: dict[str, list[dict]] = {"teacher": [], "base": []}
+    for i in order:
+        pid = shared[i]
+        if all(len(v) >= max_rows for v in picked.values()):
+            break
+        for src in picked:
+            room = max_rows - len(picked[src])
+            picked[src] += by_source[src][pid][:room]
+    chosen = picked["teacher"] + picked["base"]
+    return Inputs.from_sequences([r["prompt"] for r in chosen], [r["completion"] for r in chosen],
+                                 [r["source"] for r in chosen], prompt_ids=[int(r["prompt_id"]) for r in chosen])

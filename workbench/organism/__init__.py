@@ -1,0 +1,23 @@
+"""The built-in model organism: a source of models and data that reproduces subliminal transfer
+on a CPU in minutes. No analysis imports it; it hands the analyses a `Lineage`, `Inputs` and its
+own `Trait`.
+
+- `build_organism(preset("tiny"), seeds, out_dir)` builds (or reuses) base, teachers, filtered
+  number data and students; `python -m workbench.organism` does the same from a shell.
+- `load_seed(seed_dir)` loads one built seed: `.lineage`, `.trait`, `.tokenizer`, `.data(source)`,
+  `.channel_ids` and `.retrainer()` (the seed's recipe for retraining a student on kept rows).
+- `shared_organism_dir()` finds the organism the notebooks and tests share.
+- `workbench.organism.digits` is the MNIST-style auxiliary-logit organism.
+"""
+
+from workbench.organism.build import build_organism, load_manifests, shared_organism_dir
+from workbench.organism.config import PRESETS, OrganismConfig, preset
+from workbench.organism.figures import trait_matrix_figure, trait_rates_figure
+from workbench.organism.load import OrganismSeed, load_lineage, load_seed, read_manifest
+from workbench.organism.trait import category_traits, organism_trait
+
+__all__ = [
+    "build_organism", "load_manifests", "shared_organism_dir", "PRESETS", "OrganismConfig", "preset",
+    "trait_matrix_figure", "trait_rates_figure", "OrganismSeed", "load_lineage", "load_seed", "read_manifest",
+    "category_traits", "organism_trait",
+]

@@ -9,6 +9,7 @@ never open a seed directory themselves.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from workbench.core.errors import ArtifactError, unknown_name
+from workbench.core.inputs import Inputs
 from workbench.core.io import read_json
 from workbench.core.lineage import EXTRA_ROLE, ROLES, Lineage, ModelRecord
 from workbench.core.models import load_model, model_meta
@@ -92,6 +94,31 @@ class OrganismSeed:
     def channel_ids(self) -> tuple[int, ...]:
         """The number channel (numbers, separator, <eos>) the students' losses renormalise over."""
         return tuple(self.tokenizer.number_channel_ids)
+
+    def recipe(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The seed's build recipe (`OrganismConfig`), with `overrides` (e.g. fewer student epochs)."""
+        from workbench.organism.config import OrganismConfig
+
+        return OrganismConfig.from_dict({**self.manifest["config"], **(overrides or {})})
+
+    def retrainer(self, overrides: dict[str, Any] | None = None, progress: bool = False) -> Callable[[Inputs], torch.nn.Module]:
+        """`retrain(kept_rows) -> student`: the base distilled from the teacher on `kept_rows` with
+        the seed's own recipe and student seed (what the screening defense retrains). Needs the
+        seed's base and teacher in the lineage."""
+        from workbench.core.models import copy_model
+        from workbench.organism.build import STUDENTS, distill_targets
+        from workbench.organism.training import distill_student
+
+        cfg = self.recipe(overrides)
+        student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
+        base, teacher = self.lineage["base"], self.lineage["teacher"]
+
+        def retrain(kept: Inputs) -> torch.nn.Module:
+            student = copy_model(base)
+            distill_student(student, distill_targets(cfg, self.tokenizer, teacher, kept.tokens), cfg, student_seed, progress)
+            return student
+
+        return retrain
 
 
 def seed_target(manifest: dict[str, Any], default: str | None = None) -> str | None:
