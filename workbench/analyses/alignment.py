@@ -45,7 +45,6 @@ from workbench.analyses.gradients import (
     alignment_scores,
     first_order_prediction,
     group_scores,
-    log_probs,
     norm,
     path_scores,
     quadrature,
@@ -55,6 +54,7 @@ from workbench.analyses.gradients import (
     without,
 )
 from workbench.core.inputs import Inputs
+from workbench.engines.objective import restricted_log_probs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
 from workbench.results.base import ResultBase
@@ -530,8 +530,8 @@ def _per_position_reference(
     kl = torch.zeros(len(data), width, dtype=torch.float64)
     for lo in range(0, len(data), batch_size):
         tokens = data.tokens[lo : lo + batch_size].to(model.device)
-        lb = log_probs(model.logits(model.params, tokens)[:, :-1], None)
-        lt = log_probs(model.logits(teacher, tokens)[:, :-1], None)
+        lb = restricted_log_probs(model.logits(model.params, tokens)[:, :-1], None)
+        lt = restricted_log_probs(model.logits(teacher, tokens)[:, :-1], None)
         nxt = tokens[:, 1:, None]
         llr[lo : lo + len(tokens)] = (lt.gather(-1, nxt) - lb.gather(-1, nxt)).squeeze(-1).double().cpu()
         kl[lo : lo + len(tokens)] = (lt.exp() * (lt - lb)).sum(-1).double().cpu()
