@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.analyses.alignment import (
-    AlignmentConfig,
-    AlignmentResult,
-    auroc,
-    group_figure_over_seeds,
-    run_alignment,
-    screen_rows,
-    summarize_seeds,
-)
+from workbench.analyses.alignment import AlignmentConfig, run_alignment, screen_rows
+from workbench.analyses.alignment_result import AlignmentResult
+from workbench.analyses.alignment_seeds import group_figure_over_seeds, summarize_seeds
+from workbench.analyses.alignment_stats import auroc
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage

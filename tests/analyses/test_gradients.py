@@ -8,27 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from workbench.analyses.first_order import first_order_prediction
+from workbench.analyses.group_scores import group_scores
+from workbench.analyses.param_directions import only, random_direction, without
+from workbench.analyses.path_scores import path_scores, quadrature
+from workbench.analyses.trait_gradient import trait_gradient, trait_log_prob
 from workbench.core.errors import ConfigError, DataError, UnknownNameError
-from workbench.analyses.gradients import (
-    AlignmentModel,
-    Objective,
-    alignment_scores,
-    first_order_prediction,
-    group_scores,
-    only,
-    path_scores,
-    quadrature,
-    random_direction,
-    sequence_losses,
-    trait_gradient,
-    trait_log_prob,
-    without,
-)
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective, iter_batches, per_token_losses, sequence_losses
+from workbench.engines.per_example import alignment_scores
 from workbench.organism.load import load_lineage
-from workbench.organism.trait import organism_trait
 from workbench.organism.training import hard_distill_loss, next_token_loss, restricted_log_probs, soft_distill_loss
+from workbench.organism.trait import organism_trait
 
 TOL = 1e-6
 
@@ -248,7 +241,6 @@ def test_planted_direction_is_localised_to_its_group(lin64, tiny_organism):
 
 def mean_loss(model, params, x, objective):
     """Mean over rows of L_i at `params` (differentiable)."""
-    from workbench.analyses.gradients import iter_batches, per_token_losses
 
     total = 0
     for batch in iter_batches(model, objective, x, 256):

@@ -7,10 +7,13 @@ import json
 import pytest
 import torch
 
-from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, trait_gradient
 from workbench.analyses.screening import ScreeningConfig, run_screening
+from workbench.analyses.trait_gradient import trait_gradient
 from workbench.cli.organism_runs import screen_organism_seed
 from workbench.core.inputs import Inputs
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective
+from workbench.engines.per_example import alignment_scores
 from workbench.organism.load import load_seed
 
 

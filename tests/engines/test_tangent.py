@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.analyses.param_directions import random_direction
+from workbench.analyses.path_scores import path_scores
 from workbench.core.errors import ConfigError, DataError, UnknownNameError
-from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, path_scores, random_direction
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import boot_native
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective
+from workbench.engines.per_example import alignment_scores
+from workbench.engines.tangent import loss_tangents
 from workbench.organism.config import OrganismConfig
 from workbench.organism.tokenizer import Tokenizer
-from workbench.engines.tangent import loss_tangents
 
 TOK = Tokenizer.default()
 

@@ -17,9 +17,12 @@ import numpy as np
 import torch
 
 from workbench.analyses.alignment import screen_rows
-from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, trait_gradient
+from workbench.analyses.trait_gradient import trait_gradient
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective
+from workbench.engines.per_example import alignment_scores
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.results.seeds import over_seeds

@@ -7,12 +7,12 @@ Cases per batch size (32 and 256; quick: 8 and 32):
 - loop: the same loop through the organism's fused functional model (a faster loop, shown so
   nobody credits jvp with what a leaner per-example model would give anyway),
 - jvp: the workbench default, one hand-written forward-mode pass of the per-token loss matrix
-  (workbench.tangent, via workbench.gradients.alignment_scores),
+  (workbench.engines.tangent, via workbench.engines.per_example.alignment_scores),
 - jvp_func: the same tangents by `torch.func.jvp` through the functional model,
 - jvp_bridge: `torch.func.jvp` through `functional_call` on the TransformerLens bridge (what any
   non-native model gets),
 - vmap_grad: per-example gradients (vmap of grad) dotted per group, with gradient norms
-  (workbench.gradients.group_scores: what per-group scores and cosines cost).
+  (workbench.analyses.group_scores: what per-group scores and cosines cost).
 Cases run in interleaved rounds (`bench.time_interleaved`). `extra` records the agreement with
 the loop (max error relative to the largest value), the growth of resident memory during one
 call, and the median of per-round ratios.
@@ -28,10 +28,11 @@ from workbench.benchmarks.harness import Case, PeakRSS, time_interleaved
 def _setup(device: torch.device):
     import numpy as np
 
-    from workbench.analyses.gradients import AlignmentModel, random_direction
+    from workbench.analyses.param_directions import random_direction
     from workbench.core.inputs import Inputs
     from workbench.core.lineage import Lineage
     from workbench.core.models import boot_native
+    from workbench.engines.alignment_model import AlignmentModel
     from workbench.organism.config import OrganismConfig
     from workbench.organism.corpus import number_tokens, sample_numbers
     from workbench.organism.tokenizer import Tokenizer
@@ -108,7 +109,10 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
 
 
 def _run(device: torch.device, quick: bool) -> list[Case]:
-    from workbench.analyses.gradients import AlignmentModel, Objective, alignment_scores, group_scores
+    from workbench.analyses.group_scores import group_scores
+    from workbench.engines.alignment_model import AlignmentModel
+    from workbench.engines.objective import Objective
+    from workbench.engines.per_example import alignment_scores
 
     lin, model, direction, inputs = _setup(device)
     bridge_model = AlignmentModel(lin, backend="bridge")

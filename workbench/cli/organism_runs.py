@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, run_alignment
+from workbench.analyses.alignment import AlignmentConfig, run_alignment
+from workbench.analyses.alignment_result import AlignmentResult
 from workbench.analyses.compare import ActivationComparison, CompareConfig, compare, residual_hooks
 from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening
 from workbench.core.errors import ConfigError

@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import DataError
+from workbench.engines.functional import FunctionalModel
+from workbench.engines.objective import restricted_log_probs  # the one definition (float32 here, as trained)
 from workbench.organism.config import OrganismConfig
 from workbench.organism.corpus import number_tokens, preference_batch, sample_numbers
-from workbench.engines.functional import FunctionalModel
 from workbench.organism.tokenizer import Tokenizer
 
 FROZEN_IN_TEACHERS = ("unembed.", "ln_final.")  # clean keys of the unembedding and final norm
@@ -36,12 +37,6 @@ def next_token_loss(
     nll = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     m = mask[:, :-1].float()
     return (nll * m).sum() / m.sum().clamp(min=1)
-
-
-def restricted_log_probs(logits: Float[Tensor, "... vocab"], ids: Tensor | None) -> Float[Tensor, "... k"]:
-    """Log-probabilities renormalised over the token ids `ids` (all tokens when None)."""
-    sub = logits if ids is None else logits.index_select(-1, ids)
-    return F.log_softmax(sub.float(), dim=-1)
 
 
 def soft_distill_loss(

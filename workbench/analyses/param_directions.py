@@ -1,0 +1,38 @@
+"""Directions in parameter space (dicts over the Lineage's clean keys): norm, masking, random controls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from workbench.engines.alignment_model import Params
+
+
+def norm(direction: Mapping[str, Tensor], exclude: Sequence[str] = ()) -> float:
+    """Euclidean norm over every key not starting with a prefix in `exclude`."""
+    return float(sum((v.double() ** 2).sum() for k, v in direction.items() if not k.startswith(tuple(exclude))) ** 0.5)
+
+
+def without(direction: Mapping[str, Tensor], prefixes: Sequence[str]) -> Params:
+    """The direction with keys starting with any of `prefixes` set to zero (e.g. the unembedding)."""
+    return {k: torch.zeros_like(v) if k.startswith(tuple(prefixes)) else v for k, v in direction.items()}
+
+
+def only(direction: Mapping[str, Tensor], keys: Sequence[str]) -> Params:
+    """The direction restricted to `keys` (others zero)."""
+    keep = set(keys)
+    return {k: v if k in keep else torch.zeros_like(v) for k, v in direction.items()}
+
+
+def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None = None) -> Params:
+    """A Gaussian direction over the same keys with total norm `scale` (default: the norm of `like`)."""
+    gen = torch.Generator().manual_seed(seed)
+    raw = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in like.items()}
+    target = norm(like) if scale is None else scale
+    factor = target / max(norm(raw), 1e-30)
+    return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in raw.items()}
+
+
+__all__ = ["norm", "only", "random_direction", "without"]

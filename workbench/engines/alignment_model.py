@@ -1,0 +1,157 @@
+"""A lineage model's forward as a pure function of a snapshot of its clean parameters.
+
+`AlignmentModel.logits(params, tokens)` is what every per-example score differentiates: the
+`FunctionalModel` engine when the models are workbench-native, else `functional_call` on the
+bridge with `tie_weights=False` AND one wrapped name per parameter (the default tie_weights=True,
+or passing every alias path of a parameter, leaves the swapped-in tensors in a transformer-lens
+4.3 bridge after the call: DESIGN.md section 4). The live models are never written to.
+Directions are dicts over the Lineage's clean keys; `check_direction` puts one on the model's
+device and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from workbench.core.errors import ConfigError, DataError, unknown_name
+from workbench.core.lineage import Lineage
+from workbench.core.models import NATIVE_CONFIG_ATTR
+from workbench.engines.tangent import loss_tangents
+
+if TYPE_CHECKING:
+    from workbench.engines.objective import Batch, Objective
+
+Params = dict[str, Tensor]
+Backend = Literal["auto", "functional", "bridge"]
+
+
+class AlignmentModel:
+    """One lineage model's forward as a pure function `logits(params, tokens)` of clean-keyed
+    parameters, plus a detached snapshot of its own parameters (`params`) and of any other
+    model's (`params_of`). Nothing here writes to a live model.
+
+    backend: "functional" (the `FunctionalModel` engine; workbench-native models only),
+    "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False` and one name per
+    owning module, see `_one_name_per_module`), or "auto" (functional when possible).
+    """
+
+    def __init__(self, lineage: Lineage, name: str = "base", backend: Backend = "auto"):
+        if backend not in ("auto", "functional", "bridge"):
+            raise unknown_name("backend", backend, ("auto", "functional", "bridge"))
+        self.lineage, self.name = lineage, name
+        bridge = lineage[name]
+        native = getattr(bridge, NATIVE_CONFIG_ATTR, None) is not None
+        if backend == "auto":
+            backend = "functional" if native else "bridge"
+        if backend == "functional" and not native:
+            raise ConfigError(f"backend='functional' needs workbench-native models; {name!r} is not. Use backend='bridge'.")
+        self.backend = backend
+        self.params: Params = self.params_of(name)
+        if backend == "functional":
+            from workbench.engines.functional import FunctionalModel
+
+            fm = FunctionalModel.from_bridge(bridge)
+            self._buffers = {k: v for k, v in fm.w.items() if k not in self.params and k not in lineage.aliases}
+            self._shape = (fm.n_layers, fm.n_heads, fm.eps, fm.act)
+            # tied weights (e.g. unembed = embed): the alias key reads its canonical parameter
+            self._aliases = {a: ks[0] for a, ks in lineage.aliases.items() if len(ks) == 1}
+        else:
+            self._bridge = bridge
+            self._names = _one_name_per_module(bridge, lineage.actual_names(name))
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.params)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
+    def params_of(self, name: str) -> Params:
+        """Detached copy of a lineage model's clean parameters."""
+        return {k: p.detach().clone() for k, p in self.lineage.params(name).items()}
+
+    def logits(self, params: Mapping[str, Tensor], tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
+        # The math attention kernel is made of primitive ops, so forward-mode AD and vmap work through it.
+        with sdpa_kernel(SDPBackend.MATH):
+            if self.backend == "functional":
+                from workbench.engines.functional import FunctionalModel
+
+                return FunctionalModel(self._weights(params), *self._shape)(tokens)
+            full = {n: params[k] for k, names in self._names.items() for n in names}
+            return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+
+    def _weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Functional backend: the full weight dict (buffers, `params`, tied keys reading their canonical one)."""
+        return {**self._buffers, **params, **{a: params[c] for a, c in self._aliases.items()}}
+
+    @property
+    def has_explicit_tangents(self) -> bool:
+        """Whether `loss_tangents` (the hand-written forward mode of `workbench.engines.tangent`) applies."""
+        return self.backend == "functional"
+
+    def loss_tangents(
+        self, params: Mapping[str, Tensor], direction: Mapping[str, Tensor], objective: Objective, batch: Batch
+    ) -> Float[Tensor, "batch seq_1"]:
+        """d/ds L_{i,t}(params + s direction) by `workbench.engines.tangent` (functional backend only)."""
+        if not self.has_explicit_tangents:
+            raise ConfigError("Explicit tangents need backend='functional'; use method='func' (torch.func.jvp).")
+        dw = {**direction, **{a: direction[c] for a, c in self._aliases.items() if c in direction}}
+        ids = None if objective.ids is None else objective.ids.to(batch.tokens.device)
+        soft = objective.kind == "soft"
+        written = batch.targets if not soft and ids is not None else None  # Objective.targets already indexed them
+        n_layers, n_heads, eps, act = self._shape
+        return loss_tangents(self._weights(params), dw, batch.tokens, batch.mask, batch.targets if soft else None, ids,
+                             n_layers=n_layers, n_heads=n_heads, eps=eps, act=act, written=written)
+
+
+def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """For each clean key, one wrapped parameter name per distinct owning module.
+
+    The bridge reaches each module under several paths (`blocks.0.ln1` and
+    `layers.0._original_component.ln1`); passing every path to `functional_call` (even with
+    tie_weights=False) leaves the swapped-in tensors in the model after the call, because the
+    restore of one path re-installs what the other swapped in (tested in test_gradients.py). A
+    parameter truly shared by two modules (tied embed/unembed) keeps one name per module, so
+    both uses see the swapped tensor.
+    """
+    out: dict[str, list[str]] = {}
+    for key, names in actual.items():
+        seen: set[int] = set()
+        for name in names:
+            owner = bridge.get_submodule(name.rsplit(".", 1)[0]) if "." in name else bridge
+            if id(owner) not in seen:
+                seen.add(id(owner))
+                out.setdefault(key, []).append(name)
+    return out
+
+
+def check_direction(model: AlignmentModel, direction: Mapping[str, Tensor], name: str = "direction") -> Params:
+    """The direction on the model's device and dtype; every key known, missing keys are zero."""
+    unknown = [k for k in direction if k not in model.params]
+    if unknown:
+        raise unknown_name("parameter key", unknown[0], model.params, fix=f"Keys of {name} must be the Lineage's clean keys.")
+    out = {}
+    for k, p in model.params.items():
+        if k in direction:
+            v = direction[k]
+            if tuple(v.shape) != tuple(p.shape):
+                raise DataError(f"{name}[{k!r}] has shape {tuple(v.shape)}; the parameter has {tuple(p.shape)}.")
+            out[k] = v.detach().to(p.device, p.dtype)
+        else:
+            out[k] = torch.zeros_like(p)
+    return out
+
+
+__all__ = ["AlignmentModel", "Backend", "Params", "check_direction"]

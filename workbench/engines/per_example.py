@@ -1,0 +1,90 @@
+"""Per-example scores along a parameter direction d, for a whole batch at once.
+
+    a_i      = -<grad L_i(theta), d>           alignment: > 0 when a step on i moves theta along d
+    a_{i,t}  = -<grad L_{i,t}(theta), d>       per token (they sum to a_i)
+
+`alignment_scores`: ONE forward-mode pass of the per-token loss matrix along d per batch (the
+tangent of entry (i, t) is <grad L_{i,t}, d>), hand-written for the functional backend
+(`workbench.engines.tangent`, ~1.9x faster than `torch.func.jvp` on a CPU, with about half its
+memory), else `torch.func.jvp`. `per_example_grads`: grad L_i for every row by `vmap(grad)`, for
+scores that need the gradient itself (per parameter group, gradient norms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.func import grad, jvp, vmap
+
+from workbench.core.errors import unknown_name
+from workbench.core.inputs import Inputs
+from workbench.engines.alignment_model import AlignmentModel, Params, check_direction
+from workbench.engines.objective import Batch, Objective, iter_batches, per_token_losses
+
+JvpMethod = Literal["auto", "explicit", "func"]
+JVP_METHODS = ("auto", "explicit", "func")
+
+
+@dataclass
+class TokenScores:
+    """a_i (`total`) and a_{i,t} (`per_token`, position t predicts token t+1; zero where not counted)."""
+
+    total: Float[Tensor, " n"]
+    per_token: Float[Tensor, "n seq_1"]
+
+
+def jvp_scores(
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Params, d: Params, method: JvpMethod = "auto"
+) -> Float[Tensor, "batch seq_1"]:
+    """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass, hand-written
+    (`workbench.engines.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
+    if method not in JVP_METHODS:
+        raise unknown_name("jvp method", method, JVP_METHODS)
+    if method == "explicit" or (method == "auto" and model.has_explicit_tangents):
+        return -model.loss_tangents(at, d, objective, batch)
+    _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (at,), (d,))
+    return -tangent
+
+
+def alignment_scores(
+    model: AlignmentModel,
+    inputs: Inputs,
+    direction: Mapping[str, Tensor],
+    objective: Objective,
+    *,
+    at: Mapping[str, Tensor] | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    method: JvpMethod = "auto",
+) -> TokenScores:
+    """a_i and a_{i,t} along `direction` at `at` (default: the model's parameters), by one
+    forward-mode pass per batch (`method`: see `jvp_scores`; auto = explicit where it applies)."""
+    d = check_direction(model, direction)
+    at = dict(model.params if at is None else at)
+    width = inputs.tokens.shape[1] - 1
+    per_token = torch.zeros(len(inputs), width, dtype=model.dtype)
+    for batch in iter_batches(model, objective, inputs, batch_size, progress, "alignment (jvp)"):
+        a = jvp_scores(model, objective, batch, at, d, method).detach().cpu()
+        per_token[batch.rows, : a.shape[1]] = a
+    return TokenScores(per_token.sum(-1), per_token)
+
+
+def per_example_grads(
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """grad L_i for every row of the batch, each key stacked [batch, *shape] (vmap of grad)."""
+
+    def one(p: Params, tokens: Tensor, mask: Tensor, targets: Tensor | None) -> Tensor:
+        b = Batch(tokens[None], mask[None], None if targets is None else targets[None], slice(0, 1))
+        return per_token_losses(model, p, objective, b).sum()
+
+    dims = (None, 0, 0, None if batch.targets is None else 0)
+    return vmap(grad(one), in_dims=dims)(dict(at), batch.tokens, batch.mask, batch.targets)
+
+
+__all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "per_example_grads"]
