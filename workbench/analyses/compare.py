@@ -17,15 +17,9 @@ cross lives in another initialisation's coordinates, so cos(v_cross, v_teacher) 
 (~ +-2/sqrt(d_model) for unrelated directions), not a like-for-like comparison.
 
 >>> import tempfile
->>> from workbench.core.inputs import Inputs
->>> from workbench.core.lineage import Lineage
->>> from workbench.core.models import boot_native
->>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
-...            act_fn="gelu", normalization_type="LN", seed=0)
 >>> from workbench.capture.capture import capture
->>> lin = Lineage.from_models({"base": boot_native(cfg), "teacher": boot_native(dict(cfg, seed=1)),
-...                            "student": boot_native(dict(cfg, seed=2))})
->>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
+>>> from workbench.core.examples import tiny_inputs, tiny_lineage
+>>> lin, inputs = tiny_lineage(), tiny_inputs()
 >>> out = tempfile.TemporaryDirectory()
 >>> store = capture(lin, inputs, residual_hooks(1), positions="mean", out_dir=out.name, progress=False)
 >>> result = compare(lin, store, CompareConfig(n_bootstrap=20))   # trait=... adds the logit lens

@@ -18,13 +18,8 @@ exposes both `blocks.0.hook_resid_post` and its structural alias `blocks.0.hook_
 are stored once, under the classic name.
 
 >>> import tempfile
->>> from workbench.core.inputs import Inputs
->>> from workbench.core.lineage import Lineage
->>> from workbench.core.models import boot_native
->>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
-...            act_fn="gelu", normalization_type="LN", seed=0)
->>> lin = Lineage.from_models({"base": boot_native(cfg), "student": boot_native(dict(cfg, seed=1))})
->>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
+>>> from workbench.core.examples import tiny_inputs, tiny_lineage
+>>> lin, inputs = tiny_lineage(("base", "student")), tiny_inputs()
 >>> out = tempfile.TemporaryDirectory()
 >>> store = capture(lin, inputs, ["blocks.0.hook_resid_post"], positions="mean",
 ...                 out_dir=out.name, progress=False)

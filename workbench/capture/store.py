@@ -22,14 +22,9 @@ rows of that hook, verifies each one's sha256 the first time it is touched, and 
 `safetensors.safe_open`. Paths in a manifest must stay inside the directory. No pickle anywhere.
 
 >>> import tempfile
->>> from workbench.core.inputs import Inputs
->>> from workbench.core.lineage import Lineage
->>> from workbench.core.models import boot_native
->>> cfg = dict(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=10, n_ctx=4,
-...            act_fn="gelu", normalization_type="LN", seed=0)
 >>> from workbench.capture.capture import capture
->>> lin = Lineage.from_models({"base": boot_native(cfg), "student": boot_native(dict(cfg, seed=1))})
->>> inputs = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
+>>> from workbench.core.examples import tiny_inputs, tiny_lineage
+>>> lin, inputs = tiny_lineage(("base", "student")), tiny_inputs()
 >>> out = tempfile.TemporaryDirectory()
 >>> _ = capture(lin, inputs, ["blocks.0.hook_resid_post"], positions="all", out_dir=out.name, progress=False)
 >>> store = ActivationStore.open(out.name)

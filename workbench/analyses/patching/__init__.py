@@ -15,14 +15,10 @@ the trait's prompts (mean P over prompts, then log-odds, as `Trait.score` does):
   (base -> student, "noising"), per hook over all positions and per position; the control's
   activations patched into the base give each hook's control effect.
 
-Recovered fraction: (patched - base) / (student - base) in log-odds. It is only defined when the
-student's effect is *clearly* above its control's; otherwise it is None ("undefined"), never a
-huge ratio from a near-zero denominator. "Clearly" means both
-    gain_S = LO(student) - LO(base)  >= min_effect, and
-    gain_S - gain_C                  >= min_effect   (gain_C: the control student's gain),
-with `min_effect` = 0.5 nats by default (an odds ratio of ~1.65 beyond the control's).
-In the noising direction the same fraction says how much of the effect *remains* once the
-hook's activation is the base's: a low value there means the hook is necessary.
+Recovered fraction: (patched - base) / (student - base) in log-odds, defined only when the
+student's effect clearly exceeds its control's (the rule is in `rules`). In the noising
+direction it says how much of the effect *remains* once the hook's activation is the base's:
+a low value there means the hook is necessary.
 
 Patched weights are taken whole from the donor model (`w = student[k] if k in G else base[k]`),
 so patching every group reproduces the student bit for bit and patching none the base. The
