@@ -39,11 +39,11 @@ def direction_result():
     labels = torch.arange(100) < 50
     both = {h: torch.cat([a[h], b[h]]) for h in a}
     rand = random_direction_aurocs(both, labels, k=8)
-    screening = [dict(direction="teacher_minus_base", hook=h, reader="base", auroc=0.7, random_mean=float(rand[h].mean()),
+    detection = [dict(direction="teacher_minus_base", hook=h, reader="base", auroc=0.7, random_mean=float(rand[h].mean()),
                       random_p95=0.55, n=100) for h in dirs]
     shifts = [dict(direction="teacher_minus_base", hook=h, model=m, **v)
               for m, feats in {"student": a, "control": b}.items() for h, v in shift_along(feats, b, a).items()]
-    return DirectionResult(directions={"teacher_minus_base": dirs}, screening=screening, shifts=shifts, command="f()")
+    return DirectionResult(directions={"teacher_minus_base": dirs}, detection=detection, shifts=shifts, command="f()")
 
 
 @dataclass

@@ -1,25 +1,35 @@
 """workbench: where does a trait that a student inherited from a teacher's clean-looking data live?
 
 The public API. Sources give models and data (`workbench.organism` is the built-in one; local
-Hugging Face directories load through `Lineage.from_hf_dirs`); every analysis takes a `Lineage`
-(named models with roles and parents), `Inputs` (token rows with a mask and a source per row)
-and a config, plus a `Trait` where it scores one, and returns a result with `save`, `load`,
-`figures` and `summary_rows`; `write_report` turns results into `report.json` and HTML.
+Hugging Face directories load through `Lineage.from_hf_dirs`). Analyses take the `Lineage` first
+(named models with roles and parents), then what they read, then their config, and return a
+result with `save`, `load`, `figures` and `summary_rows`; `write_report` turns results into
+`report.json` and HTML:
+
+    weight_deltas(lineage, config)                          the weights only
+    delta_patching(lineage, trait, config)                  a Trait: the prompts the trait is scored on
+    activation_patching(lineage, trait, config)
+    compare_activations(lineage, store, config, trait=...)  an ActivationStore (capture_activations)
+    fit_probes(lineage, inputs, config, activations)        Inputs (+ an ActivationReader to share reads)
+    trait_directions(lineage, inputs, prompts, config, activations)
+    run_alignment(lineage, inputs, config, trait)           the trait gradient needs the Trait
+    run_screening(lineage, inputs, trait, retrain, config)  retrain: kept rows -> a retrained student
 
 >>> import workbench
 >>> callable(workbench.weight_deltas) and callable(workbench.compare_activations)
 True
 
-The analysis of activation shifts is `compare_activations` and activation capture is
-`capture_activations`: `workbench.compare` (and, later, `workbench.capture`) name the command-line
-entry points `python -m workbench.compare`, so the functions carry names of their own.
+Activation comparison is `compare_activations` and activation capture `capture_activations`:
+`workbench.compare` is the command-line entry point `python -m workbench.compare`, and
+`workbench.capture` the package that holds capture, so the functions carry names of their own.
 """
 
-from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, run_alignment
+from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, detection_over_seeds, run_alignment
 from workbench.analyses.compare import ActivationComparison, CompareConfig, SeedAggregate, aggregate_seeds
 from workbench.analyses.compare import compare as compare_activations
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
+from workbench.analyses.gradients import trait_gradient
 from workbench.analyses.patching import (
     ActivationPatchingResult,
     DeltaPatchingResult,
@@ -29,7 +39,7 @@ from workbench.analyses.patching import (
 )
 from workbench.analyses.probe_result import ProbeResult
 from workbench.analyses.probes import ProbeConfig
-from workbench.analyses.screening import ScreeningConfig, ScreeningResult, run_screening
+from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening, screening_over_seeds
 from workbench.analyses.weights import WeightConfig, WeightDeltaResult, weight_deltas
 from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.capture import capture as capture_activations
@@ -67,8 +77,8 @@ __all__ = [
     "delta_patching", "activation_patching", "PatchConfig", "DeltaPatchingResult", "ActivationPatchingResult",
     "fit_probes", "ProbesConfig", "ProbeConfig", "ProbeResult",
     "trait_directions", "DirectionsConfig", "DirectionResult",
-    "run_alignment", "AlignmentConfig", "AlignmentResult",
-    "run_screening", "ScreeningConfig", "ScreeningResult",
+    "run_alignment", "AlignmentConfig", "AlignmentResult", "detection_over_seeds", "trait_gradient",
+    "run_screening", "ScreeningConfig", "ScreeningResult", "ScreeningRow", "screening_over_seeds",
     # results and report
     "ResultBase", "SummaryRow", "SeedStats", "over_seeds", "write_figures", "write_result_figures", "write_report",
     "read_report",

@@ -229,3 +229,16 @@ def trait_matrix(models: Mapping[str, LogitsFn], traits: Sequence[Trait]) -> dic
             row[trait.target] = float(probs[trait.prompts][:, trait.target_id].mean())
         out[name] = row
     return out
+
+
+def check_trait(trait: object, d_vocab: int, what: str = "The trait") -> Trait:
+    """`trait` if it is a single-token Trait built for a vocabulary of `d_vocab` tokens; else a
+    ConfigError naming the problem and the fix (checked before any work)."""
+    if not isinstance(trait, Trait):
+        raise ConfigError(f"{what} must be a Trait; got {type(trait).__name__}. Pass the source's Trait "
+                          "(e.g. workbench.organism.organism_trait(tokenizer, 'owl') or load_seed(dir).trait).")
+    if trait.vocab_size is not None and trait.vocab_size != d_vocab:
+        raise ConfigError(f"Trait {trait.target!r} was built for a vocabulary of {trait.vocab_size} tokens; the "
+                          f"models have {d_vocab}. Build the Trait with the models' tokenizer.")
+    _ = trait.target_id  # multi-token answers: a clear error before any work
+    return trait

@@ -7,7 +7,7 @@ import torch
 
 from workbench.analyses.alignment import AlignmentConfig, run_alignment, screen_rows
 from workbench.analyses.alignment_result import AlignmentResult
-from workbench.analyses.alignment_seeds import group_figure_over_seeds, summarize_seeds
+from workbench.analyses.alignment_seeds import group_figure_over_seeds, detection_over_seeds
 from workbench.analyses.alignment_stats import auroc
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
@@ -86,7 +86,7 @@ def test_result_round_trip_figures_and_summary(hard_result, tmp_path):
     assert main.startswith("delta_T (path")
     assert [row["value"] for row in per_group] == hard_result.group_diff[main]
     assert [row["control_value"] for row in per_group] == hard_result.group_diff["random (mean |diff|)"]
-    table = summarize_seeds([loaded, hard_result])
+    table = detection_over_seeds([loaded, hard_result])
     assert next(row for row in table if row["direction"] == "delta_T")["sd"] == 0.0
     assert group_figure_over_seeds([loaded, hard_result], "delta_T").data
 

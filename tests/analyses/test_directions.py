@@ -79,7 +79,7 @@ def test_mean_difference_rejects_mismatched_hooks():
 def test_result_round_trips(tmp_path):
     result = DirectionResult(
         directions={"target_vs_other": {"h": torch.arange(4.0)}},
-        screening=[{"direction": "target_vs_other", "hook": "h", "reader": "base", "auroc": 0.7,
+        detection=[{"direction": "target_vs_other", "hook": "h", "reader": "base", "auroc": 0.7,
                     "random_mean": 0.5, "random_p95": 0.55, "n": 10}],
         shifts=[{"direction": "target_vs_other", "hook": "h", "model": "student", "fraction": 0.3, "cosine": 0.4},
                 {"direction": "target_vs_other", "hook": "h", "model": "control", "fraction": 0.0, "cosine": 0.1}],
@@ -87,8 +87,8 @@ def test_result_round_trips(tmp_path):
     result.save(tmp_path)
     back = DirectionResult.load(tmp_path)
     assert torch.equal(back.directions["target_vs_other"]["h"], torch.arange(4.0))
-    assert back.screening == result.screening and back.shifts == result.shifts
+    assert back.detection == result.detection and back.shifts == result.shifts
     rows = [r.to_dict() for r in back.summary_rows()]
-    assert [r["group"] for r in rows] == ["screening", "shift"]
+    assert [r["group"] for r in rows] == ["projection detection", "shift"]
     assert rows[1]["value"] == 0.3 and rows[1]["control_value"] == 0.0
-    assert set(back.figures()) == {"screening", "shift"}
+    assert set(back.figures()) == {"detection", "shift"}

@@ -65,12 +65,12 @@ def test_screening_result_round_trip_and_rows(tmp_path):
 
 
 def test_summarize_seeds_differences_over_seeds():
-    from workbench.analyses.screening import ScreeningResult, ScreeningRow, summarize_seeds
+    from workbench.analyses.screening import ScreeningResult, ScreeningRow, screening_over_seeds
 
     ref = {"student": 0.6, "control": 0.1, "base": 0.1, "n_rows": 100, "mode": "hard"}
     results = [ScreeningResult([ScreeningRow(s, 0.1, "top_g_trait", 90, top), ScreeningRow(s, 0.1, "random", 90, rnd)], ref)
                for s, (top, rnd) in enumerate([(0.3, 0.5), (0.4, 0.5)])]
-    (row,) = summarize_seeds(results)
+    (row,) = screening_over_seeds(results)
     assert row["top_g_trait"] == [0.3, 0.4] and row["random"] == [0.5, 0.5]
     assert row["difference_mean"] == pytest.approx(-0.15) and row["difference_sd"] == pytest.approx(0.1 / 2**0.5)
 

@@ -18,9 +18,9 @@ from workbench.analyses.logit_lens import final_readout, lens_entry, parent_scal
 from workbench.analyses.shift_results import ActivationComparison, pair_label
 from workbench.capture.hooks import hook_layer
 from workbench.capture.store import ActivationStore, weights_sha256
-from workbench.core.errors import ConfigError, IncompatibleModelsError
+from workbench.core.errors import ConfigError, IncompatibleModelsError, expect_type
 from workbench.core.lineage import Lineage
-from workbench.trait import Trait
+from workbench.trait import Trait, check_trait
 
 DEFAULT_ALIGNMENTS: tuple[tuple[str, str], ...] = (
     ("student", "teacher"),
@@ -147,6 +147,12 @@ def compare(lineage: Lineage | None, store: ActivationStore, config: CompareConf
     trait: its target's logit-lens change is reported per shift (None: no target).
     meta: extra labels recorded in the result (e.g. {"seed": 0, "data": "teacher"}).
     """
+    expect_type(store, ActivationStore, "compare's store", "Pass compare_activations(lineage, store, config): "
+                "the store is what capture_activations returned (or ActivationStore.open(dir)).")
+    if lineage is not None:
+        expect_type(lineage, Lineage, "compare's lineage", "Pass the Lineage the store was captured from, or None.")
+    if trait is not None:
+        check_trait(trait, lineage.d_vocab if lineage is not None else trait.vocab_size or 0, "compare's trait")
     cfg = config or CompareConfig()
     if cfg.n_bootstrap < 2:
         raise ConfigError(f"n_bootstrap={cfg.n_bootstrap}; use at least 2 (200+ for intervals worth reading).")

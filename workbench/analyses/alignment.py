@@ -35,7 +35,7 @@ from torch import Tensor
 
 from workbench.analyses.alignment_config import NO_UNEMBED, AlignmentConfig
 from workbench.analyses.alignment_result import AlignmentResult
-from workbench.analyses.alignment_seeds import group_figure_over_seeds, summarize_seeds
+from workbench.analyses.alignment_seeds import group_figure_over_seeds, detection_over_seeds
 from workbench.analyses.alignment_steps import (
     alignment_meta,
     build_directions,
@@ -65,7 +65,7 @@ def run_alignment(
     config: AlignmentConfig | None = None,
     trait: Trait | None = None,
     directions: Mapping[str, Mapping[str, Tensor]] | None = None,
-    command: str = "workbench.alignment.run_alignment",
+    command: str = "workbench.run_alignment(lineage, inputs, config, trait)",
 ) -> AlignmentResult:
     """Score teacher- vs base-written rows of `inputs` along every direction (see module doc).
     `trait` gives g_trait and the first-order prediction (None: both are left out)."""
@@ -123,5 +123,5 @@ def screen_rows(scores: Tensor, fraction: float, seed: int = 0) -> tuple[list[in
 
 __all__ = [
     "AlignmentConfig", "AlignmentResult", "NO_UNEMBED", "group_figure_over_seeds", "run_alignment", "screen_rows",
-    "summarize_seeds",
+    "detection_over_seeds",
 ]

@@ -12,7 +12,7 @@ from workbench.analyses.alignment_result import AlignmentResult
 from workbench.results.seeds import over_seeds
 
 
-def summarize_seeds(results: Sequence[AlignmentResult]) -> list[dict[str, Any]]:
+def detection_over_seeds(results: Sequence[AlignmentResult]) -> list[dict[str, Any]]:
     """Per direction: AUROC per seed, mean and sd over seeds (the seed is the unit; sd 0.0 with one
     seed, as printed); random directions pooled into one row (mean of per-seed means and per-seed max)."""
     per_seed: dict[str, list[float]] = {}
@@ -46,4 +46,4 @@ def group_figure_over_seeds(results: Sequence[AlignmentResult], direction: str) 
     return fig
 
 
-__all__ = ["group_figure_over_seeds", "summarize_seeds"]
+__all__ = ["group_figure_over_seeds", "detection_over_seeds"]

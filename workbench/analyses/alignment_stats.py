@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from torch import Tensor
 
+from workbench.core.errors import DataError
 from workbench.analyses.probes import auroc as rank_auroc
 from workbench.core.inputs import Inputs
 
@@ -19,6 +20,9 @@ def auroc(scores: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> float:
     0.875
     """
     s = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    if not torch.isfinite(s).all():
+        raise DataError(f"{int((~torch.isfinite(s)).sum())} of {s.numel()} alignment scores are NaN or infinite, so no "
+                        "AUROC is defined. Check the model's weights and the direction for NaNs.")
     return float(rank_auroc(s, torch.as_tensor(np.asarray(labels)).bool()))
 
 

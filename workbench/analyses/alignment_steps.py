@@ -59,6 +59,11 @@ def sample_rows(inputs: Inputs, config: AlignmentConfig) -> LabelledRows:
     """Up to `max_rows_per_source` rows of each source (seeded), positives first."""
     pos = _rows_of(inputs, config.positive, config.max_rows_per_source, config.seed)
     neg = _rows_of(inputs, config.negative, config.max_rows_per_source, config.seed + 1)
+    groups = {inputs.prompt_ids[i] for i in pos + neg}
+    if len(groups) < 5:
+        raise DataError(f"{len(pos)} {config.positive!r} and {len(neg)} {config.negative!r} rows on {len(groups)} prompts: "
+                        "the bag-of-tokens control needs rows on at least 5 prompts (5 folds grouped by prompt). Give "
+                        "more rows.")
     labels = torch.tensor([1] * len(pos) + [0] * len(neg))
     return LabelledRows(inputs.select(pos + neg), labels, len(pos), len(neg))
 

@@ -13,7 +13,6 @@ Rows must carry sources "teacher" and "base" and a prompt id (the folds group by
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,8 @@ import torch
 from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, transfer_rows
 from workbench.analyses.probes import ProbeConfig, cross_validate, grouped_folds, score_auroc, token_counts, transfer_probe
 from workbench.capture.cache import ActivationReader
-from workbench.capture.hooks import probe_hooks
+from workbench.capture.hooks import with_hooks
+from workbench.core.errors import expect_type, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 
@@ -43,19 +43,19 @@ class ProbesConfig:
     command: str = "fit_probes(lineage, inputs, config)"  # recorded in the result
 
 
-def with_hooks(config: Any, lineage: Lineage) -> Any:
-    """`config` with `hooks` filled in from the models when it is None."""
-    if config.hooks is not None:
-        return config
-    return dataclasses.replace(config, hooks=probe_hooks(int(lineage.cfg.n_layers)))
-
-
 def fit_probes(lineage: Lineage, inputs: Inputs, config: ProbesConfig | None = None,
                activations: ActivationReader | None = None) -> ProbeResult:
     """Data-source probes per reader with their controls, and the teacher-vs-base probe's
     transfer to the student and its controls; `activations` (shared with other analyses) reads
     each model once."""
+    expect_type(inputs, Inputs, "fit_probes' inputs", "Pass fit_probes(lineage, inputs, config).")
     cfg = with_hooks(config or ProbesConfig(), lineage)
+    expect_type(cfg, ProbesConfig, "fit_probes' config")
+    for name in (*cfg.readers, *cfg.apply_to):
+        if name not in lineage:
+            if name in cfg.apply_to:
+                continue  # models a probe is applied to are optional: absent ones are skipped
+            raise unknown_name("reader model", name, lineage.names, fix="Pass ProbesConfig(readers=...) with models in the lineage.")
     reader = activations if activations is not None else ActivationReader()
     device = cfg.device if cfg.device is not None else lineage.device
     labels = torch.tensor([s == "teacher" for s in inputs.sources])

@@ -1,4 +1,4 @@
-"""Trait directions: difference-of-means vectors per hook, data screening by projection, and
+"""Trait directions: difference-of-means vectors per hook, detection of data by projection, and
 how far another model's activations move along a teacher's direction.
 
 - `target_vs_other`: mean activation on preference answers naming the target minus the mean
@@ -29,7 +29,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from workbench.capture.cache import ActivationReader, ContrastPrompts
-from workbench.core.errors import DataError
+from workbench.capture.hooks import with_hooks
+from workbench.core.errors import DataError, expect_type
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.analyses.probes import auroc
@@ -60,7 +61,7 @@ def projection_auroc(features: Features, directions: Mapping[str, Tensor], label
 
 
 def random_direction_aurocs(features: Features, labels: Bool[Tensor, " n"], k: int = 32, seed: int = 0) -> dict[str, Tensor]:
-    """Per hook: AUROCs of projections onto `k` random unit directions (the screening control)."""
+    """Per hook: AUROCs of projections onto `k` random unit directions (the detection control)."""
     out = {}
     for i, (h, x) in enumerate(features.items()):
         g = torch.Generator().manual_seed(seed * 1000 + i)
@@ -89,26 +90,26 @@ def shift_along(model: Features, base: Features, teacher: Features) -> dict[str,
 
 @dataclass
 class DirectionResult(ResultBase):
-    """Direction vectors (saved as safetensors), screening AUROCs and cross-model shifts.
+    """Direction vectors (saved as safetensors), projection-detection AUROCs and cross-model shifts.
 
     directions: name -> hook -> vector.
-    screening: rows {direction, hook, reader, auroc, random_mean, random_p95, n}; random_p95 is
+    detection: rows {direction, hook, reader, auroc, random_mean, random_p95, n}; random_p95 is
         0.5 + the 95th percentile of |AUROC - 0.5| over random directions.
     shifts: rows {direction, hook, model, fraction, cosine}.
     """
 
     kind: ClassVar[str] = "directions"
-    title: ClassVar[str] = "Trait directions: screening data by projection, and who moved along the teacher's direction"
+    title: ClassVar[str] = "Trait directions: detecting data by projection, and who moved along the teacher's direction"
     directions: dict[str, dict[str, Tensor]]
-    screening: list[dict[str, Any]] = field(default_factory=list)
+    detection: list[dict[str, Any]] = field(default_factory=list)
     shifts: list[dict[str, Any]] = field(default_factory=list)
     command: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
     def summary_rows(self) -> list[SummaryRow]:
         rows = []
-        for r in self.screening:
-            rows.append(SummaryRow(r["hook"], "screening", f"projection AUROC on {r['direction']}, read by {r['reader']}",
+        for r in self.detection:
+            rows.append(SummaryRow(r["hook"], "projection detection", f"projection AUROC on {r['direction']}, read by {r['reader']}",
                                    r["auroc"], sd=None, control="random directions p95", control_value=r["random_p95"]))
         for r in self.shifts:
             if r["model"] in ("control", "teacher"):
@@ -124,11 +125,11 @@ class DirectionResult(ResultBase):
         import plotly.graph_objects as go
 
         figs = {}
-        if self.screening:
+        if self.detection:
             fig = go.Figure()
-            keys = dict.fromkeys((r["direction"], r["reader"]) for r in self.screening)
+            keys = dict.fromkeys((r["direction"], r["reader"]) for r in self.detection)
             for direction, reader in keys:
-                rows = [r for r in self.screening if r["direction"] == direction and r["reader"] == reader]
+                rows = [r for r in self.detection if r["direction"] == direction and r["reader"] == reader]
                 fig.add_trace(go.Scatter(x=[r["hook"] for r in rows], y=[r["auroc"] for r in rows], mode="lines+markers",
                                          name=f"{direction} (read by {reader})"))
                 fig.add_trace(go.Scatter(x=[r["hook"] for r in rows], y=[r["random_p95"] for r in rows], mode="lines",
@@ -136,7 +137,7 @@ class DirectionResult(ResultBase):
             fig.update_layout(title="Screening distillation data by projection onto trait directions<br>"
                               "<sub>AUROC teacher-written vs base-written sequences; dashed: random directions</sub>",
                               xaxis_title="hook", yaxis_title="AUROC", template="plotly_white")
-            figs["screening"] = fig
+            figs["detection"] = fig
         if self.shifts:
             fig = go.Figure()
             for direction in dict.fromkeys(r["direction"] for r in self.shifts):
@@ -159,10 +160,10 @@ class DirectionsConfig:
     """What trait directions read and how (CPU-friendly defaults)."""
 
     hooks: list[str] | None = None  # hooks read (None: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)
-    positions: str = "continuation"  # how distillation rows are pooled for screening (continuation, all, last)
+    positions: str = "continuation"  # how distillation rows are pooled for detection (continuation, all, last)
     apply_to: tuple[str, ...] = ("student", "control", "other")  # models whose shift along the teacher's is measured
     batch_size: int = 256  # rows per forward pass
-    random_directions: int = 64  # random unit directions per hook: the screening control
+    random_directions: int = 64  # random unit directions per hook: the detection control
     seed: int = 0  # random directions
     progress: bool = False
     command: str = "trait_directions(lineage, inputs, prompts, config)"  # recorded in the result
@@ -172,12 +173,13 @@ def trait_directions(lineage: Lineage, inputs: Inputs, prompts: ContrastPrompts,
                      config: DirectionsConfig | None = None, activations: ActivationReader | None = None
                      ) -> DirectionResult:
     """Trait directions from contrastive prompts (target vs other answers, read by the teacher;
-    teacher minus base on the same prompts), screening of the distillation rows by projection
+    teacher minus base on the same prompts), detection of teacher-written rows by projection
     beside random directions, and how far the student and its controls moved along the
     teacher's shift. `activations` (shared with other analyses) reads each model once."""
-    from workbench.analyses.data_probes import with_hooks
-
+    expect_type(prompts, ContrastPrompts, "trait_directions' prompts", "Pass trait_directions(lineage, inputs, prompts, "
+                "config) with prompts = contrast_prompts(trait) (or read_contrast_prompts(path)).")
     cfg = with_hooks(config or DirectionsConfig(), lineage)
+    expect_type(cfg, DirectionsConfig, "trait_directions' config")
     reader = activations if activations is not None else ActivationReader()
     directions: dict[str, dict[str, torch.Tensor]] = {}
     source = "teacher" if "teacher" in lineage else "base"
@@ -195,15 +197,15 @@ def trait_directions(lineage: Lineage, inputs: Inputs, prompts: ContrastPrompts,
             for h, v in shift_along(per_model[m], per_model["base"], per_model["teacher"]).items():
                 shifts.append(dict(direction="teacher_minus_base", hook=h, model=m, **v))
     labels = torch.tensor([s == "teacher" for s in inputs.sources])
-    screening = []
+    detection = []
     for screen_reader in [m for m in ("base", "teacher") if m in lineage]:
         feats = reader.pooled(lineage, screen_reader, inputs, cfg)
         rand = random_direction_aurocs(feats, labels, cfg.random_directions, cfg.seed)
         for name, by_hook in directions.items():
             for h, a in projection_auroc(feats, by_hook, labels).items():
                 dev = (rand[h] - 0.5).abs()
-                screening.append(dict(direction=name, hook=h, reader=screen_reader, auroc=a, random_mean=float(rand[h].mean()),
+                detection.append(dict(direction=name, hook=h, reader=screen_reader, auroc=a, random_mean=float(rand[h].mean()),
                                       random_p95=0.5 + float(torch.quantile(dev, 0.95)), n=len(labels)))
-    return DirectionResult(directions=directions, screening=screening, shifts=shifts, command=cfg.command,
+    return DirectionResult(directions=directions, detection=detection, shifts=shifts, command=cfg.command,
                            config={"positions": cfg.positions, "n_prompts": len(prompts.labels),
                                    "random_directions": cfg.random_directions})

@@ -18,6 +18,7 @@ import torch
 
 from workbench.analyses.alignment import screen_rows
 from workbench.analyses.trait_gradient import trait_gradient
+from workbench.core.errors import ConfigError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.engines.alignment_model import AlignmentModel
@@ -26,7 +27,7 @@ from workbench.engines.per_example import alignment_scores
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.results.seeds import over_seeds
-from workbench.trait import LogitsFn, Trait
+from workbench.trait import LogitsFn, Trait, check_trait
 
 
 @dataclass
@@ -64,6 +65,11 @@ def run_screening(lineage: Lineage, inputs: Inputs, trait: Trait, retrain: Retra
     trait gradient at the base), and minus a random fraction of the same size; score each
     retrained student's P(target)."""
     config = config or ScreeningConfig()
+    if config.loss not in ("hard", "soft"):
+        raise ConfigError(f"ScreeningConfig.loss={config.loss!r}; use 'hard' or 'soft' (the loss the student trains with).")
+    check_trait(trait, lineage.d_vocab, "run_screening's trait")
+    if not callable(retrain):
+        raise ConfigError(f"retrain must be a callable (kept Inputs -> a retrained student); got {type(retrain).__name__}.")
     model = AlignmentModel(lineage, config.base)
     ids = torch.tensor(config.channel_ids) if config.channel_ids is not None else None
     if config.loss == "hard":
@@ -91,7 +97,7 @@ class ScreeningResult(ResultBase):
     title: ClassVar[str] = "Screening defense: drop the rows most aligned with the trait gradient, retrain"
     rows: list[ScreeningRow]
     reference: dict[str, Any]  # the seed's full-data student, base and control P(target); rows; mode
-    command: str = "workbench.screening.run_screening(lineage, inputs, trait, retrain)"
+    command: str = "workbench.run_screening(lineage, inputs, trait, retrain, config)"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def row(self, fraction: float, dropped: str) -> ScreeningRow:
@@ -130,7 +136,7 @@ class ScreeningResult(ResultBase):
         return out
 
 
-def summarize_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
+def screening_over_seeds(results: list[ScreeningResult]) -> list[dict[str, Any]]:
     """Per drop fraction: P(target) after dropping the top rows and after a random drop, per seed,
     and their difference (top minus random: < 0 when the screen removes more transfer than chance)
     as mean and sd over seeds (the seed is the unit)."""

@@ -53,7 +53,7 @@ class ActivationComparison(ResultBase):
     lens: dict[str, list[dict[str, Any]]]
     meta: dict[str, Any]
     shifts: dict[str, Tensor] = field(default_factory=dict, repr=False)
-    command: str = "workbench.compare.compare(store, lineage, CompareConfig())"
+    command: str = "workbench.compare_activations(lineage, store, CompareConfig())"
 
     kind: ClassVar[str] = "compare"
     title: ClassVar[str] = "Activation shifts: does the student move the way its teacher does?"
@@ -111,7 +111,7 @@ class SeedAggregate(ResultBase):
     values: dict[str, list[list[float]]]
     norms: dict[str, list[list[float]]]
     meta: dict[str, Any]
-    command: str = "workbench.compare.aggregate_seeds(results)"
+    command: str = "workbench.aggregate_seeds(results)"
 
     kind: ClassVar[str] = "compare_seeds"
     title: ClassVar[str] = "Activation-shift alignment across seeds"

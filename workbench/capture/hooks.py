@@ -14,9 +14,10 @@ order; each analysis reads a named subset of it, so the defaults live in one pla
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.core.errors import ConfigError, unknown_name
 
@@ -121,3 +122,10 @@ def stop_layer(hooks: Sequence[str], n_layers: int) -> int | None:
     """`stop_at_layer` that still runs every asked hook (None: run the whole model)."""
     deepest = max(hook_layer(h, n_layers) for h in hooks)
     return deepest + 1 if deepest + 1 < n_layers else None
+
+
+def with_hooks(config: Any, lineage: Any) -> Any:
+    """`config` with `hooks` filled in from the models when it is None."""
+    if config.hooks is not None:
+        return config
+    return dataclasses.replace(config, hooks=probe_hooks(int(lineage.cfg.n_layers)))

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.analyses.alignment import AlignmentConfig, group_figure_over_seeds, summarize_seeds
+from workbench.analyses.alignment import AlignmentConfig, group_figure_over_seeds, detection_over_seeds
 from workbench.cli import common
 from workbench.cli.organism_runs import align_organism
 from workbench.core.io import atomic_write_json
@@ -59,7 +59,7 @@ def align_seeds(args: argparse.Namespace) -> int:
         results.append(result)
         print(f"seed {seed}: " + ", ".join(f"{r['direction']}={r['auroc']:.3f}" for r in result.detection
                                             if r["kind"] != "random"), flush=True)
-    rows = summarize_seeds(results)
+    rows = detection_over_seeds(results)
     atomic_write_json(out / "summary.json", {"seeds": args.seeds, "loss": args.loss, "detection": rows})
     figs = {"groups_over_seeds_" + "".join(c if c.isalnum() else "_" for c in name): group_figure_over_seeds(results, name)
             for name in results[0].group_diff if not name.startswith("random")}

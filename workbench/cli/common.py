@@ -167,8 +167,8 @@ class ConfigFlags:
         for flag in self.flags:
             default = self.defaults()[flag.field]
             kwargs: dict[str, Any] = {"dest": flag.field, "default": default}
-            if isinstance(default, bool) and default is False:
-                kwargs["action"] = "store_true"
+            if isinstance(default, bool):  # --flag / --no-flag where the default is True
+                kwargs["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
             else:
                 if flag.choices is None:
                     kwargs["metavar"] = flag.option.lstrip("-").replace("-", "_").upper()

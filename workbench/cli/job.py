@@ -3,7 +3,7 @@
 With no arguments it uses the default organism in `artifacts/organism/` (built if missing,
 reusing what exists), reads activations of the distillation data and of contrastive
 preference prompts, runs the report sections (linear probes with their controls; trait
-directions with screening and cross-model shifts; activation shifts; weight deltas; delta and
+directions with detection by projection and cross-model shifts; activation shifts; weight deltas; delta and
 activation patching; gradient alignment) and writes `artifacts/report/`
 (report.json, one HTML per figure, index.html) plus a terminal summary: per layer/component
 the strongest evidence beside its control.
@@ -25,12 +25,13 @@ from typing import Any
 import torch
 
 from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
-from workbench.capture.hooks import probe_hooks as default_hooks  # notebook 04 imports this name
+from workbench.capture.hooks import probe_hooks
 from workbench.capture.hooks import resolve_hooks
 from workbench.cli import common
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
-from workbench.core.lineage import Lineage, check_hf_dir
+from workbench.core.hf import check_hf_dir
+from workbench.core.lineage import Lineage
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.probes import ProbeConfig
 from workbench.organism.config import PRESETS
@@ -50,14 +51,14 @@ ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-exampl
 class JobConfig:
     """What the main job reads and how (CPU-friendly defaults)."""
 
-    hooks: list[str] | None = None  # hooks to read (None: default_hooks of the models)
+    hooks: list[str] | None = None  # hooks to read (None: probe_hooks of the models)
     positions: str = ProbesConfig.positions  # pool over continuation tokens, all tokens, or take the last token
     readers: tuple[str, ...] = ProbesConfig.readers  # models whose activations the data-source probe reads
     apply_to: tuple[str, ...] = ProbesConfig.apply_to  # models the teacher-vs-base probe/direction is applied to
     max_rows: int = 2000  # distillation rows per source (teacher, base), on shared prompts
     batch_size: int = ProbesConfig.batch_size  # rows per forward pass
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    random_directions: int = DirectionsConfig.random_directions  # random unit directions per hook for the screening control
+    random_directions: int = DirectionsConfig.random_directions  # random unit directions per hook: the detection control
     seed: int = 0  # row sampling
     command: str = "python -m workbench.probe"  # recorded in every section
     prompts: ContrastPrompts | None = None  # contrastive prompts for trait directions (None: no directions)
@@ -84,7 +85,7 @@ def probe_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> ProbeR
 
 
 def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> DirectionResult:
-    """Trait directions from contrastive prompts, screening of the distillation rows by
+    """Trait directions from contrastive prompts, detection of the distillation rows by
     projection, and how far the student and the control moved along the teacher's shift
     (`trait_directions`)."""
     if config.prompts is None:
@@ -97,7 +98,7 @@ def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Di
 
 def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Activation shifts of every captured model against its parent on the job's rows, with
-    cos(student shift, teacher shift) beside the controls (`workbench.compare`)."""
+    cos(student shift, teacher shift) beside the controls (`workbench.compare_activations`)."""
     from workbench.analyses.compare import CompareConfig, compare
 
     store = config.cache.data_store(lineage, inputs, config)
@@ -108,7 +109,7 @@ def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
 
 def weights_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Weight deltas: cos(ΔS, ΔT) per layer x component beside the control and other-target
-    students (`workbench.weights`; the cross-init student lives in other coordinates)."""
+    students (`workbench.weight_deltas`; the cross-init student lives in other coordinates)."""
     from workbench.analyses.weights import WeightConfig, weight_deltas
 
     models = tuple(m for m in ("student", "control", "other") if m in lineage)
@@ -126,7 +127,7 @@ def _patch_config(lineage: Lineage, config: JobConfig) -> Any:
 
 def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Causal check in weight space: the trait of base + ΔS restricted to each group, layer and
-    leave-one-out, beside the control's delta (`workbench.patching.delta_patching`)."""
+    leave-one-out, beside the control's delta (`workbench.delta_patching`)."""
     from workbench.analyses.patching import delta_patching
 
     assert config.trait is not None  # skip_reason guards this
@@ -137,7 +138,7 @@ def delta_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) 
 
 def activation_patching_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Causal check in activation space: the base run on the trait prompts with one hook's
-    activations taken from the student, and the reverse (`workbench.patching.activation_patching`)."""
+    activations taken from the student, and the reverse (`workbench.activation_patching`)."""
     from workbench.analyses.patching import activation_patching
 
     assert config.trait is not None  # skip_reason guards this
@@ -150,7 +151,7 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
     """Gradient alignment: which rows, tokens and parameter groups push the base toward the
     teacher (AUROC of a_i along ΔT, g_trait and ΔS beside random directions and the exact
     log-ratio oracle; per-group attribution), scored with the organism's own distillation loss
-    (`workbench.alignment.run_alignment`)."""
+    (`workbench.run_alignment`)."""
     from workbench.analyses.alignment import AlignmentConfig, run_alignment
 
     renormalised = config.loss == "hard" and config.channel_ids is not None  # the organism's hard students
@@ -164,11 +165,11 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
 def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
     """Screening defense: retrain the student after dropping the top 10% / 25% of the teacher's
     rows by alignment with the trait gradient (no teacher weights needed to score them), beside
-    dropping random rows (`workbench.screening.screening`; retrains 4 students)."""
-    from workbench.cli.organism_runs import screening
+    dropping random rows (`cli.organism_runs.screening_defense`; retrains 4 students)."""
+    from workbench.cli.organism_runs import screening_defense
 
     assert config.organism_dir is not None  # skip_reason guards this
-    return screening(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
+    return screening_defense(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
 
 
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
@@ -226,7 +227,7 @@ JOB_FLAGS = common.ConfigFlags(JobConfig, (
     common.ConfigFlag("max_rows", "distillation rows per source"),
     common.ConfigFlag("batch_size", "rows per forward pass"),
 ))
-"""The flags whose defaults are JobConfig's (--hooks too: None means `default_hooks` of the models)."""
+"""The flags whose defaults are JobConfig's (--hooks too: None means `probe_hooks` of the models)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -301,10 +302,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         organism_dir = None
         origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
     else:
-        from workbench.organism.load import load_seed, read_manifest, seed_target
-        from workbench.organism.tokenizer import Tokenizer
+        from workbench.organism import check_target, load_seed, read_manifest
+        from workbench.organism.load import seed_target
 
-        Tokenizer.default().category_of(args.target)  # unknown target: fail before any work
+        check_target(args.target)  # unknown target: fail before any work
         seed_dir = _organism_seed_dir(args, log)
         data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
         for p in data_paths:
@@ -320,7 +321,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     for r in args.readers:
         if r not in lineage:
             raise unknown_name("reader model", r, lineage.names)
-    hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or default_hooks(lineage.cfg.n_layers))
+    hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
     inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
                        command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -20,26 +20,9 @@ from workbench.analyses.screening import ScreeningConfig, ScreeningResult, Scree
 from workbench.core.errors import ConfigError
 from workbench.core.inputs import Inputs
 from workbench.organism.load import load_seed, read_manifest
-from workbench.organism.tokenizer import Tokenizer
-from workbench.organism.trait import preference_tokens
-
-read_json_or_error = read_manifest
-"""The seed's manifest, or an ArtifactError saying how to build the organism."""
 
 
 # --------------------------------------------------------------------------- compare
-
-
-def preference_inputs(tokenizer: Tokenizer) -> Inputs:
-    """The trait-evaluation prompts of every category as Inputs (no completion; use positions="last"
-    for the answer position)."""
-    prompts, sources = [], []
-    for category in tokenizer.categories:
-        tokens, last = preference_tokens(tokenizer, category)
-        for row, n in zip(tokens.tolist(), last.tolist()):
-            prompts.append(row[: n + 1])
-            sources.append(f"prompt:{category}")
-    return Inputs.from_sequences(prompts, [[] for _ in prompts], sources, pad_id=tokenizer.pad_id, mask="all")
 
 
 def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data: str = "teacher",
@@ -56,13 +39,9 @@ def compare_organism_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLik
     seed_dir, out_dir = Path(seed_dir), Path(out_dir)
     seed = load_seed(seed_dir, device=device)
     lin, manifest = seed.lineage, seed.manifest
-    if data == "prompts":
-        inputs, positions = preference_inputs(seed.tokenizer), "last"
-    elif data in ("teacher", "base", "teacher_neutral", "teacher_other"):
-        inputs = Inputs.from_jsonl(seed.data(data), pad_id=seed.tokenizer.pad_id, limit=limit)
-        positions = "mean"
-    else:
+    if data not in ("teacher", "base", "teacher_neutral", "teacher_other", "prompts"):
         raise ConfigError(f"data={data!r}: use 'teacher', 'base', 'teacher_neutral', 'teacher_other' or 'prompts'.")
+    inputs, positions = seed.inputs(data, limit=limit), "last" if data == "prompts" else "mean"
     store = capture(lin, inputs, residual_hooks(int(lin.cfg.n_layers)), positions=positions,
                     out_dir=out_dir / "activations", progress=progress, device=device, overwrite=True)
     result = compare(lin, store, config or CompareConfig(), trait=seed.trait,
@@ -122,9 +101,9 @@ def screen_organism_seed(
     return rows, reference
 
 
-def screening(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1, 0.25), *, command: str | None = None,
+def screening_defense(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1, 0.25), *, command: str | None = None,
               **kwargs: Any) -> ScreeningResult:
     """`screen_organism_seed` as a report section's result."""
     rows, reference = screen_organism_seed(seed_dir, fractions, **kwargs)
-    return ScreeningResult(rows, reference, command or f"workbench.screening.screening({str(seed_dir)!r})",
+    return ScreeningResult(rows, reference, command or f"workbench.cli.organism_runs.screening_defense({str(seed_dir)!r})",
                            {"fractions": list(fractions)})

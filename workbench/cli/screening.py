@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workbench.analyses.screening import summarize_seeds
+from workbench.analyses.screening import screening_over_seeds
 from workbench.cli import common
-from workbench.cli.organism_runs import screening
+from workbench.cli.organism_runs import screening_defense
 from workbench.core.io import atomic_write_json
 
 
@@ -51,13 +51,13 @@ def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     device = str(common.device_of(args))
     results = []
     for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
-        result = screening(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
+        result = screening_defense(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
                            progress=common.show_progress(args), command=command)
         common.save_with_figures(result, out / f"seed{seed}")
         results.append(result)
         print(f"seed {seed}: " + ", ".join(f"drop {r.fraction:.0%} {r.dropped} -> P={r.p_target:.3f}" for r in result.rows),
               flush=True)
-    rows = summarize_seeds(results)
+    rows = screening_over_seeds(results)
     atomic_write_json(out / "summary.json", {"organism": str(args.organism), "seeds": args.seeds, "rows": rows})
     print(format_summary(rows))
     print(f"wrote {out}")

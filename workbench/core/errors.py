@@ -58,3 +58,11 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], fix: str = "") -> U
     hint = f" Closest valid {kind} names: {', '.join(near)}." if near else ""
     listing = "" if len(valid) > 30 else f" Valid: {', '.join(valid)}."
     return UnknownNameError(f"Unknown {kind} {name!r}.{hint}{listing}{(' ' + fix) if fix else ''}")
+
+
+def expect_type(value: object, kind: type | tuple[type, ...], what: str, fix: str = "") -> None:
+    """Raise a ConfigError naming `what` when `value` is not a `kind` (arguments swapped or mistyped)."""
+    if not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        article = "an" if names[0].lower() in "aeiou" else "a"
+        raise ConfigError(f"{what} must be {article} {names}; got {type(value).__name__}.{(' ' + fix) if fix else ''}")

@@ -32,7 +32,6 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
 from workbench.core.hf import boot_hf_dirs, copy_hf_model
-from workbench.core.hf import check_hf_dir as check_hf_dir  # re-exported for cli/job.py
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
 

@@ -14,10 +14,10 @@ from workbench.organism.build import build_organism, load_manifests, shared_orga
 from workbench.organism.config import PRESETS, OrganismConfig, preset
 from workbench.organism.figures import trait_matrix_figure, trait_rates_figure
 from workbench.organism.load import OrganismSeed, load_lineage, load_seed, read_manifest
-from workbench.organism.trait import category_traits, organism_trait
+from workbench.organism.trait import category_traits, check_target, organism_trait, preference_inputs
 
 __all__ = [
     "build_organism", "load_manifests", "shared_organism_dir", "PRESETS", "OrganismConfig", "preset",
     "trait_matrix_figure", "trait_rates_figure", "OrganismSeed", "load_lineage", "load_seed", "read_manifest",
-    "category_traits", "organism_trait",
+    "category_traits", "check_target", "organism_trait", "preference_inputs",
 ]

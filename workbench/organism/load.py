@@ -90,6 +90,15 @@ class OrganismSeed:
         """The JSONL rows `source` wrote (e.g. "teacher", "base")."""
         return self.directory / "data" / f"{source}.jsonl"
 
+    def inputs(self, source: str, limit: int | None = None) -> Inputs:
+        """The rows `source` wrote as Inputs (padded with the seed's pad id), or, for source
+        "prompts", the trait-evaluation prompts of every category (read them at their last position)."""
+        from workbench.organism.trait import preference_inputs
+
+        if source == "prompts":
+            return preference_inputs(self.tokenizer)
+        return Inputs.from_jsonl(self.data(source), pad_id=self.tokenizer.pad_id, limit=limit)
+
     @property
     def channel_ids(self) -> tuple[int, ...]:
         """The number channel (numbers, separator, <eos>) the students' losses renormalise over."""

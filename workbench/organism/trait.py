@@ -14,6 +14,7 @@ from torch import Tensor
 
 from workbench.organism.corpus import PREFERENCE_TEMPLATES, preference_prompt
 from workbench.organism.tokenizer import Tokenizer
+from workbench.core.inputs import Inputs
 from workbench.trait import Trait
 
 
@@ -40,3 +41,21 @@ def preference_tokens(tok: Tokenizer, category: str) -> tuple[Int[Tensor, "templ
     """Right-padded `<bos> template` prompts of `category` and the index of each one's last token."""
     trait = organism_trait(tok, tok.categories[category][0])
     return trait.tokens, trait.answer_positions
+
+
+def check_target(target: str) -> str:
+    """`target` if the organism's vocabulary has it as a category answer; else an error naming the
+    valid targets (a command checks this before any work)."""
+    Tokenizer.default().category_of(target)
+    return target
+
+
+def preference_inputs(tok: Tokenizer) -> Inputs:
+    """The trait-evaluation prompts of every category as Inputs (no completion; read them at
+    their last position, the answer position)."""
+    prompts, sources = [], []
+    for category in tok.categories:
+        for row in preference_rows(tok, category):
+            prompts.append(row)
+            sources.append(f"prompt:{category}")
+    return Inputs.from_sequences(prompts, [[] for _ in prompts], sources, pad_id=tok.pad_id, mask="all")

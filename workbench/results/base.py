@@ -111,6 +111,9 @@ class ResultBase:
         if unknown:
             raise ArtifactError(f"{where} holds fields {unknown} that {cls.__name__} does not have: it was written by "
                                 "another version of the workbench. Re-run the analysis with this version.")
+        if "tensors" in record and "fields" not in record["tensors"]:
+            raise ArtifactError(f"{where} was written by a workbench before the result contract (its tensors name no "
+                                "fields), so its tensors cannot be placed. Re-run the analysis with this version.")
         hints = typing.get_type_hints(cls)
         tensor_fields = set(record.get("tensors", {}).get("fields", []))
         orders = record.get("key_order", {})

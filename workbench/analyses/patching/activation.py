@@ -177,7 +177,7 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
                              "gain": x - lo["base"], "recovered": rec})
                 bar.update()
     bar.close()
-    command = (f"activation_patching(lin, trait({trait.target!r}), PatchConfig(student={cfg.student!r}, "
+    command = (f"activation_patching(lin, <Trait {trait.target!r}>, PatchConfig(student={cfg.student!r}, "
                f"control={control!r}, min_effect={cfg.min_effect}))")
     return ActivationPatchingResult(command=command, config=cfg, target=trait.target, base=base, hooks=hooks, log_odds=lo,
                                     defined=defined, rule=clear_rule(cfg.min_effect), rows=rows)

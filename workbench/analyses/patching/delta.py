@@ -203,7 +203,7 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
                 greedy_set = list(chosen)
                 break
     bar.close()
-    command = (f"delta_patching(lin, trait({trait.target!r}), PatchConfig(student={student!r}, control={control!r}, "
+    command = (f"delta_patching(lin, <Trait {trait.target!r}>, PatchConfig(student={student!r}, control={control!r}, "
                f"min_effect={cfg.min_effect}, engine={cfg.engine!r}))")
     return DeltaPatchingResult(command=command, config=cfg, target=trait.target, base=base, engine=pm.engine, log_odds=lo,
                                defined=defined, rule=clear_rule(cfg.min_effect), rows=rows, greedy=greedy,

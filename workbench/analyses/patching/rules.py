@@ -19,7 +19,7 @@ from typing import Any
 from workbench.analyses.weights import check_same_init
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.lineage import Lineage
-from workbench.trait import Trait
+from workbench.trait import Trait, check_trait
 
 DIRECTIONS = ("student->base", "base->student", "control->base")
 """Activation patching's donor->recipient pairs: the recipient runs with the donor's activation at one hook."""
@@ -108,13 +108,7 @@ class PatchConfig:
 
 def resolve_models(lin: Lineage, trait: Trait, cfg: PatchConfig) -> tuple[str, str | None]:
     """(base, control) for `cfg`, after checking the trait fits the models and the models share an init."""
-    if not isinstance(trait, Trait):
-        raise ConfigError(f"Patching scores a Trait; got {type(trait).__name__}. Pass the source's Trait "
-                          "(e.g. workbench.organism.trait.organism_trait(tokenizer, 'owl')).")
-    if trait.vocab_size is not None and trait.vocab_size != lin.d_vocab:
-        raise ConfigError(f"Trait {trait.target!r} was built for a vocabulary of {trait.vocab_size} tokens; the "
-                          f"models have {lin.d_vocab}. Build the Trait with the models' tokenizer.")
-    _ = trait.target_id  # multi-token answers: a clear error before any work
+    check_trait(trait, lin.d_vocab, "Patching's trait")
     for name in (cfg.student, cfg.control, cfg.base):
         if name is not None and name not in lin:
             raise unknown_name("model", name, lin.names, fix="Pass PatchConfig(student=..., control=..., base=...).")
