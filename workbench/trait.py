@@ -9,9 +9,11 @@ gradients; and the model x target matrix, so a student's general drift is never 
 transfer.
 
 A source builds its own Trait (the organism from its tokenizer and templates: see
-`workbench.organism.trait`); nothing here knows where the tokens came from. An answer is a
-sequence of token ids, so a tokenizer that splits " owl" into pieces fits the same value;
-scoring such multi-token answers is not implemented yet and raises a ConfigError.
+`workbench.organism.trait`; a Hugging Face tokenizer: `workbench.core.hf_trait`); nothing here
+knows where the tokens came from. An answer is a sequence of token ids, and may have several
+surface forms (" owl", "Owl", " owls"): P(answer) is then the sum over its forms of the
+teacher-forced product over each form's tokens (`workbench.trait_forms`). When every answer is
+one token with one form (the organism) the scores read one next-token distribution, as before.
 
 >>> trait = Trait.from_prompts([[1, 5, 6], [1, 7]], target="owl", category="animal",
 ...                            answers={"owl": [9], "cat": [10]}, pad_id=0)
@@ -89,9 +91,11 @@ class Trait:
         the model's next-token distribution at the last position is read).
     target, category: names (e.g. "owl", "animal"), for labels and errors.
     answers: every answer of the category, name -> its token ids (the target among them), in
-        the category's order.
+        the category's order: the answer's canonical form (what contrast prompts append).
     pad_id: the id prompts are right-padded with.
     vocab_size: the models' vocabulary size when known (ids are checked against it).
+    surface_forms: name -> every surface form's token ids (the canonical one first), when some
+        answer has more than one form; empty when each answer is its canonical form alone.
     """
 
     prompts: tuple[tuple[int, ...], ...]
@@ -100,6 +104,7 @@ class Trait:
     answers: tuple[tuple[str, tuple[int, ...]], ...]
     pad_id: int = 0
     vocab_size: int | None = None
+    surface_forms: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prompts or any(len(p) == 0 for p in self.prompts):
@@ -109,8 +114,16 @@ class Trait:
             raise unknown_name("target", self.target, names, f"Pick one of the answers of the category {self.category!r}.")
         if any(len(ids) == 0 for _, ids in self.answers):
             raise DataError(f"Trait {self.target!r}: every answer needs at least one token id.")
+        if self.surface_forms:
+            if [n for n, _ in self.surface_forms] != names:
+                raise DataError(f"Trait {self.target!r}: surface_forms must name the answers in order ({names}); got "
+                                f"{[n for n, _ in self.surface_forms]}.")
+            for (n, forms), (_, ids) in zip(self.surface_forms, self.answers):
+                if not forms or forms[0] != ids or any(len(f) == 0 for f in forms):
+                    raise DataError(f"Trait {self.target!r}: answer {n!r} needs non-empty surface forms, its "
+                                    f"canonical ids {list(ids)} first; got {[list(f) for f in forms]}.")
         if self.vocab_size is not None:
-            for ids in [*self.prompts, *(ids for _, ids in self.answers)]:
+            for ids in [*self.prompts, *(f for forms in self.forms.values() for f in forms)]:
                 bad = [i for i in ids if not 0 <= i < self.vocab_size]
                 if bad:
                     raise DataError(f"Trait {self.target!r}: token id {bad[0]} is outside the vocabulary "
@@ -118,10 +131,18 @@ class Trait:
 
     @classmethod
     def from_prompts(cls, prompts: Sequence[Sequence[int]], *, target: str, category: str,
-                     answers: Mapping[str, Sequence[int]], pad_id: int = 0, vocab_size: int | None = None) -> Trait:
-        """A Trait from plain lists (prompt rows and name -> answer ids)."""
+                     answers: Mapping[str, Sequence[int] | Sequence[Sequence[int]]], pad_id: int = 0,
+                     vocab_size: int | None = None) -> Trait:
+        """A Trait from plain lists: prompt rows and name -> answer ids, or name -> a list of surface
+        forms' ids (the first one canonical; repeated forms count once)."""
+        forms: dict[str, tuple[tuple[int, ...], ...]] = {}
+        for name, value in answers.items():
+            seqs = [value] if not value or not isinstance(value[0], Sequence) else list(value)
+            forms[name] = tuple(dict.fromkeys(tuple(int(i) for i in f) for f in seqs))
+        several = any(len(f) > 1 for f in forms.values())
         return cls(tuple(tuple(int(i) for i in p) for p in prompts), target, category,
-                   tuple((n, tuple(int(i) for i in ids)) for n, ids in answers.items()), int(pad_id), vocab_size)
+                   tuple((n, f[0] if f else ()) for n, f in forms.items()), int(pad_id), vocab_size,
+                   tuple(forms.items()) if several else ())
 
     # ---- token ids
 
@@ -145,6 +166,17 @@ class Trait:
         return dict(self.answers)
 
     @property
+    def forms(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Every answer's surface forms as token ids, name -> forms (the canonical one first)."""
+        return dict(self.surface_forms) if self.surface_forms else {n: (ids,) for n, ids in self.answers}
+
+    @property
+    def single_token(self) -> bool:
+        """True when every answer is one token with one form: scores read one next-token
+        distribution (the organism's path)."""
+        return not self.surface_forms and all(len(ids) == 1 for _, ids in self.answers)
+
+    @property
     def target_ids(self) -> tuple[int, ...]:
         """The target's answer as token ids (one id for a single-token answer)."""
         return self.answer_ids[self.target]
@@ -160,9 +192,11 @@ class Trait:
         return [self._single(n, ids) for n, ids in self.answers]
 
     def _single(self, name: str, ids: tuple[int, ...]) -> int:
-        if len(ids) != 1:
-            raise ConfigError(f"Answer {name!r} of trait {self.target!r} is {len(ids)} tokens {list(ids)}; scoring "
-                              "multi-token answers is not supported yet. Use a single-token answer.")
+        if len(ids) != 1 or self.surface_forms:
+            raise ConfigError(f"Answer {name!r} of trait {self.target!r} is not a single token with a single form "
+                              f"(ids {list(ids)}, forms {[list(f) for f in self.forms[name]]}); this reads one token "
+                              "id. Score multi-token answers with score / p_target / log_odds / log_prob / "
+                              "answer_log_probs instead.")
         return ids[0]
 
     # ---- scores
@@ -174,12 +208,42 @@ class Trait:
         logits = model(self.tokens.to(_device_of(model)))
         return torch.softmax(logits[torch.arange(len(last)), last.to(logits.device)].float(), dim=-1).cpu()
 
+    def answer_log_probs(self, model: LogitsFn, batch_size: int = 256) -> Float[Tensor, "templates answers"]:
+        """log P(answer | prompt) for every prompt and answer of the category (float64, CPU): the
+        log of the sum over the answer's surface forms of the teacher-forced product over each
+        form's tokens; one batched forward over prompt x form rows (`batch_size` rows at a time).
+        Differentiable when called with gradients enabled."""
+        from workbench.trait_forms import answer_log_probs
+
+        names = [n for n, _ in self.answers]
+        return answer_log_probs(model, self.prompts, [self.forms[n] for n in names], self.pad_id,
+                                _device_of(model), batch_size).double().cpu()
+
     def score(self, model: LogitsFn, n_samples: int = 500, seed: int = 0) -> TraitScore:
-        """`model`'s preference for the target; `n_samples` sampled answers per prompt."""
-        return self.score_probs(self.answer_probs(model), n_samples, seed)
+        """`model`'s preference for the target; `n_samples` sampled answers per prompt (multi-token
+        answers: by generation, see `workbench.trait_forms.sampled_hits`)."""
+        if self.single_token:
+            return self.score_probs(self.answer_probs(model), n_samples, seed)
+        from workbench.trait_forms import sampled_hits
+
+        with torch.inference_mode():
+            p = self.answer_log_probs(model).exp()
+        names = [n for n, _ in self.answers]
+        p_t = p[:, names.index(self.target)]
+        hits = sampled_hits(model, self, n_samples, seed) if n_samples > 0 else 0
+        total = n_samples * len(p_t)
+        lo, hi = wilson_interval(hits, total)
+        p_mean = float(p_t.mean())
+        return TraitScore(
+            target=self.target, category=self.category, p_target=p_mean,
+            share=float((p_t / p.sum(-1).clamp(min=1e-300)).mean()), log_odds=float(log_odds(p_mean)),
+            sampled_rate=hits / total if total else float("nan"), ci_low=lo, ci_high=hi, n_samples=total,
+            per_template=[float(x) for x in p_t],
+        )
 
     def score_probs(self, probs: Float[Tensor, "templates vocab"], n_samples: int = 0, seed: int = 0) -> TraitScore:
-        """The score of answer distributions already computed (see `answer_probs`)."""
+        """The score of answer distributions already computed (see `answer_probs`; single-token
+        answers only)."""
         t = self.target_id
         if t >= probs.shape[-1]:
             raise DataError(f"Target token id {t} is outside the model's vocabulary (0..{probs.shape[-1] - 1}).")
@@ -208,7 +272,12 @@ class Trait:
 
     def log_prob(self, logits: LogitsFn, device: torch.device | str = "cpu") -> Float[Tensor, ""]:
         """log P(target) at the answer position, mean over prompts; differentiable (trait gradients).
-        `logits` maps token ids on `device` to logits; the log-softmax runs in float32 at least."""
+        `logits` maps token ids on `device` to logits; the log-softmax runs in float32 at least.
+        Multi-token answers: log of the sum over the target's forms of the teacher-forced product."""
+        if not self.single_token:
+            from workbench.trait_forms import answer_log_probs
+
+            return answer_log_probs(logits, self.prompts, [self.forms[self.target]], self.pad_id, device)[:, 0].mean()
         target = self.target_id
         tokens, last = self.tokens.to(device), self.answer_positions.to(device)
         out = logits(tokens)[torch.arange(len(last), device=device), last]
@@ -224,6 +293,9 @@ def trait_matrix(models: Mapping[str, LogitsFn], traits: Sequence[Trait]) -> dic
         probs: dict[tuple[tuple[int, ...], ...], Tensor] = {}
         row = {}
         for trait in traits:
+            if not trait.single_token:
+                row[trait.target] = trait.p_target(model)
+                continue
             if trait.prompts not in probs:
                 probs[trait.prompts] = trait.answer_probs(model)
             row[trait.target] = float(probs[trait.prompts][:, trait.target_id].mean())
