@@ -53,6 +53,7 @@ from workbench.core.errors import (
     IncompatibleModelsError,
     WorkbenchError,
 )
+from workbench.core.hf_trait import hf_trait, hf_traits, sampled_answer_rate
 from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
 from workbench.core.lineage import Lineage
 from workbench.core.models import boot_native, load_model, save_model
@@ -67,7 +68,7 @@ __all__ = [
     # data and models
     "Inputs", "Lineage", "Trait", "TraitScore", "ContrastPrompts", "distillation_inputs", "read_jsonl", "write_jsonl",
     "contrast_prompts", "read_contrast_prompts", "boot_native", "load_model", "save_model", "trait_matrix",
-    "wilson_interval",
+    "wilson_interval", "hf_trait", "hf_traits", "sampled_answer_rate",
     # activations
     "capture_activations", "ActivationStore", "ActivationReader", "probe_hooks", "residual_hooks", "patching_hooks",
     "resolve_hooks",
