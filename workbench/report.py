@@ -4,7 +4,9 @@
 command, save, figures, summary_rows), so a new analysis adds a section without touching the
 others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/<id>_<name>.html`
 (offline: one `plotly.min.js` beside them), and `report.json` records every section's summary
-rows, where its files are and the command that regenerates it.
+rows, where its files are and the command that regenerates it, and `missing` lists the sections
+that have no result ({section, reason}: skipped, or failed with its error; index.html and the
+summary name them too).
 
 Summary rows (`workbench.results.rows.SummaryRow`, stored as their flat `to_dict()`), one per
 (where, group): the strongest evidence there beside its control. The report reads these keys
