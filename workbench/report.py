@@ -4,7 +4,9 @@
 command, save, figures, summary_rows), so a new analysis adds a section without touching the
 others. Each section's result files go to `<out>/sections/<id>/`, its figures to `<out>/<id>_<name>.html`
 (offline: one `plotly.min.js` beside them), and `report.json` records every section's summary
-rows, where its files are and the command that regenerates it.
+rows, where its files are and the command that regenerates it, and `missing` lists the sections
+that have no result ({section, reason}: skipped, or failed with its error; index.html and the
+summary name them too).
 
 Summary rows (`workbench.results.rows.SummaryRow`, stored as their flat `to_dict()`), one per
 (where, group): the strongest evidence there beside its control. The report reads these keys
@@ -26,7 +28,7 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -336,6 +338,9 @@ def _index_html(report: dict[str, Any]) -> str:
              f"<style>{_STYLE}</style></head><body><h1>{_e(report['title'])}</h1>", _meta_html(report)]
     nav = " · ".join(f"<a href='#{_e(s['id'])}'>{_e(s['id'])}</a>" for s in report["sections"])
     parts.append(f"<p class='legend'>Sections: {nav}</p>")
+    if report.get("missing"):
+        items = "".join(f"<li><b>{_e(m['section'])}</b>: {_e(m['reason'])}</li>" for m in report["missing"])
+        parts.append(f"<h2 id='missing'>Missing sections</h2><ul class='missing'>{items}</ul>")
     parts.append("<h2>Strongest evidence per layer/component, beside its control</h2>")
     parts.append("<p class='legend'>Per place (hook, parameter group or layer), section and group: the summary row whose "
                  "value sits furthest above its control. ± is the row's sd (or half its interval); "
@@ -370,14 +375,18 @@ def write_report(
     command: str = "",
     title: str = "workbench: where does the hidden signal live?",
     meta: dict[str, Any] | None = None,
+    missing: Sequence[Mapping[str, str]] = (),
     stream: TextIO | None = sys.stdout,
 ) -> Path:
     """Write every result's files, figures, `report.json` and `index.html`; print the summary.
 
-    Returns the path of `report.json`. `stream=None` prints nothing.
+    `missing` lists the sections that have no result ({section, reason}: skipped, or failed with
+    its error): report.json, index.html and the summary say which and why. Returns the path of
+    `report.json`. `stream=None` prints nothing.
     """
-    if not results:
+    if not results and not missing:
         raise ConfigError("No results to report; run at least one analysis.")
+    missing = [{"section": str(m["section"]), "reason": str(m["reason"])} for m in missing]
     for r in results:
         if not isinstance(r, Result):
             raise ConfigError(f"{type(r).__name__} does not follow the Result contract (workbench/results/base.py).")
@@ -403,12 +412,14 @@ def write_report(
             "summary_rows": _clean([row_dict(row) for row in result.summary_rows()]),
         })
     report = {"schema_version": SCHEMA_VERSION, "title": title, "command": command, "versions": package_versions(),
-              "meta": _clean(meta or {}), "sections": sections, "strongest": strongest_rows(sections)}
+              "meta": _clean(meta or {}), "sections": sections, "strongest": strongest_rows(sections), "missing": missing}
     path = out / REPORT_FILE
     atomic_write_json(path, report)
     atomic_write_text(out / INDEX_FILE, _index_html(report))
     if stream is not None:
         print(format_summary(sections), file=stream)
+        for m in missing:
+            print(f"missing section {m['section']}: {m['reason']}", file=stream)
         print(f"wrote {path} and {out / INDEX_FILE}", file=stream)
     return path
 

@@ -10,13 +10,19 @@ the strongest evidence beside its control.
 
 Sections are functions `(lineage, inputs, config) -> Result` listed in `SECTIONS`; another
 analysis joins the report by adding one (report.py walks results through the Result contract).
+Each section is saved under `<out>/sections/<name>/` as soon as it finishes, keyed by what it was
+computed from (`SECTION_READS`, section_store.py); a rerun reuses the sections whose key is
+unchanged (`--fresh` recomputes them all). A section that raises is listed in the report as
+missing, with its error, and the job exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +34,9 @@ from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_
 from workbench.capture.hooks import probe_hooks
 from workbench.capture.hooks import resolve_hooks
 from workbench.cli import common
-from workbench.core.errors import ConfigError, DataError, unknown_name
+from workbench.cli.section_store import SectionStore, file_sha256, section_key
+from workbench.capture.store import weights_sha256
+from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
 from workbench.core.lineage import Lineage
@@ -205,17 +213,85 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
     return None
 
 
+SECTION_READS: dict[str, tuple[str, ...]] = {
+    "probes": ("hooks", "positions", "readers", "apply_to", "batch_size", "probe", "seed"),
+    "directions": ("hooks", "positions", "readers", "apply_to", "batch_size", "random_directions", "seed", "prompts"),
+    "compare": ("hooks", "positions", "readers", "apply_to", "batch_size"),
+    "weights": (),
+    "delta_patching": (),
+    "activation_patching": (),
+    "alignment": ("loss", "channel_ids", "max_rows", "seed"),
+    "screening": ("organism_dir",),
+}
+"""The JobConfig fields each section reads (its saved result is reused only while they are the
+same); every section also reads the inputs, the models' weights, the trait and the device. A
+section missing here is keyed by every field."""
+_NOT_READ = ("command", "progress", "cache")  # fields that never change a result
+
+
+def section_reads(name: str, config: JobConfig) -> dict[str, Any]:
+    """The config values section `name` is computed from (its key's `reads`)."""
+    fields = SECTION_READS.get(name)
+    if fields is None:
+        fields = tuple(f.name for f in dataclasses.fields(config) if f.name not in _NOT_READ)
+    reads = {f: getattr(config, f) for f in fields}
+    reads.update(trait=config.trait, device=config.device)
+    if "organism_dir" in fields and config.organism_dir is not None:
+        reads["organism_manifest_sha256"] = file_sha256(Path(config.organism_dir) / "manifest.json")
+    return reads
+
+
+@dataclass
+class SectionRun:
+    """What `run_sections` produced: the results in order, and the sections without one
+    ({section, reason}: skipped, or failed with its error)."""
+
+    results: list[Result] = field(default_factory=list)
+    missing: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one `section X failed: ...` line per failure
+
+
+def model_keys(lineage: Lineage) -> dict[str, dict[str, Any]]:
+    """Every model's role, parent and weights sha256 (what the section keys record of the models)."""
+    return {n: {"role": r.role, "parent": r.parent, "weights_sha256": weights_sha256(lineage[n].state_dict())}
+            for n, r in lineage.records.items()}
+
+
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
-                 log: Callable[[str], None] = lambda s: None) -> list[Result]:
-    results = []
+                 log: Callable[[str], None] = lambda s: None, store: SectionStore | None = None,
+                 fresh: bool = False) -> SectionRun:
+    """Run (or, with a `store`, reuse) each section in order; a section that raises is recorded
+    as missing with its error and the others still run. Each computed section is saved to the
+    store as soon as it finishes."""
+    run = SectionRun()
+    inputs_hash = inputs.content_hash() if store is not None else ""
+    models = model_keys(lineage) if store is not None else {}
     for name in sections or list(SECTIONS):
         reason = skip_reason(name, lineage, config)
         if reason is not None:
             log(f"skipping {name}: {reason}")
+            run.missing.append({"section": name, "reason": f"skipped: {reason}"})
+            continue
+        key = section_key(name, inputs_hash=inputs_hash, models=models, reads=section_reads(name, config))
+        result = store.load(name, key) if store is not None and not fresh else None
+        if result is not None:
+            result.command = config.command
+            run.results.append(result)
             continue
         log(f"section {name}")
-        results.append(SECTIONS[name](lineage, inputs, config))
-    return results
+        try:
+            result = SECTIONS[name](lineage, inputs, config)
+        except Exception as e:  # noqa: BLE001 - any failure of one section leaves the others' report
+            message = str(e) if isinstance(e, WorkbenchError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, WorkbenchError):
+                log(traceback.format_exc().rstrip())
+            run.missing.append({"section": name, "reason": f"failed: {message}"})
+            run.errors.append(f"section {name} failed: {message}")
+            continue
+        if store is not None:
+            store.save(name, result, key)
+        run.results.append(result)
+    return run
 
 
 # --------------------------------------------------------------------------- CLI
@@ -253,6 +329,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_device_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
+    how.add_argument("--fresh", action="store_true",
+                     help="recompute every section (default: reuse sections saved in --out from the same inputs and flags)")
     common.add_quiet_flag(how, "no progress output")
     return p
 
@@ -331,14 +409,17 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     config.cache = ActivationReader(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
     config.command = config.command.strip()
     log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
-    results = run_sections(lineage, inputs, config, args.sections, log)
-    write_report(results, args.out, command=config.command,
+    store = SectionStore(Path(args.out) / "sections", log)
+    run = run_sections(lineage, inputs, config, args.sections, log, store=store, fresh=args.fresh)
+    write_report(run.results, args.out, command=config.command,
                  meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None,
                        "distillation loss": loss,
                        "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
                        "hooks": hooks, "device": str(device)},
-                 stream=sys.stdout)
-    return 0
+                 missing=run.missing, stream=sys.stdout)
+    for line in run.errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if run.errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
