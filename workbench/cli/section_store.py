@@ -27,7 +27,7 @@ import torch
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import atomic_write_json, read_json, sha256_bytes, to_json
-from workbench.core.provenance import package_versions
+from workbench.core.provenance import package_versions, source_hash
 from workbench.results.base import Result
 
 KEY_FILE = "section_key.json"
@@ -56,9 +56,10 @@ def fingerprint(value: Any) -> Any:
 
 def section_key(name: str, *, inputs_hash: str, models: Mapping[str, Any], reads: Mapping[str, Any]) -> dict[str, Any]:
     """What a section is computed from: its name, the inputs' content hash, the models (role,
-    parent, weights sha256), the config fields it reads (fingerprinted) and package versions."""
+    parent, weights sha256), the config fields it reads (fingerprinted), package versions and the
+    workbench's source (so an edited checkout recomputes)."""
     return {"schema": KEY_SCHEMA, "section": name, "inputs": inputs_hash, "models": fingerprint(models),
-            "reads": fingerprint(reads), "versions": package_versions()}
+            "reads": fingerprint(reads), "versions": package_versions(), "source": source_hash()}
 
 
 def key_digest(key: Mapping[str, Any]) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -22,6 +24,17 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash(length: int = 16) -> str:
+    """Hash of the workbench's own source files: a cache keyed by it is not reused by other code
+    under the same version number (a developer's checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:length]
 
 
 def as_dict(config: Any) -> dict[str, Any]:
