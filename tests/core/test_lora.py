@@ -48,6 +48,8 @@ def _adapter(base_dir: str, out: Path, arch: str, seed: int, **lora_kwargs) -> t
         for name, p in pm.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)  # peft initialises B to zero
+            elif "modules_to_save" in name:
+                p.add_(torch.randn_like(p), alpha=0.05)  # trained full copies
     ad, merged = out / f"{arch}_adapter_{seed}", out / f"{arch}_merged_{seed}"
     pm.save_pretrained(str(ad))
     pm.merge_and_unload().save_pretrained(str(merged))
@@ -66,25 +68,39 @@ def dirs(tmp_path_factory) -> dict[str, str]:
     out["qwen2_rs_adapter"], out["qwen2_rs_merged"] = _adapter(
         out["qwen2"], root, "qwen2", seed=2, use_rslora=True, lora_alpha=16
     )
+    out["qwen2_mts_adapter"], out["qwen2_mts_merged"] = _adapter(
+        out["qwen2"], root, "qwen2", seed=3, target_modules=["q_proj"],
+        modules_to_save=["lm_head", "post_attention_layernorm"],
+    )  # fmt: skip
     torch.manual_seed(0)
     out["qwen2_wide"] = str(root / "qwen2_wide")
     _base("qwen2", hidden=48).save_pretrained(out["qwen2_wide"])
     return out
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen2_rs", "gpt2"])
+EXPECTED_FACTORS = {
+    "qwen2": ("attn.q", "attn.v", "mlp.in"),
+    "qwen2_rs": ("attn.q", "attn.v", "mlp.in"),
+    "qwen2_mts": ("attn.q",),
+    "gpt2": ("attn.q", "attn.k", "attn.v", "mlp.in"),  # c_attn splits into q, k, v
+}
+EXPECTED_REPLACED = {"qwen2_mts": {"unembed.weight", "blocks.0.ln2.weight", "blocks.1.ln2.weight"}}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_FACTORS))
 def test_delta_equals_peft_merge(dirs, kind):
     arch = kind.split("_")[0]
     lin = Lineage.from_hf_dirs(
         {"base": dirs[arch], "student": dirs[f"{kind}_adapter"], "teacher": dirs[f"{kind}_merged"]}
     )
     ours, peft_delta = lin.delta("student"), lin.delta("teacher")  # exact product vs peft merged - base
-    targeted = set(lin.adapter("student").factors)
-    expect = {"qwen2": {"attn.q", "attn.v", "mlp.in"}, "gpt2": {"attn.q", "attn.k", "attn.v", "mlp.in"}}[arch]
-    assert targeted == {f"blocks.{i}.{c}.weight" for i in range(2) for c in expect}
+    merged = lin.adapter("student")
+    targeted, replaced = set(merged.factors), set(merged.replaced)
+    assert targeted == {f"blocks.{i}.{c}.weight" for i in range(2) for c in EXPECTED_FACTORS[kind]}
+    assert replaced == EXPECTED_REPLACED.get(kind, set())
     for key in lin.keys:
         torch.testing.assert_close(ours[key], peft_delta[key], atol=1e-6, rtol=0)
-        if key in targeted:
+        if key in targeted or key in replaced:
             assert ours[key].abs().max() > 1e-3
         else:
             assert torch.equal(ours[key], torch.zeros_like(ours[key]))
@@ -97,6 +113,28 @@ def test_delta_equals_peft_merge(dirs, kind):
     assert record.meta["hf_dir"] == str(Path(dirs[arch]).resolve())
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_delta_is_the_low_rank_product(dirs, arch):
+    """delta() is scaling * B @ A from the safetensors file itself (GPT-2: q is c_attn's first rows)."""
+    from safetensors.torch import load_file
+
+    factors = load_file(str(Path(dirs[f"{arch}_adapter"]) / "adapter_model.safetensors"))
+    module = {"qwen2": "model.layers.1.self_attn.q_proj", "gpt2": "transformer.h.1.attn.c_attn"}[arch]
+    a, b = (factors[f"base_model.model.{module}.lora_{x}.weight"] for x in "AB")
+    product = (8 / 4) * (b @ a)  # [d_out, d_in]
+    lin = Lineage.from_hf_dirs({"base": dirs[arch], "student": dirs[f"{arch}_adapter"]})
+    torch.testing.assert_close(lin.delta("student")["blocks.1.attn.q.weight"], product[:32], atol=1e-7, rtol=0)
+
+
+def test_bf16_adapter(dirs):
+    lin = Lineage.from_hf_dirs({"base": dirs["qwen2"], "student": dirs["qwen2_adapter"]}, dtype=torch.bfloat16)
+    delta = lin.delta("student")["blocks.0.attn.q.weight"]
+    exact = lin.adapter("student").factors["blocks.0.attn.q.weight"].delta(torch.float32)
+    assert delta.dtype == torch.bfloat16 and torch.equal(delta, exact.to(torch.bfloat16))
+    with torch.no_grad():
+        assert torch.isfinite(lin["student"](TOKENS).float()).all()
+
+
 def test_scaling_rslora(dirs):
     plain, rs = read_adapter(dirs["qwen2_adapter"]), read_adapter(dirs["qwen2_rs_adapter"])
     assert {m.scaling for m in plain.modules.values()} == {8 / 4}
@@ -104,14 +142,14 @@ def test_scaling_rslora(dirs):
     assert read_adapter(dirs["gpt2_adapter"]).fan_in_fan_out  # Conv1D
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
-def test_logits_equal_peft_merged_model(dirs, arch):
+@pytest.mark.parametrize("kind", ["qwen2", "qwen2_mts", "gpt2"])
+def test_logits_equal_peft_merged_model(dirs, kind):
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(dirs[f"{arch}_merged"], attn_implementation="eager").eval()
+    hf = AutoModelForCausalLM.from_pretrained(dirs[f"{kind}_merged"], attn_implementation="eager").eval()
     with torch.no_grad():
         expected = hf(TOKENS).logits
-    lin = Lineage.from_hf_dirs({"base": dirs[arch], "student": dirs[f"{arch}_adapter"]})
+    lin = Lineage.from_hf_dirs({"base": dirs[kind.split("_")[0]], "student": dirs[f"{kind}_adapter"]})
     with torch.no_grad():
         torch.testing.assert_close(lin["student"](TOKENS), expected, atol=1e-5, rtol=1e-5)
     copy = lin.copy_model("student")  # boots the base directory and loads the merged weights
