@@ -208,3 +208,15 @@ def test_adapter_over_another_base_is_named(dirs):
         IncompatibleModelsError, match=r"adapts .model\.layers\.0\..*which this base model does not have"
     ):
         Lineage.from_hf_dirs({"base": dirs["gpt2"], "student": dirs["qwen2_adapter"]})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_adapter_on_cuda(dirs, arch):
+    """Booted on the device, GPT-2's split q/k/v still share c_attn's memory, so the mapping holds."""
+    cpu = Lineage.from_hf_dirs({"base": dirs[arch], "student": dirs[f"{arch}_adapter"]})
+    gpu = Lineage.from_hf_dirs({"base": dirs[arch], "student": dirs[f"{arch}_adapter"]}, device="cuda")
+    for key, d in cpu.delta("student").items():
+        torch.testing.assert_close(gpu.delta("student")[key].cpu(), d, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(gpu["student"](TOKENS.cuda()).cpu(), cpu["student"](TOKENS), atol=1e-4, rtol=1e-4)
