@@ -2,8 +2,9 @@
 
 Only directories written by `save_pretrained` are accepted, never Hub ids, and the Hub is
 switched off while booting, so nothing is downloaded. Remote code is never trusted unless
-the caller asks for it (`trust_remote_code=False` by default). `Lineage.from_hf_dirs` and
-`Lineage.copy_model` load through here.
+the caller asks for it (`trust_remote_code=False` by default). A peft LoRA adapter directory
+(`adapter_config.json`) is booted as its parent's directory with the adapter merged in
+(`workbench.core.lora`). `Lineage.from_hf_dirs` and `Lineage.copy_model` load through here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import ArtifactError
+from workbench.core.errors import ArtifactError, ConfigError
+from workbench.core.lora import is_adapter_dir, merge_adapter, read_adapter
 from workbench.core.models import resolve_device
 
 
@@ -42,7 +44,8 @@ def hf_offline() -> Iterator[None]:
 
 
 def check_hf_dir(name: str, path: str | os.PathLike) -> Path:
-    """A local HF checkpoint directory (with config.json), resolved; never a Hub id."""
+    """A local HF checkpoint directory (config.json) or peft adapter directory
+    (adapter_config.json), resolved; never a Hub id."""
     p = Path(path).expanduser()
     if not p.is_dir():
         raise ArtifactError(
@@ -50,10 +53,10 @@ def check_hf_dir(name: str, path: str | os.PathLike) -> Path:
             "checkpoints only, never Hub ids: download the model to a directory first "
             "(e.g. `huggingface-cli download ORG/MODEL --local-dir DIR`) and pass DIR."
         )
-    if not (p / "config.json").is_file():
+    if not (p / "config.json").is_file() and not is_adapter_dir(p):
         raise ArtifactError(
-            f"Model {name!r}: {p} has no config.json, so it is not a Hugging Face checkpoint "
-            "directory. Pass the directory written by `save_pretrained`."
+            f"Model {name!r}: {p} has neither config.json (a Hugging Face checkpoint) nor "
+            "adapter_config.json (a peft LoRA adapter). Pass the directory written by `save_pretrained`."
         )
     return p.resolve()
 
@@ -80,20 +83,43 @@ def boot_hf_dirs(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    parents: Mapping[str, str | None] | None = None,
 ) -> tuple[dict[str, TransformerBridge], dict[str, dict[str, Any]]]:
     """Boot every named directory; returns (name -> bridge, name -> provenance meta).
 
-    Every directory is checked before any model is booted, so a typo fails in seconds. The
-    meta records the resolved directory (`hf_dir`, which `copy_hf_model` boots again) and
-    whether remote code was trusted.
+    Every directory (and every adapter's config and factors) is checked before any model is
+    booted, so a typo fails in seconds. The meta records the resolved directory (`hf_dir`,
+    which `copy_hf_model` boots again) and whether remote code was trusted. An adapter
+    directory needs its parent (`parents[name]`, a full checkpoint among `dirs`): it is booted
+    from the parent's directory with the adapter merged in (meta `hf_dir` is the parent's,
+    `lora` the adapter's r, alpha, target modules and directory).
     """
+    parents = dict(parents or {})
     paths = {name: check_hf_dir(name, p) for name, p in dirs.items()}  # fail before booting any
-    models = {
-        name: boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        for name, p in paths.items()
-    }
-    meta = {name: {"hf_dir": str(p), "trust_remote_code": trust_remote_code} for name, p in paths.items()}
-    return models, meta
+    adapters = {name: read_adapter(p) for name, p in paths.items() if is_adapter_dir(p)}
+    for name in adapters:
+        parent = parents.get(name)
+        if parent is None or parent not in paths or parent in adapters:
+            full = [n for n in paths if n not in adapters]
+            raise ConfigError(
+                f"Model {name!r} is a LoRA adapter ({paths[name]}) and needs a parent that is a full checkpoint "
+                f"among the directories ({', '.join(full) or 'none given'}); its parent is {parent!r}. Pass the "
+                f"base directory too and parents={{{name!r}: 'base'}} if its role has no default parent."
+            )
+    models: dict[str, TransformerBridge] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for name, p in paths.items():
+        if name in adapters:
+            continue
+        models[name] = boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        meta[name] = {"hf_dir": str(p), "trust_remote_code": trust_remote_code}
+    for name, adapter in adapters.items():
+        parent = str(parents[name])
+        bridge = boot_hf_dir(paths[parent], device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        merge_adapter(bridge, adapter, parent=parent)
+        models[name] = bridge
+        meta[name] = {"hf_dir": str(paths[parent]), "trust_remote_code": trust_remote_code, "lora": adapter.meta()}
+    return {n: models[n] for n in paths}, {n: meta[n] for n in paths}
 
 
 def copy_hf_model(

@@ -32,6 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
 from workbench.core.hf import boot_hf_dirs, copy_hf_model
+from workbench.core.lora import MergedAdapter, merged_adapter
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
 
@@ -214,8 +215,19 @@ class Lineage:
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
     ) -> Lineage:
-        """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub)."""
-        models, meta = boot_hf_dirs(dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub).
+
+        A peft LoRA adapter directory becomes its parent (default: the role's, e.g. student <-
+        base) with the adapter merged in; its record's meta["lora"] gives r, alpha and modules,
+        and `delta(name)` is the exact low-rank product (`Lineage.adapter`)."""
+        roles_, parents_ = dict(roles or {}), dict(parents or {})
+        for name in dirs:
+            if name not in parents_:
+                default = DEFAULT_PARENTS.get(roles_.get(name, name if name in ROLES else EXTRA_ROLE))
+                parents_[name] = default if default in dirs else None
+        models, meta = boot_hf_dirs(
+            dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code, parents=parents_
+        )
         return cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta)
 
     # ---- lookups
@@ -330,11 +342,17 @@ class Lineage:
         """Canonical clean key -> detached copy of the parameter."""
         return {k: p.detach().clone() for k, p in self.space(name).params.items()}
 
+    def adapter(self, name: str) -> MergedAdapter | None:
+        """The LoRA adapter merged into `name` (factors A, B, scaling per clean key), or None."""
+        return merged_adapter(self[name])
+
     def delta(self, name: str, ref: str | None = None) -> dict[str, Tensor]:
         """Weights of `name` minus weights of `ref` (default: its parent), per clean key.
 
         Refused across initialisations (e.g. `cross` vs `base`): those weights live in other
-        coordinates, so compare them by behaviour and activations instead.
+        coordinates, so compare them by behaviour and activations instead. A LoRA adapter
+        against its parent is the exact product scaling * B @ A on its keys (not merged minus
+        base, which rounds; in bf16 by much), and 0 elsewhere.
         """
         ref = ref if ref is not None else self.parent_of(name)
         if ref is None:
@@ -347,6 +365,14 @@ class Lineage:
                 f"{name!r} descends from {ra!r} and {ref!r} from {rb!r}: different initialisations, so a "
                 "weight difference is meaningless. Compare each against its own base, or by activations."
             )
+        merged = self.adapter(name)
+        if merged is not None and merged.parent == ref:
+            return {
+                k: merged.factors[k].delta(a[k].dtype).to(a[k].device)
+                if k in merged.factors
+                else (a[k].detach() - b[k].detach())
+                for k in a
+            }
         return {k: a[k].detach() - b[k].detach() for k in a}
 
     def groups(self) -> list[ParamGroup]:
