@@ -18,6 +18,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError
+from workbench.core.hf_config import check_hf_configs
 from workbench.core.models import resolve_device
 
 
@@ -83,11 +84,13 @@ def boot_hf_dirs(
 ) -> tuple[dict[str, TransformerBridge], dict[str, dict[str, Any]]]:
     """Boot every named directory; returns (name -> bridge, name -> provenance meta).
 
-    Every directory is checked before any model is booted, so a typo fails in seconds. The
+    Every directory is checked, and their config.json files compared (`check_hf_configs`), before
+    any model is booted, so a typo or a mixed architecture fails in seconds. The
     meta records the resolved directory (`hf_dir`, which `copy_hf_model` boots again) and
     whether remote code was trusted.
     """
     paths = {name: check_hf_dir(name, p) for name, p in dirs.items()}  # fail before booting any
+    check_hf_configs(paths)  # one architecture, read from the config.json files before any weights load
     models = {
         name: boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         for name, p in paths.items()
