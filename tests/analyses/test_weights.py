@@ -7,7 +7,9 @@ from workbench.core.errors import ConfigError, UnknownNameError
 from workbench.core.lineage import Lineage
 from workbench.organism.load import load_lineage
 from workbench.core.models import copy_model
-from workbench.analyses.weights import WHOLE, WeightConfig, WeightDeltaResult, subspace_overlap, weight_deltas
+from workbench.analyses.weights import (
+    WHOLE, WeightConfig, WeightDeltaResult, alignment, null_band, subspace_overlap, weight_deltas,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,45 @@ def test_planted_single_group_delta(lin):
     t_group = sum(float((teacher[k] - base[k]).double().norm() ** 2) for k in group.keys) ** 0.5
     t_all = sum(float((teacher[k] - base[k]).double().norm() ** 2) for k in lin.keys) ** 0.5
     assert result.value("planted") == pytest.approx(t_group / t_all, rel=1e-5)
+
+
+def _null_and_planted_result(sizes, per_size: int, seed: int = 0) -> WeightDeltaResult:
+    """Rows of groups where ΔS, ΔC and ΔT are independent random directions (no signal), and one
+    planted group (ΔS = ΔT / 2 + noise, ΔC = noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+
+    def add(group, t, s, c):
+        for model, d in (("student", s), ("control", c)):
+            rows.append({"group": group, "layer": None, "component": group, "model": model, "numel": t.numel(),
+                         **alignment(d, t)})
+
+    for n in sizes:
+        for i in range(per_size):
+            t, s, c = (torch.randn(n, generator=gen, dtype=torch.float64) for _ in range(3))
+            add(f"null {n} {i}", t, s, c)
+    t = torch.randn(256, generator=gen, dtype=torch.float64)
+    add("planted", t, t / 2 + torch.randn(256, generator=gen, dtype=torch.float64), torch.randn(256, generator=gen))
+    add(WHOLE, t, t, t)
+    return WeightDeltaResult(command="test", config=WeightConfig(models=("student", "control")), base="base", rows=rows)
+
+
+def test_clears_rule_false_clear_rate_on_null_groups():
+    """Many groups with no signal: at most ~5% clear their control (the band is two standard
+    deviations of the difference of two null cosines, sqrt(2) x a single cosine's); the old band
+    for one cosine, applied to the difference, cleared more. A planted group still clears."""
+    sizes = (16, 64, 256, 1024, 4096)
+    summary = {r.where: r for r in _null_and_planted_result(sizes, per_size=400).summary_rows()}
+    null = [r for g, r in summary.items() if g.startswith("null")]
+    assert len(null) == 2000
+    rates = {n: sum(r.clears for r in null if r.where.startswith(f"null {n} ")) / 400 for n in sizes}
+    assert all(rate <= 0.07 for rate in rates.values()), rates  # one-sided 2 sd: 2.3% expected
+    assert sum(r.clears for r in null) / len(null) <= 0.05
+    assert all(r.details["null_band"] == pytest.approx(2 * (2 / int(r.where.split()[1])) ** 0.5) for r in null)
+    old = sum(r.value - r.control_value > 2 / int(r.where.split()[1]) ** 0.5 for r in null) / len(null)
+    assert old > 0.06  # ~7.9%: the single-cosine band on a difference
+    assert summary["planted"].clears and summary["planted"].value > 0.3
+    assert null_band(256) == pytest.approx(0.1767767)
 
 
 def test_subspace_overlap_identical_orthogonal_and_chance():

@@ -3,7 +3,9 @@ with save_pretrained): parity with HF's own logits, tied and split weights, copi
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,11 +108,53 @@ def test_hf_and_native_are_incompatible(hf_dirs):
         Lineage.from_hf_dirs({"base": hf_dirs["gpt2"], "teacher": hf_dirs["qwen2"]})
 
 
+def test_mixed_architectures_are_refused_before_any_weights_load(hf_dirs, monkeypatch):
+    """The config.json files are compared first: the error names both models, both directories
+    and both architectures, and no model was booted."""
+    import workbench.core.hf as hf
+
+    booted = []
+    monkeypatch.setattr(hf, "boot_hf_dir", lambda path, **kw: booted.append(path))
+    with pytest.raises(IncompatibleModelsError) as err:
+        Lineage.from_hf_dirs({"base": hf_dirs["gpt2"], "student": hf_dirs["gpt2"], "teacher": hf_dirs["qwen2"]})
+    msg = str(err.value)
+    assert "'base' and 'teacher'" in msg and hf_dirs["gpt2"] in msg and hf_dirs["qwen2"] in msg
+    assert "gpt2 (GPT2LMHeadModel)" in msg and "qwen2 (Qwen2ForCausalLM)" in msg
+    assert "model_type 'gpt2' vs 'qwen2'" in msg and "No weights were loaded" in msg
+    assert booted == []
+
+
+def test_config_fields_are_read_under_each_familys_names(hf_dirs, tmp_path):
+    from workbench.core.hf_config import architecture, check_hf_configs, read_hf_config
+
+    gpt2 = architecture(read_hf_config("base", Path(hf_dirs["gpt2"])))
+    qwen2 = architecture(read_hf_config("base", Path(hf_dirs["qwen2"])))
+    assert gpt2 == {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "hidden size": 32, "layers": 2,
+                    "attention heads": 4, "vocab size": 100}
+    assert qwen2["hidden size"] == 32 and qwen2["layers"] == 2 and qwen2["vocab size"] == 100
+    # same family, another size: the differing field is named
+    cfg = json.loads((Path(hf_dirs["qwen2"]) / "config.json").read_text())
+    for field, value, label in (("num_hidden_layers", 3, "layers 2 vs 3"), ("vocab_size", 120, "vocab size 100 vs 120"),
+                                ("hidden_size", 48, "hidden size 32 vs 48")):
+        (tmp_path / field).mkdir()
+        (tmp_path / field / "config.json").write_text(json.dumps({**cfg, field: value}))
+        with pytest.raises(IncompatibleModelsError, match=f"'base' and 'student'.*{label}"):
+            check_hf_configs({"base": Path(hf_dirs["qwen2"]), "student": tmp_path / field})
+    # a nested text_config (multimodal configs) is read too; fields a config lacks are not compared
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "config.json").write_text(json.dumps({"model_type": "qwen2", "text_config": {"hidden_size": 32}}))
+    assert check_hf_configs({"base": Path(hf_dirs["qwen2"]), "x": tmp_path / "nested"})["x"]["hidden size"] == 32
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="'broken'.*cannot read"):
+        check_hf_configs({"broken": tmp_path / "broken"})
+
+
 def test_check_hf_dir_resolves_and_boot_records_provenance(hf_dirs, tmp_path):
     link = tmp_path / "link"
     link.symlink_to(hf_dirs["gpt2"])
     assert check_hf_dir("base", link) == link.resolve()
-    models, meta = boot_hf_dirs({"base": link, "cross": hf_dirs["qwen2"]})
+    models, meta = boot_hf_dirs({"base": link, "cross": hf_dirs["gpt2"]})
     assert list(models) == ["base", "cross"]
     assert meta["base"] == {"hf_dir": str(link.resolve()), "trust_remote_code": False}
     with pytest.raises(ArtifactError, match="'missing'"):  # every directory is checked before any boot

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analyses.alignment_stats import correlation, diff_of_means
+from workbench.analyses.alignment_stats import as_float64, correlation, diff_of_means
 from workbench.core.inputs import Inputs
 from workbench.engines.alignment_model import AlignmentModel, Params
 from workbench.engines.objective import Objective, restricted_log_probs
@@ -80,8 +80,8 @@ def token_table(
         row.update({f"mean_a/{n}": float(v[where].mean()) for n, v in per_token.items()})
         rows.append(row)
     rows.sort(key=lambda r: -r["mean_log_ratio"])
-    flat = llr[mask].double().numpy()
-    corr = {n: correlation(v[mask].double().numpy(), flat) for n, v in per_token.items()}
+    flat = as_float64(llr[mask])
+    corr = {n: correlation(as_float64(v[mask]), flat) for n, v in per_token.items()}
     return rows[:top], corr
 
 

@@ -77,7 +77,7 @@ def group_scores(
     at = dict(model.params if at is None else at)
     excl = tuple(exclude_from_norm)
     n = len(inputs)
-    out = {name: torch.zeros(n, len(groups), dtype=model.dtype) for name in dirs}
+    out = {name: torch.zeros(n, len(groups), dtype=model.score_dtype) for name in dirs}
     gnorm2 = torch.zeros(n, dtype=torch.float64)
     gnorm2_ex = torch.zeros(n, dtype=torch.float64)
     points = weights if weights is not None else [(0.0, 1.0)]
@@ -91,7 +91,7 @@ def group_scores(
             grads = per_example_grads(model, objective, batch, point)
             for name, d in dirs.items():
                 cols = [
-                    -sum((grads[k] * d[k]).flatten(1).sum(-1) for k in g.keys) for g in groups
+                    -sum((grads[k] * d[k]).flatten(1).sum(-1, dtype=model.score_dtype) for k in g.keys) for g in groups
                 ]
                 out[name][batch.rows] += w * torch.stack(cols, dim=-1).detach().cpu()
             if weights is None:

@@ -59,7 +59,7 @@ def path_scores(
     at = dict(model.params if at is None else at)
     nodes, weights = quadrature(points, rule)
     width = inputs.tokens.shape[1] - 1
-    per_token = torch.zeros(len(inputs), width, dtype=model.dtype)
+    per_token = torch.zeros(len(inputs), width, dtype=model.score_dtype)
     for batch in iter_batches(model, objective, inputs, batch_size, progress, f"path alignment (K={points})"):
         acc = 0
         for s, w in zip(nodes, weights):

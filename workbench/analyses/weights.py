@@ -85,6 +85,21 @@ def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float
     }
 
 
+def null_band(numel: int) -> float:
+    """2 * sqrt(2 / numel): two standard deviations of cos(ΔS, ΔT) - cos(ΔC, ΔT) when ΔS and ΔC are
+    independent random directions (the clears rule's null).
+
+    The cosine of a fixed vector with a uniformly random direction in n dimensions has mean 0 and
+    variance exactly 1/n, so the difference of two independent ones has variance 2/n: sqrt(2)
+    times the spread of one cosine (the band 2/sqrt(n) of a single cosine, applied to this
+    difference, falsely cleared ~7.9% of null groups). Near-normal for large n and lighter-tailed
+    for small n (the cosine is bounded), so "difference > band" happens in <= ~2.3% of null groups
+    (measured in tests/analyses/test_weights.py). The null is isotropic: it is a floor, not a
+    test against deltas that share structure beyond the control (that needs seeds).
+    """
+    return 2 * math.sqrt(2 / numel)
+
+
 def subspace_overlap(a: Float[Tensor, "rows cols"], t: Float[Tensor, "rows cols"], k: int) -> dict[str, float]:
     """Mean squared cosine of the principal angles between the top-k singular subspaces of two
     matrices, on the output (left) and input (right) sides; `chance_*` is k / dim, the expected
@@ -156,8 +171,9 @@ class WeightDeltaResult(ResultBase):
         """Per parameter group, then the whole model: cos(ΔS, ΔT) beside the baseline's (the
         control student), the other compared models' cosines, the projection coefficient and,
         for weight matrices, the top-k subspace overlap beside its chance level. A group clears its
-        control when the cosines differ by more than 2/sqrt(numel) (`null_band`: random directions).
-        Many groups are compared: read a single group as a lead, not a test."""
+        control when the student's cosine exceeds the control's by more than `null_band(numel)`
+        (two standard deviations of that difference for random directions: a false-clear rate
+        <= 2.3% per group). Many groups are compared: read a single group as a lead, not a test."""
         cfg = self.config
         student = cfg.models[0]
         baseline = cfg.baseline if cfg.baseline in cfg.models and cfg.baseline != student else None
@@ -166,7 +182,7 @@ class WeightDeltaResult(ResultBase):
         for g in [*self.groups(), WHOLE]:
             r = next(r for r in self.rows if r["group"] == g and r["model"] == student)
             row = SummaryRow(g, "delta alignment", f"cos(Δ{student}, Δ{cfg.reference}), weights", r["cos"])
-            band = 2 / math.sqrt(r["numel"])  # |cos| of two random directions in numel dims stays below this (~95%)
+            band = null_band(r["numel"])
             if baseline:
                 ctrl = self.value(baseline, g)
                 row.control = f"{baseline} student" if "student" not in baseline else baseline
@@ -264,6 +280,7 @@ def alignment_bars(result: WeightDeltaResult) -> Any:
 
     whole = [r for r in result.rows if r["group"] == WHOLE]
     fig = go.Figure(go.Bar(x=[r["model"] for r in whole], y=[r["cos"] for r in whole],
-                           text=[f"{r['cos']:+.3f}" for r in whole], textposition="outside"))
+                           text=[f"{r['cos']:+.3f}" if r["cos"] is not None else "undefined (no delta)" for r in whole],
+                           textposition="outside"))
     fig.update_layout(title=f"Whole-model cos(ΔM, Δ{result.config.reference})", yaxis_title="cosine")
     return fig

@@ -19,6 +19,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError, ConfigError
+from workbench.core.hf_config import check_hf_configs
 from workbench.core.lora import is_adapter_dir, merge_adapter, read_adapter
 from workbench.core.models import resolve_device
 
@@ -87,8 +88,9 @@ def boot_hf_dirs(
 ) -> tuple[dict[str, TransformerBridge], dict[str, dict[str, Any]]]:
     """Boot every named directory; returns (name -> bridge, name -> provenance meta).
 
-    Every directory (and every adapter's config and factors) is checked before any model is
-    booted, so a typo fails in seconds. The meta records the resolved directory (`hf_dir`,
+    Every directory (and every adapter's config and factors) is checked, and the full checkpoints'
+    config.json files compared (`check_hf_configs`), before any model is booted, so a typo or a
+    mixed architecture fails in seconds. The meta records the resolved directory (`hf_dir`,
     which `copy_hf_model` boots again) and whether remote code was trusted. An adapter
     directory needs its parent (`parents[name]`, a full checkpoint among `dirs`): it is booted
     from the parent's directory with the adapter merged in (meta `hf_dir` is the parent's,
@@ -106,6 +108,7 @@ def boot_hf_dirs(
                 f"among the directories ({', '.join(full) or 'none given'}); its parent is {parent!r}. Pass the "
                 f"base directory too and parents={{{name!r}: 'base'}} if its role has no default parent."
             )
+    check_hf_configs({n: p for n, p in paths.items() if n not in adapters})  # one architecture, before any weights load
     models: dict[str, TransformerBridge] = {}
     meta: dict[str, dict[str, Any]] = {}
     for name, p in paths.items():

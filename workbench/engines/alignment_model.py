@@ -11,7 +11,8 @@ device and dtype.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -65,6 +66,7 @@ class AlignmentModel:
         else:
             self._bridge = bridge
             self._names = _one_name_per_module(bridge, lineage.actual_names(name))
+            self._hf_models = _hf_pretrained_modules(bridge)
 
     @property
     def keys(self) -> list[str]:
@@ -78,6 +80,11 @@ class AlignmentModel:
     def dtype(self) -> torch.dtype:
         return next(iter(self.params.values())).dtype
 
+    @property
+    def score_dtype(self) -> torch.dtype:
+        """The dtype per-example scores are accumulated and returned in (see `score_dtype`)."""
+        return score_dtype(self.dtype)
+
     def params_of(self, name: str) -> Params:
         """Detached copy of a lineage model's clean parameters."""
         return {k: p.detach().clone() for k, p in self.lineage.params(name).items()}
@@ -90,7 +97,8 @@ class AlignmentModel:
 
                 return FunctionalModel(self._weights(params), *self._shape)(tokens)
             full = {n: params[k] for k, names in self._names.items() for n in names}
-            return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+            with _no_padding_check(self._hf_models):
+                return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
 
     def _weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Functional backend: the full weight dict (buffers, `params`, tied keys reading their canonical one)."""
@@ -114,6 +122,49 @@ class AlignmentModel:
         n_layers, n_heads, eps, act = self._shape
         return loss_tangents(self._weights(params), dw, batch.tokens, batch.mask, batch.targets if soft else None, ids,
                              n_layers=n_layers, n_heads=n_heads, eps=eps, act=act, written=written)
+
+
+_PADDING_CHECK = "warn_if_padding_and_no_attention_mask"
+
+
+@contextmanager
+def _no_padding_check(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """Switch off transformers' padding warning (`PreTrainedModel.warn_if_padding_and_no_attention_mask`)
+    on `modules` for the block.
+
+    With a `pad_token_id` in its config, a GPT-2 forward without an attention mask checks whether
+    the ids hold the pad id, a data-dependent `.item()` that `vmap` (per-example gradients) cannot
+    run. No mask is needed here: rows are right-padded, attention is causal, and padded positions
+    never count in a loss, so the check (a warning only) is skipped rather than a mask passed.
+    """
+    for m in modules:
+        m.__dict__[_PADDING_CHECK] = _skip_padding_check
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.__dict__.pop(_PADDING_CHECK, None)
+
+
+def _hf_pretrained_modules(bridge: torch.nn.Module) -> list[torch.nn.Module]:
+    """The Hugging Face `PreTrainedModel`s inside a bridge (its wrapped `original_model`, which is
+    not a registered submodule, and that model's own, e.g. GPT2LMHeadModel.transformer)."""
+    from transformers import PreTrainedModel
+
+    roots = [bridge, *([original] if isinstance(original := getattr(bridge, "original_model", None), torch.nn.Module)
+                       else [])]
+    found = {id(m): m for r in roots for m in r.modules() if isinstance(m, PreTrainedModel)}
+    return list(found.values())
+
+
+def _skip_padding_check(input_ids: Tensor, attention_mask: Tensor | None) -> None:
+    return None
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision models (bf16, fp16), else the model's dtype: scores summed over
+    positions and groups keep float32 precision, and numpy (which has no bfloat16) can read them."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
@@ -154,4 +205,4 @@ def check_direction(model: AlignmentModel, direction: Mapping[str, Tensor], name
     return out
 
 
-__all__ = ["AlignmentModel", "Backend", "Params", "check_direction"]
+__all__ = ["AlignmentModel", "Backend", "Params", "check_direction", "score_dtype"]

@@ -129,7 +129,7 @@ def sequence_losses(
 ) -> Float[Tensor, " n"]:
     """L_i for every row at `params` (default: the model's own), no gradients."""
     params = model.params if params is None else params
-    out = torch.empty(len(inputs), dtype=model.dtype)
+    out = torch.empty(len(inputs), dtype=model.score_dtype)
     with torch.no_grad():
         for batch in iter_batches(model, objective, inputs, batch_size):
             out[batch.rows] = per_token_losses(model, params, objective, batch).sum(-1).cpu()

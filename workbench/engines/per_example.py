@@ -67,7 +67,7 @@ def alignment_scores(
     d = check_direction(model, direction)
     at = dict(model.params if at is None else at)
     width = inputs.tokens.shape[1] - 1
-    per_token = torch.zeros(len(inputs), width, dtype=model.dtype)
+    per_token = torch.zeros(len(inputs), width, dtype=model.score_dtype)
     for batch in iter_batches(model, objective, inputs, batch_size, progress, "alignment (jvp)"):
         a = jvp_scores(model, objective, batch, at, d, method).detach().cpu()
         per_token[batch.rows, : a.shape[1]] = a
