@@ -303,14 +303,17 @@ def trait_matrix(models: Mapping[str, LogitsFn], traits: Sequence[Trait]) -> dic
     return out
 
 
-def check_trait(trait: object, d_vocab: int, what: str = "The trait") -> Trait:
-    """`trait` if it is a single-token Trait built for a vocabulary of `d_vocab` tokens; else a
-    ConfigError naming the problem and the fix (checked before any work)."""
+def check_trait(trait: object, d_vocab: int, what: str = "The trait", single_token: bool = True) -> Trait:
+    """`trait` if it is a Trait built for a vocabulary of `d_vocab` tokens (and, with
+    `single_token`, one whose answers are single tokens: analyses reading one target id, like
+    the logit lens); else a ConfigError naming the problem and the fix (checked before any work).
+    Analyses that only need log-probabilities pass single_token=False."""
     if not isinstance(trait, Trait):
         raise ConfigError(f"{what} must be a Trait; got {type(trait).__name__}. Pass the source's Trait "
                           "(e.g. workbench.organism.organism_trait(tokenizer, 'owl') or load_seed(dir).trait).")
     if trait.vocab_size is not None and trait.vocab_size != d_vocab:
         raise ConfigError(f"Trait {trait.target!r} was built for a vocabulary of {trait.vocab_size} tokens; the "
                           f"models have {d_vocab}. Build the Trait with the models' tokenizer.")
-    _ = trait.target_id  # multi-token answers: a clear error before any work
+    if single_token:
+        _ = trait.target_id  # multi-token answers: a clear error before any work
     return trait

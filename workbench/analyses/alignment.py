@@ -56,7 +56,7 @@ from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
 from workbench.engines.alignment_model import AlignmentModel
-from workbench.trait import Trait
+from workbench.trait import Trait, check_trait
 
 
 def run_alignment(
@@ -70,6 +70,8 @@ def run_alignment(
     """Score teacher- vs base-written rows of `inputs` along every direction (see module doc).
     `trait` gives g_trait and the first-order prediction (None: both are left out)."""
     config = (config or AlignmentConfig()).validate()
+    if trait is not None:
+        check_trait(trait, lineage.d_vocab, "run_alignment's trait", single_token=False)
     if lineage.device != resolve_device(config.device):
         raise ConfigError(f"The lineage is on {lineage.device} but config.device={config.device!r}; load it with device=.")
     rows = sample_rows(inputs, config)

@@ -67,7 +67,7 @@ def run_screening(lineage: Lineage, inputs: Inputs, trait: Trait, retrain: Retra
     config = config or ScreeningConfig()
     if config.loss not in ("hard", "soft"):
         raise ConfigError(f"ScreeningConfig.loss={config.loss!r}; use 'hard' or 'soft' (the loss the student trains with).")
-    check_trait(trait, lineage.d_vocab, "run_screening's trait")
+    check_trait(trait, lineage.d_vocab, "run_screening's trait", single_token=False)
     if not callable(retrain):
         raise ConfigError(f"retrain must be a callable (kept Inputs -> a retrained student); got {type(retrain).__name__}.")
     model = AlignmentModel(lineage, config.base)

@@ -39,6 +39,7 @@ from workbench.capture.store import weights_sha256
 from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
+from workbench.cli.hf_source import hf_dir_trait
 from workbench.core.lineage import Lineage
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.probes import ProbeConfig
@@ -110,7 +111,12 @@ def compare_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Resu
     from workbench.analyses.compare import CompareConfig, compare
 
     store = config.cache.data_store(lineage, inputs, config)
-    result = compare(lineage, store, CompareConfig(), trait=config.trait, meta={"positions": config.positions})
+    meta: dict[str, Any] = {"positions": config.positions}
+    trait = config.trait
+    if trait is not None and not trait.single_token:  # the logit lens reads one target id
+        meta["logit lens target"] = f"none: the answers of trait {trait.target!r} are not single tokens"
+        trait = None
+    result = compare(lineage, store, CompareConfig(), trait=trait, meta=meta)
     result.command = config.command
     return result
 
@@ -209,7 +215,7 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
     if name == "screening" and config.organism_dir is None:
         return "retraining students needs the organism's recipe and data (--organism)"
     if name in ("delta_patching", "activation_patching") and config.trait is None:
-        return "no trait to score (the organism gives one; Hugging Face directories do not yet)"
+        return "no trait to score"
     return None
 
 
@@ -314,7 +320,10 @@ def parser() -> argparse.ArgumentParser:
                      help="organism directory; built with --preset if it holds no seed (default: artifacts/organism)")
     src.add_argument("--preset", default="default", choices=sorted(PRESETS), help="preset to build a missing organism with (default: default)")
     src.add_argument("--seed", type=int, default=0, help="organism seed to report (default: 0)")
-    src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins)")
+    src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins; "
+                     "with Hugging Face directories: asked with the base directory's tokenizer and chat template)")
+    src.add_argument("--system-prompt", metavar="TEXT", help="system prompt of the trait's questions with Hugging Face "
+                     "directories (default: none)")
     for role in HF_ROLES:
         src.add_argument(f"--{role}", metavar="HF_DIR", help=f"local Hugging Face checkpoint directory of the {role} (instead of --organism)")
     src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows "
@@ -373,9 +382,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             if not p.is_file():
                 raise DataError(f"No data file at {p}. Fix the --data path.")
         prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
+        trait, channel_ids = hf_dir_trait(hf["base"], args.target, args.system_prompt), None  # before loading weights
         lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
         prompts = prompts_rows
-        trait, channel_ids = None, None
         loss = "hard"
         organism_dir = None
         origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())

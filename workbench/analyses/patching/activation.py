@@ -38,7 +38,7 @@ from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model, resolve_device
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
-from workbench.trait import Trait
+from workbench.trait import Trait, log_odds
 
 
 @torch.inference_mode()
@@ -78,6 +78,44 @@ def patched_logits(
             return act
 
     return model.run_with_hooks(tokens, fwd_hooks=[(hook, replace)])
+
+
+@torch.inference_mode()
+def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
+                           source: Float[Tensor, "templates seq ..."], offset: int | None,
+                           device: torch.device | str) -> float:
+    """Log-odds of a multi-token trait with `model`'s activation at `hook` replaced by `source`
+    (the donor's activations on `trait.tokens`) at each prompt's positions: all of them when
+    `offset` is None, else the one `offset` before the answer position. The answer tokens are
+    never patched (as on the single-token path, where only the prompts run). One forward over
+    prompt x target-form rows; the log-odds is that of P(target) averaged over prompts, as
+    `Trait.log_odds` (P(target | prompt): the sum over the target's forms)."""
+    from workbench.trait_forms import _form_log_probs
+
+    forms = trait.forms[trait.target]
+    rows = [(p, f) for p in trait.prompts for f in forms]
+    r_idx, pos, src_i = [], [], []
+    for r, (p, _) in enumerate(rows):
+        i = r // len(forms)
+        at = range(len(p)) if offset is None else [len(p) - 1 - offset] if len(p) - 1 - offset >= 0 else []
+        for j in at:
+            r_idx.append(r)
+            pos.append(j)
+            src_i.append(i)
+    r_t, pos_t, i_t = (torch.tensor(x, dtype=torch.long, device=source.device) for x in (r_idx, pos, src_i))
+    values = source[i_t, pos_t]
+
+    def replace(act: Tensor, hook: Any) -> Tensor:
+        act = act.clone()
+        act[r_t.to(act.device), pos_t.to(act.device)] = values.to(device=act.device, dtype=act.dtype)
+        return act
+
+    def logits(tokens: Tensor) -> Tensor:
+        return model.run_with_hooks(tokens.to(device), fwd_hooks=[(hook, replace)])
+
+    lp = _form_log_probs(logits, rows, trait.pad_id, device, len(rows)).double().cpu()
+    p_target = lp.view(len(trait.prompts), len(forms)).logsumexp(-1).exp().mean()
+    return float(log_odds(float(p_target)))
 
 
 @dataclass
@@ -171,7 +209,11 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
         for h in hooks:
             for p in positions:
                 pos = None if p == "all" else last - int(p)
-                x = lo_of(lambda t, h=h, pos=pos: patched_logits(models[recipient], t, h, acts[donor][h], pos))
+                if trait.single_token:
+                    x = lo_of(lambda t, h=h, pos=pos: patched_logits(models[recipient], t, h, acts[donor][h], pos))
+                else:
+                    x = patched_log_odds_forms(trait, models[recipient], h, acts[donor][h],
+                                               None if p == "all" else int(p), dev)
                 rec = None if direction == "control->base" else recovered_fraction(x, lo["base"], lo["student"], defined)
                 rows.append({"direction": direction, "hook": h, "position": p, "log_odds": x,
                              "gain": x - lo["base"], "recovered": rec})

@@ -108,7 +108,7 @@ class PatchConfig:
 
 def resolve_models(lin: Lineage, trait: Trait, cfg: PatchConfig) -> tuple[str, str | None]:
     """(base, control) for `cfg`, after checking the trait fits the models and the models share an init."""
-    check_trait(trait, lin.d_vocab, "Patching's trait")
+    check_trait(trait, lin.d_vocab, "Patching's trait", single_token=False)
     for name in (cfg.student, cfg.control, cfg.base):
         if name is not None and name not in lin:
             raise unknown_name("model", name, lin.names, fix="Pass PatchConfig(student=..., control=..., base=...).")
