@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.core.errors import ConfigError, DataError, UnknownNameError
-from workbench.trait import Trait, log_odds, trait_matrix, wilson_interval
+from workbench.trait import Trait, check_trait, log_odds, trait_matrix, wilson_interval
 from workbench.trait_forms import match_answer
 
 VOCAB = 40
@@ -90,6 +90,10 @@ def test_clear_errors():
     assert multi.target_ids == (20, 24) and not multi.single_token
     with pytest.raises(ConfigError, match="not a single token"):
         _ = multi.target_id  # a reader of one token id says what to call instead
+    d_vocab = multi.vocab_size or 30
+    assert check_trait(multi, d_vocab, single_token=False) is multi  # log-probability readers take it
+    with pytest.raises(ConfigError, match="not a single token"):
+        check_trait(multi, d_vocab)  # the logit lens reads one id
     with pytest.raises(DataError, match="canonical"):
         Trait(((1, 2),), "owl", "animal", (("owl", (20,)),), surface_forms=(("owl", ((21,), (20,))),))
     with pytest.raises(DataError, match="outside the model's vocabulary"):
