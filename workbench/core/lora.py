@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError, ConfigError, IncompatibleModelsError
-from workbench.core.params import _storage_id, param_space
+from workbench.core.params import storage_id, param_space
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -254,7 +254,7 @@ def _split(
     out: dict[str, LoraFactor] = {}
     covered = 0
     for key, q in space_params.items():
-        if _storage_id(q) != _storage_id(target) or q.dim() != 2:
+        if storage_id(q) != storage_id(target) or q.dim() != 2:
             continue
         qi = _element_index(q.detach())
         if int(qi.max()) < lo or int(qi.min()) > hi:

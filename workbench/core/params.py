@@ -111,14 +111,14 @@ def _storage_index(t: Tensor) -> Tensor:
     return index.reshape(-1)
 
 
-def _storage_id(t: Tensor) -> int:
+def storage_id(t: Tensor) -> int:
     """Which memory `t` lives in; tensors without memory (meta device) count as their own."""
     ptr = t.untyped_storage().data_ptr()
     return ptr if ptr != 0 else id(t)
 
 
 def _view_id(t: Tensor) -> tuple:
-    return (_storage_id(t), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+    return (storage_id(t), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
 def param_space(bridge: TransformerBridge) -> ParamSpace:
@@ -131,7 +131,7 @@ def param_space(bridge: TransformerBridge) -> ParamSpace:
     aliases: dict[str, tuple[str, ...]] = {}
     by_storage: dict[int, list[str]] = {}
     for key, p in candidates.items():
-        by_storage.setdefault(_storage_id(p), []).append(key)
+        by_storage.setdefault(storage_id(p), []).append(key)
 
     keep: set[str] = set()
     for keys in by_storage.values():
@@ -193,11 +193,11 @@ def uncovered_parameters(bridge: TransformerBridge, space: ParamSpace | None = N
     covered: dict[int, Tensor] = {}
     for p in space.params.values():
         n = p.untyped_storage().nbytes() // p.element_size()
-        mask = covered.setdefault(_storage_id(p), torch.zeros(n, dtype=torch.bool))
+        mask = covered.setdefault(storage_id(p), torch.zeros(n, dtype=torch.bool))
         mask[_storage_index(p)] = True
     missing = []
     for name, p in bridge.named_parameters():
-        mask = covered.get(_storage_id(p))
+        mask = covered.get(storage_id(p))
         if mask is None or not bool(mask[_storage_index(p)].all()):
             missing.append(name)
     return missing

@@ -90,7 +90,7 @@ def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
     never patched (as on the single-token path, where only the prompts run). One forward over
     prompt x target-form rows; the log-odds is that of P(target) averaged over prompts, as
     `Trait.log_odds` (P(target | prompt): the sum over the target's forms)."""
-    from workbench.trait_forms import _form_log_probs
+    from workbench.trait_forms import answer_log_probs
 
     forms = trait.forms[trait.target]
     rows = [(p, f) for p in trait.prompts for f in forms]
@@ -113,9 +113,10 @@ def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
     def logits(tokens: Tensor) -> Tensor:
         return model.run_with_hooks(tokens.to(device), fwd_hooks=[(hook, replace)])
 
-    lp = _form_log_probs(logits, rows, trait.pad_id, device, len(rows)).double().cpu()
-    p_target = lp.view(len(trait.prompts), len(forms)).logsumexp(-1).exp().mean()
-    return float(log_odds(float(p_target)))
+    # answer_log_probs lays its rows out as `rows` above (prompt-major, then forms) and, with one
+    # batch of all of them, runs the single forward the hook's row indices refer to
+    lp = answer_log_probs(logits, trait.prompts, [forms], trait.pad_id, device, batch_size=len(rows))
+    return float(log_odds(float(lp[:, 0].double().exp().mean())))
 
 
 @dataclass
