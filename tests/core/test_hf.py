@@ -20,8 +20,9 @@ TOKENS = torch.tensor([[1, 5, 9, 2, 7, 3], [4, 4, 8, 0, 1, 6]])
 
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory) -> dict[str, str]:
-    """Tiny GPT-2 (tied embed/unembed) and Qwen2 checkpoints written with save_pretrained."""
-    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+    """Tiny GPT-2 (tied embed/unembed), Qwen2 and Llama checkpoints written with save_pretrained
+    (no tokenizer files: booting must not need one)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     root = tmp_path_factory.mktemp("hf")
     torch.manual_seed(0)
@@ -32,9 +33,12 @@ def hf_dirs(tmp_path_factory) -> dict[str, str]:
             intermediate_size=64, vocab_size=100, max_position_embeddings=64,
         )
     )  # fmt: skip
-    dirs = {"gpt2": str(root / "gpt2"), "qwen2": str(root / "qwen2")}
+    llama = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                         intermediate_size=64, vocab_size=100, max_position_embeddings=64))
+    dirs = {"gpt2": str(root / "gpt2"), "qwen2": str(root / "qwen2"), "llama": str(root / "llama")}
     gpt2.save_pretrained(dirs["gpt2"])
     qwen2.save_pretrained(dirs["qwen2"])
+    llama.save_pretrained(dirs["llama"])
     return dirs
 
 
@@ -46,7 +50,7 @@ def _hf_logits(path: str, tokens: torch.Tensor) -> torch.Tensor:
         return model(tokens).logits
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2", "llama"])
 def test_hf_dirs_match_hf_logits(hf_dirs, arch):
     expected = _hf_logits(hf_dirs[arch], TOKENS)  # reference loaded before (and apart from) the bridge
     lin = Lineage.from_hf_dirs({"base": hf_dirs[arch], "teacher": hf_dirs[arch]})

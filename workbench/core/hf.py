@@ -62,6 +62,26 @@ def check_hf_dir(name: str, path: str | os.PathLike) -> Path:
     return p.resolve()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+"""Files any Hugging Face tokenizer is loaded from; a directory with none of them has no tokenizer."""
+
+
+def placeholder_tokenizer() -> Any:
+    """A one-token fast tokenizer for a directory that has no tokenizer of its own.
+
+    The bridge always loads a tokenizer when booting, and without files it falls back on the
+    family's default class: GPT-2's and Qwen2's come up empty, but Llama's (transformers 5) cannot
+    be built without tokenizer.json or sentencepiece, so the boot fails. The workbench never reads
+    the bridge's tokenizer (token ids come from `Inputs` and `Trait`), so an explicit placeholder
+    keeps every family bootable offline.
+    """
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<|endoftext|>": 0}, unk_token="<|endoftext|>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
 def boot_hf_dir(
     path: str | os.PathLike,
     *,
@@ -74,6 +94,8 @@ def boot_hf_dir(
     kwargs: dict[str, Any] = {"device": resolve_device(device), "trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        kwargs["tokenizer"] = placeholder_tokenizer()
     with hf_offline():
         return TransformerBridge.boot_transformers(str(path), **kwargs)
 
