@@ -23,6 +23,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from workbench.capture.hooks import patching_hooks
 from workbench.analyses.patching.figures import activation_bars, activation_heatmap
 from workbench.analyses.patching.patched_models import on_device
+from workbench.analyses.patching.stream_patch import check_patch_hooks, default_patch_hooks, patch_hooks
 from workbench.analyses.patching.rules import (
     DIRECTIONS,
     PatchConfig,
@@ -64,7 +65,7 @@ def patched_logits(
 ) -> Float[Tensor, "batch seq vocab"]:
     """Logits of `model` with the activation at `hook` replaced by `source`: everywhere when
     `positions` is None, else at position positions[b] of row b (rows with a negative position
-    are left alone)."""
+    are left alone). The replaced value is what flows on (`stream_patch.patch_hooks`)."""
     if positions is None:
         def replace(act: Tensor, hook: Any) -> Tensor:
             return source.to(act.dtype)
@@ -77,7 +78,7 @@ def patched_logits(
             act[rows, pos] = source[rows, pos].to(act.dtype)
             return act
 
-    return model.run_with_hooks(tokens, fwd_hooks=[(hook, replace)])
+    return model.run_with_hooks(tokens, fwd_hooks=patch_hooks(hook, replace))
 
 
 @torch.inference_mode()
@@ -111,7 +112,7 @@ def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
         return act
 
     def logits(tokens: Tensor) -> Tensor:
-        return model.run_with_hooks(tokens.to(device), fwd_hooks=[(hook, replace)])
+        return model.run_with_hooks(tokens.to(device), fwd_hooks=patch_hooks(hook, replace))
 
     # answer_log_probs lays its rows out as `rows` above (prompt-major, then forms) and, with one
     # batch of all of them, runs the single forward the hook's row indices refer to
@@ -187,7 +188,8 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
     names = [n for n in (base, cfg.student, control) if n is not None]
     models = {n: (lin[n] if on_device(lin[n], dev) else copy_model(lin[n], device=dev)) for n in names}
     tokens, last = trait.tokens.to(dev), trait.answer_positions
-    hooks = list(cfg.hooks) if cfg.hooks is not None else patching_hooks(int(lin.cfg.n_layers))
+    hooks = list(cfg.hooks) if cfg.hooks is not None else default_patch_hooks(models[base])
+    check_patch_hooks(models[base], hooks)
     acts = {n: cache_activations(models[n], tokens, hooks) for n in names}
     n_pos = cfg.positions if cfg.positions is not None else int(last.max()) + 1
 

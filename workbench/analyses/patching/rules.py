@@ -77,9 +77,12 @@ class PatchConfig:
     seed: seed of the random deltas.
     engine: delta patching's working model: "auto" (functional when possible), "functional", "bridge".
     hooks: activation patching's hook names (classic TransformerLens names); None = residual
-        stream: hook_embed, hook_pos_embed, per layer attn_out, resid_mid, mlp_out, resid_post
-        (ln_final.hook_normalized is left out: it is the pre-affine normalised final residual,
-        so patching it equals patching the last resid_post).
+        stream: hook_embed, hook_pos_embed (learned positions only), per layer attn_out,
+        resid_mid, mlp_out, resid_post (ln_final.hook_normalized is left out: it is the
+        pre-affine normalised final residual, so patching it equals patching the last
+        resid_post). Only hooks whose patched value flows on through the stream are accepted
+        (`stream_patch.faithful_hooks`: these and blocks.i.hook_resid_pre); resid_mid is written
+        through the attention output, which the residual add reads.
     positions: activation patching per position for offsets 0..positions-1 before the answer
         position (0 = the answer position itself); None = every position of the longest prompt.
     progress: show a tqdm bar.
