@@ -53,6 +53,7 @@ from workbench.core.errors import (
     IncompatibleModelsError,
     WorkbenchError,
 )
+from workbench.core.hf_parity import ParityError, assert_hook_parity, check_hf_parity
 from workbench.core.hf_trait import hf_trait, hf_traits, sampled_answer_rate
 from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
 from workbench.core.lineage import Lineage
@@ -72,6 +73,7 @@ __all__ = [
     # activations
     "capture_activations", "ActivationStore", "ActivationReader", "probe_hooks", "residual_hooks", "patching_hooks",
     "resolve_hooks",
+    "check_hf_parity", "assert_hook_parity", "ParityError",
     # analyses: analysis(lineage, inputs, config) -> result, with a Trait where they score one
     "compare_activations", "CompareConfig", "ActivationComparison", "SeedAggregate", "aggregate_seeds",
     "weight_deltas", "WeightConfig", "WeightDeltaResult",
