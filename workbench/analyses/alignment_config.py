@@ -9,6 +9,10 @@ from typing import Any
 
 from workbench.core.errors import ConfigError
 
+DEFAULT_MEMORY_BUDGET = 2**31
+"""2 GiB of per-example gradients: the organism's batch fits in one call; a 7B model in bf16 takes
+one row per call with its keys in ~8 chunks."""
+
 NO_UNEMBED = ("unembed.",)
 """Key prefixes left out of the "no unembedding" variants (g_trait_no_unembed, cosines without it)."""
 
@@ -36,7 +40,10 @@ class AlignmentConfig:
     prediction_batches: int = 4  # batches of teacher rows for the prediction table (0: skip it)
     prediction_batch_size: int = 64  # rows per prediction batch
     batch_size: int = 256  # rows per jvp batch
-    grad_batch_size: int = 64  # rows per per-example-gradient chunk (memory: chunk x n_params floats)
+    grad_batch_size: int = 64  # rows per per-example-gradient batch (memory: see memory_budget_bytes)
+    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET  # most bytes of per-example gradients held at once
+    # (per-group scores and cosines): fewer rows per call, then parameter keys split
+    # (workbench.engines.grad_chunks); None: the whole batch's (grad_batch_size x n_params x bytes per element)
     seed: int = 0  # row sampling and random directions
     backend: str = "auto"  # AlignmentModel backend
     device: str = "cpu"  # cpu, cuda, auto
@@ -47,6 +54,9 @@ class AlignmentConfig:
             raise ConfigError(f"loss={self.loss!r}; use 'hard' or 'soft'.")
         if not self.path_points or min(self.path_points) < 1:
             raise ConfigError(f"path_points={self.path_points}; give K values >= 1.")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes <= 0:
+            raise ConfigError(f"memory_budget_bytes={self.memory_budget_bytes}; give a positive number of bytes, or "
+                              "None for no limit.")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,4 +71,23 @@ class AlignmentConfig:
         return cls(**d)
 
 
-__all__ = ["AlignmentConfig", "NO_UNEMBED"]
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int | None:
+    """'2GiB', '512MiB', '1e9', '4096' -> bytes; 'none' -> None (no limit). For the budget flags."""
+    t = text.strip().lower()
+    if t in ("none", "inf", "unlimited"):
+        return None
+    number = t.rstrip("kmgib")
+    unit = t[len(number):]
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except (KeyError, ValueError):
+        raise ConfigError(f"Memory budget {text!r} is not a size; write e.g. 2GiB, 512MiB, 1e9 or none.") from None
+    if value <= 0:
+        raise ConfigError(f"Memory budget {text!r} is not positive; write e.g. 2GiB, or none for no limit.")
+    return value
+
+
+__all__ = ["AlignmentConfig", "DEFAULT_MEMORY_BUDGET", "NO_UNEMBED", "parse_bytes"]

@@ -115,7 +115,8 @@ def per_group_scores(model: AlignmentModel, rows: LabelledRows, dirs: Directions
                      config: AlignmentConfig) -> GroupScores:
     """Per-example gradients once: per-group scores of every direction and |grad L_i| for cosines."""
     return group_scores(model, rows.data, dirs, objective, exclude_from_norm=NO_UNEMBED,
-                        batch_size=config.grad_batch_size, progress=config.progress)
+                        batch_size=config.grad_batch_size, progress=config.progress,
+                        memory_budget_bytes=config.memory_budget_bytes)
 
 
 # --------------------------------------------------------------------------- detection
@@ -196,7 +197,8 @@ def path_group_scores(model: AlignmentModel, rows: LabelledRows, d_T: Params | N
         return {}
     nodes, weights = quadrature(config.path_group_points)
     pg = group_scores(model, rows.data, {"delta_T": d_T}, objective, weights=list(zip(nodes.tolist(), weights.tolist())),
-                      batch_size=config.grad_batch_size, progress=config.progress)
+                      batch_size=config.grad_batch_size, progress=config.progress,
+                      memory_budget_bytes=config.memory_budget_bytes)
     return {f"delta_T (path K={config.path_group_points})": pg.by_direction["delta_T"]}
 
 

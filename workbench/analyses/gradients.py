@@ -19,7 +19,9 @@ The engine (any model family can have it):
 - `workbench.engines.objective`: the loss L_{i,t} (`Objective`), batches, sequence losses;
 - `workbench.engines.per_example`: a_i and a_{i,t} for a whole batch by ONE forward-mode pass
   (hand-written tangents for the functional backend, else `torch.func.jvp`; chosen by
-  `python -m workbench.bench gradients`), and per-example gradients by `vmap(grad)`.
+  `python -m workbench.bench gradients`), and per-example gradients by `vmap(grad)`;
+- `workbench.engines.grad_chunks`: those gradients in calls of fewer rows, then of fewer
+  parameter keys, so that no call holds more than a memory budget (`AlignmentConfig.memory_budget_bytes`);
 The analyses built on it, one job each:
 - `workbench.analyses.param_directions`: norm, masking and random directions;
 - `workbench.analyses.trait_gradient`: g_trait, the direction that needs no teacher;

@@ -3,8 +3,9 @@
     a_{i,g}  = -<grad_g L_i(theta), d_g>       they sum over groups to a_i
     cos_i    = a_i / (|grad L_i| |d|)
 
-One pass of per-example gradients (`vmap(grad)` in chunks) serves every direction, and gives
-|grad L_i| for the cosines. With quadrature weights the scores are path-integrated (one
+One pass of per-example gradients (`vmap(grad)` in chunks of rows and, under a memory budget,
+of parameter keys: `workbench.engines.grad_chunks`) serves every direction, and gives |grad L_i|
+for the cosines. With quadrature weights the scores are path-integrated (one
 direction only), an additive per-group decomposition of the path score.
 """
 
@@ -23,7 +24,7 @@ from workbench.core.inputs import Inputs
 from workbench.core.lineage import ParamGroup
 from workbench.engines.alignment_model import AlignmentModel, check_direction
 from workbench.engines.objective import Objective, iter_batches
-from workbench.engines.per_example import per_example_grads
+from workbench.engines.grad_chunks import grad_chunks, model_plan
 
 
 @dataclass
@@ -63,12 +64,15 @@ def group_scores(
     batch_size: int = 64,
     progress: bool = False,
     weights: Sequence[tuple[float, float]] | None = None,
+    memory_budget_bytes: int | None = None,
 ) -> GroupScores:
     """a_{i,g} for every direction and group from per-example gradients (one pass for all
     directions), plus |grad L_i| with and without `exclude_from_norm` keys (for cosines).
 
     weights: optional (s, w) pairs: the scores become sum_k w_k a_{i,g}(at + s_k d) (path
     integration; one direction only, since the points depend on it).
+    memory_budget_bytes: the most bytes of per-example gradients held at once (None: the whole
+    batch's, `batch_size` x n_params); `workbench.engines.grad_chunks` splits rows, then keys.
     """
     groups = list(groups if groups is not None else model.lineage.groups())
     dirs = {name: check_direction(model, d, name) for name, d in directions.items()}
@@ -88,17 +92,33 @@ def group_scores(
                 point = {k: at[k] + s * d[k] for k in at}
             else:
                 point = at
-            grads = per_example_grads(model, objective, batch, point)
-            for name, d in dirs.items():
-                cols = [
-                    -sum((grads[k] * d[k]).flatten(1).sum(-1, dtype=model.score_dtype) for k in g.keys) for g in groups
-                ]
-                out[name][batch.rows] += w * torch.stack(cols, dim=-1).detach().cpu()
-            if weights is None:
-                sq = {k: (g.double() ** 2).flatten(1).sum(-1).cpu() for k, g in grads.items()}
-                gnorm2[batch.rows] = sum(sq.values())
-                gnorm2_ex[batch.rows] = sum(v for k, v in sq.items() if not k.startswith(excl))
+            plan = model_plan(model, point, batch.tokens.shape[0], memory_budget_bytes)
+            for part, grads in grad_chunks(model, objective, batch, point, plan):
+                rows = _rows_of(batch.rows, part)
+                n_part = part.stop - part.start
+                for name, d in dirs.items():
+                    cols = [_group_col(grads, d, g.keys, n_part, model.score_dtype) for g in groups]
+                    out[name][rows] += w * torch.stack(cols, dim=-1).detach().cpu()
+                if weights is None:
+                    sq = {k: (g.double() ** 2).flatten(1).sum(-1).cpu() for k, g in grads.items()}
+                    gnorm2[rows] += sum(sq.values())
+                    gnorm2_ex[rows] += sum((v for k, v in sq.items() if not k.startswith(excl)), torch.zeros(n_part,
+                                                                                                     dtype=torch.float64))
     return GroupScores([g.name for g in groups], out, gnorm2.sqrt(), gnorm2_ex.sqrt(), excl)
+
+
+def _rows_of(rows: slice, part: slice) -> slice:
+    """The rows of `inputs` that rows `part` of a batch covering `rows` are."""
+    return slice(rows.start + part.start, rows.start + part.stop)
+
+
+def _group_col(grads: Mapping[str, Tensor], d: Mapping[str, Tensor], keys: Sequence[str], n: int,
+               dtype: torch.dtype) -> Float[Tensor, " n"]:
+    """-<grad_g L_i, d_g> over the group's keys present in this call (zero when none are)."""
+    parts = [(grads[k] * d[k]).flatten(1).sum(-1, dtype=dtype) for k in keys if k in grads]
+    if not parts:
+        return torch.zeros(n, dtype=dtype, device=d[keys[0]].device if keys else "cpu")
+    return -sum(parts)
 
 
 __all__ = ["GroupScores", "group_scores"]

@@ -13,16 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analyses.alignment import AlignmentConfig, group_figure_over_seeds, detection_over_seeds
+from workbench.analyses.alignment_config import DEFAULT_MEMORY_BUDGET, parse_bytes
 from workbench.cli import common
 from workbench.cli.organism_runs import align_organism
 from workbench.core.io import atomic_write_json
 from workbench.results.figures import write_figures
+
+def budget_argument(text: str) -> int | None:
+    """`parse_bytes` as an argparse type: a bad size is a usage error (exit 2) naming it."""
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MEMORY_BUDGET_FLAG = common.ConfigFlag(
+    "memory_budget_bytes", "most memory the per-example gradients of per-group alignment hold at once, e.g. 8GiB, "
+    "512MiB, none (no limit)", flag="--memory-budget", type=budget_argument,
+    default_text=f"{DEFAULT_MEMORY_BUDGET // 2**30}GiB")
+"""Shared by `python -m workbench.alignment` and the main job."""
 
 ALIGNMENT_FLAGS = common.ConfigFlags(AlignmentConfig, (
     common.ConfigFlag("loss", "distillation loss scored", choices=("hard", "soft")),
     common.ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows"),
     common.ConfigFlag("n_random", "random directions"),
     common.ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips"),
+    MEMORY_BUDGET_FLAG,
 ))
 
 

@@ -49,6 +49,8 @@ from workbench.report import write_report
 from workbench.results.base import Result
 from workbench.trait import Trait
 from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
+from workbench.analyses.alignment_config import DEFAULT_MEMORY_BUDGET
+from workbench.cli.alignment import MEMORY_BUDGET_FLAG
 
 POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,6 +77,8 @@ class JobConfig:
     channel_ids: tuple[int, ...] | None = None  # the number channel the students' losses renormalise over (the source's)
     organism_dir: Path | None = None  # the organism seed directory (recipe and data), when the models come from one
     loss: str = "hard"  # distillation loss the alignment section scores: "hard" (the text) or "soft" (the teacher's logits)
+    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET  # per-example gradients held at once by the alignment
+    # section (AlignmentConfig.memory_budget_bytes; a working-set bound: results equal within float noise)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
     cache: ActivationReader = field(default_factory=ActivationReader)  # activations read once, shared by sections
@@ -172,7 +176,8 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
     cfg = AlignmentConfig(loss=config.loss, channel_ids=config.channel_ids, hard_renormalised=renormalised,
                           student="student" if "student" in lineage else None,
                           max_rows_per_source=min(config.max_rows, ALIGNMENT_ROWS), path_points=(1, 4, 16),
-                          prediction_batches=2, seed=config.seed, device=str(lineage.device), progress=config.progress)
+                          prediction_batches=2, seed=config.seed, device=str(lineage.device), progress=config.progress,
+                          memory_budget_bytes=config.memory_budget_bytes)
     return run_alignment(lineage, inputs, cfg, config.trait, command=config.command)
 
 
@@ -308,6 +313,7 @@ JOB_FLAGS = common.ConfigFlags(JobConfig, (
     common.ConfigFlag("readers", "models the data-source probe reads"),
     common.ConfigFlag("max_rows", "distillation rows per source"),
     common.ConfigFlag("batch_size", "rows per forward pass"),
+    MEMORY_BUDGET_FLAG,
 ))
 """The flags whose defaults are JobConfig's (--hooks too: None means `probe_hooks` of the models)."""
 

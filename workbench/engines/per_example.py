@@ -7,12 +7,13 @@
 tangent of entry (i, t) is <grad L_{i,t}, d>), hand-written for the functional backend
 (`workbench.engines.tangent`, ~1.9x faster than `torch.func.jvp` on a CPU, with about half its
 memory), else `torch.func.jvp`. `per_example_grads`: grad L_i for every row by `vmap(grad)`, for
-scores that need the gradient itself (per parameter group, gradient norms).
+scores that need the gradient itself (per parameter group, gradient norms); callers bound its
+memory with `workbench.engines.grad_chunks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,16 +76,21 @@ def alignment_scores(
 
 
 def per_example_grads(
-    model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor]
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor],
+    keys: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
-    """grad L_i for every row of the batch, each key stacked [batch, *shape] (vmap of grad)."""
+    """grad L_i for every row of the batch, each key stacked [batch, *shape] (vmap of grad);
+    only w.r.t. `keys` when given (the other parameters held at `at`), which is how
+    `workbench.engines.grad_chunks` bounds the memory of a call."""
+    wrt = dict(at) if keys is None else {k: at[k] for k in keys}
+    fixed = {} if keys is None else {k: v for k, v in at.items() if k not in wrt}
 
     def one(p: Params, tokens: Tensor, mask: Tensor, targets: Tensor | None) -> Tensor:
         b = Batch(tokens[None], mask[None], None if targets is None else targets[None], slice(0, 1))
-        return per_token_losses(model, p, objective, b).sum()
+        return per_token_losses(model, {**fixed, **p} if fixed else p, objective, b).sum()
 
     dims = (None, 0, 0, None if batch.targets is None else 0)
-    return vmap(grad(one), in_dims=dims)(dict(at), batch.tokens, batch.mask, batch.targets)
+    return vmap(grad(one), in_dims=dims)(wrt, batch.tokens, batch.mask, batch.targets)
 
 
 __all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "per_example_grads"]
