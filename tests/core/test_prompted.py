@@ -215,3 +215,25 @@ def res_rows(data, cfg):
     from workbench.analyses.alignment_steps import sample_rows
 
     return sample_rows(data, cfg).data
+
+
+def test_prompted_activations_line_up_with_the_templated_rows(prompted):
+    from workbench.capture.prompted import prompted_activations
+
+    lin, tok = prompted
+    data, prompts, completions, users = _rows(tok)
+    hook = "blocks.1.hook_resid_post"
+    acts = prompted_activations(lin, "teacher", data, [hook], batch_size=5)[hook]
+    assert acts.shape[:2] == data.tokens.shape
+    for i in (0, 3):
+        row = _chat(tok, users[i], SYSTEM) + completions[i]
+        with torch.inference_mode():
+            _, cache = lin["base"].run_with_cache(torch.tensor([row]), names_filter=[hook])
+        n = len(completions[i])
+        own = len(prompts[i]) + n
+        assert torch.allclose(acts[i, own - n : own], cache[hook][0, -n:], atol=1e-10)
+        with torch.inference_mode():
+            _, plain = lin["base"].run_with_cache(data.tokens[i : i + 1, :own], names_filter=[hook])
+        assert (acts[i, own - n : own] - plain[hook][0, -n:]).abs().max() > 1e-3  # the system prompt moved them
+    with pytest.raises(ConfigError, match="not a prompted role"):
+        prompted_activations(lin, "base", data, [hook])
