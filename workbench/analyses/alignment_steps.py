@@ -261,7 +261,7 @@ def alignment_meta(config: AlignmentConfig, trait: Trait | None, rows: LabelledR
     for a teacher with no weights (prompted), what it is and what was left out for want of its weights."""
     extra: dict[str, Any] = {}
     if teacher is not None and teacher.params is None:
-        extra["teacher"] = teacher.meta
+        extra["teacher"] = {**teacher.meta, **teacher.row_kinds(rows.data.tokens)}
         extra["left_out"] = {"delta_T": "no teacher weights (prompted teacher): no ΔT direction, its random "
                                         "controls take g_trait's norm",
                              "path": "the weight-space path integral needs teacher weights; the oracle is its endpoint"}

@@ -271,6 +271,7 @@ class Lineage:
 
     def __repr__(self) -> str:
         parts = [f"{n}<-{r.parent}" if r.parent else n for n, r in self._records.items()]
+        parts += [f"{n}={p.base}+system prompt" for n, p in self._prompted.items()]
         return f"Lineage({', '.join(parts)}; device={self.device}, dtype={self.dtype})"
 
     def record(self, name: str) -> ModelRecord:

@@ -53,12 +53,16 @@ class PromptedTeacher:
     base_params: Params
     name: str = "teacher"
     params: None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"rows_swapped": 0, "rows_prepended": 0})
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {**self.role.meta(), **self.counts,
-                "weights": WEIGHTS_NOTE.format(name=self.name) + ": analyses of its weights are left out"}
+        return {**self.role.meta(), "weights": WEIGHTS_NOTE.format(name=self.name) + ": analyses of its weights are left out"}
+
+    def row_kinds(self, tokens: Int[Tensor, "batch seq"]) -> dict[str, int]:
+        """How many rows start with the base prefix (swapped for the teacher's) and how many get
+        the teacher prefix prepended: what the record says of the rows scored."""
+        swapped = self.role.prefix.inputs(tokens[:, : len(self.role.prefix.base_prefix) + 1]).swapped
+        return {"rows_swapped": int(swapped.sum()), "rows_prepended": int((~swapped).sum())}
 
     def logits(self, tokens: Int[Tensor, "batch seq"], mask: Tensor | None = None) -> Float[Tensor, "batch seq vocab"]:
         batch = self.role.prefix.inputs(tokens)
@@ -69,8 +73,6 @@ class PromptedTeacher:
                             "Use shorter rows or a shorter system prompt.")
         if mask is not None:
             batch.check_mask(mask)
-        self.counts["rows_swapped"] += int(batch.swapped.sum())
-        self.counts["rows_prepended"] += int((~batch.swapped).sum())
         return batch.align(self.model.logits(self.base_params, batch.tokens), tokens.shape[1])
 
 
