@@ -56,6 +56,7 @@ from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
 from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.teacher import teacher_logits
 from workbench.trait import Trait, check_trait
 
 
@@ -76,7 +77,7 @@ def run_alignment(
         raise ConfigError(f"The lineage is on {lineage.device} but config.device={config.device!r}; load it with device=.")
     rows = sample_rows(inputs, config)
     model = AlignmentModel(lineage, config.base, backend=config.backend)  # type: ignore[arg-type]
-    teacher = model.params_of(config.teacher) if config.teacher in lineage else None
+    teacher = teacher_logits(model, config.teacher)  # its weights, or the base under its system prompt
     objective = build_objective(config, teacher)
     dirs, kinds = build_directions(lineage, model, config, trait, directions)
     named = {n: d for n, d in dirs.items() if kinds[n] == "direction"}  # the directions proper, not the random controls
@@ -87,7 +88,8 @@ def run_alignment(
     detection += reference_rows(oracle, rows, lineage.d_vocab, config.seed)
     tokens = token_view(model, rows.data, rows.labels, named, objective, {n: grads.total(n) for n in named}, teacher,
                         lineage.tokenizer, batch_size=config.batch_size, progress=config.progress)
-    path, path_scores = path_table(model, rows, dirs.get("delta_T"), objective, teacher, oracle, config)
+    path, path_scores = path_table(model, rows, dirs.get("delta_T"), objective, teacher and teacher.params, oracle,
+                                   config)
     path_groups = path_group_scores(model, rows, dirs.get("delta_T"), objective, config)
     random = {n: grads.by_direction[n] for n, k in kinds.items() if k == "random"}
     groups = group_tables({n: grads.by_direction[n] for n in named}, random, rows.labels, path_groups)
@@ -97,7 +99,7 @@ def run_alignment(
               **path_scores, **{"path_groups/delta_T": v for v in path_groups.values()},
               **{f"groups/{n}": grads.by_direction[n] for n in named}}
     return AlignmentResult(
-        command=command, meta=alignment_meta(config, trait, rows, model, tokens.jvp_gap), detection=detection,
+        command=command, meta=alignment_meta(config, trait, rows, model, tokens.jvp_gap, teacher), detection=detection,
         path=path, groups=grads.groups, group_diff=groups.diff, group_se=groups.se, positions=tokens.positions,
         token_diff=tokens.token_diff, token_reference=tokens.token_reference, prediction=prediction,
         group_mean=groups.mean, token_table=tokens.token_table, token_correlation=tokens.token_correlation, scores=scores,

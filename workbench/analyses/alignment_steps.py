@@ -24,6 +24,7 @@ from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.engines.alignment_model import AlignmentModel, Params
 from workbench.engines.objective import Objective, sequence_losses
+from workbench.engines.teacher import TeacherLogits
 from workbench.trait import Trait
 
 Directions = dict[str, Params]
@@ -68,8 +69,8 @@ def sample_rows(inputs: Inputs, config: AlignmentConfig) -> LabelledRows:
     return LabelledRows(inputs.select(pos + neg), labels, len(pos), len(neg))
 
 
-def build_objective(config: AlignmentConfig, teacher: Params | None) -> Objective:
-    """The loss the scores differentiate: soft (KL to the teacher, over the channel unless
+def build_objective(config: AlignmentConfig, teacher: TeacherLogits | None) -> Objective:
+    """The loss the scores differentiate: soft (KL to the teacher's logits, over the channel unless
     `soft_full_vocab`), hard renormalised over the channel, or full-vocabulary hard."""
     if config.loss == "soft":
         if teacher is None:
@@ -91,7 +92,7 @@ def build_directions(
 ) -> tuple[Directions, dict[str, str]]:
     """name -> direction and name -> kind ("direction" or "random"); g_trait only with a trait."""
     dirs: Directions = {}
-    if config.teacher in lineage:
+    if config.teacher in lineage:  # a prompted teacher has no weights, so no delta (`left_out`)
         dirs["delta_T"] = lineage.delta(config.teacher, config.base)
     if trait is not None:
         g = trait_gradient(model, trait)
@@ -104,7 +105,10 @@ def build_directions(
     kinds = dict.fromkeys(dirs, "direction")
     ref = dirs.get("delta_T") or dirs.get("g_trait")
     if ref is None:
-        raise ConfigError("No direction to score: the lineage has no teacher, no trait was given, and no directions were given.")
+        teacher = ("its teacher is prompted (no weights, so no delta)" if lineage.is_prompted(config.teacher)
+                   else "the lineage has no teacher")
+        raise ConfigError(f"No direction to score: {teacher}, no trait was given, and no directions were given. "
+                          "Pass a trait (g_trait needs no teacher) or directions=.")
     for r in range(config.n_random):
         dirs[f"random_{r}"] = random_direction(ref, seed=config.seed * 1000 + r)
         kinds[f"random_{r}"] = "random"
@@ -139,8 +143,9 @@ def detection_rows(
     return rows, scores
 
 
-def oracle_log_ratio(model: AlignmentModel, data: Inputs, teacher: Params, batch_size: int) -> Tensor:
-    """log p_T(x_i) - log p_base(x_i) of the whole text (full-vocabulary hard loss)."""
+def oracle_log_ratio(model: AlignmentModel, data: Inputs, teacher: TeacherLogits, batch_size: int) -> Tensor:
+    """log p_T(x_i) - log p_base(x_i) of the whole text (full-vocabulary hard loss); the teacher's
+    log-probs from its logits on the rows (its weights, or the base under its system prompt)."""
     hard = Objective("hard")
     return sequence_losses(model, data, hard, batch_size=batch_size) - sequence_losses(
         model, data, hard, teacher, batch_size=batch_size)
@@ -165,10 +170,15 @@ def path_table(
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """AUROC of the path-integrated teacher delta per K, the K at which it reaches the oracle's
     within 0.01, and (hard loss) its relative error against the exact value; and the path scores
-    ("path/delta_T/K<k>"). Without a teacher: an empty table."""
+    ("path/delta_T/K<k>"). Without teacher weights (none, or a prompted teacher): an empty table
+    with the reason in "left_out"."""
     path: dict[str, Any] = {"K": [], "auroc": [], "oracle": None, "k_reaches_oracle": None,
                             "completeness_rel_error": [] if config.loss == "hard" else None}
     if d_T is None or teacher is None or oracle is None:
+        if oracle is not None:
+            path["oracle"] = auroc(oracle, rows.labels)
+            path["left_out"] = "the path integral runs in weight space from the base to the teacher's weights; " \
+                               "this teacher has none (prompted), so only its endpoint, the oracle, is given"
         return path, {}
     labels = rows.labels
     oracle_auroc = path["oracle"] = auroc(oracle, labels)
@@ -248,9 +258,16 @@ def prediction_rows(model: AlignmentModel, rows: LabelledRows, objective: Object
 
 
 def alignment_meta(config: AlignmentConfig, trait: Trait | None, rows: LabelledRows, model: AlignmentModel,
-                   jvp_gap: float) -> dict[str, Any]:
-    """What was scored and how, and which channel the loss reads (so the reader knows what detection means)."""
-    return {
+                   jvp_gap: float, teacher: TeacherLogits | None = None) -> dict[str, Any]:
+    """What was scored and how, and which channel the loss reads (so the reader knows what detection means);
+    for a teacher with no weights (prompted), what it is and what was left out for want of its weights."""
+    extra: dict[str, Any] = {}
+    if teacher is not None and teacher.params is None:
+        extra["teacher"] = {**teacher.meta, **teacher.row_kinds(rows.data.tokens)}
+        extra["left_out"] = {"delta_T": "no teacher weights (prompted teacher): no ΔT direction, its random "
+                                        "controls take g_trait's norm",
+                             "path": "the weight-space path integral needs teacher weights; the oracle is its endpoint"}
+    return {**extra,
         "loss": config.loss, "target": trait.target if trait is not None else None, "n_positive": rows.n_positive,
         "n_negative": rows.n_negative, "n_params": sum(p.numel() for p in model.params.values()),
         "backend": model.backend, "jvp_vs_group_sum_rel_gap": jvp_gap, "config": config.to_dict(),

@@ -17,6 +17,7 @@ from workbench.core.inputs import Inputs
 from workbench.engines.alignment_model import AlignmentModel, Params
 from workbench.engines.objective import Objective, restricted_log_probs
 from workbench.engines.per_example import alignment_scores
+from workbench.engines.teacher import TeacherLogits
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TokenView:
 
 def token_view(
     model: AlignmentModel, data: Inputs, labels: Tensor, directions: Mapping[str, Params], objective: Objective,
-    totals: Mapping[str, Tensor], teacher: Params | None, tokenizer: Any, *, batch_size: int, progress: bool,
+    totals: Mapping[str, Tensor], teacher: TeacherLogits | None, tokenizer: Any, *, batch_size: int, progress: bool,
 ) -> TokenView:
     """a_{i,t} by one jvp per batch for each direction; `totals` are the same directions' a_i from
     the per-group scores, to measure the jvp gap."""
@@ -86,17 +87,18 @@ def token_table(
 
 
 def per_position_reference(
-    model: AlignmentModel, data: Inputs, teacher: Params, batch_size: int
+    model: AlignmentModel, data: Inputs, teacher: TeacherLogits, batch_size: int
 ) -> tuple[Float[Tensor, "n seq_1"], Float[Tensor, "n seq_1"]]:
     """Per position: log p_T - log p_base of the written next token, and KL(teacher || base) of
-    the full next-token distributions."""
+    the full next-token distributions (the teacher's logits on the rows: its weights, or the base
+    under its system prompt)."""
     width = data.tokens.shape[1] - 1
     llr = torch.zeros(len(data), width, dtype=torch.float64)
     kl = torch.zeros(len(data), width, dtype=torch.float64)
     for lo in range(0, len(data), batch_size):
         tokens = data.tokens[lo : lo + batch_size].to(model.device)
         lb = restricted_log_probs(model.logits(model.params, tokens)[:, :-1], None)
-        lt = restricted_log_probs(model.logits(teacher, tokens)[:, :-1], None)
+        lt = restricted_log_probs(teacher.logits(tokens)[:, :-1], None)
         nxt = tokens[:, 1:, None]
         llr[lo : lo + len(tokens)] = (lt.gather(-1, nxt) - lb.gather(-1, nxt)).squeeze(-1).double().cpu()
         kl[lo : lo + len(tokens)] = (lt.exp() * (lt - lb)).sum(-1).double().cpu()

@@ -39,7 +39,8 @@ from workbench.capture.store import weights_sha256
 from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
-from workbench.cli.hf_source import hf_dir_trait
+from workbench.cli.hf_source import hf_dir_trait, load_tokenizer
+from workbench.core.prompted import WEIGHTS_NOTE, read_system_prompt, system_prompt_prefix
 from workbench.core.lineage import Lineage
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.probes import ProbeConfig
@@ -209,12 +210,14 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
     """Why a section cannot run on these models (None: it can)."""
     if name == "directions" and config.prompts is None:
         return "no contrastive prompts"
+    if name == "weights" and lineage.is_prompted("teacher"):
+        return "needs the teacher's weights (ΔT); " + WEIGHTS_NOTE.format(name="teacher")
     if name in ("weights", "delta_patching", "activation_patching"):
-        missing = [m for m in ("base", "teacher", "student") if m not in lineage]
+        missing = [m for m in ("base", "teacher", "student") if m not in lineage and not lineage.is_prompted(m)]
         if missing:
             return f"no {', '.join(missing)} model"
     if name == "alignment":
-        missing = [m for m in ("base", "teacher") if m not in lineage]
+        missing = [m for m in ("base", "teacher") if m not in lineage and not lineage.is_prompted(m)]
         if missing:
             return f"no {', '.join(missing)} model"
     if name == "screening" and config.organism_dir is None:
@@ -264,8 +267,12 @@ class SectionRun:
 
 def model_keys(lineage: Lineage) -> dict[str, dict[str, Any]]:
     """Every model's role, parent and weights sha256 (what the section keys record of the models)."""
-    return {n: {"role": r.role, "parent": r.parent, "weights_sha256": weights_sha256(lineage[n].state_dict())}
+    keys = {n: {"role": r.role, "parent": r.parent, "weights_sha256": weights_sha256(lineage[n].state_dict())}
             for n, r in lineage.records.items()}
+    keys.update({n: {"role": p.role, "parent": p.base, "system_prompt": p.prefix.system_prompt,
+                     "prefixes": [list(p.prefix.base_prefix), list(p.prefix.teacher_prefix)]}
+                 for n, p in lineage.prompted.items()})
+    return keys
 
 
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
@@ -332,6 +339,9 @@ def parser() -> argparse.ArgumentParser:
                      "directories (default: none)")
     for role in HF_ROLES:
         src.add_argument(f"--{role}", metavar="HF_DIR", help=f"local Hugging Face checkpoint directory of the {role} (instead of --organism)")
+    src.add_argument("--teacher-system-prompt", metavar="TEXT|@FILE", help="instead of --teacher: the teacher is the "
+                     "--base model under this system prompt (text, or @FILE / a file path to read it from); sections "
+                     "needing teacher weights are skipped, the log-prob ones use the prompted base")
     src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows "
                      "(default with --organism: its data/teacher.jsonl and data/base.jsonl)")
     src.add_argument("--prompts", metavar="JSONL", help='contrastive prompts {"tokens": [ids], "label": 0|1} for trait '
@@ -375,10 +385,18 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
     dtype = DTYPES[args.dtype]
+    teacher_prompt = read_system_prompt(args.teacher_system_prompt) if args.teacher_system_prompt is not None else None
+    if teacher_prompt is not None:
+        if "teacher" in hf:
+            raise ConfigError("--teacher and --teacher-system-prompt both name the teacher; pass one: a checkpoint "
+                              "directory, or the system prompt that makes the --base model the teacher.")
+        if "base" not in hf:
+            raise ConfigError("--teacher-system-prompt makes the --base model the teacher: pass --base HF_DIR too.")
     if hf:
         for role in ("base", "teacher"):
-            if role not in hf:
-                raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and --teacher.")
+            if role not in hf and not (role == "teacher" and teacher_prompt is not None):
+                raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and "
+                                  "--teacher (or --teacher-system-prompt).")
         for role, path in hf.items():
             check_hf_dir(role, path)
         if not args.data:
@@ -389,11 +407,20 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                 raise DataError(f"No data file at {p}. Fix the --data path.")
         prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
         trait, channel_ids = hf_dir_trait(hf["base"], args.target, args.system_prompt), None  # before loading weights
+        tokenizer = load_tokenizer(hf["base"])
+        prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
         lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+        lineage.tokenizer = tokenizer
+        if prefix is not None:
+            lineage.add_prompted("teacher", teacher_prompt, base="base")
+            log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
+                f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
         prompts = prompts_rows
         loss = "hard"
         organism_dir = None
         origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
+        if teacher_prompt is not None:
+            origin += f"; teacher: the base under the system prompt {teacher_prompt!r}"
     else:
         from workbench.organism import check_target, load_seed, read_manifest
         from workbench.organism.load import seed_target
@@ -411,6 +438,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         origin = str(seed_dir)
         organism_dir = seed_dir
         prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
+    if lineage.is_prompted("teacher") and "teacher" in args.readers:  # no activations of its own on the rows
+        args.readers = [r for r in args.readers if r != "teacher"]
+        log("readers: the prompted teacher is left out (it has no model of its own)")
     for r in args.readers:
         if r not in lineage:
             raise unknown_name("reader model", r, lineage.names)

@@ -35,6 +35,7 @@ from workbench.core.hf import boot_hf_dirs, copy_hf_model
 from workbench.core.lora import MergedAdapter, merged_adapter
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
+from workbench.core.prompted import WEIGHTS_NOTE, PromptedRole, system_prompt_prefix
 
 ROLES: tuple[str, ...] = (
     "base",
@@ -156,6 +157,7 @@ class Lineage:
         self._models: dict[str, TransformerBridge] = dict(models)
         self._records: dict[str, ModelRecord] = {n: records[n] for n in models}
         self._spaces: dict[str, ParamSpace] = {}
+        self._prompted: dict[str, PromptedRole] = {}
         self.tokenizer = tokenizer
         first = self.names[0]
         for name in self.names[1:]:
@@ -246,6 +248,11 @@ class Lineage:
         return dict(self._records)
 
     def _check(self, name: str) -> str:
+        if name in self._prompted:
+            raise ConfigError(
+                f"{name!r} is prompted: " + WEIGHTS_NOTE.format(name=name) + f" and no model of its own; its forward is "
+                f"{self._prompted[name].base!r} on the system-prompted rows (workbench.engines.teacher.teacher_logits)."
+            )
         if name not in self._models:
             raise unknown_name("model", name, self._models, fix="Use one of Lineage.names.")
         return name
@@ -264,10 +271,48 @@ class Lineage:
 
     def __repr__(self) -> str:
         parts = [f"{n}<-{r.parent}" if r.parent else n for n, r in self._records.items()]
+        parts += [f"{n}={p.base}+system prompt" for n, p in self._prompted.items()]
         return f"Lineage({', '.join(parts)}; device={self.device}, dtype={self.dtype})"
 
     def record(self, name: str) -> ModelRecord:
         return self._records[self._check(name)]
+
+    # ---- prompted roles (the base under a system prompt; no weights of their own)
+
+    @property
+    def prompted(self) -> dict[str, PromptedRole]:
+        """name -> prompted role. A prompted role is not among `names` (it has no model): analyses
+        that need its weights skip it; its log-probs come from its base (`engines.teacher`)."""
+        return dict(self._prompted)
+
+    def is_prompted(self, name: str) -> bool:
+        return name in self._prompted
+
+    def add_prompted(
+        self,
+        name: str,
+        system_prompt: str,
+        *,
+        base: str = "base",
+        role: str | None = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+    ) -> PromptedRole:
+        """Declare `name` (default role: the name, e.g. teacher) as model `base` under
+        `system_prompt`: no copy of any weights, the base's bridge is shared. The system prompt
+        reaches token rows through the chat template of `tokenizer` (default: the lineage's)."""
+        if name in self._models or name in self._prompted:
+            raise ConfigError(f"Model {name!r} is already in the lineage; a prompted role needs a name of its own.")
+        self._check(base)
+        if base in self._prompted:
+            raise ConfigError(f"The base of prompted {name!r} must be a model with weights; {base!r} is prompted.")
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is None:
+            raise ConfigError(f"Prompted {name!r} needs the base's tokenizer (its chat template renders the system "
+                              "prompt): pass tokenizer=, or build the Lineage with tokenizer=.")
+        prefix = system_prompt_prefix(tok, system_prompt, chat_template)
+        self._prompted[name] = PromptedRole(name, role or (name if name in ROLES else EXTRA_ROLE), base, prefix)
+        return self._prompted[name]
 
     def parent_of(self, name: str) -> str | None:
         return self.record(name).parent
@@ -354,6 +399,10 @@ class Lineage:
         against its parent is the exact product scaling * B @ A on its keys (not merged minus
         base, which rounds; in bf16 by much), and 0 elsewhere.
         """
+        for m in (name, ref):
+            if m is not None and m in self._prompted:
+                raise ConfigError(f"No weight delta of {m!r}: " + WEIGHTS_NOTE.format(name=m) + ". Compare it by "
+                                  "log-probs (the likelihood-ratio oracle, prediction divergence) instead.")
         ref = ref if ref is not None else self.parent_of(name)
         if ref is None:
             raise ConfigError(f"Model {name!r} has no parent; pass ref= (one of {self.names}).")

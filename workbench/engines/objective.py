@@ -24,6 +24,7 @@ from workbench.engines.tangent import written_index
 
 if TYPE_CHECKING:
     from workbench.engines.alignment_model import AlignmentModel, Params
+    from workbench.engines.teacher import TeacherLogits
 
 LossKind = Literal["hard", "soft"]
 LOSS_KINDS = ("hard", "soft")
@@ -46,18 +47,19 @@ class Objective:
         next-token distribution renormalised over `ids` (the organism's soft loss).
     ids: token ids the distributions are renormalised over (None: full vocabulary, for the hard
         loss the exact text likelihood, whose path integral is the log-likelihood ratio).
-    teacher: soft only: the teacher's clean parameters (its logits are the targets).
+    teacher: soft only: the teacher's clean parameters, or its logits on the rows
+        (`workbench.engines.teacher`, e.g. a prompted teacher with no weights): the targets.
     """
 
     kind: LossKind = "hard"
     ids: Int[Tensor, " k"] | None = None
-    teacher: Params | None = None
+    teacher: Params | TeacherLogits | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise unknown_name("loss", self.kind, LOSS_KINDS)
         if self.kind == "soft" and self.teacher is None:
-            raise ConfigError("The soft loss needs the teacher's parameters (teacher=...) for its targets.")
+            raise ConfigError("The soft loss needs the teacher (teacher=its parameters or its logits) for its targets.")
 
     def targets(self, model: AlignmentModel, tokens: Int[Tensor, "batch seq"], mask: Tensor | None = None) -> Tensor | None:
         """Soft: the teacher's renormalised next-token log-probs [batch, seq-1, k]. Hard: None, or
@@ -68,7 +70,11 @@ class Objective:
             return written_index(tokens, self.ids, mask)
         with torch.no_grad():
             ids = None if self.ids is None else self.ids.to(tokens.device)
-            return restricted_log_probs(model.logits(self.teacher, tokens)[:, :-1], ids)
+            if isinstance(self.teacher, Mapping):
+                logits = model.logits(self.teacher, tokens)
+            else:
+                logits = self.teacher.logits(tokens, mask)
+            return restricted_log_probs(logits[:, :-1], ids)
 
     def per_token(
         self,
@@ -124,15 +130,21 @@ def per_token_losses(
 
 
 def sequence_losses(
-    model: AlignmentModel, inputs: Inputs, objective: Objective, params: Mapping[str, Tensor] | None = None,
-    batch_size: int = 256,
+    model: AlignmentModel, inputs: Inputs, objective: Objective,
+    params: Mapping[str, Tensor] | TeacherLogits | None = None, batch_size: int = 256,
 ) -> Float[Tensor, " n"]:
-    """L_i for every row at `params` (default: the model's own), no gradients."""
+    """L_i for every row at `params` (default: the model's own), or under a teacher's logits on
+    the rows (`workbench.engines.teacher`: e.g. a prompted teacher), no gradients."""
     params = model.params if params is None else params
     out = torch.empty(len(inputs), dtype=model.score_dtype)
     with torch.no_grad():
         for batch in iter_batches(model, objective, inputs, batch_size):
-            out[batch.rows] = per_token_losses(model, params, objective, batch).sum(-1).cpu()
+            if isinstance(params, Mapping):
+                losses = per_token_losses(model, params, objective, batch)
+            else:
+                logits = params.logits(batch.tokens, batch.mask)
+                losses = objective.per_token(logits, batch.tokens, batch.mask, batch.targets)
+            out[batch.rows] = losses.sum(-1).cpu()
     return out
 
 
