@@ -84,6 +84,14 @@ def test_export_refuses_what_gpt2_cannot_express(tiny_organism):
     assert organism_main(["export", str(tiny_organism.directory), str(tiny_organism.directory / "x")]) == 2
 
 
+def test_job_takes_trait_and_channel_only_with_hf_directories(tiny_organism, tmp_path, capsys):
+    from workbench.cli.job import main as job
+
+    code = job(["--organism", str(tiny_organism.directory.parent), "--out", str(tmp_path), "--quiet",
+                "--trait", str(tmp_path / "trait.json")])
+    assert code == 2 and "--trait and --channel-ids are for Hugging Face directories" in capsys.readouterr().err
+
+
 def test_two_doors_same_numbers(exported, tmp_path, capsys):
     """The main job through --organism and through the exported directories: every number both
     reports carry agrees within 1e-5, section by section, except the fields that depend on how the
@@ -94,10 +102,11 @@ def test_two_doors_same_numbers(exported, tmp_path, capsys):
 
     seed_dir, out = exported
     common = ["--max-rows", "60", "--quiet", "--fresh"]
+    both = ["--sections", *sorted(COMPARED)]  # screening (4 retrained students) is the organism's alone: not run here
     assert job(["--organism", str(seed_dir.parent), "--seed", seed_dir.name.removeprefix("seed"),
-                "--out", str(tmp_path / "org"), *common]) == 0
+                "--out", str(tmp_path / "org"), *common, *both]) == 0
     export = json.loads((out / "export.json").read_text())
-    assert job([*export["job"].split()[3:], "--out", str(tmp_path / "hf"), *common]) == 0
+    assert job([*export["job_args"], "--out", str(tmp_path / "hf"), *common]) == 0
     capsys.readouterr()
     doors = compare_reports(tmp_path / "org", tmp_path / "hf")
     print(doors.format())
@@ -106,5 +115,8 @@ def test_two_doors_same_numbers(exported, tmp_path, capsys):
         assert d.n_numbers > 0 and d.max_abs_diff < 1e-5, (name, d.max_abs_diff, d.worst)
         assert not d.flag_mismatches, d.flag_mismatches
     assert not doors.only_hf
-    assert any(k.startswith("screening") for k in doors.only_organism)
-    assert all(k.split(" | ")[0] in ("screening", "probes", "directions") for k in doors.only_organism)
+    # rows of the organism's other-target student, which the job's four HF flags do not take
+    assert doors.only_organism and all(k.split(" | ")[0] in ("probes", "directions") and " other" in k
+                                       for k in doors.only_organism)
+    missing = json.loads((tmp_path / "hf" / "report.json").read_text())["missing"]
+    assert [m["section"] for m in missing] == ["screening"] and "--organism" in missing[0]["reason"]

@@ -15,7 +15,7 @@ model.safetensors through `save_pretrained`, the tokenizer and a chat template b
 - `prompts.jsonl`: the contrastive prompts the organism path builds for trait directions (`--prompts`).
 - `distillation.json`: the loss the students were trained with and the number channel it is
   renormalised over (`--loss`, `--channel-ids`), which the alignment section scores.
-- `export.json`: what was exported from where, and the flags that run the job on it.
+- `export.json`: what was exported from where, and the flags that run the job on it (`job`, `job_args`).
 
 The mapping from the native TransformerLens model (LayerNorm, learned positions, separate q/k/v,
 `nn.Linear` weights, an untied unembedding with a zero bias buffer) to GPT-2: Conv1D weights are
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,11 +237,11 @@ def export_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLike, roles: 
     atomic_write_text(out / "prompts.jsonl", _contrast_rows(trait))
     loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
     atomic_write_json(out / "distillation.json", {"loss": loss, "channel_ids": list(tok.number_channel_ids)})
-    flags = [*(f"--{r} {models[r]}" for r in ("base", "teacher", "student", "control") if r in models),
-             f"--data {data_out / 'teacher.jsonl'} {data_out / 'base.jsonl'}", f"--trait {out / 'trait.json'}",
-             f"--prompts {out / 'prompts.jsonl'}", f"--loss {loss}", f"--channel-ids {out / 'distillation.json'}"]
+    flags = [*(a for r in ("base", "teacher", "student", "control") if r in models for a in (f"--{r}", str(models[r]))),
+             "--data", str(data_out / "teacher.jsonl"), str(data_out / "base.jsonl"), "--trait", str(out / "trait.json"),
+             "--prompts", str(out / "prompts.jsonl"), "--loss", loss, "--channel-ids", str(out / "distillation.json")]
     atomic_write_json(out / "export.json", {
         "seed_dir": str(seed_dir), "seed": manifest.get("seed"), "target": target_name, "loss": loss,
         "models": {n: n for n in models}, "data": [p.name for p in data], "format": "gpt2",
-        "job": "python -m workbench.probe " + " ".join(flags)})
+        "job": "python -m workbench.probe " + shlex.join(flags), "job_args": flags})
     return ExportedSeed(out, models, data, out / "trait.json", out / "prompts.jsonl", out / "distillation.json")
