@@ -41,6 +41,7 @@ from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
 from workbench.cli.hf_source import hf_dir_trait, load_tokenizer
 from workbench.core.prompted import WEIGHTS_NOTE, read_system_prompt, system_prompt_prefix
+from workbench.core.trait_spec import read_channel_ids, read_trait_spec
 from workbench.core.lineage import Lineage
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.probes import ProbeConfig
@@ -344,6 +345,12 @@ def parser() -> argparse.ArgumentParser:
                      "needing teacher weights are skipped, the log-prob ones use the prompted base")
     src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows "
                      "(default with --organism: its data/teacher.jsonl and data/base.jsonl)")
+    src.add_argument("--trait", metavar="JSON", help="with Hugging Face directories: the trait as token ids (prompts and "
+                     "answers, e.g. trait.json of python -m workbench.organism export) instead of --target's questions")
+    src.add_argument("--loss", choices=("hard", "soft"), help="distillation loss the alignment section scores (default: the "
+                     "organism's recipe; hard with Hugging Face directories)")
+    src.add_argument("--channel-ids", metavar="JSON", help="with Hugging Face directories: token ids the students' loss "
+                     'renormalises over (a JSON list, or {"channel_ids": [...]} as distillation.json of an export)')
     src.add_argument("--prompts", metavar="JSONL", help='contrastive prompts {"tokens": [ids], "label": 0|1} for trait '
                      "directions (default with --organism: its preference templates)")
     what = p.add_argument_group("what to read")
@@ -384,6 +391,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.max_rows < 10:
         raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+    if not hf and (args.trait or args.channel_ids):
+        raise ConfigError("--trait and --channel-ids are for Hugging Face directories (--base, --teacher, ...); "
+                          "an organism brings its own trait and number channel.")
     dtype = DTYPES[args.dtype]
     teacher_prompt = read_system_prompt(args.teacher_system_prompt) if args.teacher_system_prompt is not None else None
     if teacher_prompt is not None:
@@ -406,8 +416,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             if not p.is_file():
                 raise DataError(f"No data file at {p}. Fix the --data path.")
         prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
-        trait, channel_ids = hf_dir_trait(hf["base"], args.target, args.system_prompt), None  # before loading weights
-        tokenizer = load_tokenizer(hf["base"])
+        trait = read_trait_spec(args.trait) if args.trait else hf_dir_trait(hf["base"], args.target, args.system_prompt)
+        channel_ids = read_channel_ids(args.channel_ids) if args.channel_ids else None  # both before loading weights
+        tokenizer = load_tokenizer(hf["base"]) if teacher_prompt is not None or not args.trait else None
         prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
         lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
         lineage.tokenizer = tokenizer
@@ -416,7 +427,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
                 f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
         prompts = prompts_rows
-        loss = "hard"
+        loss = args.loss or "hard"
         organism_dir = None
         origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
         if teacher_prompt is not None:
@@ -432,7 +443,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             if not p.is_file():
                 raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
         manifest = read_manifest(seed_dir)
-        loss = manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
+        loss = args.loss or manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
         seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
         lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids
         origin = str(seed_dir)

@@ -1,8 +1,11 @@
-"""`python -m workbench.organism`: build the language-model organism and print its trait table."""
+"""`python -m workbench.organism`: build the language-model organism and print its trait table;
+`python -m workbench.organism export SEED_DIR OUT_DIR`: write a built seed as Hugging Face
+directories (GPT-2 format, tokenizer, chat template, data, trait) for the main job's --base/--teacher/..."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from workbench.cli import common
@@ -21,7 +24,8 @@ ORGANISM_FLAGS = common.ConfigFlags(OrganismConfig, (
 def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.organism", (
         "Build base, teachers, filtered number data and students that reproduce subliminal transfer on a CPU, "
-        "then print P(target) per role. Reruns reuse what is already built."))
+        "then print P(target) per role. Reruns reuse what is already built."),
+        epilog="Subcommand: python -m workbench.organism export SEED_DIR OUT_DIR (see export --help).")
     common.add_out_flag(p, DEFAULT_OUT, "output directory")
     common.add_seeds_flag(p, [0], "seeds to build; the seed is the unit of uncertainty")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
@@ -43,7 +47,38 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
     print(f"wrote {out}/summary.json")
 
 
+def export_parser() -> argparse.ArgumentParser:
+    return common.command_parser("python -m workbench.organism export", (
+        "Write a built organism seed's models (every role, or --roles) as GPT-2-format Hugging Face directories "
+        "(config.json + model.safetensors, a WordLevel tokenizer with the organism's token ids, a chat template), "
+        "with its data (token-id JSONL), trait.json (the organism's trait prompts and answers, for --trait), "
+        "prompts.jsonl (contrastive prompts, for --prompts) and distillation.json (loss and number channel, for "
+        "--loss/--channel-ids). export.json gives the main-job command that reads them."))
+
+
+def export_and_print(seed_dir: str, out_dir: str, roles: list[str] | None) -> None:
+    from workbench.organism.export import export_seed
+
+    exported = export_seed(seed_dir, out_dir, roles)
+    print(f"wrote {len(exported.models)} models ({', '.join(exported.models)}), data, trait.json, prompts.jsonl, "
+          f"distillation.json to {exported.out_dir}")
+    print("run the main job on them with:")
+    print("  " + json.loads((exported.out_dir / "export.json").read_text())["job"])
+
+
+def export_main(argv: list[str]) -> int:
+    p = export_parser()
+    p.add_argument("seed_dir", metavar="SEED_DIR", help="a built seed, e.g. artifacts/organism/seed0")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="where to write one directory per model, data/ and the trait")
+    p.add_argument("--roles", nargs="+", help="models to export (default: every model of the seed)")
+    args = p.parse_args(argv)
+    return common.run(export_and_print, args.seed_dir, args.out_dir, args.roles)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     args = parser().parse_args(argv)
     return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
                **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
