@@ -58,6 +58,7 @@ from workbench.core.hf_trait import hf_trait, hf_traits, sampled_answer_rate
 from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
 from workbench.core.lineage import Lineage
 from workbench.core.models import boot_native, load_model, save_model
+from workbench.core.toy_hf import ToyLineage, ToySpec, write_toy_lineage
 from workbench.report import read_report, write_report
 from workbench.results.base import ResultBase
 from workbench.results.figures import write_figures, write_result_figures
@@ -69,7 +70,7 @@ __all__ = [
     # data and models
     "Inputs", "Lineage", "Trait", "TraitScore", "ContrastPrompts", "distillation_inputs", "read_jsonl", "write_jsonl",
     "contrast_prompts", "read_contrast_prompts", "boot_native", "load_model", "save_model", "trait_matrix",
-    "wilson_interval", "hf_trait", "hf_traits", "sampled_answer_rate",
+    "wilson_interval", "hf_trait", "hf_traits", "sampled_answer_rate", "write_toy_lineage", "ToySpec", "ToyLineage",
     # activations
     "capture_activations", "ActivationStore", "ActivationReader", "probe_hooks", "residual_hooks", "patching_hooks",
     "resolve_hooks",
