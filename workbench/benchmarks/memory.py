@@ -155,6 +155,9 @@ def measure(section: str, dirs: dict[str, str], device: str, m: MemoryModel) -> 
     model_bytes = sum(p.numel() * p.element_size() for p in params.values())
     with tempfile.TemporaryDirectory() as tmp:
         fn = _section(section, lin, trait, inputs, Path(tmp))
+        for name in lin.names:  # fault in every weight page (loaded weights may be file-mapped) before the baseline
+            for p in lin.params(name).values():
+                float(p.detach().sum())
         gc.collect()
         _trim_heap()
         t0 = time.perf_counter()
