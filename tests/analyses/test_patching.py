@@ -176,3 +176,33 @@ def test_delta_result_contract_round_trip(delta, tmp_path):
     whole = next(r for r in rows if r["group"] == "all groups")
     assert whole["where"] == "whole model" and whole["value"] == pytest.approx(1.0)
     assert rows[-1]["group"] == "greedy set" and rows[-1]["value"] >= 0.8
+
+
+def test_bridge_engine_patches_in_place_and_restores(lin, trait):
+    """engine="bridge": states are views of the live weights (no whole-model copy); each patched
+    state is scored in the lineage model it shares most weights with, holding a copy of the other
+    keys only, and every lineage model is bit-identical afterwards."""
+    from workbench.analyses.patching import PatchedModels
+
+    before = {n: lin.state(n) for n in ("base", "student")}
+    seen = []
+
+    def metric(model):
+        host = next(n for n in ("base", "student") if lin[n] is model)
+        live = lin.params(host)
+        seen.append((host, {k for k in lin.keys if not torch.equal(live[k], before[host][k])}))
+        return trait.log_odds(model)
+
+    pm = PatchedModels(lin, "base", metric, engine="bridge")
+    assert pm.engine == "bridge"
+    assert all(pm.state("base")[k].data_ptr() == p.data_ptr() for k, p in lin.params("base").items())
+    keys = set(lin.group(PLANTED_GROUP).keys)
+    single = pm.log_odds(pm.mix("student", "base", keys))
+    leave_out = pm.log_odds(pm.mix("base", "student", keys))
+    assert seen[0][0] == "base" and seen[0][1] <= keys  # only the patched group differs from the host
+    assert seen[1][0] == "student" and seen[1][1] <= keys
+    for n, state in before.items():
+        assert all(torch.equal(lin.params(n)[k], state[k]) for k in lin.keys)
+    ref = PatchedModels(lin, "base", trait.log_odds, engine="functional")
+    assert single == pytest.approx(ref.log_odds(ref.mix("student", "base", keys)), abs=1e-4)
+    assert leave_out == pytest.approx(ref.log_odds(ref.mix("base", "student", keys)), abs=1e-4)

@@ -33,10 +33,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.analyses import delta_stats as stats
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
-from workbench.core.params import ParamGroup
 from workbench.results.base import ResultBase
 from workbench.results.figures import layer_component_grid
 from workbench.results.rows import SummaryRow
@@ -68,21 +68,22 @@ class WeightConfig:
         return cls(**d)
 
 
-def _flat(delta: dict[str, Tensor], keys: tuple[str, ...] | list[str]) -> Float[Tensor, " n"]:
-    return torch.cat([delta[k].reshape(-1) for k in keys])
-
-
-def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float | None]:
-    """Norms, cosine and projection coefficient <a, t> / |t|^2 of a against the reference t
-    (None where a norm is zero, e.g. a group the reference never moved)."""
-    a, t = a.double(), t.double()
-    na, nt, dot = float(a.norm()), float(t.norm()), float(a @ t)
+def from_moments(sq: float, ref_sq: float, dot: float) -> dict[str, float | None]:
+    """Norms, cosine and projection coefficient from |a|^2, |t|^2 and <a, t> (float64 sums;
+    None where a norm is zero, e.g. a group the reference never moved)."""
+    na, nt = math.sqrt(sq), math.sqrt(ref_sq)
     return {
         "norm": na,
         "ref_norm": nt,
         "cos": dot / (na * nt) if na > 0 and nt > 0 else None,
         "proj": dot / nt**2 if nt > 0 else None,
     }
+
+
+def alignment(a: Float[Tensor, " n"], t: Float[Tensor, " n"]) -> dict[str, float | None]:
+    """Norms, cosine and projection coefficient <a, t> / |t|^2 of a against the reference t
+    (None where a norm is zero, e.g. a group the reference never moved)."""
+    return from_moments(stats.sq_norm(a), stats.sq_norm(t), stats.dot(a, t))
 
 
 def null_band(numel: int) -> float:
@@ -103,25 +104,10 @@ def null_band(numel: int) -> float:
 def subspace_overlap(a: Float[Tensor, "rows cols"], t: Float[Tensor, "rows cols"], k: int) -> dict[str, float]:
     """Mean squared cosine of the principal angles between the top-k singular subspaces of two
     matrices, on the output (left) and input (right) sides; `chance_*` is k / dim, the expected
-    overlap of random k-dimensional subspaces."""
+    overlap of random k-dimensional subspaces. Exact SVD for small matrices, the Gram matrix for
+    large ones (`workbench.analyses.delta_stats`)."""
     k = max(1, min(k, *a.shape))
-    ua, _, vha = torch.linalg.svd(a.double(), full_matrices=False)
-    ut, _, vht = torch.linalg.svd(t.double(), full_matrices=False)
-    out = torch.linalg.svdvals(ua[:, :k].T @ ut[:, :k])  # cosines of the principal angles
-    inp = torch.linalg.svdvals(vha[:k] @ vht[:k].T)
-    return {
-        "overlap_out": float((out**2).mean()),
-        "overlap_in": float((inp**2).mean()),
-        "chance_out": k / a.shape[0],
-        "chance_in": k / a.shape[1],
-        "k": k,
-    }
-
-
-def _matrix_key(group: ParamGroup, deltas: dict[str, Tensor]) -> str | None:
-    """The group's weight matrix (the one 2-D key), if it has exactly one."""
-    mats = [k for k in group.keys if deltas[k].ndim == 2]
-    return mats[0] if len(mats) == 1 else None
+    return stats.overlap(stats.top_subspaces(a, k), stats.top_subspaces(t, k), tuple(a.shape), k)
 
 
 def check_same_init(lin: Lineage, reference: str, name: str) -> None:
@@ -213,7 +199,10 @@ def weight_deltas(
 ) -> WeightDeltaResult:
     """Compare each model's delta with the reference's, per group and for the whole model.
 
-    `device` (default: the lineage's) is where the deltas are compared.
+    `device` (default: the lineage's) is where the deltas are compared. Streams over parameter
+    groups: one group's deltas exist at a time, in the model's dtype, and every float64 sum runs
+    on bounded chunks (`workbench.analyses.delta_stats`); a LoRA adapter's delta is used through
+    its factors (trace identities), never built at full size.
     """
     cfg = config or WeightConfig()
     for name in (cfg.reference, *cfg.models):
@@ -225,24 +214,44 @@ def weight_deltas(
     for name in cfg.models:
         check_same_init(lin, cfg.reference, name)
     dev = resolve_device(device) if device is not None else lin.device
-    ref = {k: v.to(dev) for k, v in lin.delta(cfg.reference, base).items()}
-    deltas = {m: {k: v.to(dev) for k, v in lin.delta(m, base).items()} for m in cfg.models}
-    groups = lin.groups()
+    shapes = {k: tuple(p.shape) for k, p in lin.params(base).items()}
+
+    def key_delta(name: str, key: str) -> stats.Delta:
+        f = lin.low_rank(name, key, base)
+        return f if f is not None else lin.delta_of(name, key, base).to(dev)
 
     rows: list[dict[str, Any]] = []
-    for g in groups:
-        mat = _matrix_key(g, ref)
-        t = _flat(ref, g.keys)
+    whole = {m: [0.0, 0.0] for m in cfg.models}  # |ΔM|^2, <ΔM, ΔT> over every group
+    ref_whole, numel_whole = 0.0, 0
+    for g in lin.groups():  # one group of deltas alive at a time, in the model's dtype
+        mats = [k for k in g.keys if len(shapes[k]) == 2]
+        mat = mats[0] if len(mats) == 1 and cfg.top_k > 0 else None
+        ref = {k: key_delta(cfg.reference, k) for k in g.keys}
+        ref_sq = sum(stats.sq_norm(ref[k]) for k in g.keys)
+        numel = sum(math.prod(shapes[k]) for k in g.keys)
+        ref_whole, numel_whole = ref_whole + ref_sq, numel_whole + numel
+        if mat is not None:
+            k_top = max(1, min(cfg.top_k, *shapes[mat]))
+            ref_basis = stats.top_subspaces(ref[mat], k_top)
         for m in cfg.models:
-            row = {"group": g.name, "layer": g.layer, "component": g.component, "model": m, "numel": t.numel()}
-            row.update(alignment(_flat(deltas[m], g.keys), t))
-            if mat is not None and cfg.top_k > 0:
-                row.update(subspace_overlap(deltas[m][mat], ref[mat], cfg.top_k))
+            sq = dot = 0.0
+            for k in g.keys:
+                d = key_delta(m, k)
+                sq, dot = sq + stats.sq_norm(d), dot + stats.dot(d, ref[k])
+                if k == mat:
+                    sub = stats.overlap(stats.top_subspaces(d, k_top), ref_basis, shapes[mat], k_top)
+                del d
+            whole[m][0] += sq
+            whole[m][1] += dot
+            row = {"group": g.name, "layer": g.layer, "component": g.component, "model": m, "numel": numel}
+            row.update(from_moments(sq, ref_sq, dot))
+            if mat is not None:
+                row.update(sub)
             rows.append(row)
-    t_all = _flat(ref, lin.keys)
+        del ref
     for m in cfg.models:
-        row = {"group": WHOLE, "layer": None, "component": WHOLE, "model": m, "numel": t_all.numel()}
-        row.update(alignment(_flat(deltas[m], lin.keys), t_all))
+        row = {"group": WHOLE, "layer": None, "component": WHOLE, "model": m, "numel": numel_whole}
+        row.update(from_moments(whole[m][0], ref_whole, whole[m][1]))
         rows.append(row)
     command = f"weight_deltas(lin, WeightConfig(reference={cfg.reference!r}, models={cfg.models!r}, top_k={cfg.top_k}))"
     return WeightDeltaResult(command=command, config=cfg, base=base, rows=rows)

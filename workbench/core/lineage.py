@@ -32,7 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
 from workbench.core.hf import boot_hf_dirs, copy_hf_model
-from workbench.core.lora import MergedAdapter, merged_adapter
+from workbench.core.lora import LoraFactor, MergedAdapter, merged_adapter
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
 from workbench.core.prompted import WEIGHTS_NOTE, PromptedRole, system_prompt_prefix
@@ -391,14 +391,9 @@ class Lineage:
         """The LoRA adapter merged into `name` (factors A, B, scaling per clean key), or None."""
         return merged_adapter(self[name])
 
-    def delta(self, name: str, ref: str | None = None) -> dict[str, Tensor]:
-        """Weights of `name` minus weights of `ref` (default: its parent), per clean key.
-
-        Refused across initialisations (e.g. `cross` vs `base`): those weights live in other
-        coordinates, so compare them by behaviour and activations instead. A LoRA adapter
-        against its parent is the exact product scaling * B @ A on its keys (not merged minus
-        base, which rounds; in bf16 by much), and 0 elsewhere.
-        """
+    def _delta_sides(self, name: str, ref: str | None) -> tuple[str, MergedAdapter | None]:
+        """Resolve `ref` (default: the parent), refuse prompted roles and another initialisation,
+        and return the adapter whose factors give `name`'s delta against `ref` exactly (or None)."""
         for m in (name, ref):
             if m is not None and m in self._prompted:
                 raise ConfigError(f"No weight delta of {m!r}: " + WEIGHTS_NOTE.format(name=m) + ". Compare it by "
@@ -406,7 +401,7 @@ class Lineage:
         ref = ref if ref is not None else self.parent_of(name)
         if ref is None:
             raise ConfigError(f"Model {name!r} has no parent; pass ref= (one of {self.names}).")
-        a, b = self.space(name).params, self.space(self._check(ref)).params
+        self._check(ref)
         ra, rb = self.root_of(name), self.root_of(ref)
         inits = {"base", "base_x"}
         if ra != rb and self.record(ra).role in inits and self.record(rb).role in inits:
@@ -415,14 +410,35 @@ class Lineage:
                 "weight difference is meaningless. Compare each against its own base, or by activations."
             )
         merged = self.adapter(name)
-        if merged is not None and merged.parent == ref:
-            return {
-                k: merged.factors[k].delta(a[k].dtype).to(a[k].device)
-                if k in merged.factors
-                else (a[k].detach() - b[k].detach())
-                for k in a
-            }
-        return {k: a[k].detach() - b[k].detach() for k in a}
+        return ref, (merged if merged is not None and merged.parent == ref else None)
+
+    def low_rank(self, name: str, key: str, ref: str | None = None) -> LoraFactor | None:
+        """The LoRA factor whose product scaling * B @ A is exactly `delta_of(name, key, ref)`, or
+        None (not an adapter merged onto `ref`, or `key` not adapted): analyses that only need
+        inner products and subspaces work from it without building the full-size delta."""
+        _, merged = self._delta_sides(name, ref)
+        return merged.factors.get(key) if merged is not None else None
+
+    def delta_of(self, name: str, key: str, ref: str | None = None) -> Tensor:
+        """One clean key of `delta(name, ref)`, in the model's dtype: what analyses that stream
+        over parameter groups use, so that only one key's delta exists at a time."""
+        ref, merged = self._delta_sides(name, ref)
+        a, b = self.space(name).params[key], self.space(ref).params[key]
+        if merged is not None and key in merged.factors:
+            return merged.factors[key].delta(a.dtype).to(a.device)
+        return a.detach() - b.detach()
+
+    def delta(self, name: str, ref: str | None = None) -> dict[str, Tensor]:
+        """Weights of `name` minus weights of `ref` (default: its parent), per clean key.
+
+        Refused across initialisations (e.g. `cross` vs `base`): those weights live in other
+        coordinates, so compare them by behaviour and activations instead. A LoRA adapter
+        against its parent is the exact product scaling * B @ A on its keys (not merged minus
+        base, which rounds; in bf16 by much), and 0 elsewhere. This holds a whole model's worth
+        of deltas: for large models stream with `delta_of` (and `low_rank`) per group instead.
+        """
+        ref, _ = self._delta_sides(name, ref)
+        return {k: self.delta_of(name, k, ref) for k in self.space(name).params}
 
     def groups(self) -> list[ParamGroup]:
         """(layer, component) groups partitioning the canonical keys, in canonical order."""

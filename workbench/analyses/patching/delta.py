@@ -126,6 +126,22 @@ class DeltaPatchingResult(ResultBase):
         return out
 
 
+class _LazyDelta(Mapping[str, Tensor]):
+    """donor - recipient, computed per key when read (the random control needs one group's norms)."""
+
+    def __init__(self, donor: Mapping[str, Tensor], recipient: Mapping[str, Tensor]):
+        self._d, self._r = donor, recipient
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._d[key] - self._r[key]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._r)
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+
 def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None, *,
                    device: str | torch.device | None = None) -> DeltaPatchingResult:
     """Patch the student's weight delta into the base group by group (see the module docstring),
@@ -156,7 +172,7 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
         return recovered_fraction(x, lo["base"], lo["student"], defined)
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    delta_s = {k: (pm.state(student)[k] - pm.state(base)[k]) for k in lin.keys} if cfg.random_control else {}
+    delta_s = _LazyDelta(pm.state(student), pm.state(base))  # one key at a time, never the whole model
     rows: list[dict[str, Any]] = []
     for kind, name, members in (
         [("none", "none", []), ("all", "all", [g.name for g in groups])]

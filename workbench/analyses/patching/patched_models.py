@@ -2,13 +2,17 @@
 norm-matched random deltas and per-layer group sets its controls and tables use.
 
 Patched weights are taken whole from the donor model (`w = student[k] if k in G else base[k]`),
-so patching every group reproduces the student bit for bit and patching none the base. Each
-patched state is loaded into ONE working model and no bridge is rebuilt: by default
-(`engine="auto"`) a `FunctionalModel` (a pure function of the clean state dict; a new patched
-state is one dict update, ~3x faster than the hooked bridge per evaluation here), or
-`engine="bridge"`: a working copy (`Lineage.copy_model`) whose live parameters are overwritten
-in place (only the keys that changed since the last evaluation). `python -m workbench.bench
-patching` times both.
+so patching every group reproduces the student bit for bit and patching none the base. No bridge
+is rebuilt and no model's weights are copied whole: states are views of the lineage's live
+parameters, and by default (`engine="auto"`) a `FunctionalModel` (a pure function of the clean
+state dict, ~3x faster than the hooked bridge per evaluation here; workbench-native models only)
+scores them, or `engine="bridge"` writes the state into the lineage model it draws most of its
+weights from, in place, and restores that model's own weights right after (try/finally): the only
+extra memory is a copy of the keys that differ from that model (one group for a single-group
+patch or a leave-one-out, at most half the model for a greedy set), never a whole-model copy.
+On a `device` other than the lineage's, the bridge engine works in one copy of the base there.
+`python -m workbench.bench patching` times the engines; `python -m workbench.bench memory`
+measures the bytes per parameter at peak.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ class PatchedModels:
     """A metric (the trait's log-odds: `Trait.log_odds`) of models assembled key by key from the
     lineage's weights.
 
-    Every evaluation takes a full clean state (canonical key -> tensor) and scores it in one
-    working model: a `FunctionalModel` (engine "functional") or a copy of the base bridge whose
-    live parameters are overwritten in place (engine "bridge"). States of lineage models are
-    cached on `device`. Models with tied weights (`Lineage.aliases`) use the bridge: a state
+    Every evaluation takes a full clean state (canonical key -> tensor) and scores it: in a
+    `FunctionalModel` (engine "functional"), or (engine "bridge") in the lineage model the state
+    shares most weights with, its other keys overwritten in place and restored after the
+    evaluation. States of lineage models are views of their live parameters on `device`. Models with tied weights (`Lineage.aliases`) use the bridge: a state
     swap in the functional model would leave the tied copy behind.
     """
 
@@ -47,7 +51,7 @@ class PatchedModels:
                  device: str | torch.device | None = None):
         if engine not in ENGINES:
             raise unknown_name("engine", engine, ENGINES)
-        self.lin, self.metric = lin, metric
+        self.lin, self.metric, self._base = lin, metric, base
         self.device = resolve_device(device) if device is not None else lin.device
         self._states: dict[str, dict[str, Tensor]] = {}
         self.evaluations = 0
@@ -65,22 +69,34 @@ class PatchedModels:
                 fm.w = {k: v.to(self.device) for k, v in fm.w.items()}
                 self._fm, self.engine = fm, "functional"
                 return
-        work = lin.copy_model(base)
-        if not on_device(work, self.device):
-            work = copy_model(work, device=self.device)
-        self._work, self.engine = work, "bridge"
-        self._live = param_space(work).params
-        self._loaded: dict[str, Tensor] = {}
+        self.engine, self._work = "bridge", None
+        if not on_device(lin[base], self.device):  # another device: one working copy of the base there
+            work = copy_model(lin.copy_model(base), device=self.device)
+            self._work, self._live = work, param_space(work).params
+            self._loaded: dict[str, Tensor] = {}
 
     def state(self, name: str) -> dict[str, Tensor]:
+        """Canonical key -> the model's weights on `device` (views of the live parameters when the
+        lineage is there, so no copy; never written to)."""
         if name not in self._states:
-            self._states[name] = {k: v.to(self.device) for k, v in self.lin.state(name).items()}
+            self._states[name] = {k: p.detach().to(self.device) for k, p in self.lin.params(name).items()}
         return self._states[name]
 
     def mix(self, donor: str, recipient: str, keys: set[str]) -> dict[str, Tensor]:
         """The recipient's state with the donor's weights on `keys` (tensors shared, not copied)."""
         d, r = self.state(donor), self.state(recipient)
         return {k: (d[k] if k in keys else r[k]) for k in r}
+
+    def _host(self, state: Mapping[str, Tensor]) -> str:
+        """The lineage model (among the states taken so far) that `state` shares the most weights with."""
+        if not self._states:
+            self.state(self._base)
+
+        def shared(name: str) -> int:
+            own = self._states[name]
+            return sum(v.numel() for k, v in state.items() if own.get(k) is v)
+
+        return max(self._states, key=shared)
 
     @torch.no_grad()
     def log_odds(self, state: Mapping[str, Tensor]) -> float:
@@ -92,19 +108,37 @@ class PatchedModels:
             patched = FunctionalModel({**fm.w, **state}, fm.n_layers, fm.n_heads, fm.eps, fm.act)
             device = self.device
             return self.metric(lambda t: patched(t.to(device)))
-        for k, v in state.items():
-            if self._loaded.get(k) is not v:
-                self._live[k].copy_(v)
-                self._loaded[k] = v
-        return self.metric(self._work)
+        if self._work is not None:
+            for k, v in state.items():
+                if self._loaded.get(k) is not v:
+                    self._live[k].copy_(v)
+                    self._loaded[k] = v
+            return self.metric(self._work)
+        host = self._host(state)
+        own, live = self._states[host], self.lin.params(host)
+        saved: dict[str, Tensor] = {}
+        try:
+            for k, v in state.items():
+                if own[k] is not v:
+                    saved[k] = live[k].detach().clone()
+                    live[k].copy_(v)
+            return self.metric(self.lin[host])
+        finally:
+            for k, v in saved.items():
+                live[k].copy_(v)
 
 
 def norm_matched_random(delta: Mapping[str, Tensor], keys: set[str], gen: torch.Generator) -> dict[str, Tensor]:
     """A Gaussian direction with the same norm as `delta` on every key in `keys` (zero elsewhere)."""
+    from workbench.analyses.delta_stats import CHUNK, sq_norm
+
     out = {}
     for k in keys:
-        r = torch.randn(delta[k].shape, generator=gen, dtype=torch.float64)
-        out[k] = (r * (delta[k].double().norm() / r.norm().clamp(min=1e-30))).to(delta[k])
+        d = delta[k]  # read once: `delta` may compute it on the fly
+        norm = d.double().norm() if d.numel() <= CHUNK else torch.tensor(sq_norm(d), dtype=torch.float64).sqrt()
+        r = torch.randn(d.shape, generator=gen, dtype=torch.float64)
+        out[k] = r.mul_(norm.to(r.device) / r.norm().clamp(min=1e-30)).to(d)
+        del r, d
     return out
 
 
