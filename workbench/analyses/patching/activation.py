@@ -188,6 +188,10 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
     models = {n: (lin[n] if on_device(lin[n], dev) else copy_model(lin[n], device=dev)) for n in names}
     tokens, last = trait.tokens.to(dev), trait.answer_positions
     hooks = list(cfg.hooks) if cfg.hooks is not None else patching_hooks(int(lin.cfg.n_layers))
+    if cfg.hooks is None:  # the default list, less the hooks this family never runs (hook_pos_embed with rotary positions)
+        with torch.inference_mode():
+            _, fired = models[base].run_with_cache(tokens, names_filter=lambda n: n in set(hooks))
+        hooks = [h for h in hooks if h in fired]
     acts = {n: cache_activations(models[n], tokens, hooks) for n in names}
     n_pos = cfg.positions if cfg.positions is not None else int(last.max()) + 1
 
