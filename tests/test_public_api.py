@@ -29,6 +29,7 @@ def test_analyses_take_lineage_then_inputs_or_trait_then_config():
         workbench.trait_directions: ["lineage", "inputs", "prompts", "config"],
         workbench.run_alignment: ["lineage", "inputs", "config", "trait"],
         workbench.run_screening: ["lineage", "inputs", "trait", "retrain", "config"],
+        workbench.rank_rows: ["lineage", "inputs", "trait", "config"],
         workbench.delta_patching: ["lineage", "trait", "config"],
         workbench.activation_patching: ["lineage", "trait", "config"],
         workbench.weight_deltas: ["lineage", "config"],

@@ -14,6 +14,7 @@ result with `save`, `load`, `figures` and `summary_rows`; `write_report` turns r
     trait_directions(lineage, inputs, prompts, config, activations)
     run_alignment(lineage, inputs, config, trait)           the trait gradient needs the Trait
     run_screening(lineage, inputs, trait, retrain, config)  retrain: kept rows -> a retrained student
+    rank_rows(lineage, inputs, trait, config)               no retraining: rows ranked, kept and dropped
 
 >>> import workbench
 >>> callable(workbench.weight_deltas) and callable(workbench.compare_activations)
@@ -40,6 +41,7 @@ from workbench.analyses.patching import (
 from workbench.analyses.probe_result import ProbeResult
 from workbench.analyses.probes import ProbeConfig
 from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening, screening_over_seeds
+from workbench.analyses.screening_rank import RankConfig, ScreeningRanking, rank_rows
 from workbench.analyses.weights import WeightConfig, WeightDeltaResult, weight_deltas
 from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.capture import capture as capture_activations
@@ -83,6 +85,7 @@ __all__ = [
     "trait_directions", "DirectionsConfig", "DirectionResult",
     "run_alignment", "AlignmentConfig", "AlignmentResult", "detection_over_seeds", "trait_gradient",
     "run_screening", "ScreeningConfig", "ScreeningResult", "ScreeningRow", "screening_over_seeds",
+    "rank_rows", "RankConfig", "ScreeningRanking",
     # results and report
     "ResultBase", "SummaryRow", "SeedStats", "over_seeds", "write_figures", "write_result_figures", "write_report",
     "read_report",

@@ -39,7 +39,7 @@ from workbench.capture.store import weights_sha256
 from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
-from workbench.cli.hf_source import hf_dir_trait, load_tokenizer
+from workbench.cli.hf_source import TOKENIZER_FILES, context_length, hf_dir_trait, load_tokenizer
 from workbench.core.prompted import WEIGHTS_NOTE, read_system_prompt, system_prompt_prefix
 from workbench.core.trait_spec import read_channel_ids, read_trait_spec
 from workbench.core.lineage import Lineage
@@ -102,9 +102,16 @@ def probe_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> ProbeR
 def direction_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> DirectionResult:
     """Trait directions from contrastive prompts, detection of the distillation rows by
     projection, and how far the student and the control moved along the teacher's shift
-    (`trait_directions`)."""
+    (`trait_directions`).
+
+    The prompts are `--prompts` when given, else the trait's own (`contrast_prompts(trait)`,
+    for the organism and Hugging Face directories alike): every question of the trait (on Hugging
+    Face directories, chat-templated with the generation prompt) followed by each answer of its
+    category, read at the answer's last token and labelled by whether the answer is the target.
+    The direction is then "the model names the target" vs "the model names another answer of the
+    category" in the same context: the analogue of the organism's preference templates."""
     if config.prompts is None:
-        raise ConfigError("The directions section needs contrastive prompts (an organism, or --prompts JSONL).")
+        raise ConfigError("The directions section needs contrastive prompts (a trait, or --prompts JSONL).")
     cfg = DirectionsConfig(hooks=config.hooks, positions=config.positions, apply_to=config.apply_to,
                            batch_size=config.batch_size, random_directions=config.random_directions, seed=config.seed,
                            progress=config.progress, command=config.command)
@@ -184,13 +191,23 @@ def alignment_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
 
 
 def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
-    """Screening defense: retrain the student after dropping the top 10% / 25% of the teacher's
-    rows by alignment with the trait gradient (no teacher weights needed to score them), beside
-    dropping random rows (`cli.organism_runs.screening_defense`; retrains 4 students)."""
-    from workbench.cli.organism_runs import screening_defense
+    """Screening defense by alignment with the trait gradient (no teacher weights needed to score
+    rows). With an organism: retrain the student after dropping the top 10% / 25% of the teacher's
+    rows, beside dropping random rows (`cli.organism_runs.screening_defense`; retrains 4 students).
+    Otherwise (Hugging Face directories: no retraining recipe) rank the job's teacher rows by
+    g_trait alignment at the base and write ranking.jsonl and the kept/dropped rows at 10% / 25%
+    as JSONL, beside a random drop of the same size (`workbench.rank_rows`)."""
+    if config.organism_dir is not None:
+        from workbench.cli.organism_runs import screening_defense
 
-    assert config.organism_dir is not None  # skip_reason guards this
-    return screening_defense(config.organism_dir, device=str(lineage.device), progress=config.progress, command=config.command)
+        return screening_defense(config.organism_dir, device=str(lineage.device), progress=config.progress,
+                                 command=config.command)
+    from workbench.analyses.screening_rank import RankConfig, rank_rows
+
+    assert config.trait is not None  # skip_reason guards this
+    cfg = RankConfig(channel_ids=config.channel_ids, seed=config.seed, batch_size=config.batch_size,
+                     progress=config.progress)
+    return rank_rows(lineage, inputs, config.trait, cfg, command=config.command)
 
 
 Section = Callable[[Lineage, Inputs, JobConfig], Result]
@@ -221,8 +238,8 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
         missing = [m for m in ("base", "teacher") if m not in lineage and not lineage.is_prompted(m)]
         if missing:
             return f"no {', '.join(missing)} model"
-    if name == "screening" and config.organism_dir is None:
-        return "retraining students needs the organism's recipe and data (--organism)"
+    if name == "screening" and config.organism_dir is None and config.trait is None:
+        return "no trait to rank rows by (and no organism to retrain students with)"
     if name in ("delta_patching", "activation_patching") and config.trait is None:
         return "no trait to score"
     return None
@@ -236,7 +253,7 @@ SECTION_READS: dict[str, tuple[str, ...]] = {
     "delta_patching": (),
     "activation_patching": (),
     "alignment": ("loss", "channel_ids", "max_rows", "seed"),
-    "screening": ("organism_dir",),
+    "screening": ("organism_dir", "channel_ids", "seed"),
 }
 """The JobConfig fields each section reads (its saved result is reused only while they are the
 same); every section also reads the inputs, the models' weights, the trait and the device. A
@@ -343,8 +360,11 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--teacher-system-prompt", metavar="TEXT|@FILE", help="instead of --teacher: the teacher is the "
                      "--base model under this system prompt (text, or @FILE / a file path to read it from); sections "
                      "needing teacher weights are skipped, the log-prob ones use the prompted base")
-    src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows "
-                     "(default with --organism: its data/teacher.jsonl and data/base.jsonl)")
+    src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows: token ids "
+                     '{"prompt": [ids], "completion": [ids], "source", "prompt_id"}, or with Hugging Face directories '
+                     'text {"prompt": str, "completion": str, "source"} or chat {"messages": [...], "source"} rows, '
+                     "tokenised with the base's chat template (default with --organism: its data/teacher.jsonl and "
+                     "data/base.jsonl)")
     src.add_argument("--trait", metavar="JSON", help="with Hugging Face directories: the trait as token ids (prompts and "
                      "answers, e.g. trait.json of python -m workbench.organism export) instead of --target's questions")
     src.add_argument("--loss", choices=("hard", "soft"), help="distillation loss the alignment section scores (default: the "
@@ -352,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--channel-ids", metavar="JSON", help="with Hugging Face directories: token ids the students' loss "
                      'renormalises over (a JSON list, or {"channel_ids": [...]} as distillation.json of an export)')
     src.add_argument("--prompts", metavar="JSONL", help='contrastive prompts {"tokens": [ids], "label": 0|1} for trait '
-                     "directions (default with --organism: its preference templates)")
+                     "directions (default: the trait's questions answered with each answer of its category)")
     what = p.add_argument_group("what to read")
     what.add_argument("--hooks", nargs="+", help="hooks to read (default: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)")
     JOB_FLAGS.add_to(what)
@@ -418,15 +438,19 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
         trait = read_trait_spec(args.trait) if args.trait else hf_dir_trait(hf["base"], args.target, args.system_prompt)
         channel_ids = read_channel_ids(args.channel_ids) if args.channel_ids else None  # both before loading weights
-        tokenizer = load_tokenizer(hf["base"]) if teacher_prompt is not None or not args.trait else None
+        has_tokenizer = any((Path(hf["base"]) / f).is_file() for f in TOKENIZER_FILES)
+        needs_tokenizer = teacher_prompt is not None or not args.trait
+        tokenizer = load_tokenizer(hf["base"]) if needs_tokenizer or has_tokenizer else None
         prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
+        # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
+        inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
         lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
         lineage.tokenizer = tokenizer
         if prefix is not None:
             lineage.add_prompted("teacher", teacher_prompt, base="base")
             log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
                 f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
-        prompts = prompts_rows
+        prompts = prompts_rows if prompts_rows is not None else contrast_prompts(trait)  # the trait's own questions
         loss = args.loss or "hard"
         organism_dir = None
         origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
@@ -449,6 +473,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         origin = str(seed_dir)
         organism_dir = seed_dir
         prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
+        inputs = distillation_inputs(data_paths, args.max_rows)
     if lineage.is_prompted("teacher") and "teacher" in args.readers:  # no activations of its own on the rows
         args.readers = [r for r in args.readers if r != "teacher"]
         log("readers: the prompted teacher is left out (it has no model of its own)")
@@ -456,7 +481,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         if r not in lineage:
             raise unknown_name("reader model", r, lineage.names)
     hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
-    inputs = distillation_inputs(data_paths, args.max_rows).validate(lineage.d_vocab, lineage.n_ctx)
+    inputs = inputs.validate(lineage.d_vocab, lineage.n_ctx)
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
                        command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
                        prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,

@@ -6,7 +6,9 @@ completion tokens: position t is True when token t is a completion token, i.e. a
 rows that continue the same prompt (teacher and base continuations share one id), so probes
 can fold by prompt.
 
-JSONL rows: `{"prompt": [ids], "completion": [ids], "source": str, "seed": int, "prompt_id": int}`.
+JSONL rows: `{"prompt": [ids], "completion": [ids], "source": str, "seed": int, "prompt_id": int}`, or
+text rows (`{"prompt": str, "completion": str, ...}`, `{"messages": [...], ...}`) tokenised with a
+tokenizer's chat template (`workbench.core.text_rows`).
 
 >>> x = Inputs.from_sequences([[1, 2], [3]], [[4], [5, 6]], sources="teacher", pad_id=0)
 >>> x.tokens.tolist(), x.mask.tolist()
@@ -32,6 +34,7 @@ from torch import Tensor
 
 from workbench.core.errors import DataError
 from workbench.core.io import atomic_write_text
+from workbench.core.text_rows import TextEncoder, file_kind, tokenize_rows
 
 MaskMode = Literal["completion", "all"]
 _ROW_KEYS = ("prompt", "completion", "source")
@@ -146,9 +149,12 @@ class Inputs:
         pad_id: int = 0,
         mask: MaskMode = "completion",
         limit: int | None = None,
+        tokenizer: Any = None,
+        n_ctx: int | None = None,
     ) -> Inputs:
-        """Read distillation JSONL (one or several files, concatenated in order)."""
-        rows = read_jsonl(path_or_paths, limit=limit)
+        """Read distillation JSONL (one or several files, concatenated in order); text and chat rows
+        are tokenised with `tokenizer`'s chat template (`workbench.core.text_rows`)."""
+        rows = read_jsonl(path_or_paths, limit=limit, tokenizer=tokenizer, n_ctx=n_ctx)
         if not rows:
             raise DataError(f"No rows in {path_or_paths}. Generate the distillation data first.")
         have_ids = all("prompt_id" in r for r in rows)
@@ -313,37 +319,60 @@ def write_jsonl(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def read_jsonl(
-    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], limit: int | None = None
+    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike], limit: int | None = None, *,
+    tokenizer: Any = None, n_ctx: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Read distillation rows, checking each has prompt, completion and source."""
+    """Read distillation rows, checking each has prompt, completion and source. A file of text
+    or chat rows (`workbench.core.text_rows`, detected per file by the row keys) is tokenised
+    with `tokenizer`'s chat template into token-id rows; `n_ctx` bounds their length."""
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
     rows: list[dict[str, Any]] = []
+    encoder: TextEncoder | None = None
     for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"No data file at {path}. Generate the distillation data first, or fix the path.")
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno} is not valid JSON ({e}). Regenerate the file.") from e
-                missing = [k for k in _ROW_KEYS if k not in row] if isinstance(row, dict) else list(_ROW_KEYS)
-                if missing:
-                    raise DataError(
-                        f"{path}:{lineno} lacks {missing}; each row needs "
-                        '{"prompt": [ids], "completion": [ids], "source": str} (plus seed, prompt_id).'
-                    )
-                rows.append(row)
-                if limit is not None and len(rows) >= limit:
-                    return rows
+        if limit is not None and len(rows) >= limit:
+            break
+        raw = _read_lines(path, None if limit is None else limit - len(rows))
+        kind = file_kind(raw, str(path))
+        if kind != "tokens":
+            if encoder is None and tokenizer is not None:
+                encoder = TextEncoder(tokenizer, n_ctx)
+            rows += tokenize_rows(raw, kind, encoder, str(path))
+            continue
+        for lineno, row in raw:
+            missing = [k for k in _ROW_KEYS if k not in row] if isinstance(row, dict) else list(_ROW_KEYS)
+            if missing:
+                raise DataError(
+                    f"{path}:{lineno} lacks {missing}; each row needs "
+                    '{"prompt": [ids], "completion": [ids], "source": str} (plus seed, prompt_id), or text rows '
+                    '{"prompt": str, "completion": str, "source": str} or {"messages": [...], "source": str}.'
+                )
+            rows.append(row)
     return rows
 
 
-def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0) -> Inputs:
-    """Teacher- and base-written rows on prompts both sources continued, at most `max_rows` each."""
-    rows = read_jsonl(paths)
+def _read_lines(path: Path, limit: int | None) -> list[tuple[int, Any]]:
+    """(line number, parsed row) of a JSONL file's non-blank lines, at most `limit`."""
+    if not path.is_file():
+        raise DataError(f"No data file at {path}. Generate the distillation data first, or fix the path.")
+    out: list[tuple[int, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if limit is not None and len(out) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                out.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno} is not valid JSON ({e}). Regenerate the file.") from e
+    return out
+
+
+def distillation_inputs(paths: list[Path], max_rows: int, seed: int = 0, *, tokenizer: Any = None,
+                        n_ctx: int | None = None) -> Inputs:
+    """Teacher- and base-written rows on prompts both sources continued, at most `max_rows` each.
+    Text and chat rows are tokenised with `tokenizer` (see `read_jsonl`)."""
+    rows = read_jsonl(paths, tokenizer=tokenizer, n_ctx=n_ctx)
     by_source: dict[str, dict[int, list[dict]]] = {}
     for r in rows:
         if "prompt_id" not in r:
