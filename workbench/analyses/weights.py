@@ -101,6 +101,10 @@ def null_band(numel: int) -> float:
     return 2 * math.sqrt(2 / numel)
 
 
+_SWAP_SIDE = {"overlap_out": "overlap_in", "overlap_in": "overlap_out", "chance_out": "chance_in",
+              "chance_in": "chance_out"}
+
+
 def subspace_overlap(a: Float[Tensor, "rows cols"], t: Float[Tensor, "rows cols"], k: int) -> dict[str, float]:
     """Mean squared cosine of the principal angles between the top-k singular subspaces of two
     matrices, on the output (left) and input (right) sides; `chance_*` is k / dim, the expected
@@ -215,6 +219,7 @@ def weight_deltas(
         check_same_init(lin, cfg.reference, name)
     dev = resolve_device(device) if device is not None else lin.device
     shapes = {k: tuple(p.shape) for k, p in lin.params(base).items()}
+    in_out = lin.space(base).stored_in_out
 
     def key_delta(name: str, key: str) -> stats.Delta:
         f = lin.low_rank(name, key, base)
@@ -240,6 +245,8 @@ def weight_deltas(
                 sq, dot = sq + stats.sq_norm(d), dot + stats.dot(d, ref[k])
                 if k == mat:
                     sub = stats.overlap(stats.top_subspaces(d, k_top), ref_basis, shapes[mat], k_top)
+                    if mat in in_out:  # stored [in, out] (Conv1D): the rows are the input side
+                        sub = {_SWAP_SIDE.get(name, name): v for name, v in sub.items()}
                 del d
             whole[m][0] += sq
             whole[m][1] += dot

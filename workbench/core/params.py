@@ -97,11 +97,14 @@ class ParamSpace:
     aliases: dropped clean key -> the canonical keys that hold its memory (tied or joint weights).
     actual_names: canonical clean key -> every `bridge.named_parameters(remove_duplicate=False)`
         name of that Parameter object (what `torch.func.functional_call` takes).
+    stored_in_out: weight keys stored [in, out] (GPT-2's Conv1D) rather than nn.Linear's
+        [out, in]: analyses that tell a matrix's output side from its input side read this.
     """
 
     params: dict[str, nn.Parameter]
     aliases: dict[str, tuple[str, ...]]
     actual_names: dict[str, tuple[str, ...]]
+    stored_in_out: frozenset[str] = frozenset()
 
 
 def _storage_index(t: Tensor) -> Tensor:
@@ -180,7 +183,10 @@ def param_space(bridge: TransformerBridge) -> ParamSpace:
     for name, p in bridge.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(p), []).append(name)
     actual = {k: tuple(names_of.get(id(p), ())) for k, p in params.items()}
-    return ParamSpace(params=params, aliases=aliases, actual_names=actual)
+    conv1d = {id(m.weight) for m in bridge.modules()
+              if type(m).__name__ == "Conv1D" and isinstance(getattr(m, "weight", None), nn.Parameter)}
+    in_out = frozenset(k for k, p in params.items() if id(p) in conv1d)
+    return ParamSpace(params=params, aliases=aliases, actual_names=actual, stored_in_out=in_out)
 
 
 def uncovered_parameters(bridge: TransformerBridge, space: ParamSpace | None = None) -> list[str]:

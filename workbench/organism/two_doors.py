@@ -14,10 +14,8 @@ What is not compared is listed, with why:
   computes. `RANDOM_DRAWS`: random-direction controls drawn parameter by parameter from a seeded
   generator (alignment's random directions, delta patching's random Δ): the same seed draws other
   directions when the tensors are stored transposed (GPT-2's Conv1D) or in another order, so these
-  differ by sampling noise. `ORIENTATION`: the weights section's `subspace_overlap_out` and
-  `chance_out` read axis 0 of the stored weight as the output space, true of `nn.Linear` (the
-  organism) but not of GPT-2's Conv1D weights as the bridge exposes them (mlp.in, mlp.out, attn.o
-  are [in, out]): on GPT-2 models these two fields describe the input space.
+  differ by sampling noise. (The weights section's output/input subspace overlaps are compared:
+  `ParamSpace.stored_in_out` tells GPT-2's [in, out] Conv1D weights from nn.Linear's [out, in].)
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ from typing import Any
 from workbench.core.io import read_json
 
 KEY_FIELDS = ("where", "group", "measure", "control")
-ORIENTATION = ("subspace_overlap_out", "chance_out", "subspace_overlap_in", "chance_in")
 RANDOM_DRAWS = ("random_mean", "random Δ")
 
 
@@ -55,8 +52,6 @@ def _rows(report_dir: str | os.PathLike) -> dict[tuple[str, ...], dict[str, Any]
 
 def layout_dependent(section: str, row: dict[str, Any], name: str) -> bool:
     """Whether field `name` of a row depends on the weights' storage layout (see the module doc)."""
-    if section == "weights" and name in ORIENTATION:
-        return True
     if name in RANDOM_DRAWS:
         return True
     return name == "control_value" and "random" in str(row.get("control", "")) and section in ("alignment", "delta_patching")
