@@ -183,7 +183,8 @@ def param_space(bridge: TransformerBridge) -> ParamSpace:
     for name, p in bridge.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(p), []).append(name)
     actual = {k: tuple(names_of.get(id(p), ())) for k, p in params.items()}
-    conv1d = {id(m.weight) for m in bridge.modules()
+    modules = bridge.modules() if hasattr(bridge, "modules") else ()
+    conv1d = {id(m.weight) for m in modules
               if type(m).__name__ == "Conv1D" and isinstance(getattr(m, "weight", None), nn.Parameter)}
     in_out = frozenset(k for k, p in params.items() if id(p) in conv1d)
     return ParamSpace(params=params, aliases=aliases, actual_names=actual, stored_in_out=in_out)
