@@ -20,6 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError, ConfigError
 from workbench.core.hf_config import check_hf_configs
+from workbench.core.hf_tokenizers import check_same_tokenizers
 from workbench.core.lora import is_adapter_dir, merge_adapter, read_adapter
 from workbench.core.models import resolve_device
 
@@ -131,6 +132,7 @@ def boot_hf_dirs(
                 f"base directory too and parents={{{name!r}: 'base'}} if its role has no default parent."
             )
     check_hf_configs({n: p for n, p in paths.items() if n not in adapters})  # one architecture, before any weights load
+    check_same_tokenizers(paths)  # one tokenizer (where saved), before any weights load
     models: dict[str, TransformerBridge] = {}
     meta: dict[str, dict[str, Any]] = {}
     for name, p in paths.items():
