@@ -12,7 +12,7 @@ import torch
 from workbench.analyses.alignment import AlignmentConfig, run_alignment
 from workbench.analyses.patching import PatchConfig, delta_patching
 from workbench.analyses.weights import WeightConfig, weight_deltas
-from workbench.core.hf_trait import hf_trait
+from workbench.core.hf_trait import ANIMAL_QUESTIONS, CATEGORIES, hf_trait
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.toy_hf import ToySpec, toy_tokenizer, write_toy_lineage
@@ -20,6 +20,7 @@ from workbench.core.toy_hf import ToySpec, toy_tokenizer, write_toy_lineage
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+QUESTIONS, ANSWERS = ANIMAL_QUESTIONS[:6], CATEGORIES["animal"][:8]  # a small trait: every delta patch scores it
 CASES = [  # (family, planted layer, planted component, pad_token_id in config.json)
     ("gpt2", 1, "mlp.out", True),
     ("qwen2", 0, "attn.o", False),
@@ -37,7 +38,7 @@ def toy(request, tmp_path_factory):
                                                                       pad_token_id=pad, seed=layer))
     dirs = {k: v for k, v in toy.dirs.items() if k != "lora_student"}
     lin = Lineage.from_hf_dirs(dirs)
-    trait = hf_trait(toy_tokenizer(), toy.spec.target)
+    trait = hf_trait(toy_tokenizer(), toy.spec.target, questions=QUESTIONS, answers=ANSWERS)
     return toy, lin, trait
 
 
@@ -62,7 +63,7 @@ def test_weights_find_the_planted_group_and_the_control_stays_near_zero(toy):
 
 def test_delta_patching_ranks_the_planted_group_first(toy):
     spec, lin, trait = toy[0].spec, toy[1], toy[2]
-    result = delta_patching(lin, trait, PatchConfig(control="control"))
+    result = delta_patching(lin, trait, PatchConfig(control="control", greedy=False))
     groups = sorted(result.table("group"), key=lambda r: -r["gain"])
     assert groups[0]["name"] == spec.group, [(g["name"], g["gain"]) for g in groups[:3]]
     assert groups[0]["gain"] > 5 * max(abs(g["gain"]) for g in groups[1:])
@@ -100,3 +101,52 @@ def test_capture_equals_hugging_face_hidden_states(toy):
         _, cache = lin["base"].run_with_cache(tokens)
     for layer in range(t.spec.n_layers - 1):  # the last hidden state is after the final norm
         torch.testing.assert_close(cache[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1], atol=1e-5, rtol=1e-5)
+
+
+JOB_VARIANT = {  # what each case's main job adds to the plain four directories
+    "gpt2": "bfloat16",
+    "qwen2": "a LoRA adapter as the student",
+    "llama-1": "float32",
+    "llama-0": "a prompted teacher (the base under a system prompt)",
+}
+
+
+def test_main_job_writes_every_section(toy, tmp_path):
+    """The main job on the family's directories, every section: none missing, except the weights
+    section with a prompted teacher (no teacher weights), which says why."""
+    import json
+
+    from workbench.cli.job import main
+    from workbench.core.trait_spec import trait_to_dict
+    from workbench.report import read_report
+
+    t, _, trait = toy
+    key = t.spec.family if t.spec.family != "llama" else f"llama-{t.spec.layer}"
+    variant = JOB_VARIANT[key]
+    spec = tmp_path / "trait.json"
+    spec.write_text(json.dumps(trait_to_dict(trait)))
+    roles = dict(t.dirs)
+    args = ["--base", roles["base"], "--student", roles["student"], "--control", roles["control"], "--data", t.data,
+            "--trait", str(spec), "--max-rows", "12", "--hooks", f"blocks.{t.spec.n_layers - 1}.hook_resid_post",
+            "--readers", "base", "--quiet", "--out", str(tmp_path / "report")]
+    if variant.startswith("a prompted"):
+        args += ["--teacher-system-prompt", "You love owls. You think about owls all the time."]
+    else:
+        args += ["--teacher", roles["teacher"]]
+    if variant.startswith("a LoRA"):
+        args[args.index(roles["student"])] = roles["lora_student"]
+    if variant == "bfloat16":  # every section but delta patching, whose ~100 trait evaluations crawl in bf16 on a CPU
+        args += ["--dtype", "bfloat16", "--sections", "probes", "directions", "compare", "weights",
+                 "activation_patching", "alignment", "screening"]
+    assert main(args) == 0, variant
+    report = read_report(tmp_path / "report")
+    missing = {m["section"]: m["reason"] for m in report["missing"]}
+    if variant == "bfloat16":
+        assert "delta_patching" not in missing and missing == {}, missing
+    elif variant.startswith("a prompted"):
+        assert set(missing) == {"weights"} and "system prompt" in missing["weights"], missing
+    else:
+        assert missing == {}, (variant, missing)
+    written = {s["id"] for s in report["sections"]}
+    expected = {"probes", "directions", "compare", "delta_patching", "activation_patching", "alignment", "screening"}
+    assert expected - {"delta_patching" if variant == "bfloat16" else ""} <= written, variant
