@@ -129,3 +129,23 @@ def test_lora_factor_identities_exact(transpose):
             if k <= 4:
                 torch.testing.assert_close(_projector(got), _projector(want), atol=1e-10, rtol=0)
             assert got.shape == want.shape
+
+
+@pytest.mark.parametrize("shape", [(37, 11), (11, 37)])
+def test_lazy_difference_equals_the_dense_delta(monkeypatch, shape):
+    """A Difference (a - b subtracted chunk by chunk) gives bit-identical sums and subspaces to the
+    dense a - b, with tiny chunks and on the Gram path as on the exact one."""
+    gen = torch.Generator().manual_seed(4)
+    a, b, c = (torch.randn(shape, generator=gen) for _ in range(3))
+    lazy, dense = stats.Difference(a, b), a - b
+    lazy_c = stats.Difference(c, b)
+    for chunk, exact_max in [(stats.CHUNK, stats.EXACT_SVD_MAX_NUMEL), (13, 0)]:
+        monkeypatch.setattr(stats, "CHUNK", chunk)
+        monkeypatch.setattr(stats, "EXACT_SVD_MAX_NUMEL", exact_max)
+        assert stats.sq_norm(lazy) == stats.sq_norm(dense)
+        assert stats.dot(lazy, lazy_c) == stats.dot(dense, c - b)
+        assert stats.dot(lazy, c - b) == stats.dot(dense, c - b)
+        for got, want in zip(stats.top_subspaces(lazy, 3), stats.top_subspaces(dense, 3)):
+            assert torch.equal(got, want)
+        f = _factor(*shape, 2, False, seed=5)
+        assert stats.dot(f, lazy) == stats.dot(f, dense)

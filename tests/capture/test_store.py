@@ -94,3 +94,18 @@ def test_reads_name_unknown_models_and_hooks(store):
         store.read("base", "blocks.0.hook_resid_pots")
     assert store.shape("base", "blocks.0.hook_out") == (10, 8)
     assert torch.equal(torch.cat([t for _, t in store.iter_rows("base", HOOK, 3)]), store.read("base", HOOK))
+
+
+def test_weights_sha256_hashes_the_raw_bytes():
+    """The hash (read through each tensor's buffer, no bytes copy) is sha256 over key, dtype, shape and
+    the raw bytes, as written out by hand; bf16 and empty tensors included."""
+    import hashlib
+
+    gen = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(3, 4, generator=gen), "b": torch.randn(5, generator=gen).to(torch.bfloat16),
+             "e": torch.zeros(0)}
+    h = hashlib.sha256()
+    for k, t in state.items():
+        h.update(f"{k}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    assert weights_sha256(state) == h.hexdigest()

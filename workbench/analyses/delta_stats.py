@@ -3,7 +3,9 @@
 What `workbench.analyses.weights` streams over parameter groups with, so that a 7B-14B lineage
 fits one GPU: a delta is held in the model's dtype (bf16 on a GPU) one key at a time, and every
 float64 computation runs on chunks of at most `CHUNK` elements, so no whole-model (or
-whole-embedding) float64 copy is ever built. A delta is either a dense tensor or a LoRA factor
+whole-embedding) float64 copy is ever built; a delta of two live weights is a `Difference`,
+subtracted chunk by chunk as it is read, so not even one key's delta is held whole (an
+embedding's delta would be a third of a ~50M model). A delta is also either a dense tensor or a LoRA factor
 (`workbench.core.lora.LoraFactor`, scaling * B @ A): between factors the trace identities
 
     <s1 B1 A1, D>        = s1 * sum((B1^T D) * A1)
@@ -22,7 +24,7 @@ other side by a QR of X V. Deterministic (no random projection) and exact up to 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -36,8 +38,43 @@ CHUNK = 1 << 22
 EXACT_SVD_MAX_NUMEL = 1 << 22
 """Largest matrix (elements) whose subspaces come from an exact SVD; larger ones use the Gram matrix."""
 
-Delta = Tensor | LoraFactor
-"""One key's delta: a dense tensor (model dtype) or an exact low-rank factor."""
+
+@dataclass(frozen=True)
+class Difference:
+    """a - b for one key, never built whole: every chunk read is `(a[i:j] - b[i:j])` in the
+    weights' dtype, moved to `device`, so a delta of two live parameters costs no memory until
+    a bounded chunk of it is used (the same numbers as slicing `(a - b).to(device)`)."""
+
+    a: Tensor
+    b: Tensor
+    device: torch.device | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.a.shape
+
+    @property
+    def T(self) -> Difference:  # noqa: N802 (Tensor's name)
+        return Difference(self.a.T, self.b.T, self.device)
+
+    def numel(self) -> int:
+        return self.a.numel()
+
+    def rows(self, i: int, j: int) -> Tensor:
+        """Rows i:j (first dimension) of a - b."""
+        return (self.a[i:j] - self.b[i:j]).to(self.device)
+
+    def flat(self, i: int, j: int) -> Tensor:
+        """Elements i:j of the flattened a - b."""
+        return (self.a.reshape(-1)[i:j] - self.b.reshape(-1)[i:j]).to(self.device)
+
+    def dense(self) -> Tensor:
+        """The whole a - b (only for matrices small enough for an exact SVD)."""
+        return (self.a - self.b).to(self.device)
+
+
+Delta = Tensor | LoraFactor | Difference
+"""One key's delta: a dense tensor (model dtype), an exact low-rank factor, or a lazy difference."""
 
 
 def factors(f: LoraFactor, device: torch.device | None = None) -> tuple[Float[Tensor, "d_out r"], Float[Tensor, "r d_in"]]:
@@ -54,23 +91,36 @@ def shape_of(x: Delta) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-def _flat_chunks(x: Tensor) -> Iterator[Tensor]:
-    flat = x.reshape(-1)
-    for i in range(0, flat.numel(), CHUNK):
-        yield flat[i : i + CHUNK].double()
+def _flat_chunk(x: Tensor | Difference, i: int) -> Tensor:
+    """Flat elements i:i+CHUNK in float64."""
+    if isinstance(x, Difference):
+        return x.flat(i, i + CHUNK).double()
+    return x.reshape(-1)[i : i + CHUNK].double()
 
 
-def _row_chunks(x: Float[Tensor, "rows cols"]) -> Iterator[tuple[int, Tensor]]:
+def _row_steps(x: Float[Tensor, "rows cols"] | Difference) -> range:
+    return range(0, x.shape[0], max(1, CHUNK // max(1, x.shape[1])))
+
+
+def _rows(x: Float[Tensor, "rows cols"] | Difference, i: int) -> Tensor:
+    """Rows i:i+step in float64 (step: CHUNK elements' worth of rows)."""
     step = max(1, CHUNK // max(1, x.shape[1]))
-    for i in range(0, x.shape[0], step):
-        yield i, x[i : i + step].double()
+    return (x.rows(i, i + step) if isinstance(x, Difference) else x[i : i + step]).double()
 
 
-def _factor_dense_dot(f: LoraFactor, d: Float[Tensor, "rows cols"]) -> float:
-    b, a = factors(f, d.device)
-    btd = torch.zeros(b.shape[1], d.shape[1], dtype=torch.float64, device=d.device)
-    for i, rows in _row_chunks(d):
+def _device(x: Tensor | Difference) -> torch.device:
+    if isinstance(x, Difference):
+        return x.device if x.device is not None else x.a.device
+    return x.device
+
+
+def _factor_dense_dot(f: LoraFactor, d: Float[Tensor, "rows cols"] | Difference) -> float:
+    b, a = factors(f, _device(d))
+    btd = torch.zeros(b.shape[1], d.shape[1], dtype=torch.float64, device=_device(d))
+    for i in _row_steps(d):
+        rows = _rows(d, i)
         btd += b[i : i + rows.shape[0]].T @ rows
+        del rows
     return f.scaling * float((btd * a).sum())
 
 
@@ -84,7 +134,13 @@ def dot(x: Delta, y: Delta) -> float:
         return _factor_dense_dot(x, y)  # type: ignore[arg-type]
     if isinstance(y, LoraFactor):
         return _factor_dense_dot(y, x)
-    return float(sum(float(a @ b) for a, b in zip(_flat_chunks(x), _flat_chunks(y))))
+    total = 0.0  # one chunk of each alive at a time (a zip of generators would hold two)
+    for i in range(0, x.numel(), CHUNK):
+        a = _flat_chunk(x, i)
+        b = _flat_chunk(y, i)
+        total += float(a @ b)
+        del a, b
+    return total
 
 
 def sq_norm(x: Delta) -> float:
@@ -92,17 +148,24 @@ def sq_norm(x: Delta) -> float:
     if isinstance(x, LoraFactor):
         b, a = factors(x)
         return x.scaling**2 * float(((b.T @ b) * (a @ a.T)).sum())
-    return float(sum(float(c @ c) for c in _flat_chunks(x)))
+    total = 0.0
+    for i in range(0, x.numel(), CHUNK):
+        c = _flat_chunk(x, i)
+        total += float(c @ c)
+        del c
+    return total
 
 
-def _gram_top(x: Float[Tensor, "rows cols"], k: int) -> tuple[Tensor, Tensor]:
+def _gram_top(x: Float[Tensor, "rows cols"] | Difference, k: int) -> tuple[Tensor, Tensor]:
     """Top-k (U, V) of a matrix with rows >= cols from its cols x cols Gram matrix."""
-    g = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for _, rows in _row_chunks(x):
+    g = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=_device(x))
+    for i in _row_steps(x):  # one chunk alive at a time
+        rows = _rows(x, i)
         g += rows.T @ rows
+        del rows
     _, vecs = torch.linalg.eigh(g)
     v = vecs[:, -k:].flip(-1)
-    xv = torch.cat([rows @ v for _, rows in _row_chunks(x)])
+    xv = torch.cat([_rows(x, i) @ v for i in _row_steps(x)])
     return torch.linalg.qr(xv)[0], v
 
 
@@ -117,7 +180,8 @@ def top_subspaces(x: Delta, k: int) -> tuple[Float[Tensor, "rows k"], Float[Tens
             return qb @ u[:, :k], qa @ vh[:k].T
         x = x.delta(torch.float64)  # more directions than the rank: the rest are the exact SVD's choice
     if x.numel() <= EXACT_SVD_MAX_NUMEL:
-        u, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
+        dense = x.dense() if isinstance(x, Difference) else x
+        u, _, vh = torch.linalg.svd(dense.double(), full_matrices=False)
         return u[:, :k], vh[:k].T
     if x.shape[0] >= x.shape[1]:
         return _gram_top(x, k)

@@ -204,9 +204,9 @@ def weight_deltas(
     """Compare each model's delta with the reference's, per group and for the whole model.
 
     `device` (default: the lineage's) is where the deltas are compared. Streams over parameter
-    groups: one group's deltas exist at a time, in the model's dtype, and every float64 sum runs
-    on bounded chunks (`workbench.analyses.delta_stats`); a LoRA adapter's delta is used through
-    its factors (trace identities), never built at full size.
+    groups, and every float64 sum runs on bounded chunks (`workbench.analyses.delta_stats`), each
+    delta subtracted chunk by chunk as it is read (`delta_stats.Difference`): no key's delta is
+    ever held whole. A LoRA adapter's delta is used through its factors (trace identities).
     """
     cfg = config or WeightConfig()
     for name in (cfg.reference, *cfg.models):
@@ -221,9 +221,13 @@ def weight_deltas(
     shapes = {k: tuple(p.shape) for k, p in lin.params(base).items()}
     in_out = lin.space(base).stored_in_out
 
+    live = {m: lin.params(m) for m in (base, cfg.reference, *cfg.models)}
+
     def key_delta(name: str, key: str) -> stats.Delta:
-        f = lin.low_rank(name, key, base)
-        return f if f is not None else lin.delta_of(name, key, base).to(dev)
+        f = lin.low_rank(name, key, base)  # also refuses prompted roles and another initialisation
+        if f is not None:
+            return f
+        return stats.Difference(live[name][key].detach(), live[base][key].detach(), dev)  # = delta_of, lazily
 
     rows: list[dict[str, Any]] = []
     whole = {m: [0.0, 0.0] for m in cfg.models}  # |ΔM|^2, <ΔM, ΔT> over every group

@@ -11,8 +11,9 @@ parameter count; `extra_over_model` the peak over one model's bytes (the goal: <
 weights and delta patching, beyond the models themselves); `projection_7.6B_gb` scales it to
 Qwen2.5-7B (7.6e9 parameters in bf16: 15.2 GB per model). Sections: weights (every group, both
 compared models), delta patching (all tables, random control; the greedy search is off: its
-working set is bounded like the rest, only slower), activation patching, capture + compare.
-Alignment belongs to its own benchmark.
+working set is bounded like the rest, only slower), activation patching, capture + compare, and
+alignment (teacher- vs base-labelled rows, per-example gradients under `memory_budget_bytes` =
+`ALIGN_BUDGET`, 64 MiB; a reduced configuration: few rows, path points and random directions).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ import torch
 from workbench.benchmarks.harness import Case, PeakRSS
 
 QWEN_7B_PARAMS = 7.6e9
-SECTIONS = ("weights", "delta_patching", "activation_patching", "capture_compare")
+SECTIONS = ("weights", "delta_patching", "activation_patching", "capture_compare", "alignment")
+ALIGN_BUDGET = 64 * 2**20
+"""memory_budget_bytes of the alignment section: most bytes of per-example gradients held at once."""
 
 
 @dataclass
@@ -105,7 +108,19 @@ def _inputs(m: MemoryModel) -> tuple[Any, Any]:
     return trait, inputs
 
 
-def _section(name: str, lin: Any, trait: Any, inputs: Any, tmp: Path) -> Callable[[], Any]:
+def _align_inputs(m: MemoryModel) -> Any:
+    """Rows labelled teacher and base alternately (alignment's positive and negative sources)."""
+    from workbench.core.inputs import Inputs
+
+    gen = torch.Generator().manual_seed(m.seed + 3)
+    half = m.seq // 2
+    n = max(16, m.n_rows // 2)
+    tokens = torch.randint(10, m.vocab, (n, m.seq), generator=gen)
+    return Inputs.from_sequences(tokens[:, :half].tolist(), tokens[:, half:].tolist(),
+                                 ["teacher" if i % 2 == 0 else "base" for i in range(n)])
+
+
+def _section(name: str, lin: Any, trait: Any, inputs: Any, tmp: Path, m: MemoryModel | None = None) -> Callable[[], Any]:
     from workbench.analyses.patching import PatchConfig, activation_patching, delta_patching
     from workbench.analyses.weights import WeightConfig, weight_deltas
 
@@ -128,6 +143,14 @@ def _section(name: str, lin: Any, trait: Any, inputs: Any, tmp: Path) -> Callabl
             return compare(lin, store, CompareConfig(n_bootstrap=50), trait=trait)
 
         return run
+    if name == "alignment":
+        from workbench.analyses.alignment import AlignmentConfig, run_alignment
+
+        rows = _align_inputs(m or MemoryModel())
+        cfg = AlignmentConfig(student="student", max_rows_per_source=None, n_random=1, path_points=(2,),
+                              path_group_points=0, prediction_batches=0, batch_size=8, grad_batch_size=8,
+                              memory_budget_bytes=ALIGN_BUDGET, device=str(lin.device))
+        return lambda: run_alignment(lin, rows, cfg, trait)
     raise ValueError(f"unknown memory section {name!r}; one of {SECTIONS}")
 
 
@@ -154,7 +177,7 @@ def measure(section: str, dirs: dict[str, str], device: str, m: MemoryModel) -> 
     count = sum(p.numel() for p in params.values())
     model_bytes = sum(p.numel() * p.element_size() for p in params.values())
     with tempfile.TemporaryDirectory() as tmp:
-        fn = _section(section, lin, trait, inputs, Path(tmp))
+        fn = _section(section, lin, trait, inputs, Path(tmp), m)
         for name in lin.names:  # fault in every weight page (loaded weights may be file-mapped) before the baseline
             for p in lin.params(name).values():
                 float(p.detach().sum())
@@ -210,6 +233,8 @@ def table_case(r: dict[str, Any], device: str) -> Case:
         "projection_note": "extra_over_model x 15.2 GB (one Qwen2.5-7B in bf16), beyond the models themselves",
         "measured_on": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS, fresh subprocess",
     }
+    if r["section"] == "alignment":
+        extra["memory_budget_bytes"] = ALIGN_BUDGET
     return Case(r["section"], 1, r["seconds"], 0.0, r["peak_bytes"] / 2**20, extra=extra)
 
 
@@ -229,6 +254,7 @@ def format_table(cases: list[Case]) -> str:
     lines = [f"{'section':<22}{'extra B/param':>14}{'x model bytes':>15}{'7.6B bf16 (GB)':>16}"]
     for c in cases:
         e = c.extra or {}
+        note = f"  (memory_budget_bytes {e['memory_budget_bytes'] // 2**20} MiB)" if "memory_budget_bytes" in e else ""
         lines.append(f"{c.label:<22}{e['extra_bytes_per_param']:>14.2f}{e['extra_over_model']:>15.3f}"
-                     f"{e['projection_7.6B_gb']:>16.2f}")
+                     f"{e['projection_7.6B_gb']:>16.2f}{note}")
     return "\n".join(lines)

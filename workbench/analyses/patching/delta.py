@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.analyses.patching.figures import delta_bars, delta_heatmap
-from workbench.analyses.patching.patched_models import PatchedModels, layer_sets, norm_matched_random
+from workbench.analyses.patching.patched_models import PatchedModels, layer_sets, norm_matched_patch
 from workbench.analyses.patching.rules import (
     PatchConfig,
     clear_rule,
@@ -126,22 +126,6 @@ class DeltaPatchingResult(ResultBase):
         return out
 
 
-class _LazyDelta(Mapping[str, Tensor]):
-    """donor - recipient, computed per key when read (the random control needs one group's norms)."""
-
-    def __init__(self, donor: Mapping[str, Tensor], recipient: Mapping[str, Tensor]):
-        self._d, self._r = donor, recipient
-
-    def __getitem__(self, key: str) -> Tensor:
-        return self._d[key] - self._r[key]
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self._r)
-
-    def __len__(self) -> int:
-        return len(self._r)
-
-
 def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None, *,
                    device: str | torch.device | None = None) -> DeltaPatchingResult:
     """Patch the student's weight delta into the base group by group (see the module docstring),
@@ -172,7 +156,6 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
         return recovered_fraction(x, lo["base"], lo["student"], defined)
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    delta_s = _LazyDelta(pm.state(student), pm.state(base))  # one key at a time, never the whole model
     rows: list[dict[str, Any]] = []
     for kind, name, members in (
         [("none", "none", []), ("all", "all", [g.name for g in groups])]
@@ -189,9 +172,10 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
         if control and kind in ("group", "layer"):
             row["control_gain"] = score(pm.mix(control, base, keys)) - lo["base"]
         if cfg.random_control and kind in ("group", "layer"):
-            noise = norm_matched_random(delta_s, keys, gen)
             b = pm.state(base)
-            row["random_gain"] = score({k: (b[k] + noise[k] if k in noise else b[k]) for k in b}) - lo["base"]
+            noisy = norm_matched_patch(pm.state(student), b, keys, gen)  # base + random on `keys`, nothing else copied
+            row["random_gain"] = score({k: noisy.get(k, b[k]) for k in b}) - lo["base"]
+            del noisy
         rows.append(row)
     for g in groups:  # leave one out: the student with the base's weights in g
         x = score(pm.mix(base, student, keys_of[g.name]))

@@ -142,6 +142,52 @@ def norm_matched_random(delta: Mapping[str, Tensor], keys: set[str], gen: torch.
     return out
 
 
+def _spans(numel: int, chunk: int) -> list[tuple[int, int]]:
+    """[i, j) spans of `chunk` elements (a multiple of 16) covering numel, a short tail (< 16)
+    merged into the span before it: chunked `torch.randn` on a CPU generator then draws exactly
+    the numbers (and advances the generator exactly as far) as one whole draw."""
+    spans = [(i, min(i + chunk, numel)) for i in range(0, numel, chunk)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < 16:
+        spans[-2:] = [(spans[-2][0], numel)]
+    return spans
+
+
+def norm_matched_patch(donor: Mapping[str, Tensor], recipient: Mapping[str, Tensor], keys: set[str],
+                       gen: torch.Generator) -> dict[str, Tensor]:
+    """recipient[k] + a Gaussian direction with the norm of donor[k] - recipient[k], per key in `keys`:
+    the same draws as `norm_matched_random` on the lazy delta, added to the recipient. A key larger
+    than `delta_stats.CHUNK` elements is never held whole in float64 (nor is its delta): its norms
+    are accumulated over chunks and the draws made twice from the same generator state (once for
+    the norm, once to write), so the only full-size tensor is the patched weight itself (equal to
+    the whole-key computation up to the float64 norm's summation order)."""
+    from workbench.analyses.delta_stats import CHUNK, Difference, sq_norm
+
+    chunk = CHUNK // 16 * 16 or 16
+    out = {}
+    for k in keys:
+        b = recipient[k]
+        if b.numel() <= CHUNK:
+            out[k] = b + norm_matched_random({k: donor[k] - b}, {k}, gen)[k]
+            continue
+        norm = torch.tensor(sq_norm(Difference(donor[k], b)), dtype=torch.float64).sqrt()
+        spans = _spans(b.numel(), chunk)
+        start, r_sq = gen.get_state(), 0.0
+        for i, j in spans:
+            r = torch.randn(j - i, generator=gen, dtype=torch.float64)
+            r_sq += float(r @ r)
+            del r
+        gen.set_state(start)
+        scale = norm / torch.tensor(r_sq, dtype=torch.float64).sqrt().clamp(min=1e-30)
+        w = torch.empty_like(b)
+        flat, b_flat = w.view(-1), b.reshape(-1)
+        for i, j in spans:
+            r = torch.randn(j - i, generator=gen, dtype=torch.float64)
+            flat[i:j] = b_flat[i:j] + r.mul_(scale).to(b)
+            del r
+        out[k] = w
+    return out
+
+
 def layer_sets(groups: list[ParamGroup]) -> dict[str, list[str]]:
     """Groups per layer; the embeddings and the final norm + unembedding are layers of their own."""
     sets: dict[str, list[str]] = {}
