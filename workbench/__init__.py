@@ -59,6 +59,8 @@ from workbench.core.hf_parity import ParityError, assert_hook_parity, check_hf_p
 from workbench.core.hf_trait import hf_trait, hf_traits, sampled_answer_rate
 from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
 from workbench.core.lineage import Lineage
+from workbench.core.prompted import read_system_prompt
+from workbench.capture.prompted import prompted_activations
 from workbench.core.models import boot_native, load_model, save_model
 from workbench.core.toy_hf import ToyLineage, ToySpec, write_toy_lineage
 from workbench.report import read_report, write_report
@@ -73,8 +75,10 @@ __all__ = [
     "Inputs", "Lineage", "Trait", "TraitScore", "ContrastPrompts", "distillation_inputs", "read_jsonl", "write_jsonl",
     "contrast_prompts", "read_contrast_prompts", "boot_native", "load_model", "save_model", "trait_matrix",
     "wilson_interval", "hf_trait", "hf_traits", "sampled_answer_rate", "write_toy_lineage", "ToySpec", "ToyLineage",
+    "read_system_prompt",
     # activations
-    "capture_activations", "ActivationStore", "ActivationReader", "probe_hooks", "residual_hooks", "patching_hooks",
+    "capture_activations", "ActivationStore", "ActivationReader", "prompted_activations", "probe_hooks",
+    "residual_hooks", "patching_hooks",
     "resolve_hooks",
     "check_hf_parity", "assert_hook_parity", "ParityError",
     # analyses: analysis(lineage, inputs, config) -> result, with a Trait where they score one

@@ -17,6 +17,7 @@ from torch import Tensor
 from workbench.analyses.logit_lens import final_readout, lens_entry, parent_scales
 from workbench.analyses.shift_results import ActivationComparison, pair_label
 from workbench.capture.hooks import hook_layer
+from workbench.capture.prompted import bridge_of, readable
 from workbench.capture.store import ActivationStore, weights_sha256
 from workbench.core.errors import ConfigError, IncompatibleModelsError, expect_type
 from workbench.core.lineage import Lineage
@@ -125,11 +126,15 @@ def _check_models(store: ActivationStore, lineage: Lineage | None, models: list[
     if lineage is None:
         return
     for m in models:
-        if m not in lineage:
+        if not readable(lineage, m):
             raise IncompatibleModelsError(f"The artifact holds {m!r} but the lineage has no such model: pass the lineage "
                                           "the activations were captured from.")
-        want = store.model_info(m)["weights_sha256"]
-        if weights_sha256(lineage[m].state_dict()) != want:
+        info = store.model_info(m)
+        if lineage.is_prompted(m) and info.get("system_prompt") != lineage.prompted[m].prefix.system_prompt:
+            raise IncompatibleModelsError(
+                f"Prompted {m!r} in the lineage has another system prompt than the one captured in {store.directory}. "
+                "Pass the lineage the activations were captured from, or capture again.")
+        if weights_sha256(bridge_of(lineage, m).state_dict()) != info["weights_sha256"]:
             raise IncompatibleModelsError(
                 f"Model {m!r} in the lineage is not the one captured in {store.directory} (weight hashes differ). "
                 "Pass the lineage the activations were captured from, or capture again.")

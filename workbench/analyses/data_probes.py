@@ -8,6 +8,10 @@
 - Cross-model transfer: a teacher-vs-base probe fitted on the teacher's and the base's
   activations, applied to the student and its controls (does the student read like the teacher?).
 
+A prompted teacher (`Lineage.add_prompted`) is read like a model: its activations and its
+log-probs are the base's on the system-prompted rows (`workbench.capture.prompted`,
+`workbench.engines.teacher`).
+
 Rows must carry sources "teacher" and "base" and a prompt id (the folds group by prompt).
 """
 
@@ -22,6 +26,7 @@ from workbench.analyses.probe_result import ProbeResult, control_row, cv_rows, t
 from workbench.analyses.probes import ProbeConfig, cross_validate, grouped_folds, score_auroc, token_counts, transfer_probe
 from workbench.capture.cache import ActivationReader
 from workbench.capture.hooks import with_hooks
+from workbench.capture.prompted import readable
 from workbench.core.errors import expect_type, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
@@ -52,7 +57,7 @@ def fit_probes(lineage: Lineage, inputs: Inputs, config: ProbesConfig | None = N
     cfg = with_hooks(config or ProbesConfig(), lineage)
     expect_type(cfg, ProbesConfig, "fit_probes' config")
     for name in (*cfg.readers, *cfg.apply_to):
-        if name not in lineage:
+        if not readable(lineage, name):
             if name in cfg.apply_to:
                 continue  # models a probe is applied to are optional: absent ones are skipped
             raise unknown_name("reader model", name, lineage.names, fix="Pass ProbesConfig(readers=...) with models in the lineage.")
@@ -70,11 +75,11 @@ def fit_probes(lineage: Lineage, inputs: Inputs, config: ProbesConfig | None = N
     bag = cross_validate({"tokens": counts}, labels, groups, cfg.probe, device=device, methods=("logistic",))
     rows.append(control_row("data_source", "bag_of_tokens", bag.auroc["logistic"]["tokens"], len(labels), hook="tokens",
                             seed=cfg.seed, accuracy=bag.accuracy["logistic"]["tokens"]))
-    if "teacher" in lineage and "base" in lineage:
+    if readable(lineage, "teacher") and "base" in lineage:  # a prompted teacher: its base under its system prompt
         ratio = reader.log_prob(lineage, "teacher", inputs, cfg) - reader.log_prob(lineage, "base", inputs, cfg)
         rows.append(control_row("data_source", "oracle", score_auroc(ratio, labels, folds), len(labels),
                                 reader="teacher/base", hook="log p_T - log p_0", seed=cfg.seed))
-        apply = [m for m in ("teacher", *cfg.apply_to) if m in lineage]
+        apply = [m for m in ("teacher", *cfg.apply_to) if readable(lineage, m)]
         if len(apply) > 1:
             pos = reader.pooled(lineage, "teacher", inputs, cfg)
             neg = reader.pooled(lineage, "base", inputs, cfg)

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from workbench.capture.prompted import readable
 from workbench.capture.cache import ActivationReader, ContrastPrompts
 from workbench.capture.hooks import with_hooks
 from workbench.core.errors import DataError, expect_type
@@ -182,23 +183,24 @@ def trait_directions(lineage: Lineage, inputs: Inputs, prompts: ContrastPrompts,
     expect_type(cfg, DirectionsConfig, "trait_directions' config")
     reader = activations if activations is not None else ActivationReader()
     directions: dict[str, dict[str, torch.Tensor]] = {}
-    source = "teacher" if "teacher" in lineage else "base"
+    source = "teacher" if readable(lineage, "teacher") else "base"  # a prompted teacher reads like a model
     acts = reader.last_token(lineage, source, prompts, cfg)
     pos = {h: a[prompts.labels] for h, a in acts.items()}
     neg = {h: a[~prompts.labels] for h, a in acts.items()}
     if prompts.labels.any() and (~prompts.labels).any():
         directions[f"target_vs_other ({source})"] = mean_difference(pos, neg)
     shifts = []
-    if "teacher" in lineage and "base" in lineage:
+    if readable(lineage, "teacher") and "base" in lineage:
         q = prompts.questions()
-        per_model = {m: reader.last_token(lineage, m, q, cfg) for m in ("base", "teacher", *cfg.apply_to) if m in lineage}
+        per_model = {m: reader.last_token(lineage, m, q, cfg) for m in ("base", "teacher", *cfg.apply_to)
+                     if readable(lineage, m)}
         directions["teacher_minus_base"] = mean_difference(per_model["teacher"], per_model["base"])
         for m in [m for m in ("teacher", *cfg.apply_to) if m in per_model]:
             for h, v in shift_along(per_model[m], per_model["base"], per_model["teacher"]).items():
                 shifts.append(dict(direction="teacher_minus_base", hook=h, model=m, **v))
     labels = torch.tensor([s == "teacher" for s in inputs.sources])
     detection = []
-    for screen_reader in [m for m in ("base", "teacher") if m in lineage]:
+    for screen_reader in [m for m in ("base", "teacher") if readable(lineage, m)]:
         feats = reader.pooled(lineage, screen_reader, inputs, cfg)
         rand = random_direction_aurocs(feats, labels, cfg.random_directions, cfg.seed)
         for name, by_hook in directions.items():

@@ -158,7 +158,7 @@ class ActivationReader:
         store = self.memo.get(key)
         if store is None or name not in store.models:
             have = tuple(store.models) if store is not None else ()
-            roles = [m for m in lineage.names if m in {*self.roles, *have, name}]
+            roles = [m for m in (*lineage.names, *lineage.prompted) if m in {*self.roles, *have, name}]
             store = capture(lineage, inputs, config.hooks, rule, roles, out_dir=self._dir() / label,
                             batch_size=config.batch_size, overwrite=True, progress=config.progress)
             self.memo[key] = store
@@ -173,7 +173,7 @@ class ActivationReader:
     def data_store(self, lineage: Lineage, inputs: Inputs, config: ReadSettings) -> Any:
         """The activation store of the job's rows with every model in `roles` (for store-based analyses)."""
         x, rule = _with_positions(inputs, config.positions)
-        first = next((m for m in lineage.names if m in self.roles), lineage.names[0])
+        first = next((m for m in (*lineage.names, *lineage.prompted) if m in self.roles), lineage.names[0])
         return self._store(lineage, f"data-{config.positions}", x, rule, first, config)
 
     def last_token(self, lineage: Lineage, name: str, prompts: ContrastPrompts, config: ReadSettings) -> dict[str, Float[Tensor, "n d"]]:
@@ -182,13 +182,21 @@ class ActivationReader:
         return {h: store.read(name, h, dtype=torch.float32) for h in config.hooks}
 
     def log_prob(self, lineage: Lineage, name: str, inputs: Inputs, config: ReadSettings) -> Float[Tensor, " n"]:
-        """Summed log-probability of each row's continuation under `name` (for the oracle)."""
+        """Summed log-probability of each row's continuation under `name` (for the oracle); a
+        prompted role's through the teacher seam (`engines.teacher.prompted_logits`: its base on
+        the system-prompted rows)."""
+        from workbench.engines.teacher import prompted_logits
+
         key = ("logp", name, inputs.content_hash())
         if key not in self.memo:
+            role = lineage.prompted[name] if lineage.is_prompted(name) else None
+            model = lineage[role.base] if role is not None else lineage[name]
             out = []
             with torch.inference_mode():
                 for batch in inputs.batches(config.batch_size):
                     batch = batch.to(lineage.device)
-                    out.append(sequence_log_probs(lineage[name](batch.tokens), batch.tokens, batch.mask).cpu())
+                    logits = model(batch.tokens) if role is None else prompted_logits(
+                        model, role, batch.tokens, lineage.n_ctx, batch.mask[:, 1:], batch.pad_id)
+                    out.append(sequence_log_probs(logits, batch.tokens, batch.mask).cpu())
             self.memo[key] = torch.cat(out)
         return self.memo[key]

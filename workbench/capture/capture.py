@@ -17,6 +17,12 @@ Hook names are checked against the models' hooks and their aliases before any wo
 exposes both `blocks.0.hook_resid_post` and its structural alias `blocks.0.hook_out`); aliases
 are stored once, under the classic name.
 
+A prompted role of the lineage (the base under a system prompt, `Lineage.add_prompted`) is
+captured like a model: its base runs on the system-prompted rows and the activations are moved
+back to the rows' positions (`workbench.capture.prompted`); the manifest records it as prompted,
+with its base as parent and the base's weight hash. A position rule that reads inside a
+replaced base prefix ("mean" over such positions, an index there) is refused for it.
+
 >>> import tempfile
 >>> from workbench.core.examples import tiny_inputs, tiny_lineage
 >>> lin, inputs = tiny_lineage(("base", "student")), tiny_inputs()
@@ -44,10 +50,12 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import resolve_hooks, stop_layer
+from workbench.capture.prompted import bridge_of, check_hooks, prompted_cache
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
+from workbench.core.prompted import PromptedRole
 from workbench.core.provenance import package_versions
 from workbench.capture.store import (
     STORE_KIND,
@@ -195,15 +203,20 @@ def plan_capture(
     """Check everything a capture needs (names, positions, data) and size it, doing no capture."""
     models = list(roles) if roles is not None else lineage.names
     for m in models:
-        lineage[m]  # unknown model names -> UnknownNameError listing the valid ones
+        if not lineage.is_prompted(m):
+            lineage[m]  # unknown model names -> UnknownNameError listing the valid ones
         check_path_name("model", m)
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}; it must be >= 1.")
-    first = lineage[models[0]]
+    first = bridge_of(lineage, models[0])
     names, aliases = resolve_hooks(first, hooks)
     rule = parse_positions(positions)
     inputs.validate(lineage.d_vocab, lineage.n_ctx)
     check_positions(rule, inputs)
+    for m in [m for m in models if lineage.is_prompted(m)]:  # before any work: hooks, context, positions read
+        check_hooks(names)
+        prompted_cache(None, lineage.prompted[m], inputs.tokens, inputs.pad_id, (), None, lineage.n_ctx,
+                       counted=_counted(rule, inputs.attention_mask, inputs.mask), dry_run=True)
     n_layers = int(lineage.cfg.n_layers)
     stop = stop_layer(names, n_layers)
     width = int(inputs.lengths.max())
@@ -221,6 +234,12 @@ def plan_capture(
 def _manifest_plan(lineage: Lineage, inputs: Inputs, plan: CapturePlan, device: torch.device) -> dict[str, Any]:
     models = {}
     for m in plan.models:
+        if lineage.is_prompted(m):
+            role = lineage.prompted[m]
+            models[m] = {"role": role.role, "parent": role.base, "weights_sha256": weights_sha256(lineage[role.base].state_dict()),
+                         "data": None, "seed": None, **role.meta(),
+                         "prefixes": [list(role.prefix.base_prefix), list(role.prefix.teacher_prefix)]}
+            continue
         rec = lineage.record(m)
         models[m] = {
             "role": rec.role,
@@ -251,15 +270,32 @@ def _manifest_plan(lineage: Lineage, inputs: Inputs, plan: CapturePlan, device: 
     }
 
 
-def _capture_chunk(bridge: TransformerBridge, chunk: Inputs, plan: CapturePlan, device: torch.device) -> dict[str, Tensor]:
-    """Activations of one model on one chunk of rows, position rule applied, in storage dtype (CPU)."""
+def _counted(rule: str | list[int], attention_mask: Tensor, mask: Tensor) -> Tensor | None:
+    """Positions a position rule reads (for a prompted role: none may lie in a replaced prefix)."""
+    if rule == "mean":
+        return mask
+    if isinstance(rule, list):
+        out = torch.zeros_like(attention_mask)
+        out[:, [p for p in rule if p < out.shape[1]]] = True
+        return out
+    return None  # "all" stores zeros there; "last" reads the last token, after any prefix
+
+
+def _capture_chunk(bridge: TransformerBridge, chunk: Inputs, plan: CapturePlan, device: torch.device,
+                   prompted: PromptedRole | None = None, n_ctx: int = 0) -> dict[str, Tensor]:
+    """Activations of one model (or prompted role: `bridge` is its base's) on one chunk of rows,
+    position rule applied, in storage dtype (CPU)."""
     n = len(chunk)
     out = {h: torch.zeros((n, *plan.row_shapes[h]), dtype=plan.storage_dtype) for h in plan.hooks}
     for start in range(0, n, plan.batch_size):
         batch = chunk.select(slice(start, start + plan.batch_size))
         tokens = batch.tokens.to(device)
         with torch.inference_mode():
-            _, cache = bridge.run_with_cache(tokens, names_filter=plan.hooks, stop_at_layer=plan.stop_at_layer)
+            if prompted is None:
+                _, cache = bridge.run_with_cache(tokens, names_filter=plan.hooks, stop_at_layer=plan.stop_at_layer)
+            else:
+                cache = prompted_cache(bridge, prompted, tokens, batch.pad_id, plan.hooks, plan.stop_at_layer, n_ctx,
+                                       counted=_counted(plan.positions, batch.attention_mask, batch.mask))
             att, mask = batch.attention_mask.to(device), batch.mask.to(device)
             for h in plan.hooks:
                 reduced = reduce_positions(cache[h], plan.positions, att, mask).to(plan.storage_dtype).cpu()
@@ -303,7 +339,8 @@ def capture(
     inputs: the rows every model sees; stored in the artifact (token ids included).
     hooks: TransformerLens hook names or their aliases, e.g. "blocks.1.hook_resid_post".
     positions: "all", "last", "mean" (over `inputs.mask`) or a list of position indices.
-    roles: names of the models to capture (default: every model in the lineage).
+    roles: names of the models to capture (default: every model in the lineage); a prompted role
+        (`Lineage.add_prompted`) is captured through its base on the system-prompted rows.
     out_dir: the artifact directory (created; locked while writing).
     batch_size: rows per forward pass.
     storage_dtype: float32, bfloat16 or float16 (compute stays in the models' dtype).
@@ -333,13 +370,14 @@ def capture(
                        disable=not progress, leave=False)
             specs: list[ShardSpec] = []
             for model in plan.models:
-                bridge = lineage[model]
+                bridge = bridge_of(lineage, model)
+                role = lineage.prompted[model] if lineage.is_prompted(model) else None
                 for (a, b), chunk_specs, n_batches in zip(plan.chunks, plan.shards(model), batches_per_chunk):
                     specs.extend(chunk_specs)
                     if all(writer.has(s) for s in chunk_specs):
                         bar.update(n_batches)
                         continue
-                    acts = _capture_chunk(bridge, inputs.select(slice(a, b)), plan, dev)
+                    acts = _capture_chunk(bridge, inputs.select(slice(a, b)), plan, dev, role, lineage.n_ctx)
                     for spec in chunk_specs:
                         writer.write_shard(spec, acts[spec.hook])
                     bar.update(n_batches)

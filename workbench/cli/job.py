@@ -33,6 +33,7 @@ import torch
 from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.hooks import probe_hooks
 from workbench.capture.hooks import resolve_hooks
+from workbench.capture.prompted import readable
 from workbench.cli import common
 from workbench.cli.section_store import SectionStore, file_sha256, section_key
 from workbench.capture.store import weights_sha256
@@ -273,6 +274,31 @@ def section_reads(name: str, config: JobConfig) -> dict[str, Any]:
     return reads
 
 
+PROMPTED_USE: dict[str, str] = {
+    "probes": "the teacher's activations and the oracle log p_T - log p_0 are the base's under the system prompt",
+    "directions": "the teacher's activations on the trait prompts are the base's under the system prompt",
+    "compare": "the teacher's shift is the base under the system prompt minus the base, on the same rows",
+    "weights": "skipped: no teacher weights (ΔT)",
+    "delta_patching": "does not read the teacher (the student's delta patched into the base)",
+    "activation_patching": "does not read the teacher (student and base activations swapped)",
+    "alignment": "the oracle, soft targets and divergence use the base under the system prompt; ΔT and the path "
+                 "table are left out (no teacher weights)",
+    "screening": "does not read the teacher (rows ranked by g_trait at the base)",
+}
+"""What each section does with a prompted teacher (the report's "prompted teacher" entry)."""
+
+
+def prompted_meta(lineage: Lineage, sections: list[str]) -> dict[str, Any]:
+    """The report's record of prompted roles: each one's base and system prompt, and per section
+    whether it used the prompted base (empty when no role is prompted)."""
+    if not lineage.prompted:
+        return {}
+    roles = {n: {"base": p.base, "system_prompt": p.prefix.system_prompt} for n, p in lineage.prompted.items()}
+    used = [s for s in sections if s in ("probes", "directions", "compare", "alignment")]
+    return {"prompted roles": roles, "sections using the prompted base": used,
+            "prompted teacher, per section": {s: PROMPTED_USE[s] for s in sections if s in PROMPTED_USE}}
+
+
 @dataclass
 class SectionRun:
     """What `run_sections` produced: the results in order, and the sections without one
@@ -474,12 +500,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         organism_dir = seed_dir
         prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
         inputs = distillation_inputs(data_paths, args.max_rows)
-    if lineage.is_prompted("teacher") and "teacher" in args.readers:  # no activations of its own on the rows
-        args.readers = [r for r in args.readers if r != "teacher"]
-        log("readers: the prompted teacher is left out (it has no model of its own)")
-    for r in args.readers:
-        if r not in lineage:
-            raise unknown_name("reader model", r, lineage.names)
+    for r in args.readers:  # a prompted teacher reads as its base on the system-prompted rows
+        if not readable(lineage, r):
+            raise unknown_name("reader model", r, [*lineage.names, *lineage.prompted])
     hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
     inputs = inputs.validate(lineage.d_vocab, lineage.n_ctx)
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
@@ -487,7 +510,8 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                        prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,
                        progress=common.show_progress(args))
     needed = {*args.readers, "teacher", "base", *config.apply_to}
-    config.cache = ActivationReader(Path(args.out) / "activations", tuple(m for m in lineage.names if m in needed))
+    config.cache = ActivationReader(Path(args.out) / "activations",
+                                    tuple(m for m in (*lineage.names, *lineage.prompted) if m in needed))
     config.command = config.command.strip()
     log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
     store = SectionStore(Path(args.out) / "sections", log)
@@ -496,7 +520,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                  meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None,
                        "distillation loss": loss,
                        "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
-                       "hooks": hooks, "device": str(device)},
+                       "hooks": hooks, "device": str(device), **prompted_meta(lineage, args.sections)},
                  missing=run.missing, stream=sys.stdout)
     for line in run.errors:
         print(f"error: {line}", file=sys.stderr)

@@ -216,12 +216,34 @@ class Lineage:
         device: str | torch.device | None = "cpu",
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
+        prompted: Mapping[str, str] | None = None,
+        tokenizer: Any = None,
     ) -> Lineage:
         """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub).
 
         A peft LoRA adapter directory becomes its parent (default: the role's, e.g. student <-
         base) with the adapter merged in; its record's meta["lora"] gives r, alpha and modules,
-        and `delta(name)` is the exact low-rank product (`Lineage.adapter`)."""
+        and `delta(name)` is the exact low-rank product (`Lineage.adapter`).
+
+        prompted: name -> system prompt, roles that are the "base" model under that prompt (no
+            weights loaded for them; `add_prompted`), e.g. {"teacher": "You love owls..."}.
+        tokenizer: the lineage's tokenizer (default with `prompted`: the one saved in the base
+            directory, loaded offline without remote code); its chat template renders the prompts,
+            checked before any weights load."""
+        prompted = dict(prompted or {})
+        for name in prompted:
+            if name in dirs:
+                raise ConfigError(f"{name!r} is given both a directory and a system prompt; a prompted role has no "
+                                  "weights of its own. Drop one of the two.")
+        if prompted and "base" not in dirs:
+            raise ConfigError(f"Prompted roles {sorted(prompted)} are the 'base' model under a system prompt; pass "
+                              "dirs={'base': DIR, ...}.")
+        if prompted and tokenizer is None:
+            from workbench.cli.hf_source import load_tokenizer  # offline, never remote code
+
+            tokenizer = load_tokenizer(dirs["base"])
+        for text in prompted.values():
+            system_prompt_prefix(tokenizer, text)  # a missing template or an empty prompt fails before loading
         roles_, parents_ = dict(roles or {}), dict(parents or {})
         for name in dirs:
             if name not in parents_:
@@ -230,7 +252,10 @@ class Lineage:
         models, meta = boot_hf_dirs(
             dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code, parents=parents_
         )
-        return cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta)
+        lineage = cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta, tokenizer=tokenizer)
+        for name, text in prompted.items():
+            lineage.add_prompted(name, text, base="base")
+        return lineage
 
     # ---- lookups
 

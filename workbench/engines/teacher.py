@@ -14,6 +14,7 @@ absent when it is None.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,15 +66,26 @@ class PromptedTeacher:
         return {"rows_swapped": int(swapped.sum()), "rows_prepended": int((~swapped).sum())}
 
     def logits(self, tokens: Int[Tensor, "batch seq"], mask: Tensor | None = None) -> Float[Tensor, "batch seq vocab"]:
-        batch = self.role.prefix.inputs(tokens)
-        n_ctx = self.model.lineage.n_ctx
-        if batch.tokens.shape[1] > n_ctx:
-            raise DataError(f"With the system prompt's {len(self.role.prefix.teacher_prefix)} prefix tokens the "
-                            f"teacher's rows are {batch.tokens.shape[1]} tokens, longer than the context ({n_ctx}). "
-                            "Use shorter rows or a shorter system prompt.")
-        if mask is not None:
-            batch.check_mask(mask)
-        return batch.align(self.model.logits(self.base_params, batch.tokens), tokens.shape[1])
+        return prompted_logits(lambda t: self.model.logits(self.base_params, t), self.role, tokens,
+                               self.model.lineage.n_ctx, mask)
+
+
+def prompted_logits(
+    forward: Callable[[Tensor], Tensor], role: PromptedRole, tokens: Int[Tensor, "batch seq"], n_ctx: int,
+    mask: Tensor | None = None, pad_id: int = 0,
+) -> Float[Tensor, "batch seq vocab"]:
+    """A prompted role's logits at the rows' positions: `forward` (the base's: tokens -> logits)
+    on the system-prompted rows, aligned back (zeros inside a swapped base prefix). `mask`: the
+    next-token positions that will be counted (one inside a swapped base prefix is refused).
+    `PromptedTeacher.logits` and `ActivationReader.log_prob` (the probes' oracle) both go here."""
+    batch = role.prefix.inputs(tokens, pad_id=pad_id)
+    if batch.tokens.shape[1] > n_ctx:
+        raise DataError(f"With the system prompt's {len(role.prefix.teacher_prefix)} prefix tokens the "
+                        f"teacher's rows are {batch.tokens.shape[1]} tokens, longer than the context ({n_ctx}). "
+                        "Use shorter rows or a shorter system prompt.")
+    if mask is not None:
+        batch.check_mask(mask)
+    return batch.align(forward(batch.tokens), tokens.shape[1])
 
 
 TeacherLogits = WeightTeacher | PromptedTeacher
@@ -93,4 +105,4 @@ def teacher_logits(model: AlignmentModel, name: str) -> TeacherLogits | None:
     return None
 
 
-__all__ = ["PromptedTeacher", "TeacherLogits", "WeightTeacher", "teacher_logits"]
+__all__ = ["PromptedTeacher", "TeacherLogits", "WeightTeacher", "prompted_logits", "teacher_logits"]
