@@ -239,7 +239,7 @@ class Lineage:
             raise ConfigError(f"Prompted roles {sorted(prompted)} are the 'base' model under a system prompt; pass "
                               "dirs={'base': DIR, ...}.")
         if prompted and tokenizer is None:
-            from workbench.cli.hf_source import load_tokenizer  # offline, never remote code
+            from workbench.core.hf_tokenizers import load_tokenizer  # offline, never remote code
 
             tokenizer = load_tokenizer(dirs["base"])
         for text in prompted.values():
