@@ -143,7 +143,7 @@ def test_a_killed_job_keeps_its_finished_sections(tiny_organism, tmp_path, capsy
     key = out / "sections" / "probes" / KEY_FILE
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "workbench.probe", *_args(tiny_organism, out, "--quiet"),
-           "--sections", "probes", "weights", "alignment"]
+           "--sections", "probes", "alignment", "weights"]  # killed during alignment: weights never starts
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     try:
