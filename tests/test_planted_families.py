@@ -150,3 +150,15 @@ def test_main_job_writes_every_section(toy, tmp_path):
     written = {s["id"] for s in report["sections"]}
     expected = {"probes", "directions", "compare", "delta_patching", "activation_patching", "alignment", "screening"}
     assert expected - {"delta_patching" if variant == "bfloat16" else ""} <= written, variant
+
+
+def test_delta_patching_in_bfloat16_ranks_the_planted_group_first(toy):
+    """The same directories loaded in bf16 (the main job's bf16 test leaves delta patching out for
+    time): the planted group still carries the trait, with a smaller trait to score."""
+    t = toy[0]
+    lin = Lineage.from_hf_dirs({k: v for k, v in t.dirs.items() if k != "lora_student"}, dtype=torch.bfloat16)
+    trait = hf_trait(toy_tokenizer(), t.spec.target, questions=QUESTIONS[:2], answers=ANSWERS[:4])
+    result = delta_patching(lin, trait, PatchConfig(control="control", greedy=False, random_control=False))
+    groups = sorted(result.table("group"), key=lambda r: -r["gain"])
+    assert groups[0]["name"] == t.spec.group, [(g["name"], g["gain"]) for g in groups[:3]]
+    assert abs(groups[0]["control_gain"]) < 0.1 * groups[0]["gain"]
