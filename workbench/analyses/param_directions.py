@@ -26,6 +26,18 @@ def only(direction: Mapping[str, Tensor], keys: Sequence[str]) -> Params:
     return {k: v if k in keep else torch.zeros_like(v) for k, v in direction.items()}
 
 
+def point_on_line(at: Mapping[str, Tensor], d: Mapping[str, Tensor], s: float, out: Params | None = None) -> Params:
+    """at + s d per key, written into `out` (allocated like `at` when None) and returned: quadrature
+    loops reuse ONE whole-model buffer for every node instead of a fresh copy per node. Computed
+    as s * d, then + at, the same roundings as `at[k] + s * d[k]`, so the values are bit-identical."""
+    if out is None:
+        out = {k: torch.empty_like(v) for k, v in at.items()}
+    with torch.no_grad():
+        for k, v in at.items():
+            torch.mul(d[k], s, out=out[k]).add_(v)
+    return out
+
+
 def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None = None) -> Params:
     """A Gaussian direction over the same keys with total norm `scale` (default: the norm of `like`)."""
     gen = torch.Generator().manual_seed(seed)
@@ -35,4 +47,4 @@ def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None 
     return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in raw.items()}
 
 
-__all__ = ["norm", "only", "random_direction", "without"]
+__all__ = ["norm", "only", "point_on_line", "random_direction", "without"]
