@@ -23,3 +23,19 @@ def test_point_on_line_is_bit_identical_to_the_naive_sum_and_reuses_its_buffer(d
         for k in at:
             assert torch.equal(buf[k], at[k] + s * d[k])  # exactly, not approximately
     assert all(torch.equal(at[k], before[k]) for k in at)  # the base point is only read
+
+
+@pytest.mark.parametrize("scale", [None, 1.0])
+def test_random_direction_equals_the_one_shot_draw_exactly(scale):
+    """The two-pass (one key at a time) draw is bit-identical to drawing every key, then scaling."""
+    from workbench.analyses.param_directions import norm, random_direction
+
+    g = torch.Generator().manual_seed(1)
+    like = {"w": torch.randn(6, 4, generator=g), "b": torch.randn(4, generator=g), "e": torch.randn(9, 3, generator=g)}
+    gen = torch.Generator().manual_seed(7)
+    raw = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in like.items()}
+    factor = (norm(like) if scale is None else scale) / norm(raw)
+    ref = {k: (r * factor).to(torch.float32) for k, r in raw.items()}
+    got = random_direction(like, seed=7, scale=scale)
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+    assert norm(got) == pytest.approx(norm(like) if scale is None else scale, rel=1e-6)

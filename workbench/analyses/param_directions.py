@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -39,12 +39,22 @@ def point_on_line(at: Mapping[str, Tensor], d: Mapping[str, Tensor], s: float, o
 
 
 def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None = None) -> Params:
-    """A Gaussian direction over the same keys with total norm `scale` (default: the norm of `like`)."""
-    gen = torch.Generator().manual_seed(seed)
-    raw = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in like.items()}
+    """A Gaussian direction over the same keys with total norm `scale` (default: the norm of `like`).
+
+    Two passes over the same seeded stream (first the norm, then the scaled draws), so only one
+    key's float64 draw exists at a time rather than a whole model's (2x a float32 model's bytes)."""
+
+    def draws() -> Iterator[tuple[str, Tensor]]:
+        gen = torch.Generator().manual_seed(seed)
+        for k, v in like.items():
+            yield k, torch.randn(v.shape, generator=gen, dtype=torch.float64)
+
+    raw_sq: Tensor | int = 0  # summed key by key in order, as `norm` does
+    for _, r in draws():
+        raw_sq = raw_sq + (r**2).sum()
     target = norm(like) if scale is None else scale
-    factor = target / max(norm(raw), 1e-30)
-    return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in raw.items()}
+    factor = target / max(float(raw_sq ** 0.5), 1e-30)
+    return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in draws()}
 
 
 __all__ = ["norm", "only", "point_on_line", "random_direction", "without"]
