@@ -51,10 +51,10 @@ def random_direction(like: Mapping[str, Tensor], seed: int, scale: float | None 
 
     raw_sq: Tensor | int = 0  # summed key by key in order, as `norm` does
     for _, r in draws():
-        raw_sq = raw_sq + (r**2).sum()
+        raw_sq = raw_sq + r.mul_(r).sum()  # in place: the same values as (r**2).sum(), one buffer
     target = norm(like) if scale is None else scale
     factor = target / max(float(raw_sq ** 0.5), 1e-30)
-    return {k: (r * factor).to(like[k].device, like[k].dtype) for k, r in draws()}
+    return {k: r.mul_(factor).to(like[k].device, like[k].dtype) for k, r in draws()}
 
 
 __all__ = ["norm", "only", "point_on_line", "random_direction", "without"]
