@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analyses.param_directions import norm
+from workbench.analyses.param_directions import norm, point_on_line
 from workbench.core.errors import ConfigError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import ParamGroup
@@ -85,11 +85,12 @@ def group_scores(
     gnorm2 = torch.zeros(n, dtype=torch.float64)
     gnorm2_ex = torch.zeros(n, dtype=torch.float64)
     points = weights if weights is not None else [(0.0, 1.0)]
+    buf = None  # path integration: ONE whole-model point buffer, rewritten at every node
     for batch in iter_batches(model, objective, inputs, batch_size, progress, "alignment (per-example grads)"):
         for s, w in points:
             if weights is not None:
                 (name, d), = dirs.items()
-                point = {k: at[k] + s * d[k] for k in at}
+                point = buf = point_on_line(at, d, s, buf)
             else:
                 point = at
             plan = model_plan(model, point, batch.tokens.shape[0], memory_budget_bytes)

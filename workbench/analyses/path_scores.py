@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.analyses.param_directions import point_on_line
 from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.engines.alignment_model import AlignmentModel, check_direction
@@ -60,10 +61,11 @@ def path_scores(
     nodes, weights = quadrature(points, rule)
     width = inputs.tokens.shape[1] - 1
     per_token = torch.zeros(len(inputs), width, dtype=model.score_dtype)
+    point = None  # ONE whole-model buffer, rewritten at every node (not a copy per node)
     for batch in iter_batches(model, objective, inputs, batch_size, progress, f"path alignment (K={points})"):
         acc = 0
         for s, w in zip(nodes, weights):
-            point = {k: at[k] + float(s) * d[k] for k in at}
+            point = point_on_line(at, d, float(s), point)
             acc = acc + float(w) * jvp_scores(model, objective, batch, point, d, method).detach()
         per_token[batch.rows, : acc.shape[1]] = acc.cpu()
     return TokenScores(per_token.sum(-1), per_token)

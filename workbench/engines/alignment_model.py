@@ -1,4 +1,4 @@
-"""A lineage model's forward as a pure function of a snapshot of its clean parameters.
+"""A lineage model's forward as a pure function of its clean parameters (detached views, no copy).
 
 `AlignmentModel.logits(params, tokens)` is what every per-example score differentiates: the
 `FunctionalModel` engine when the models are workbench-native, else `functional_call` on the
@@ -35,8 +35,8 @@ Backend = Literal["auto", "functional", "bridge"]
 
 class AlignmentModel:
     """One lineage model's forward as a pure function `logits(params, tokens)` of clean-keyed
-    parameters, plus a detached snapshot of its own parameters (`params`) and of any other
-    model's (`params_of`). Nothing here writes to a live model.
+    parameters, plus detached views (no copies) of its own parameters (`params`) and of any
+    other model's (`params_of`). Nothing here writes to a live model.
 
     backend: "functional" (the `FunctionalModel` engine; workbench-native models only),
     "bridge" (`torch.func.functional_call` on the bridge with `tie_weights=False` and one name per
@@ -86,8 +86,12 @@ class AlignmentModel:
         return score_dtype(self.dtype)
 
     def params_of(self, name: str) -> Params:
-        """Detached copy of a lineage model's clean parameters."""
-        return {k: p.detach().clone() for k, p in self.lineage.params(name).items()}
+        """A lineage model's clean parameters as detached VIEWS of the live ones (no copy: a
+        whole model's bytes saved per call). Nothing here writes into them: `logits` swaps them
+        in with `functional_call` (or reads them in `FunctionalModel`) and every update builds
+        new tensors (`theta - eta * g`, `point_on_line`'s own buffer). They follow the live
+        model, so an analysis that edits a live model in place must not hold them across it."""
+        return {k: p.detach() for k, p in self.lineage.params(name).items()}
 
     def logits(self, params: Mapping[str, Tensor], tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
         # The math attention kernel is made of primitive ops, so forward-mode AD and vmap work through it.
