@@ -53,6 +53,7 @@ from workbench.core.errors import (
     ConfigError,
     DataError,
     IncompatibleModelsError,
+    NumericsError,
     WorkbenchError,
 )
 from workbench.core.hf_parity import ParityError, assert_hook_parity, check_hf_parity
@@ -95,4 +96,5 @@ __all__ = [
     "read_report",
     # errors
     "WorkbenchError", "ConfigError", "DataError", "ArtifactError", "ChecksumError", "IncompatibleModelsError",
+    "NumericsError",
 ]

@@ -6,6 +6,7 @@ Layout of an artifact directory::
     inputs.safetensors                             the Inputs (token ids, masks, prompt lengths)
     shards/{model}/{hook}/{index:05d}.safetensors  one tensor "activations": rows [start, stop)
     .lock                                          flock of the writer (empty)
+    .written.jsonl                                 while writing: every file this writer wrote, with its sha256
 
 The manifest records the schema version, every model's role, parent and weight hash (sha256
 over its clean state dict in key order), the hooks (classic TransformerLens names) with every
@@ -14,8 +15,12 @@ hash and file, every shard with its rows, size and sha256, and package versions;
 no absolute paths, so two runs of one capture are byte-identical.
 
 Every file goes through `workbench.core.io` (atomic temp + rename). Each shard's safetensors metadata
-names the hash of the capture *plan* (the manifest without the shard list), so a capture killed
-at any point and started again keeps the shards of the same plan and writes the missing ones.
+names the hash of the capture *plan* (the manifest without the shard list), and the writer appends
+each shard it wrote, with its sha256, to a ledger (`.written.jsonl`), so a capture killed at any
+point and started again keeps only the shards of the same plan whose *content* still matches the
+ledger, and writes the rest. A writer deletes only files its ledger (or the manifest it replaces)
+lists, never follows a symlink, and refuses an artifact whose root or folders are symlinks or
+resolve outside it before it writes anything.
 
 Reads are lazy: `ActivationStore.read(model, hook, rows)` opens only the shards that hold those
 rows of that hook, verifies each one's sha256 the first time it is touched, and slices it with
@@ -38,9 +43,9 @@ torch.Size([1, 3, 8])
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,9 +55,10 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, unknown_name
+from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, NumericsError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.io import (
+    atomic_write_bytes,
     atomic_write_json,
     exclusive_lock,
     read_json,
@@ -69,10 +75,12 @@ MANIFEST = "manifest.json"
 INPUTS_FILE = "inputs.safetensors"
 SHARD_DIR = "shards"
 LOCK_FILE = ".lock"
+LEDGER = ".written.jsonl"
 TENSOR_KEY = "activations"
 
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_TEMP_NAME = re.compile(r"^\.(?:\d{5}\.safetensors|%s)\.[A-Za-z0-9_]+\.tmp$" % "|".join(map(re.escape, (MANIFEST, INPUTS_FILE, LEDGER))))
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -189,11 +197,39 @@ def load_inputs(path: Path, expected_sha256: str | None) -> Inputs:
     )
 
 
+def check_contained(directory: Path) -> None:
+    """Refuse an artifact directory that is a symlink, or holds a symlinked folder or a symlink
+    leading out of it: a writer must never write or delete through one (ArtifactError)."""
+    if directory.is_symlink():
+        raise ArtifactError(
+            f"The artifact directory {directory} is a symlink (to {directory.resolve()}). The workbench does not write "
+            f"or delete through symlinks; pass the real directory ({directory.resolve()}) as out_dir instead."
+        )
+    if not directory.exists():
+        return
+    root = directory.resolve()
+    for here, dirs, files in os.walk(directory, followlinks=False):
+        for name in dirs + files:
+            path = Path(here) / name
+            if not path.is_symlink():
+                continue
+            target = path.resolve()
+            inside = target == root or root in target.parents
+            if name in dirs or not inside:
+                raise ArtifactError(
+                    f"{path} inside the artifact {directory} is a symlink (to {target}). The workbench does not write or "
+                    "delete through symlinks, so it refuses this artifact before writing anything; remove the link "
+                    "or capture into a fresh directory."
+                )
+
+
 class StoreWriter:
     """Writes one artifact under its lock; resumable. Use as a context manager.
 
     `plan` is the manifest without the shard list. Shards of the same plan already on disk are
-    kept (`has`); a complete artifact of another plan is refused unless `overwrite=True`.
+    kept when the ledger vouches for their content (`has`); a complete artifact of another plan
+    is refused unless `overwrite=True`. Only files this writer (or the interrupted writer before
+    it, through the ledger; or the manifest being replaced) wrote are ever deleted.
     """
 
     def __init__(self, directory: str | os.PathLike, plan: dict[str, Any], overwrite: bool = False):
@@ -203,12 +239,15 @@ class StoreWriter:
         self.overwrite = overwrite
         self._lock: contextlib.AbstractContextManager | None = None
         self.shards: dict[str, dict[str, Any]] = {}
+        self.written: dict[str, str] = {}  # path relative to the artifact -> sha256, from the ledger
 
     def __enter__(self) -> StoreWriter:
+        check_contained(self.directory)  # before anything is created, locked or deleted
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = exclusive_lock(self.directory / LOCK_FILE)
         self._lock.__enter__()
         try:
+            check_contained(self.directory)  # again under the lock: nothing swapped in meanwhile
             self._prepare()
         except BaseException:
             self._lock.__exit__(None, None, None)
@@ -220,9 +259,14 @@ class StoreWriter:
         self._lock.__exit__(*exc)
 
     def _prepare(self) -> None:
-        # temp files of a writer killed mid-write (mkstemp leaves them behind on SIGKILL)
-        for tmp in self.directory.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        # temp files of a writer killed mid-write (mkstemp leaves them behind on SIGKILL): only the
+        # names core.io gives this store's own files, in the artifact's own (non-symlinked) folders
+        for here, _, files in os.walk(self.directory, followlinks=False):
+            for name in files:
+                path = Path(here) / name
+                if _TEMP_NAME.match(name) and path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+        self.written = self._read_ledger()
         manifest = self.directory / MANIFEST
         if manifest.exists():
             old = read_json(manifest)
@@ -233,8 +277,52 @@ class StoreWriter:
                     f"this one {self.plan_hash!r}). Pass overwrite=True to replace it, or choose another out_dir."
                 )
             if not same:
+                listed = [s.get("path") for s in old.get("shards", []) if isinstance(s, dict)]
                 manifest.unlink()
-                shutil.rmtree(self.directory / SHARD_DIR, ignore_errors=True)
+                self._delete_own([p for p in listed if isinstance(p, str)] + list(self.written))
+                self.written = {}
+                self._write_ledger()
+
+    # ---- the ledger: what this artifact's writers wrote (path, sha256), appended after each write
+
+    def _read_ledger(self) -> dict[str, str]:
+        path = self.directory / LEDGER
+        out: dict[str, str] = {}
+        if not path.is_file():
+            return out
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:  # a line torn by a kill mid-append is skipped: that file is simply not trusted
+                entry = json.loads(line)
+                out[str(entry["path"])] = str(entry["sha256"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def _write_ledger(self) -> None:
+        atomic_write_bytes(self.directory / LEDGER, "".join(
+            json.dumps({"path": p, "sha256": h}, sort_keys=True) + "\n" for p, h in self.written.items()).encode())
+
+    def _record(self, rel: str, sha: str) -> None:
+        self.written[rel] = sha
+        with open(self.directory / LEDGER, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"path": rel, "sha256": sha}, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _delete_own(self, rels: list[str]) -> None:
+        """Delete files a writer of this artifact wrote (paths relative to it): each must stay inside
+        the artifact and be a plain file, not a symlink; empty shard folders left behind go too."""
+        for rel in sorted(set(rels)):
+            try:
+                path = safe_child(self.directory, rel)
+            except ArtifactError:
+                continue  # a path that would lead out of the artifact is never touched
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                parent = path.parent
+                while parent != self.directory and parent.is_dir() and not parent.is_symlink() and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
 
     @property
     def complete(self) -> bool:
@@ -243,9 +331,14 @@ class StoreWriter:
         return path.exists() and read_json(path).get("plan_hash") == self.plan_hash
 
     def has(self, spec: ShardSpec) -> bool:
-        """A shard of this plan (same rows, hook, model) is already on disk: keep it."""
+        """A shard of this plan (same rows, hook, model) is already on disk and its content is the
+        one the ledger recorded when it was written (sha256 of the whole file): keep it. A damaged,
+        foreign or unrecorded file is not trusted; it is captured again."""
         path = self.directory / spec.path
-        if not path.exists():
+        recorded = self.written.get(spec.path)
+        if recorded is None or not path.is_file() or path.is_symlink():
+            return False
+        if sha256_file(path) != recorded:
             return False
         try:
             meta = read_tensor_metadata(path)
@@ -255,7 +348,7 @@ class StoreWriter:
 
     def write_shard(self, spec: ShardSpec, tensor: Tensor) -> None:
         meta = {"plan": self.plan_hash, "model": spec.model, "hook": spec.hook, "rows": [spec.start, spec.stop]}
-        save_tensors(self.directory / spec.path, {TENSOR_KEY: tensor}, meta)
+        self._record(spec.path, save_tensors(self.directory / spec.path, {TENSOR_KEY: tensor}, meta))
 
     def write_inputs(self, inputs: Inputs) -> str:
         """Write the Inputs (deterministic bytes, so rewriting on resume changes nothing)."""
@@ -264,11 +357,10 @@ class StoreWriter:
     def finish(self, specs: list[ShardSpec], inputs_sha256: str) -> dict[str, Any]:
         """Write the manifest (last): every shard with its size and sha256.
 
-        Shard files of another plan left by an interrupted capture are removed first."""
+        Shard files of another plan that this artifact's writers wrote (the ledger lists them) are
+        removed first; nothing else is deleted. The ledger goes once the manifest is written."""
         wanted = {spec.path for spec in specs}
-        for path in sorted((self.directory / SHARD_DIR).rglob("*.safetensors")):
-            if path.relative_to(self.directory).as_posix() not in wanted:
-                path.unlink()
+        self._delete_own([p for p in self.written if p not in wanted])
         shards = []
         for spec in specs:
             path = self.directory / spec.path
@@ -284,6 +376,8 @@ class StoreWriter:
             "total_bytes": sum(s["bytes"] for s in shards),
         }
         atomic_write_json(self.directory / MANIFEST, manifest)
+        (self.directory / LEDGER).unlink(missing_ok=True)
+        self.written = {}
         return manifest
 
 
@@ -316,6 +410,28 @@ class ActivationStore:
         for s in manifest["shards"]:
             safe_child(directory, s["path"])  # refuse the whole artifact at open, not mid-analysis
         safe_child(directory, manifest["inputs"]["file"])
+        self._check_coverage()
+
+    def _check_coverage(self) -> None:
+        """Every model x hook must have shards covering rows [0, n_rows) exactly, without gap or
+        overlap: a hole would otherwise read back as uninitialised memory."""
+        n = int(self.manifest["n_rows"])
+        by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for s in self.manifest["shards"]:
+            by_key.setdefault((s["model"], s["hook"]), []).append(s)
+        for model in self.manifest["model_order"]:
+            for hook in self.manifest["hooks"]:
+                at = 0
+                for shard in sorted(by_key.get((model, hook), []), key=lambda s: s["rows"][0]):
+                    lo, hi = shard["rows"]
+                    if lo != at or hi <= lo:
+                        break
+                    at = hi
+                if at != n:
+                    raise ArtifactError(
+                        f"{self.directory / MANIFEST} lists no shard for rows {at}.. of model {model!r} at hook {hook!r} "
+                        f"(it has {n} rows): the artifact is incomplete or was edited. Delete it and capture again."
+                    )
 
     @classmethod
     def open(cls, directory: str | os.PathLike, verify: bool = True) -> ActivationStore:
@@ -438,9 +554,19 @@ class ActivationStore:
             with safe_open(str(path), framework="pt") as f:
                 pieces.append(f.get_slice(TENSOR_KEY)[a - lo:b - lo])
         if not pieces:
-            out = torch.empty((max(stop - start, 0), *self.manifest["row_shapes"][hook]), dtype=self.storage_dtype)
+            if stop > start:  # _check_coverage makes this unreachable for a manifest that passed open()
+                raise ArtifactError(f"No shard of {self.directory} holds rows {start}..{stop} of {model!r} at {hook!r}. "
+                                    "Delete the artifact and capture again.")
+            out = torch.zeros((0, *self.manifest["row_shapes"][hook]), dtype=self.storage_dtype)
         else:
             out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+            bad = (~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).nonzero()[0, 0].item() + start
+            raise NumericsError(
+                f"Activations of model {model!r} at hook {hook!r} in {self.directory} hold NaN or inf (first at row "
+                f"{bad}). The model's weights or inputs overflow; check the model (load_model reports non-finite "
+                "weights) or capture in float32."
+            )
         return out.to(device=device, dtype=dtype or out.dtype)
 
     def iter_rows(self, model: str, hook: str, batch_rows: int = 4096) -> Iterator[tuple[int, Tensor]]:
@@ -449,7 +575,9 @@ class ActivationStore:
             yield start, self.read(model, hook, slice(start, start + batch_rows))
 
     def verify_all(self) -> None:
-        """Check every file's sha256 now (raises ChecksumError naming the first bad file)."""
+        """Check every file's sha256 now (raises ChecksumError naming the first bad file) and that
+        every model x hook is covered by shards (ArtifactError)."""
+        self._check_coverage()
         for shard in self.manifest["shards"]:
             self._check(shard)
         self._inputs = None

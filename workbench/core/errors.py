@@ -37,6 +37,10 @@ class ChecksumError(ArtifactError):
     """A file whose sha256 does not match the one its manifest recorded."""
 
 
+class NumericsError(WorkbenchError, ValueError):
+    """NaN or inf in weights, activations or scores: named by model and parameter group or hook."""
+
+
 class LockError(ArtifactError):
     """Another writer holds the lock on an artifact."""
 
