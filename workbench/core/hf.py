@@ -22,7 +22,7 @@ from workbench.core.errors import ArtifactError, ConfigError
 from workbench.core.hf_config import check_hf_configs
 from workbench.core.hf_tokenizers import check_same_tokenizers
 from workbench.core.lora import is_adapter_dir, merge_adapter, read_adapter
-from workbench.core.models import resolve_device
+from workbench.core.models import check_finite_weights, resolve_device
 
 
 @contextlib.contextmanager
@@ -146,6 +146,8 @@ def boot_hf_dirs(
         merge_adapter(bridge, adapter, parent=parent)
         models[name] = bridge
         meta[name] = {"hf_dir": str(paths[parent]), "trust_remote_code": trust_remote_code, "lora": adapter.meta()}
+    for name in paths:  # NaN or inf weights are an error naming the model and group, not a nan table
+        check_finite_weights(f"{name!r} ({paths[name]})", models[name].state_dict())
     return {n: models[n] for n in paths}, {n: meta[n] for n in paths}
 
 

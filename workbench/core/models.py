@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import ArtifactError, ConfigError
+from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, NumericsError
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors
 
 NATIVE_CONFIG_ATTR = "workbench_native_config"
@@ -96,8 +97,31 @@ def load_model(
     if not sidecar.exists():
         raise ArtifactError(f"No model at {path}: {sidecar} is missing. Build the organism first.")
     info = read_json(sidecar)
-    state = load_tensors(path.with_suffix(".safetensors"), expected_sha256=info.get("sha256"))
+    sha = info.get("sha256") if isinstance(info, dict) else None
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise ChecksumError(
+            f"{sidecar} records no valid \"sha256\" for {path.with_suffix('.safetensors').name} (got {sha!r}), so its "
+            "weights cannot be verified and are not loaded. Rebuild the organism (python -m workbench.organism) or "
+            "save the model again with workbench.core.models.save_model."
+        )
+    state = load_tensors(path.with_suffix(".safetensors"), expected_sha256=sha)
+    check_finite_weights(str(path), state)
     return boot_native(info["native_config"], device=device, dtype=dtype, state_dict=state)
+
+
+def check_finite_weights(model: str, state: Mapping[str, torch.Tensor]) -> None:
+    """NumericsError naming the model and parameter groups whose weights hold NaN or inf (a
+    corrupt checkpoint or a diverged training run would otherwise give `nan` in every table)."""
+    from workbench.core.params import group_of
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        groups = list(dict.fromkeys(group_of(k)[0] for k in bad))
+        raise NumericsError(
+            f"Model {model} has NaN or inf weights in parameter group {', '.join(groups[:8])}"
+            f"{f' (+{len(groups) - 8} more)' if len(groups) > 8 else ''} (first: {bad[0]}). The checkpoint is corrupt or "
+            "its training diverged; rebuild or re-export it."
+        )
 
 
 def model_meta(path: str | os.PathLike) -> dict[str, Any]:
