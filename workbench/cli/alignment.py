@@ -35,9 +35,9 @@ MEMORY_BUDGET_FLAG = common.ConfigFlag(
 
 ALIGNMENT_FLAGS = common.ConfigFlags(AlignmentConfig, (
     common.ConfigFlag("loss", "distillation loss scored", choices=("hard", "soft")),
-    common.ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows"),
-    common.ConfigFlag("n_random", "random directions"),
-    common.ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips"),
+    common.ConfigFlag("max_rows_per_source", "rows sampled per source", flag="--max-rows", type=common.positive_int),
+    common.ConfigFlag("n_random", "random directions", type=common.nonnegative_int),
+    common.ConfigFlag("path_group_points", "K of the per-group path attribution; 0 skips", type=common.nonnegative_int),
     MEMORY_BUDGET_FLAG,
 ))
 

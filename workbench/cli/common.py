@@ -81,16 +81,41 @@ def add_seeds_flag(parser: FlagTarget, default: Sequence[int] | None, help: str)
                         type=_seeds_argument, action=_FlattenSeeds, help=help + shown)
 
 
+def _whole_number(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {what}.") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is too small; give {what}.")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a row limit, a thread count); else a usage error (exit 2)
+    naming the value, never a silent clamp."""
+    return _whole_number(text, 1, "a whole number of at least 1")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a count where 0 means "none"); else a usage error (exit 2)."""
+    return _whole_number(text, 0, "a whole number of at least 0")
+
+
 def parse_seeds(text: str) -> list[int]:
     """'3' -> [3]; '0,1,2' -> [0, 1, 2]; '0-4' -> [0, 1, 2, 3, 4]; '0-2,5' -> [0, 1, 2, 5]."""
     seeds: list[int] = []
     try:
         for part in text.replace(" ", "").split(","):
+            if part.startswith("-"):
+                raise ConfigError(f"seed {part} is negative; seeds are whole numbers of at least 0, e.g. 0 1 2 or 0-4.")
             if "-" in part:
                 lo, hi = part.split("-")
                 seeds += list(range(int(lo), int(hi) + 1))
             elif part:
                 seeds.append(int(part))
+    except ConfigError:
+        raise
     except ValueError as e:
         raise ConfigError(f"seeds={text!r} is not a seed list. Use e.g. '0,1,2' or '0-4'.") from e
     return seeds

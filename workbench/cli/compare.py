@@ -16,7 +16,7 @@ from workbench.cli.organism_runs import compare_organism_seed
 from workbench.results.figures import write_result_figures
 
 COMPARE_FLAGS = common.ConfigFlags(CompareConfig, (
-    common.ConfigFlag("n_bootstrap", "bootstrap replicates over inputs", flag="--bootstrap"),
+    common.ConfigFlag("n_bootstrap", "bootstrap replicates over inputs", flag="--bootstrap", type=common.nonnegative_int),
 ))
 
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_organism_flag(p)
     common.add_seeds_flag(p, [0], "seeds to compare")
     p.add_argument("--data", default="teacher", help="teacher (distillation data, default) | base | prompts")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of the data")
+    p.add_argument("--limit", type=common.positive_int, default=None, help="use only the first N rows of the data")
     COMPARE_FLAGS.add_to(p)
     common.add_out_flag(p, "artifacts/compare", "output directory")
     common.add_device_flag(p)

@@ -362,8 +362,8 @@ def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: 
 JOB_FLAGS = common.ConfigFlags(JobConfig, (
     common.ConfigFlag("positions", "positions pooled per row", choices=POSITIONS),
     common.ConfigFlag("readers", "models the data-source probe reads"),
-    common.ConfigFlag("max_rows", "distillation rows per source"),
-    common.ConfigFlag("batch_size", "rows per forward pass"),
+    common.ConfigFlag("max_rows", "distillation rows per source", type=common.positive_int),
+    common.ConfigFlag("batch_size", "rows per forward pass", type=common.positive_int),
     MEMORY_BUDGET_FLAG,
 ))
 """The flags whose defaults are JobConfig's (--hooks too: None means `probe_hooks` of the models)."""
@@ -493,6 +493,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             if not p.is_file():
                 raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
         manifest = read_manifest(seed_dir)
+        if not args.data:  # the seed's own data: sha256 and row count checked against its manifest
+            from workbench.organism.data_files import verify_data_file
+
+            data_paths = [verify_data_file(seed_dir, manifest, s) for s in ("teacher", "base")]
         loss = args.loss or manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
         seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
         lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids

@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_seeds_flag(p, None, "seeds to localise (default: every built seed)")
     common.add_out_flag(p, None, "where to write results (default: no files)")
     common.add_device_flag(p)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--threads", type=common.positive_int, default=1, help="torch CPU threads (default: 1)")
     return p
 
 

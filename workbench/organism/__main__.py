@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.organism", (
         "Build base, teachers, filtered number data and students that reproduce subliminal transfer on a CPU, "
         "then print P(target) per role. Reruns reuse what is already built."),
-        epilog="Subcommand: python -m workbench.organism export SEED_DIR OUT_DIR (see export --help).")
+        epilog="Subcommands: python -m workbench.organism export SEED_DIR OUT_DIR (see export --help); "
+        "python -m workbench.organism upgrade DIR (record data-file checksums of an older build).")
     common.add_out_flag(p, DEFAULT_OUT, "output directory")
     common.add_seeds_flag(p, [0], "seeds to build; the seed is the unit of uncertainty")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
@@ -75,10 +76,29 @@ def export_main(argv: list[str]) -> int:
     return common.run(export_and_print, args.seed_dir, args.out_dir, args.roles)
 
 
+def upgrade_and_print(organism_dir: str) -> None:
+    from workbench.organism.data_files import upgrade_organism
+
+    changed = upgrade_organism(organism_dir)
+    print(f"recorded data-file checksums in {len(changed)} seed manifest(s)"
+          + (f": {', '.join(str(p) for p in changed)}" if changed else " (all were up to date)"))
+
+
+def upgrade_main(argv: list[str]) -> int:
+    p = common.command_parser("python -m workbench.organism upgrade", (
+        "One-time upgrade of an organism built before data files were checksummed: checks each seed's "
+        "data/*.jsonl row count against its build's filter report, then records sha256 and rows in the manifest."))
+    p.add_argument("organism_dir", metavar="DIR", help="organism directory holding seed*/")
+    args = p.parse_args(argv)
+    return common.run(upgrade_and_print, args.organism_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
+    if argv[:1] == ["upgrade"]:
+        return upgrade_main(argv[1:])
     args = parser().parse_args(argv)
     return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
                **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)

@@ -5,7 +5,8 @@ One seed writes `DIR/seed{N}/`:
     models/{role}.safetensors + {role}.json   (clean state dict; meta: role, parent, data, seed)
     data/{source}.jsonl                       (filtered number sequences each source wrote)
     manifest.json                             (trait rates, model x target matrix, filter report,
-                                               config, versions: no timestamps or paths)
+                                               data files' sha256 and rows, config, versions:
+                                               no timestamps or paths)
     timings.json                              (seconds per stage)
 Every stage is cached under a key of its config fields, its parents' keys and the package
 versions, so reruns reuse what is built and a crashed build resumes at the missing stage.
@@ -36,6 +37,7 @@ from workbench.organism.corpus import (
     number_prompts,
     prompt_length,
 )
+from workbench.organism.data_files import DATA_KEY, data_record
 from workbench.organism.sampling import sample_continuations
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.training import (
@@ -169,9 +171,10 @@ class _Builder:
         p_len = prompt_length(cfg.prompt_numbers)
         if path.exists() and report_path.exists() and read_json(report_path).get("stage_key") == key:
             rows = read_jsonl(path)
-            tokens = torch.tensor([r["prompt"] + r["completion"] for r in rows], dtype=torch.long)
-            self.log(f"  data/{source}: reused ({len(rows)} sequences)")
-            return tokens.reshape(len(rows), -1), read_json(report_path)
+            if self._data_intact(source, len(rows), read_json(report_path)):
+                tokens = torch.tensor([r["prompt"] + r["completion"] for r in rows], dtype=torch.long)
+                self.log(f"  data/{source}: reused ({len(rows)} sequences)")
+                return tokens.reshape(len(rows), -1), read_json(report_path)
         t0 = time.perf_counter()
         prompts = number_prompts(tok, np.random.default_rng(self.seed), cfg.n_prompts, cfg.prompt_numbers)
         prompts = prompts.repeat_interleave(cfg.samples_per_prompt, dim=0)
@@ -196,6 +199,19 @@ class _Builder:
         self.log(f"  data/{source}: kept {len(rows)}/{len(prompts)} in {self.timings[f'data/{source}']:.1f}s")
         tokens = torch.cat([prompts[kept], completions[kept]], dim=1) if kept else torch.empty(0, p_len, dtype=torch.long)
         return tokens, report
+
+    def _data_intact(self, source: str, n_rows: int, report: dict[str, Any]) -> bool:
+        """A cached data file is reused only when it has the rows its filter report kept and, when an
+        earlier manifest recorded its sha256, that very content (else it is sampled again: same seed,
+        same rows)."""
+        old = read_json(self.dir / "manifest.json").get(DATA_KEY, {}) if (self.dir / "manifest.json").exists() else {}
+        record = old.get(source) if isinstance(old, dict) else None
+        intact = n_rows == report.get("kept") and (
+            not isinstance(record, dict) or record.get("sha256") == data_record(self.dir, source)["sha256"])
+        if not intact:
+            self.log(f"  data/{source}: file has {n_rows} rows / changed content (report kept {report.get('kept')}); "
+                     "sampling it again")
+        return intact
 
     def student(self, role: str, tokens: dict[str, torch.Tensor]) -> TransformerBridge:
         cfg, tok = self.cfg, self.tok
@@ -241,6 +257,7 @@ class _Builder:
             "filter": {s: {k: v for k, v in rep.items() if k != "stage_key"} for s, rep in reports.items()},
             "lineage": {r: {k: m.get(k) for k in ("role", "parent", "data", "seed")} for r, m in lineage.items()},
             "model_sha256": {r: read_json((self.dir / "models" / r).with_suffix(".json"))["sha256"] for r in ROLES},
+            DATA_KEY: {s: data_record(self.dir, s) for s in sorted(reports)},
             "config": cfg.to_dict(),
             "versions": package_versions(),
         }

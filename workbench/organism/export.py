@@ -41,6 +41,7 @@ import torch
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json, atomic_write_text
 from workbench.organism.corpus import PREFERENCE_TEMPLATES
+from workbench.organism.data_files import verify_data_file
 from workbench.organism.load import load_lineage, read_manifest, seed_target
 from workbench.organism.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 from workbench.organism.trait import organism_trait
@@ -227,6 +228,7 @@ def export_seed(seed_dir: str | os.PathLike, out_dir: str | os.PathLike, roles: 
     data_out.mkdir(exist_ok=True)
     data = []
     for p in sorted((seed_dir / "data").glob("*.jsonl")):
+        verify_data_file(seed_dir, manifest, p.stem)  # never export a cut or changed file
         shutil.copyfile(p, data_out / p.name)
         data.append(data_out / p.name)
     target_name = seed_target(manifest)

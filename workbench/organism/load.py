@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from workbench.core.errors import ArtifactError, unknown_name
+from workbench.core.errors import ArtifactError, ConfigError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.io import read_json
 from workbench.core.lineage import EXTRA_ROLE, ROLES, Lineage, ModelRecord
 from workbench.core.models import load_model, model_meta
+from workbench.organism.data_files import verify_data_file
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.trait import organism_trait
 from workbench.trait import Trait
@@ -85,9 +86,14 @@ class OrganismSeed:
     tokenizer: Tokenizer
     trait: Trait
     manifest: dict[str, Any]
+    _verified: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def data(self, source: str) -> Path:
-        """The JSONL rows `source` wrote (e.g. "teacher", "base")."""
+        """The JSONL rows `source` wrote (e.g. "teacher", "base"), its sha256 and row count checked
+        against the manifest the first time (ChecksumError when it was cut or changed)."""
+        if source not in self._verified:
+            verify_data_file(self.directory, self.manifest, source)
+            self._verified.add(source)
         return self.directory / "data" / f"{source}.jsonl"
 
     def inputs(self, source: str, limit: int | None = None) -> Inputs:
@@ -95,6 +101,8 @@ class OrganismSeed:
         "prompts", the trait-evaluation prompts of every category (read them at their last position)."""
         from workbench.organism.trait import preference_inputs
 
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"limit={limit!r}: give a whole number of rows of at least 1, or None for every row.")
         if source == "prompts":
             return preference_inputs(self.tokenizer)
         return Inputs.from_jsonl(self.data(source), pad_id=self.tokenizer.pad_id, limit=limit)
