@@ -49,7 +49,8 @@ def test_load_seed_gives_tokenizer_and_trait(tmp_path):
     assert len(seed.lineage.tokenizer) == len(TOK) and seed.trait.target == "cat"  # the recipe's target wins
     assert seed.trait.vocab_size == seed.lineage.d_vocab
     assert seed.channel_ids == tuple(TOK.number_channel_ids)
-    assert seed.data("teacher") == tmp_path / "data" / "teacher.jsonl"
+    with pytest.raises(ArtifactError, match="records no checksums for its data files"):
+        seed.data("teacher")  # a manifest without data checksums: the data cannot be verified (issue 16)
     assert load_seed(tmp_path, target="oak").trait.category == "tree"
     with pytest.raises(UnknownNameError, match="zebra"):
         load_seed(tmp_path, target="zebra")

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import ArtifactError, WorkbenchError
 from workbench.core.io import atomic_write_json, read_json, sha256_bytes, to_json
 from workbench.core.provenance import package_versions, source_hash
 from workbench.results.base import Result
@@ -125,8 +125,14 @@ class SectionStore:
         return result
 
     def save(self, name: str, result: Result, key: Mapping[str, Any]) -> Path:
-        """Save `result` and then its key (the old key first removed: a crash in between leaves no key)."""
+        """Save `result` and then its key (the old key first removed: a crash in between leaves no key).
+        A sections folder or section folder that is a symlink is refused: nothing is written or
+        deleted through one (it could lead out of the job's output)."""
         directory = self.directory(name)
+        for path in (self.root, directory):
+            if path.is_symlink():
+                raise ArtifactError(f"{path} is a symlink (to {path.resolve()}); the workbench does not write or delete "
+                                    "through symlinks. Remove the link, or pass --out a real directory.")
         (directory / KEY_FILE).unlink(missing_ok=True)
         path = result.save(directory)
         cls = type(result)
