@@ -10,8 +10,8 @@ bridge after a forward pass keeps hooks pointing at the source.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
