@@ -173,3 +173,18 @@ def test_trie_equals_naive_on_a_random_qwen2(dtype, tol):
     with torch.no_grad():
         got = answer_log_probs(lambda t: m(t).logits, trait.prompts, forms, trait.pad_id, batch_size=7)
         torch.testing.assert_close(got.double(), naive(lambda t: m(t).logits, trait.prompts, forms), atol=tol, rtol=tol)
+
+
+def test_p_target_and_log_odds_score_only_the_targets_forms():
+    from workbench.trait import Trait
+
+    p = params(torch.float64)
+    forms = CASES["shared_prefixes"]
+    trait = Trait.from_prompts(PROMPTS, target="a", category="c", answers=dict(zip("abc", forms)))
+    model = Counting(lambda t: logits_of(p, t))
+    score = trait.score(model, n_samples=0)
+    full_rows = sum(model.calls)
+    model.calls.clear()
+    assert trait.p_target(model) == pytest.approx(score.p_target, rel=1e-12)
+    assert trait.log_odds(model) == pytest.approx(score.log_odds, rel=1e-12)
+    assert sum(model.calls) == 2 * len(PROMPTS) * leaves(forms[:1]) < 2 * full_rows
