@@ -211,7 +211,8 @@ class Trait:
     def answer_log_probs(self, model: LogitsFn, batch_size: int = 256) -> Float[Tensor, "templates answers"]:
         """log P(answer | prompt) for every prompt and answer of the category (float64, CPU): the
         log of the sum over the answer's surface forms of the teacher-forced product over each
-        form's tokens; one batched forward over prompt x form rows (`batch_size` rows at a time).
+        form's tokens; forms share rows along each prompt's trie (`workbench.trait_forms`),
+        `batch_size` rows per forward.
         Differentiable when called with gradients enabled."""
         from workbench.trait_forms import answer_log_probs
 

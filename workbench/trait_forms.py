@@ -5,9 +5,10 @@ P(answer | prompt) = sum over the answer's surface forms f of prod_j P(f_j | pro
 f reads its tokens at positions len(prompt)-1 ... of a row that starts `prompt + f[:-1]`; a causal
 model's logits at a position do not depend on what follows it, so one row serves every form whose
 `f[:-1]` is a prefix of the row's continuation. Per prompt, the forms' `f[:-1]` make a trie and one
-row `prompt + path` per maximal path (leaf) scores them all: every single-token form of every
-answer is read at the prompt's last position of any of that prompt's rows (one row when all forms
-are single tokens). Rows are right-padded; each (row, position) read gets one log-softmax. The
+row `prompt + path` per maximal path (leaf) scores them all (the fewest rows that can: no row
+holds two leaves). Each context (prompt + a form's first j tokens) gets one log-softmax, read at
+the first row along it: every single-token form of every answer is read at the prompt's last
+position of its first row (one row when all forms are single tokens). Rows are right-padded. The
 model is a logits callable (token ids -> logits, no KV cache), so rows are the only thing shared;
 generation re-runs the sequence at every step, forwarding each distinct prefix once.
 """
