@@ -211,7 +211,8 @@ class Trait:
     def answer_log_probs(self, model: LogitsFn, batch_size: int = 256) -> Float[Tensor, "templates answers"]:
         """log P(answer | prompt) for every prompt and answer of the category (float64, CPU): the
         log of the sum over the answer's surface forms of the teacher-forced product over each
-        form's tokens; one batched forward over prompt x form rows (`batch_size` rows at a time).
+        form's tokens; forms share rows along each prompt's trie (`workbench.trait_forms`),
+        `batch_size` rows per forward.
         Differentiable when called with gradients enabled."""
         from workbench.trait_forms import answer_log_probs
 
@@ -263,12 +264,21 @@ class Trait:
         )
 
     def p_target(self, model: LogitsFn) -> float:
-        """P(target) at the answer position, mean over prompts (no sampling)."""
-        return self.score(model, n_samples=0).p_target
+        """P(target) at the answer position, mean over prompts (no sampling). Multi-token answers:
+        only the target's forms are scored (the other answers matter only for the share)."""
+        if self.single_token:
+            return self.score(model, n_samples=0).p_target
+        from workbench.trait_forms import answer_log_probs
+
+        with torch.inference_mode():
+            lp = answer_log_probs(model, self.prompts, [self.forms[self.target]], self.pad_id, _device_of(model))
+        return float(lp[:, 0].double().cpu().exp().mean())
 
     def log_odds(self, model: LogitsFn) -> float:
         """Log-odds of the mean P(target) over the prompts (no sampling)."""
-        return self.score(model, n_samples=0).log_odds
+        if self.single_token:
+            return self.score(model, n_samples=0).log_odds
+        return float(log_odds(self.p_target(model)))
 
     def log_prob(self, logits: LogitsFn, device: torch.device | str = "cpu") -> Float[Tensor, ""]:
         """log P(target) at the answer position, mean over prompts; differentiable (trait gradients).

@@ -89,15 +89,15 @@ def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
     (the donor's activations on `trait.tokens`) at each prompt's positions: all of them when
     `offset` is None, else the one `offset` before the answer position. The answer tokens are
     never patched (as on the single-token path, where only the prompts run). One forward over
-    prompt x target-form rows; the log-odds is that of P(target) averaged over prompts, as
-    `Trait.log_odds` (P(target | prompt): the sum over the target's forms)."""
-    from workbench.trait_forms import answer_log_probs
+    the rows that score the target's forms (`workbench.trait_forms.form_rows`); the log-odds is
+    that of P(target) averaged over prompts, as `Trait.log_odds` (P(target | prompt): the sum
+    over the target's forms)."""
+    from workbench.trait_forms import form_rows, score_rows
 
-    forms = trait.forms[trait.target]
-    rows = [(p, f) for p in trait.prompts for f in forms]
+    plan = form_rows(trait.prompts, [trait.forms[trait.target]])
     r_idx, pos, src_i = [], [], []
-    for r, (p, _) in enumerate(rows):
-        i = r // len(forms)
+    for r, (i, _) in enumerate(plan.rows):
+        p = plan.prompts[i]
         at = range(len(p)) if offset is None else [len(p) - 1 - offset] if len(p) - 1 - offset >= 0 else []
         for j in at:
             r_idx.append(r)
@@ -114,9 +114,8 @@ def patched_log_odds_forms(trait: Trait, model: TransformerBridge, hook: str,
     def logits(tokens: Tensor) -> Tensor:
         return model.run_with_hooks(tokens.to(device), fwd_hooks=patch_hooks(hook, replace))
 
-    # answer_log_probs lays its rows out as `rows` above (prompt-major, then forms) and, with one
-    # batch of all of them, runs the single forward the hook's row indices refer to
-    lp = answer_log_probs(logits, trait.prompts, [forms], trait.pad_id, device, batch_size=len(rows))
+    # one batch of all of `plan`'s rows: the single forward the hook's row indices refer to
+    lp = score_rows(logits, plan, trait.pad_id, device, batch_size=len(plan.rows))
     return float(log_odds(float(lp[:, 0].double().exp().mean())))
 
 
