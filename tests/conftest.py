@@ -25,3 +25,15 @@ def tiny_organism():
     builds, _ = build_organism(preset("tiny"), [0], TINY_DIR, progress=False)
     os.environ["WORKBENCH_ORGANISM_DIR"] = str(TINY_DIR)
     return builds[0]
+
+
+@pytest.fixture(scope="session")
+def distill_rows(tiny_organism):
+    """4 teacher-written then 3 base-written rows of the tiny organism (the gradient tests' rows)."""
+    from workbench.core.inputs import Inputs
+
+    data = tiny_organism.directory / "data"
+    x = Inputs.from_jsonl([data / "teacher.jsonl", data / "base.jsonl"])
+    teacher = [i for i, s in enumerate(x.sources) if s == "teacher"][:4]
+    base = [i for i, s in enumerate(x.sources) if s == "base"][:3]
+    return x.select(teacher + base)

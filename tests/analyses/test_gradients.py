@@ -32,12 +32,8 @@ def lin64(tiny_organism):
 
 
 @pytest.fixture(scope="module")
-def rows(tiny_organism):
-    data = tiny_organism.directory / "data"
-    x = Inputs.from_jsonl([data / "teacher.jsonl", data / "base.jsonl"])
-    teacher = [i for i, s in enumerate(x.sources) if s == "teacher"][:4]
-    base = [i for i, s in enumerate(x.sources) if s == "base"][:3]
-    return x.select(teacher + base)
+def rows(distill_rows):
+    return distill_rows
 
 
 def objective_for(kind: str, lin: Lineage) -> Objective:

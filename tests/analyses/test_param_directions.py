@@ -1,4 +1,5 @@
-"""analyses.param_directions.point_on_line: one reused buffer, values bit-identical to at + s d."""
+"""analyses.param_directions: point_on_line (one reused buffer, values bit-identical to at + s d) and
+random_direction (bit-identical to a whole draw)."""
 
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ def test_point_on_line_is_bit_identical_to_the_naive_sum_and_reuses_its_buffer(d
 
 @pytest.mark.parametrize("scale", [None, 1.0])
 def test_random_direction_equals_the_one_shot_draw_exactly(scale):
-    """The two-pass (one key at a time) draw is bit-identical to drawing every key, then scaling."""
-    from workbench.analyses.param_directions import norm, random_direction
+    """The lazy draw (one generator per key, seeded from the seed and the key's name) is
+    bit-identical to drawing every key whole, then scaling."""
+    from workbench.analyses.param_directions import _key_seed, norm, random_direction
 
     g = torch.Generator().manual_seed(1)
     like = {"w": torch.randn(6, 4, generator=g), "b": torch.randn(4, generator=g), "e": torch.randn(9, 3, generator=g)}
-    gen = torch.Generator().manual_seed(7)
-    raw = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in like.items()}
+    raw = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(_key_seed(7, k)), dtype=torch.float32)
+           for k, v in like.items()}  # a float32 model's controls are drawn in float32
     factor = (norm(like) if scale is None else scale) / norm(raw)
-    ref = {k: (r * factor).to(torch.float32) for k, r in raw.items()}
+    ref = {k: (r.double() * factor).to(torch.float32) for k, r in raw.items()}
     got = random_direction(like, seed=7, scale=scale)
     assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
     assert norm(got) == pytest.approx(norm(like) if scale is None else scale, rel=1e-6)

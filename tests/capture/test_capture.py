@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from workbench.capture.capture import capture, plan_capture
-from workbench.capture.hooks import hook_aliases, resolve_hooks, stop_layer
+from workbench.capture.hooks import HEAD_INPUT, hook_aliases, resolve_hooks, run_cached, stop_layer
 from workbench.core.errors import ArtifactError, ConfigError, DataError, LockError, UnknownNameError
 from workbench.core.inputs import Inputs
 from workbench.core.io import exclusive_lock
@@ -143,6 +143,39 @@ def test_stop_at_layer_is_just_past_the_deepest_hook(lin):
     assert stop_layer(["blocks.0.hook_resid_post", "ln_final.hook_normalized"], 4) is None
     plan = plan_capture(lin, small_inputs(), ["blocks.0.hook_resid_post"], "last")
     assert plan.stop_at_layer == 1 and plan.nbytes == 2 * 23 * 16 * 4
+
+
+def _head_calls(bridge, hooks, stop):
+    """(cache of run_cached, how often the unembedding ran, the stop point's hooks after the run)."""
+    calls = []
+    handle = bridge.hook_dict["unembed.hook_in"].add_hook(lambda t, hook: calls.append(1))
+    try:
+        with torch.inference_mode():
+            cache = run_cached(bridge, small_inputs(4).tokens, hooks, stop)
+    finally:
+        handle.hook.remove()
+        bridge.hook_dict["unembed.hook_in"].fwd_hooks.clear()
+    return cache, len(calls), len(bridge.hook_dict[HEAD_INPUT].fwd_hooks)
+
+
+@pytest.mark.parametrize("family", ["native", "qwen2"])
+def test_a_capture_ending_in_the_last_block_skips_the_unembedding(lin, family, tmp_path):
+    """Reading the last block stops before the final norm and the logits, with the same cache."""
+    if family == "native":
+        bridge = lin["base"]
+    else:
+        from workbench.core.toy_hf import ToySpec, write_toy_lineage
+
+        toy = write_toy_lineage(tmp_path, ToySpec(family="qwen2", lora_student=False))
+        bridge = Lineage.from_hf_dirs({"base": toy.dirs["base"]})["base"]
+    last = f"blocks.{int(bridge.cfg.n_layers) - 1}.hook_resid_post"
+    with torch.inference_mode():
+        _, full = bridge.run_with_cache(small_inputs(4).tokens, names_filter=[last, "ln_final.hook_normalized"])
+    cache, calls, left = _head_calls(bridge, [last], None)
+    assert calls == 0 and left == 0  # stopped before the head; the stop hook is gone afterwards
+    assert torch.equal(cache[last], full[last])
+    cache, calls, _ = _head_calls(bridge, [last, "ln_final.hook_normalized"], None)
+    assert calls == 1 and torch.equal(cache["ln_final.hook_normalized"], full["ln_final.hook_normalized"])
 
 
 def test_rerun_reuses_a_finished_capture_and_refuses_a_different_one(lin, tmp_path):

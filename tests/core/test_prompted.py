@@ -41,6 +41,13 @@ def _tokenizer(template: str | None):
                                                 pad_token="<|endoftext|>", chat_template=template)
 
 
+def tiny_gpt2(tok, seed: int = 0):
+    """A random 2-layer GPT-2 over `tok`'s vocabulary (wide init, so a system prompt moves it)."""
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, initializer_range=0.2))
+
+
 def _chat(tok, user: str, system: str | None = None) -> list[int]:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -119,9 +126,7 @@ def prompted(tmp_path_factory):
     from workbench.core.lineage import Lineage
 
     tok = _tokenizer(QWEN_LIKE)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, initializer_range=0.2))
+    model = tiny_gpt2(tok)
     path = tmp_path_factory.mktemp("prompted") / "base"
     model.save_pretrained(path)
     tok.save_pretrained(path)

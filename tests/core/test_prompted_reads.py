@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from test_prompted import QWEN_LIKE, SYSTEM, _chat, _rows, _tokenizer
+from test_prompted import QWEN_LIKE, SYSTEM, _chat, _rows, _tokenizer, tiny_gpt2
 from workbench.core.errors import ConfigError, DataError, IncompatibleModelsError
 from workbench.core.lineage import Lineage
 from workbench.core.prompted import system_prompt_prefix
@@ -24,9 +24,7 @@ HOOK = "blocks.1.hook_resid_post"
 def lineage_dirs(tmp_path_factory):
     """Base (with its tokenizer and a Qwen-like template) and a student = base + noise, as directories."""
     tok = _tokenizer(QWEN_LIKE)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, initializer_range=0.2))
+    model = tiny_gpt2(tok)
     root = tmp_path_factory.mktemp("prompted_reads")
     model.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")

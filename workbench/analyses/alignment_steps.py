@@ -27,7 +27,7 @@ from workbench.engines.objective import Objective, sequence_losses
 from workbench.engines.teacher import TeacherLogits
 from workbench.trait import Trait
 
-Directions = dict[str, Params]
+Directions = dict[str, Mapping[str, Tensor]]  # dicts, or LazyParams made key by key (deltas, random)
 
 
 # --------------------------------------------------------------------------- rows, loss, directions
@@ -93,13 +93,13 @@ def build_directions(
     """name -> direction and name -> kind ("direction" or "random"); g_trait only with a trait."""
     dirs: Directions = {}
     if config.teacher in lineage:  # a prompted teacher has no weights, so no delta (`left_out`)
-        dirs["delta_T"] = lineage.delta(config.teacher, config.base)
+        dirs["delta_T"] = lineage.delta_view(config.teacher, config.base)  # made key by key when read
     if trait is not None:
         g = trait_gradient(model, trait)
         dirs["g_trait"] = g
         dirs["g_trait_no_unembed"] = without(g, NO_UNEMBED)
     if config.student and config.student in lineage:
-        dirs["delta_S"] = lineage.delta(config.student, config.base)
+        dirs["delta_S"] = lineage.delta_view(config.student, config.base)
     for name, d in (extra or {}).items():
         dirs[name] = dict(d)
     kinds = dict.fromkeys(dirs, "direction")
@@ -109,8 +109,9 @@ def build_directions(
                    else "the lineage has no teacher")
         raise ConfigError(f"No direction to score: {teacher}, no trait was given, and no directions were given. "
                           "Pass a trait (g_trait needs no teacher) or directions=.")
-    for r in range(config.n_random):
-        dirs[f"random_{r}"] = random_direction(ref, seed=config.seed * 1000 + r)
+    scale = norm(ref)  # once: the lazy reference is not re-read per control
+    for r in range(config.n_random):  # the model's own keys give each control's layout without reading `ref`
+        dirs[f"random_{r}"] = random_direction(model.params, seed=config.seed * 1000 + r, scale=scale)
         kinds[f"random_{r}"] = "random"
     return dirs, kinds
 
@@ -165,7 +166,8 @@ def reference_rows(oracle: Tensor | None, rows: LabelledRows, d_vocab: int, seed
 
 
 def path_table(
-    model: AlignmentModel, rows: LabelledRows, d_T: Params | None, objective: Objective, teacher: Params | None,
+    model: AlignmentModel, rows: LabelledRows, d_T: Mapping[str, Tensor] | None, objective: Objective,
+    teacher: Params | None,
     oracle: Tensor | None, config: AlignmentConfig,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """AUROC of the path-integrated teacher delta per K, the K at which it reaches the oracle's
@@ -199,7 +201,7 @@ def path_table(
     return path, scores
 
 
-def path_group_scores(model: AlignmentModel, rows: LabelledRows, d_T: Params | None, objective: Objective,
+def path_group_scores(model: AlignmentModel, rows: LabelledRows, d_T: Mapping[str, Tensor] | None, objective: Objective,
                       config: AlignmentConfig) -> dict[str, Tensor]:
     """Path-integrated a_{i,g} of the teacher delta with `path_group_points` Gauss-Legendre points,
     under its table name (empty without a teacher delta or with `path_group_points=0`)."""

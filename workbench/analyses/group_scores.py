@@ -11,7 +11,7 @@ direction only), an additive per-group decomposition of the path score.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from workbench.analyses.param_directions import norm, point_on_line
 from workbench.core.errors import ConfigError
+from workbench.core.lazy_params import LazyParams, ReadCache
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import ParamGroup
 from workbench.engines.alignment_model import AlignmentModel, check_direction
@@ -75,7 +76,9 @@ def group_scores(
     batch's, `batch_size` x n_params); `workbench.engines.grad_chunks` splits rows, then keys.
     """
     groups = list(groups if groups is not None else model.lineage.groups())
-    dirs = {name: check_direction(model, d, name) for name, d in directions.items()}
+    cache = ReadCache(memory_budget_bytes)  # lazy directions made once per key while they fit the budget
+    dirs = {name: cache.view(name, check_direction(model, d, name)) if isinstance(d, LazyParams)
+            else check_direction(model, d, name) for name, d in directions.items()}
     if weights is not None and len(dirs) != 1:
         raise ConfigError("Path-integrated group scores take exactly one direction.")
     at = dict(model.params if at is None else at)
@@ -101,7 +104,7 @@ def group_scores(
                     cols = [_group_col(grads, d, g.keys, n_part, model.score_dtype) for g in groups]
                     out[name][rows] += w * torch.stack(cols, dim=-1).detach().cpu()
                 if weights is None:
-                    sq = {k: (g.double() ** 2).flatten(1).sum(-1).cpu() for k, g in grads.items()}
+                    sq = {k: _row_sq_norms(g).cpu() for k, g in grads.items()}
                     gnorm2[rows] += sum(sq.values())
                     gnorm2_ex[rows] += sum((v for k, v in sq.items() if not k.startswith(excl)), torch.zeros(n_part,
                                                                                                      dtype=torch.float64))
@@ -116,10 +119,43 @@ def _rows_of(rows: slice, part: slice) -> slice:
 def _group_col(grads: Mapping[str, Tensor], d: Mapping[str, Tensor], keys: Sequence[str], n: int,
                dtype: torch.dtype) -> Float[Tensor, " n"]:
     """-<grad_g L_i, d_g> over the group's keys present in this call (zero when none are)."""
-    parts = [(grads[k] * d[k]).flatten(1).sum(-1, dtype=dtype) for k in keys if k in grads]
+    parts = [_row_dots(grads[k], d[k], dtype) for k in keys if k in grads]
     if not parts:
         return torch.zeros(n, dtype=dtype, device=d[keys[0]].device if keys else "cpu")
     return -sum(parts)
+
+
+ROW_BLOCK_BYTES = 64 * 2**20
+"""Most bytes of a temporary in `_row_dots` / `_row_sq_norms`: products and float64 squares of a
+call's per-example gradients are formed a column block at a time, not a key at a time (one key
+of a 7B embedding, 545M elements, would be 4.4 GB of float64 squares per row)."""
+
+
+def _column_blocks(g: Tensor, itemsize: int) -> Iterator[slice]:
+    """Column slices of `g` flattened to [rows, -1], each block at most `ROW_BLOCK_BYTES`."""
+    rows, width = g.shape[0], g[0].numel() if g.shape[0] else 0
+    step = max(1, ROW_BLOCK_BYTES // max(1, rows * itemsize))
+    for start in range(0, width, step):
+        yield slice(start, min(width, start + step))
+
+
+def _row_dots(g: Float[Tensor, "n ..."], d: Tensor, dtype: torch.dtype) -> Float[Tensor, " n"]:
+    """<g_i, d> per row, summed in `dtype`, one column block at a time."""
+    gf, df = g.reshape(g.shape[0], -1), d.reshape(-1)
+    out = torch.zeros(g.shape[0], dtype=dtype, device=g.device)
+    for cols in _column_blocks(g, g.element_size()):
+        out += (gf[:, cols] * df[cols]).sum(-1, dtype=dtype)
+    return out
+
+
+def _row_sq_norms(g: Float[Tensor, "n ..."]) -> Float[Tensor, " n"]:
+    """|g_i|^2 per row in float64, one column block at a time."""
+    gf = g.reshape(g.shape[0], -1)
+    out = torch.zeros(g.shape[0], dtype=torch.float64, device=g.device)
+    for cols in _column_blocks(g, 8):
+        block = gf[:, cols].double()
+        out += (block * block).sum(-1)
+    return out
 
 
 __all__ = ["GroupScores", "group_scores"]

@@ -13,7 +13,8 @@ Qwen2.5-7B (7.6e9 parameters in bf16: 15.2 GB per model). Sections: weights (eve
 compared models), delta patching (all tables, random control; the greedy search is off: its
 working set is bounded like the rest, only slower), activation patching, capture + compare, and
 alignment (teacher- vs base-labelled rows, per-example gradients under `memory_budget_bytes` =
-`ALIGN_BUDGET`, 64 MiB; a reduced configuration: few rows, path points and random directions).
+`ALIGN_BUDGET`, 64 MiB; the default 8 random controls; a reduced configuration otherwise: few rows and
+path points).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _section(name: str, lin: Any, trait: Any, inputs: Any, tmp: Path, m: MemoryM
         from workbench.analyses.alignment import AlignmentConfig, run_alignment
 
         rows = _align_inputs(m or MemoryModel())
-        cfg = AlignmentConfig(student="student", max_rows_per_source=None, n_random=1, path_points=(2,),
+        cfg = AlignmentConfig(student="student", max_rows_per_source=None, n_random=8, path_points=(2,),
                               path_group_points=0, prediction_batches=0, batch_size=8, grad_batch_size=8,
                               memory_budget_bytes=ALIGN_BUDGET, device=str(lin.device))
         return lambda: run_alignment(lin, rows, cfg, trait)

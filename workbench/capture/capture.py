@@ -49,7 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.capture.hooks import resolve_hooks, stop_layer
+from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
 from workbench.capture.prompted import bridge_of, check_hooks, prompted_cache
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
@@ -174,7 +174,7 @@ def _probe_shapes(bridge: TransformerBridge, hooks: list[str], inputs: Inputs, s
     """Activation shape of each hook on one row; refuse hooks without a position axis at dim 1."""
     one = inputs.select([0])
     with torch.inference_mode():
-        _, cache = bridge.run_with_cache(one.tokens.to(device), names_filter=hooks, stop_at_layer=stop)
+        cache = run_cached(bridge, one.tokens.to(device), hooks, stop)
     shapes = {}
     for h in hooks:
         shape = tuple(cache[h].shape)
@@ -292,7 +292,7 @@ def _capture_chunk(bridge: TransformerBridge, chunk: Inputs, plan: CapturePlan, 
         tokens = batch.tokens.to(device)
         with torch.inference_mode():
             if prompted is None:
-                _, cache = bridge.run_with_cache(tokens, names_filter=plan.hooks, stop_at_layer=plan.stop_at_layer)
+                cache = run_cached(bridge, tokens, plan.hooks, plan.stop_at_layer)
             else:
                 cache = prompted_cache(bridge, prompted, tokens, batch.pad_id, plan.hooks, plan.stop_at_layer, n_ctx,
                                        counted=_counted(plan.positions, batch.attention_mask, batch.mask))

@@ -9,7 +9,8 @@ order; each analysis reads a named subset of it, so the defaults live in one pla
 - `probe_hooks`: the same without the positional embedding (identical for every row at a
   position, so it carries nothing a probe of the rows could read), what the main job reads.
 
-`resolve_hooks` checks names (or the bridge's structural aliases) against a model before any work.
+`resolve_hooks` checks names (or the bridge's structural aliases) against a model before any work;
+`run_cached` runs a model for its cache no further than the asked hooks need.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.core.errors import ConfigError, unknown_name
 
 if TYPE_CHECKING:
+    from torch import Tensor
     from transformer_lens.model_bridge import TransformerBridge
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -122,6 +124,33 @@ def stop_layer(hooks: Sequence[str], n_layers: int) -> int | None:
     """`stop_at_layer` that still runs every asked hook (None: run the whole model)."""
     deepest = max(hook_layer(h, n_layers) for h in hooks)
     return deepest + 1 if deepest + 1 < n_layers else None
+
+
+HEAD_INPUT = "ln_final.hook_in"
+"""The hook point where the final norm and the unembedding begin: a capture that reads nothing
+past the blocks stops here, not after vocabulary-sized logits (152k x rows x positions at 7B)."""
+
+
+def run_cached(bridge: TransformerBridge, tokens: Tensor, hooks: Sequence[str], stop: int | None) -> Any:
+    """`bridge.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop)`, and when `stop` is
+    None but every hook lies in a block (the deepest in the last one), stopped before the final
+    norm and the unembedding as well (the bridge's `stop_at_layer` cannot express "after the last
+    block"): the same cache without the logits' memory and time."""
+    n_layers = int(bridge.cfg.n_layers)
+    point = bridge.hook_dict.get(HEAD_INPUT)
+    if stop is not None or point is None or max(hook_layer(h, n_layers) for h in hooks) >= n_layers:
+        return bridge.run_with_cache(tokens, names_filter=list(hooks), stop_at_layer=stop)[1]
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    def halt(tensor: Tensor, *, hook: Any) -> Tensor:
+        raise StopAtLayerException(tensor)  # run_with_cache returns the cache gathered so far
+
+    handle = point.add_hook(halt)
+    try:
+        return bridge.run_with_cache(tokens, names_filter=list(hooks))[1]
+    finally:
+        handle.hook.remove()
+        point.fwd_hooks[:] = [h for h in point.fwd_hooks if h is not handle]
 
 
 def with_hooks(config: Any, lineage: Any) -> Any:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.capture.hooks import resolve_hooks, stop_layer
+from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
@@ -69,7 +69,7 @@ def prompted_cache(
                             "or the last token.")
     if dry_run:
         return {}
-    _, cache = bridge.run_with_cache(batch.tokens.to(tokens.device), names_filter=list(names), stop_at_layer=stop)
+    cache = run_cached(bridge, batch.tokens.to(tokens.device), list(names), stop)
     return {h: batch.align(cache[h], tokens.shape[1]) for h in names}
 
 

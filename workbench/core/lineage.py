@@ -32,6 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
 from workbench.core.hf import boot_hf_dirs, copy_hf_model
+from workbench.core.lazy_params import LazyParams
 from workbench.core.lora import LoraFactor, MergedAdapter, merged_adapter
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
 from workbench.core.params import ParamGroup, ParamSpace, make_groups, param_space
@@ -464,6 +465,14 @@ class Lineage:
         """
         ref, _ = self._delta_sides(name, ref)
         return {k: self.delta_of(name, k, ref) for k in self.space(name).params}
+
+    def delta_view(self, name: str, ref: str | None = None) -> LazyParams:
+        """`delta(name, ref)` as a `LazyParams`: the same keys and values, each made by `delta_of`
+        when read and dropped after, so a direction held through a whole analysis costs nothing
+        until a key is used (refusals happen now, not at the first read)."""
+        ref, _ = self._delta_sides(name, ref)
+        params = self.space(name).params
+        return LazyParams({k: v.shape for k, v in params.items()}, lambda k: self.delta_of(name, k, ref))
 
     def groups(self) -> list[ParamGroup]:
         """(layer, component) groups partitioning the canonical keys, in canonical order."""

@@ -5,8 +5,8 @@
 bridge with `tie_weights=False` AND one wrapped name per parameter (the default tie_weights=True,
 or passing every alias path of a parameter, leaves the swapped-in tensors in a transformer-lens
 4.3 bridge after the call: DESIGN.md section 4). The live models are never written to.
-Directions are dicts over the Lineage's clean keys; `check_direction` puts one on the model's
-device and dtype.
+Directions are mappings over the Lineage's clean keys (dicts, or `LazyParams` made key by key);
+`check_direction` puts one on the model's device and dtype, lazily.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from workbench.core.errors import ConfigError, DataError, unknown_name
+from workbench.core.lazy_params import LazyParams, shape_of
 from workbench.core.lineage import Lineage
 from workbench.core.models import NATIVE_CONFIG_ATTR
 from workbench.engines.tangent import loss_tangents
@@ -192,21 +193,23 @@ def _one_name_per_module(bridge: torch.nn.Module, actual: Mapping[str, tuple[str
     return out
 
 
-def check_direction(model: AlignmentModel, direction: Mapping[str, Tensor], name: str = "direction") -> Params:
-    """The direction on the model's device and dtype; every key known, missing keys are zero."""
+def check_direction(model: AlignmentModel, direction: Mapping[str, Tensor], name: str = "direction") -> LazyParams:
+    """The direction over every key of the model, on its device and dtype (missing keys zero),
+    checked now (unknown keys, shapes) and converted key by key when read (`LazyParams`): a lazy
+    direction stays lazy, a dict of tensors already on the model's device and dtype is not copied."""
     unknown = [k for k in direction if k not in model.params]
     if unknown:
         raise unknown_name("parameter key", unknown[0], model.params, fix=f"Keys of {name} must be the Lineage's clean keys.")
-    out = {}
-    for k, p in model.params.items():
-        if k in direction:
-            v = direction[k]
-            if tuple(v.shape) != tuple(p.shape):
-                raise DataError(f"{name}[{k!r}] has shape {tuple(v.shape)}; the parameter has {tuple(p.shape)}.")
-            out[k] = v.detach().to(p.device, p.dtype)
-        else:
-            out[k] = torch.zeros_like(p)
-    return out
+    for k in direction:
+        shape, want = shape_of(direction, k), model.params[k].shape
+        if tuple(shape) != tuple(want):
+            raise DataError(f"{name}[{k!r}] has shape {tuple(shape)}; the parameter has {tuple(want)}.")
+
+    def value(k: str) -> Tensor:
+        p = model.params[k]
+        return direction[k].detach().to(p.device, p.dtype) if k in direction else torch.zeros_like(p)
+
+    return LazyParams({k: p.shape for k, p in model.params.items()}, value)
 
 
 __all__ = ["AlignmentModel", "Backend", "Params", "check_direction", "score_dtype"]

@@ -40,7 +40,8 @@ class TokenScores:
 
 
 def jvp_scores(
-    model: AlignmentModel, objective: Objective, batch: Batch, at: Params, d: Params, method: JvpMethod = "auto"
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor], d: Mapping[str, Tensor],
+    method: JvpMethod = "auto",
 ) -> Float[Tensor, "batch seq_1"]:
     """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass, hand-written
     (`workbench.engines.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
@@ -48,7 +49,8 @@ def jvp_scores(
         raise unknown_name("jvp method", method, JVP_METHODS)
     if method == "explicit" or (method == "auto" and model.has_explicit_tangents):
         return -model.loss_tangents(at, d, objective, batch)
-    _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (at,), (d,))
+    tangents = {k: d[k] for k in at}  # a jvp needs the whole tangent at once (one direction at a time)
+    _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (dict(at),), (tangents,))
     return -tangent
 
 
