@@ -174,6 +174,8 @@ def read_result_record(directory: str | os.PathLike, kind: str,
         raise ArtifactError(f"{path} holds a {found!r} result, not {kind!r}. Load it with the result class of that kind.")
     check_version(record, str(path), SCHEMA_VERSION, what="result schema")
     validate(ResultRecord, record, str(path), fix="Re-run the analysis with this version of the workbench.")
+    if record.get("tensors") is None:
+        record.pop("tensors", None)  # "tensors": null is a result without tensors
     tensors: dict[str, Tensor] = {}
     if "tensors" in record:
         tensor_path = directory / record["tensors"]["file"]
