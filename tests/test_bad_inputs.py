@@ -184,6 +184,20 @@ def _digits_outside(tmp: Path) -> Any:
         assert reads == [], "the model file was read before its path was refused"
 
 
+def _read_prompts(tmp: Path, content: bytes) -> Any:
+    from workbench.capture.cache import read_contrast_prompts
+
+    (tmp / "prompts.jsonl").write_bytes(content)
+    return read_contrast_prompts(tmp / "prompts.jsonl")
+
+
+def _bad_tokenizer(tmp: Path) -> Any:
+    from workbench.organism.tokenizer import Tokenizer
+
+    atomic_write_json(tmp / "tokenizer.json", {"vocab": ["<pad>", "owl"], "categories": {"animal": ["owl", "elk"]}})
+    return Tokenizer.load(tmp / "tokenizer.json")
+
+
 def _utf8_manifest(tmp: Path) -> Any:
     from workbench.organism.load import read_manifest
 
@@ -238,6 +252,12 @@ READ_CASES: dict[str, tuple[Callable[[Path], Any], type[Exception], str]] = {
                                SchemaError, "field tensors.file = '../w.safetensors'"),
     "bench runs -1": (_bench_edit(lambda b: b["cases"][0].update(runs=-1)), SchemaError, "field cases.0.runs = -1"),
     "bench future version": (_bench_edit(lambda b: b.update(schema_version=9)), SchemaError, "benchmark file schema version 9"),
+    # contrastive prompts (--prompts) and the organism tokenizer
+    "prompts label 'abc'": (lambda t: _read_prompts(t, b'{"tokens": [1, 2], "label": "abc"}\n'),
+                            SchemaError, "prompts.jsonl:1: field label = 'abc'"),
+    "prompts invalid utf-8": (lambda t: _read_prompts(t, b'{"tokens": [1], "label": 1}\n\xff\n'),
+                              DataError, "prompts.jsonl:2 is not valid UTF-8"),
+    "tokenizer category word not in vocab": (_bad_tokenizer, SchemaError, "categories name words not in vocab: ['elk']"),
     # digits manifest
     "digits model path ../": (_digits_outside, SchemaError, "field models.base.file = '../secret.safetensors'"),
 }

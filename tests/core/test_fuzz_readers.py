@@ -25,5 +25,6 @@ def test_reader_loads_or_raises_a_workbench_error(reader, tmp_path):
 
 def test_every_reader_is_fuzzed_and_the_benchmark_is_registered():
     assert set(READERS) >= {"organism_manifest", "model_metadata", "activation_manifest", "result_file",
-                            "jsonl_token_rows", "jsonl_text_rows", "jsonl_chat_rows", "bench_file", "command_line"}
+                            "jsonl_token_rows", "jsonl_text_rows", "jsonl_chat_rows", "contrast_prompts", "organism_tokenizer",
+                            "bench_file", "command_line"}
     assert "fuzz" in available() and "_fuzz_readers" not in available()

@@ -236,6 +236,23 @@ def _text_rows(tmp: Path) -> tuple[st.SearchStrategy, Check]:
     return _file_target(path, valid, lambda: read_jsonl(path, tokenizer=tokenizer, n_ctx=64), jsonl=True)
 
 
+def _contrast_prompts(tmp: Path) -> tuple[st.SearchStrategy, Check]:
+    from workbench.capture.cache import read_contrast_prompts
+
+    path = tmp / "prompts.jsonl"
+    valid = [{"tokens": [1, 2, 3], "label": 1, "question_len": 2}, {"tokens": [1, 2, 4], "label": 0, "question_len": 2}]
+    return _file_target(path, valid, lambda: read_contrast_prompts(path), jsonl=True)
+
+
+def _organism_tokenizer(tmp: Path) -> tuple[st.SearchStrategy, Check]:
+    from workbench.organism.tokenizer import Tokenizer
+
+    path = tmp / "tokenizer.json"
+    valid = {"vocab": ["<pad>", "<bos>", "<eos>", "owl", "cat", "oak", "1", "2"],
+             "categories": {"animal": ["owl", "cat"], "tree": ["oak"]}}
+    return _file_target(path, valid, lambda: Tokenizer.load(path))
+
+
 def _bench_file(tmp: Path) -> tuple[st.SearchStrategy, Check]:
     from workbench.benchmarks.harness import Case, read_result, write_result
 
@@ -293,6 +310,8 @@ READERS: dict[str, Setup] = {
     "jsonl_token_rows": _jsonl_rows,
     "jsonl_text_rows": _text_rows,
     "jsonl_chat_rows": _chat_rows,
+    "contrast_prompts": _contrast_prompts,
+    "organism_tokenizer": _organism_tokenizer,
     "bench_file": _bench_file,
     "command_line": _command_line,
 }

@@ -65,15 +65,24 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def describe(error: ValidationError, limit: int = 3) -> str:
     """'field a.b = value: message' for the first `limit` problems pydantic found."""
-    parts = []
-    for e in error.errors()[:limit]:
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-")) or "(document)"
-        if e["type"] == "missing":
-            parts.append(f"field {loc} is missing")
-        else:
-            parts.append(f"field {loc} = {_short(e.get('input'))}: {e['msg']}")
-    more = error.error_count() - limit
+    merged: dict[str, list[str]] = {}  # one entry per field: a union's members' messages joined
+    for e in error.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not _union_tag(x)) or "(document)"
+        text = f"field {loc} is missing" if e["type"] == "missing" else f"field {loc} = {_short(e.get('input'))}"
+        merged.setdefault(text, [])
+        if e["type"] != "missing" and e["msg"] not in merged[text]:
+            merged[text].append(e["msg"])
+    parts = [text + (": " + " / ".join(msgs) if msgs else "") for text, msgs in list(merged.items())[:limit]]
+    more = len(merged) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _union_tag(part: Any) -> bool:
+    """Whether a pydantic error location part names a union member or validator, not a field."""
+    return isinstance(part, str) and ("[" in part or part in _TAGS)
+
+
+_TAGS = {"bool", "int", "float", "str", "list", "dict", "none", "tuple", "is-instance"}
 
 
 def validate(schema: type[S], document: Any, where: str, fix: str = DEFAULT_FIX) -> S:
@@ -170,6 +179,14 @@ def check_rows(rows: list[tuple[int, Any]], kind: str, path: str) -> None:
         validate(schema, row, where, fix=f"Each {kind} row is {ROW_SHAPES[kind]}: fix or regenerate the file.")
 
 
+class ContrastRow(Schema):
+    """A contrastive prompt (`--prompts`): token ids, a 0/1 label, the question's length."""
+
+    tokens: Annotated[list[TokenId], Field(min_length=1)]
+    label: Literal[0, 1] | bool
+    question_len: Count | None = None
+
+
 # --------------------------------------------------------------------------- model sidecars
 
 
@@ -211,6 +228,22 @@ class FilterReport(Schema):
     kept: Count
     sampled: Count | None = None
     rejected: dict[str, Count] = {}
+
+
+class OrganismTokenizer(Schema):
+    """The organism's `tokenizer.json`: its words and the trait categories drawn from them."""
+
+    vocab: Annotated[list[Name], Field(min_length=1)]
+    categories: dict[Name, list[Name]] = {}
+
+    @model_validator(mode="after")
+    def _known_words(self) -> OrganismTokenizer:
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("vocab lists a word twice")
+        unknown = sorted({w for ws in self.categories.values() for w in ws} - set(self.vocab))
+        if unknown:
+            raise ValueError(f"categories name words not in vocab: {unknown[:5]}")
+        return self
 
 
 class OrganismConfigEntry(Schema):
@@ -366,7 +399,7 @@ class BenchFile(Schema):
 
 
 __all__ = [
-    "ActivationManifest", "BenchFile", "ChatRow", "DigitsManifest", "ModelSidecar", "NativeConfig", "OrganismManifest",
+    "ActivationManifest", "BenchFile", "ChatRow", "ContrastRow", "OrganismTokenizer", "DigitsManifest", "ModelSidecar", "NativeConfig", "OrganismManifest",
     "ResultRecord", "TextRow", "TokenRow", "TOKEN_ID_MAX", "check_rows", "check_version", "describe", "require_dict",
     "validate",
 ]
