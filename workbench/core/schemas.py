@@ -234,7 +234,7 @@ class OrganismTokenizer(Schema):
     """The organism's `tokenizer.json`: its words and the trait categories drawn from them."""
 
     vocab: Annotated[list[Name], Field(min_length=1)]
-    categories: dict[Name, list[Name]] = {}
+    categories: dict[Name, list[Name]]
 
     @model_validator(mode="after")
     def _known_words(self) -> OrganismTokenizer:
