@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from workbench.benchmarks.harness import Case, main, time_case, time_interleaved, write_result
+from workbench.benchmarks.harness import Case, main, read_result, time_case, time_interleaved, write_result
 from workbench.core.errors import WorkbenchError
 
 
@@ -13,7 +13,8 @@ def test_time_case_and_ratio_against_baseline(tmp_path):
     assert slow.median_s >= 0.02 and fast.median_s >= 0.005 and slow.peak_rss_mb > 0
     path = write_result("demo", "cpu", [slow, fast], tmp_path)
     data = json.loads(path.read_text())
-    assert set(data) == {"name", "device", "versions", "cases"}
+    assert set(data) == {"schema_version", "name", "device", "versions", "cases"}
+    assert read_result(path) == data  # the schema accepts what the harness writes
     row = data["cases"][1]
     assert set(row) >= {"label", "runs", "median_s", "iqr_s", "peak_rss_mb", "baseline", "ratio"}
     assert row["ratio"] == pytest.approx(fast.median_s / slow.median_s) and row["ratio"] < 1

@@ -179,8 +179,33 @@ def test_run_maps_workbench_errors_to_exit_2(capsys):
     err = capsys.readouterr().err
     assert err == "error: bad value 3. Fix it.\n"
     assert run(lambda: None) == 0 and run(lambda code: code, code=4) == 4
-    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
-        run(lambda: 1 / 0)
+
+
+def test_run_reports_a_bug_in_one_paragraph_and_saves_its_traceback(tmp_path, monkeypatch, capsys):
+    import workbench.cli.common as common
+
+    monkeypatch.setattr(common, "LOG_DIR", tmp_path / "logs")
+
+    def buggy():
+        return 1 / 0
+
+    assert run(buggy) == 1  # a bug is not a user error (2), and no wall of frames
+    err = capsys.readouterr().err
+    assert "unexpected ZeroDivisionError" in err and "report it" in err and "Traceback" not in err
+    saved = list((tmp_path / "logs").glob("*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    assert "ZeroDivisionError" in saved[0].read_text() and "buggy" in saved[0].read_text()
+
+
+def test_run_maps_os_errors_to_exit_2_naming_the_path(capsys):
+    import errno
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/x.json")
+
+    assert run(full_disk) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot use /data/out/x.json: No space left on device (the disk is full")
 
 
 def test_localise_on_a_missing_folder_exits_2_with_a_clear_message(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """`python -m workbench.bench NAME...`: run named benchmarks, write `artifacts/bench/NAME.json`.
 
 Schema (DESIGN.md section 4):
-    {name, device, versions, cases: [{label, runs, median_s, iqr_s, peak_rss_mb, baseline, ratio}]}
+    {schema_version, name, device, versions, cases: [{label, runs, median_s, iqr_s, peak_rss_mb, baseline, ratio}]}
 `ratio` is median_s / (median_s of the case named by `baseline`) in the same run: speed is
 reported as ratios against a baseline measured alongside, never as absolute wall-clock claims.
 Peak RSS is sampled in a background thread while a case runs (process-wide, in MB).
@@ -26,10 +26,12 @@ import torch
 
 from workbench.cli import common
 from workbench.core.errors import WorkbenchError, unknown_name
-from workbench.core.io import atomic_write_json
+from workbench.core.io import atomic_write_json, read_json
 from workbench.core.provenance import package_versions
+from workbench.core.schemas import BenchFile, check_version, require_dict, validate
 
 DEFAULT_OUT = Path("artifacts/bench")
+BENCH_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -139,8 +141,18 @@ def fill_ratios(cases: list[Case]) -> list[Case]:
 def write_result(name: str, device: torch.device, cases: list[Case], out_dir: Path = DEFAULT_OUT) -> Path:
     path = Path(out_dir) / f"{name}.json"
     rows = [{k: v for k, v in asdict(c).items() if v is not None or k in ("baseline", "ratio")} for c in fill_ratios(cases)]
-    atomic_write_json(path, {"name": name, "device": str(device), "versions": package_versions(), "cases": rows})
+    atomic_write_json(path, {"schema_version": BENCH_SCHEMA_VERSION, "name": name, "device": str(device),
+                             "versions": package_versions(), "cases": rows})
     return path
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A benchmark file written by `write_result`, schema-checked (`workbench.core.schemas.BenchFile`)."""
+    where = str(path)
+    record = require_dict(read_json(path), where, "benchmark file")
+    check_version(record, where, BENCH_SCHEMA_VERSION, what="benchmark file schema")
+    validate(BenchFile, record, where, fix="Rerun the benchmark: python -m workbench.bench NAME.")
+    return record
 
 
 # --- discovery -------------------------------------------------------------------------------

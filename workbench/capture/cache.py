@@ -87,25 +87,21 @@ def contrast_prompts(trait: Trait) -> ContrastPrompts:
 
 def read_contrast_prompts(path: str | os.PathLike) -> ContrastPrompts:
     """JSONL rows {"tokens": [ids], "label": 0|1[, "question_len": int]}."""
-    import json
     from pathlib import Path
 
-    from workbench.core.inputs import _ids
+    from workbench.core.inputs import _read_lines
+    from workbench.core.schemas import ContrastRow, validate
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"No prompts file at {path}. Fix the --prompts path.")
     rows, labels, qlen = [], [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            rows.append(_ids(r["tokens"], lineno, "tokens"))
-            labels.append(bool(r["label"]))
-            qlen.append(int(r.get("question_len", len(r["tokens"]))))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f'{path}:{lineno}: expected {{"tokens": [ids], "label": 0|1}} ({e}).') from e
+    for lineno, r in _read_lines(path, None):  # invalid UTF-8 or JSON: DataError naming the line
+        row = validate(ContrastRow, r, f"{path}:{lineno}",
+                       fix='Each row is {"tokens": [ids], "label": 0|1[, "question_len": int]}: fix the file.')
+        rows.append(list(row.tokens))
+        labels.append(bool(row.label))
+        qlen.append(row.question_len if row.question_len is not None else len(row.tokens))
     return _pad(rows, labels, qlen)
 
 

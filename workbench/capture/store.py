@@ -68,6 +68,8 @@ from workbench.core.io import (
     sha256_file,
     to_json,
 )
+from workbench.core.errors import SchemaError
+from workbench.core.schemas import ActivationManifest, check_version, validate
 
 STORE_KIND = "activations"
 STORE_SCHEMA_VERSION = 1
@@ -444,12 +446,11 @@ class ActivationStore:
         manifest = read_json(path)
         if not isinstance(manifest, dict) or manifest.get("kind") != STORE_KIND:
             raise ArtifactError(f"{path} is not an activation artifact (kind {manifest.get('kind') if isinstance(manifest, dict) else None!r}).")
-        version = manifest.get("store_schema_version")
-        if version != STORE_SCHEMA_VERSION:
-            raise ArtifactError(
-                f"{path} has activation-store schema version {version!r}; this workbench reads version "
-                f"{STORE_SCHEMA_VERSION}. Re-capture with this version of the workbench."
-            )
+        check_version(manifest, str(path), STORE_SCHEMA_VERSION, key="store_schema_version", what="activation-store schema")
+        validate(ActivationManifest, manifest, str(path), fix="The artifact is corrupt: delete it and capture again.")
+        if manifest["storage_dtype"] not in STORAGE_DTYPES:
+            raise SchemaError(f"{path}: field storage_dtype = {manifest['storage_dtype']!r} is not one of "
+                              f"{sorted(STORAGE_DTYPES)}. The artifact is corrupt: delete it and capture again.")
         return cls(directory, manifest, verify=verify)
 
     # ---- what is in it

@@ -8,8 +8,9 @@ saves a result, and how it fails.
   default is written once, in the dataclass; `values(args)` gives them back as its fields.
 - `organism_seeds` lists the seed directories a command loops over, all checked before any work.
 - `save_with_figures` saves one result and writes its HTML figures beside it.
-- `run(body, ...)` runs a command's body: a `WorkbenchError` becomes `error: <message>` on
-  stderr and exit code 2, with no traceback.
+- `run(body, ...)` runs a command's body: a `WorkbenchError` (or an OSError such as a full
+  disk) becomes `error: <message>` on stderr and exit code 2, with no traceback; any other
+  exception a short "this is a bug, report it" paragraph, its traceback saved to a file.
 
     from workbench.cli import common
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 import torch
 
 from workbench.core.errors import ArtifactError, ConfigError, WorkbenchError
+from workbench.core.io import write_error
 from workbench.core.models import resolve_device
 from workbench.results.figures import write_result_figures
 
@@ -264,11 +267,64 @@ def save_with_figures(result: Any, directory: str | Path) -> Path:
 
 
 def run(body: Callable[..., int | None], *args: Any, **kwargs: Any) -> int:
-    """Call `body(*args, **kwargs)` and return its exit code (None: 0); a WorkbenchError becomes
-    `error: <message>` on stderr and exit code 2, with no traceback."""
+    """Call `body(*args, **kwargs)` and return its exit code (None: 0), the one error path of every
+    `python -m workbench.*` command:
+
+    - a WorkbenchError becomes `error: <message>` on stderr and exit code 2, with no traceback;
+    - an OSError (read-only or full disk, a file where a folder should be) becomes an `error:`
+      line naming the path and the fix, exit code 2;
+    - any other exception is a bug: one short paragraph saying where to report it, the traceback
+      saved to a file (`artifacts/logs/<command>-<time>.txt`, or the temp folder), exit code 1.
+    """
     try:
         code = body(*args, **kwargs)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {write_error(e.filename or '(unnamed path)', e, 'use')}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no wall of frames
+        entry = entry_name(body)
+        saved = save_traceback(entry)
+        where = f"The traceback is saved in {saved}." if saved else "The traceback could not be saved."
+        print(f"error: unexpected {type(e).__name__} in {entry}: {str(e)[:300]}\nThis is a bug in the workbench, not "
+              f"in your input. {where} Please report it (the command line, that file and `pip show workbench`) on the "
+              f"workbench issue tracker ({REPORT_TO}).", file=sys.stderr)
+        return 1
     return 0 if code is None else int(code)
+
+
+def entry_name(body: Callable[..., Any]) -> str:
+    """The command a body belongs to ("compare" for workbench.cli.compare, "organism" for
+    workbench.organism.__main__ run with -m)."""
+    module = getattr(body, "__module__", None) or "workbench"
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else "workbench"
+    parts = [p for p in module.split(".") if p not in ("__main__", "cli")]
+    return parts[-1] if parts else "workbench"
+
+
+REPORT_TO = "the `issues` tracker of the workbench repository"
+LOG_DIR = Path("artifacts/logs")
+
+
+def save_traceback(entry: str, log_dir: Path | None = None) -> Path | None:
+    """Write the current exception's traceback to `<log_dir>/<entry>-<time>.txt` (artifacts/logs,
+    or the temp folder when that is not writable); None when neither is."""
+    import tempfile
+    import time
+    import traceback
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = f"python -m workbench.{entry} {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    for folder in (log_dir or LOG_DIR, Path(tempfile.gettempdir()) / "workbench-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{entry}-{stamp}-{os.getpid()}.txt"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None

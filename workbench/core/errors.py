@@ -45,6 +45,12 @@ class LockError(ArtifactError):
     """Another writer holds the lock on an artifact."""
 
 
+class SchemaError(ArtifactError, DataError):
+    """A file or row whose content breaks its schema (a missing field, a wrong type, a value out of
+    range, a future schema version): the message names the file, the field, the value and the fix.
+    Both an ArtifactError (a file) and a DataError (a data row), so callers catching either see it."""
+
+
 def close_matches(name: str, valid: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to `name`, best first (for 'did you mean' messages)."""
     valid = list(valid)

@@ -34,10 +34,10 @@ from torch import Tensor
 
 from workbench.core.errors import DataError
 from workbench.core.io import atomic_write_text
+from workbench.core.schemas import check_rows
 from workbench.core.text_rows import TextEncoder, file_kind, tokenize_rows
 
 MaskMode = Literal["completion", "all"]
-_ROW_KEYS = ("prompt", "completion", "source")
 
 
 @dataclass(frozen=True)
@@ -333,20 +333,13 @@ def read_jsonl(
             break
         raw = _read_lines(path, None if limit is None else limit - len(rows))
         kind = file_kind(raw, str(path))
+        check_rows(raw, kind, str(path))  # every row's keys, types and ranges, before any is used
         if kind != "tokens":
             if encoder is None and tokenizer is not None:
                 encoder = TextEncoder(tokenizer, n_ctx)
             rows += tokenize_rows(raw, kind, encoder, str(path))
             continue
-        for lineno, row in raw:
-            missing = [k for k in _ROW_KEYS if k not in row] if isinstance(row, dict) else list(_ROW_KEYS)
-            if missing:
-                raise DataError(
-                    f"{path}:{lineno} lacks {missing}; each row needs "
-                    '{"prompt": [ids], "completion": [ids], "source": str} (plus seed, prompt_id), or text rows '
-                    '{"prompt": str, "completion": str, "source": str} or {"messages": [...], "source": str}.'
-                )
-            rows.append(row)
+        rows += [row for _, row in raw]
     return rows
 
 
@@ -355,16 +348,22 @@ def _read_lines(path: Path, limit: int | None) -> list[tuple[int, Any]]:
     if not path.is_file():
         raise DataError(f"No data file at {path}. Generate the distillation data first, or fix the path.")
     out: list[tuple[int, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, data in enumerate(f, 1):
             if limit is not None and len(out) >= limit:
                 break
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno} is not valid UTF-8 (byte {data[e.start:e.start + 1]!r} at column "
+                                f"{e.start + 1}). Save the file as UTF-8, or regenerate it.") from None
             if not line.strip():
                 continue
             try:
                 out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e}). Regenerate the file.") from e
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise DataError(f"{path}:{lineno} is not valid JSON ({type(e).__name__}: {str(e)[:200]}). "
+                                "Regenerate the file.") from None
     return out
 
 

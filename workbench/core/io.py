@@ -7,6 +7,7 @@ never leaves a half-written file: readers see either the old file or the new one
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -39,11 +40,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
     """Write `data` to `path` atomically (temp in the same dir, fsync, rename). Returns sha256."""
     path = Path(path)
+    ensure_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise ArtifactError(f"Cannot create directory {path.parent}: {e}. Choose a writable path.") from e
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        raise write_error(path, e) from e
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are for other tools to read
         with os.fdopen(fd, "wb") as f:
@@ -51,11 +52,44 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, ArtifactError):
+            raise write_error(path, e) from e
         raise
     return sha256_bytes(data)
+
+
+_WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full: free space or choose another --out",
+    errno.EDQUOT: "the disk quota is exceeded: free space or choose another --out",
+    errno.EACCES: "the folder is not writable: fix its permissions or choose another --out",
+    errno.EPERM: "the folder is not writable: fix its permissions or choose another --out",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path or choose another --out",
+    errno.EEXIST: "a file is where a folder should be: fix the path or choose another --out",
+    errno.EISDIR: "a folder is where the file should be: remove it or choose another --out",
+}
+
+
+def write_error(path: str | os.PathLike, error: OSError, action: str = "write") -> ArtifactError:
+    """An ArtifactError naming the path a write failed on and the fix (full disk, read-only folder,
+    a file where a folder should be); a failed atomic write leaves the previous file as it was."""
+    fix = _WRITE_FIXES.get(error.errno or 0, "check the path and the disk, or choose another --out")
+    return ArtifactError(f"Cannot {action} {path}: {error.strerror or error} ({fix}). Anything already there is left "
+                         "unchanged.")
+
+
+def ensure_dir(directory: str | os.PathLike) -> Path:
+    """Create `directory` (and parents); an ArtifactError naming it when that is impossible
+    (read-only, full disk, a file in the way)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(directory, e, "create directory") from e
+    return directory
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
@@ -77,8 +111,13 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ArtifactError(f"Missing file {path}. Was it written by the workbench?") from e
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"Corrupt JSON in {path}: {e}. Delete it and rerun the step that wrote it.") from e
+    except IsADirectoryError as e:
+        raise ArtifactError(f"{path} is a directory, not a JSON file. Fix the path.") from e
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path} is not valid UTF-8 (byte offset {e.start}): it is corrupt or not a workbench "
+                            "file. Delete it and rerun the step that wrote it.") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"Corrupt JSON in {path}: {str(e)[:200]}. Delete it and rerun the step that wrote it.") from None
 
 
 def save_tensors(

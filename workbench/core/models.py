@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, NumericsError
+from workbench.core.errors import ArtifactError, ChecksumError, ConfigError, NumericsError, SchemaError
 from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from workbench.core.schemas import ModelSidecar, check_version, require_dict, validate
+
+MODEL_SCHEMA_VERSION = 1
 
 NATIVE_CONFIG_ATTR = "workbench_native_config"
 
@@ -83,7 +86,7 @@ def save_model(path: str | os.PathLike, bridge: TransformerBridge, meta: dict[st
     sha = save_tensors(path.with_suffix(".safetensors"), clean_state_dict(bridge))
     atomic_write_json(
         path.with_suffix(".json"),
-        {"native_config": native_config_of(bridge), "meta": meta or {}, "sha256": sha},
+        {"schema_version": MODEL_SCHEMA_VERSION, "native_config": native_config_of(bridge), "meta": meta or {}, "sha256": sha},
     )
     return sha
 
@@ -96,17 +99,52 @@ def load_model(
     sidecar = path.with_suffix(".json")
     if not sidecar.exists():
         raise ArtifactError(f"No model at {path}: {sidecar} is missing. Build the organism first.")
-    info = read_json(sidecar)
-    sha = info.get("sha256") if isinstance(info, dict) else None
-    if not isinstance(sha, str) or len(sha) != 64:
-        raise ChecksumError(
-            f"{sidecar} records no valid \"sha256\" for {path.with_suffix('.safetensors').name} (got {sha!r}), so its "
-            "weights cannot be verified and are not loaded. Rebuild the organism (python -m workbench.organism) or "
-            "save the model again with workbench.core.models.save_model."
-        )
-    state = load_tensors(path.with_suffix(".safetensors"), expected_sha256=sha)
+    info = read_sidecar(sidecar, need_checksum=True)
+    state = load_tensors(path.with_suffix(".safetensors"), expected_sha256=info["sha256"])
+    check_shapes(state, info["native_config"], path.with_suffix(".safetensors"))
     check_finite_weights(str(path), state)
-    return boot_native(info["native_config"], device=device, dtype=dtype, state_dict=state)
+    try:
+        return boot_native(info["native_config"], device=device, dtype=dtype, state_dict=state)
+    except (RuntimeError, ValueError, TypeError, AssertionError, KeyError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ArtifactError(f"The model at {path} cannot be built from {sidecar.name} ({type(e).__name__}: "
+                            f"{str(e)[:300]}). Its config and weights disagree: rebuild or re-export it.") from e
+
+
+def read_sidecar(sidecar: str | os.PathLike, need_checksum: bool = False) -> dict[str, Any]:
+    """A model's `.json` sidecar, schema-checked (`workbench.core.schemas.ModelSidecar`);
+    `need_checksum`: a missing or malformed "sha256" is a ChecksumError (its weights are about to
+    be loaded, and unverified weights are never loaded)."""
+    where = str(sidecar)
+    info = require_dict(read_json(sidecar), where, "model sidecar")
+    sha = info.get("sha256")
+    if need_checksum and not (isinstance(sha, str) and len(sha) == 64):
+        raise ChecksumError(
+            f"{sidecar} records no valid \"sha256\" for {Path(sidecar).with_suffix('.safetensors').name} (got "
+            f"{sha!r}), so its weights cannot be verified and are not loaded. Rebuild the organism (python -m "
+            "workbench.organism) or save the model again with workbench.core.models.save_model.")
+    check_version(info, where, MODEL_SCHEMA_VERSION, what="model sidecar schema")
+    validate(ModelSidecar, info, where, fix="Rebuild the model (or the organism) that wrote it.")
+    return info
+
+
+def check_shapes(state: dict[str, torch.Tensor], config: dict[str, Any], path: Path) -> None:
+    """Compare the weights' embedding shapes and block count with the config before booting it,
+    so a tampered config never allocates a model far larger than its weights (SchemaError)."""
+    want: dict[str, tuple[int, ...]] = {}
+    if "embed.weight" in state and config.get("d_vocab"):
+        want["embed.weight"] = (config["d_vocab"], config["d_model"])
+    if "pos_embed.weight" in state:
+        want["pos_embed.weight"] = (config["n_ctx"], config["d_model"])
+    for key, shape in want.items():
+        if tuple(state[key].shape) != shape:
+            raise SchemaError(f"{path}: {key} has shape {tuple(state[key].shape)} but the config in its .json says "
+                              f"{shape} (d_vocab/n_ctx, d_model). The weights and config disagree: rebuild the model.")
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if blocks and len(blocks) != config["n_layers"]:
+        raise SchemaError(f"{path} holds {len(blocks)} blocks but its .json says n_layers = {config['n_layers']}. "
+                          "The weights and config disagree: rebuild the model.")
 
 
 def check_finite_weights(model: str, state: Mapping[str, torch.Tensor]) -> None:
@@ -125,4 +163,4 @@ def check_finite_weights(model: str, state: Mapping[str, torch.Tensor]) -> None:
 
 
 def model_meta(path: str | os.PathLike) -> dict[str, Any]:
-    return read_json(Path(path).with_suffix(".json")).get("meta", {})
+    return read_sidecar(Path(path).with_suffix(".json")).get("meta", {})

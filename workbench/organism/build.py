@@ -38,6 +38,7 @@ from workbench.organism.corpus import (
     prompt_length,
 )
 from workbench.organism.data_files import DATA_KEY, data_record
+from workbench.organism.load import read_organism_manifest
 from workbench.organism.sampling import sample_continuations
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.training import (
@@ -363,7 +364,7 @@ def _other_seeds_with_same_config(out: Path, cfg: OrganismConfig, skip: set[int]
     """Seeds built earlier under `out` with this exact config, so summary.json covers them all."""
     found = []
     for path in out.glob("seed*/manifest.json"):
-        manifest = read_json(path)
+        manifest = read_organism_manifest(path)
         if manifest.get("seed") not in skip and manifest.get("config") == cfg.to_dict():
             found.append(SeedBuild(manifest["seed"], path.parent, manifest))
     return sorted(found, key=lambda b: b.seed)
@@ -387,7 +388,7 @@ def load_manifests(organism_dir: str | Path) -> list[dict[str, Any]]:
     paths = sorted(Path(organism_dir).glob("seed*/manifest.json"), key=lambda p: int(p.parent.name[4:]))
     if not paths:
         raise ArtifactError(f"No seed*/manifest.json under {organism_dir}. Build it: python -m workbench.organism --out {organism_dir}")
-    return [read_json(p) for p in paths]
+    return [read_organism_manifest(p) for p in paths]
 
 
 def shared_organism_dir(default_preset: str = "tiny") -> Path:

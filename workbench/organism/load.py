@@ -22,6 +22,8 @@ from workbench.core.io import read_json
 from workbench.core.lineage import EXTRA_ROLE, ROLES, Lineage, ModelRecord
 from workbench.core.models import load_model, model_meta
 from workbench.organism.data_files import verify_data_file
+from workbench.core.provenance import SCHEMA_VERSION
+from workbench.core.schemas import OrganismManifest, check_version, require_dict, validate
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.trait import organism_trait
 from workbench.trait import Trait
@@ -32,7 +34,16 @@ def read_manifest(seed_dir: str | os.PathLike) -> dict[str, Any]:
     seed_dir = Path(seed_dir)
     if not (seed_dir / "manifest.json").exists():
         raise ArtifactError(f"No organism seed at {seed_dir} (manifest.json missing). Build it with python -m workbench.organism.")
-    return read_json(seed_dir / "manifest.json")
+    return read_organism_manifest(seed_dir / "manifest.json")
+
+
+def read_organism_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """A seed's manifest.json, schema-checked (`workbench.core.schemas.OrganismManifest`)."""
+    where = str(path)
+    manifest = require_dict(read_json(path), where, "organism manifest")
+    check_version(manifest, where, SCHEMA_VERSION, what="organism manifest schema")
+    validate(OrganismManifest, manifest, where, fix="Rebuild the seed with python -m workbench.organism.")
+    return manifest
 
 
 def load_lineage(

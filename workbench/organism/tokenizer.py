@@ -14,6 +14,7 @@ from pathlib import Path
 
 from workbench.core.errors import DataError, unknown_name
 from workbench.core.io import atomic_write_json, read_json
+from workbench.core.schemas import OrganismTokenizer, validate
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -121,4 +122,5 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         info = read_json(Path(path))
+        validate(OrganismTokenizer, info, str(path), fix="Rebuild the organism seed that wrote it.")
         return cls(vocab=tuple(info["vocab"]), categories={k: tuple(v) for k, v in info["categories"].items()})

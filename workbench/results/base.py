@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_chec
 import torch
 from torch import Tensor
 
-from workbench.core.errors import ArtifactError, ConfigError
-from workbench.core.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from workbench.core.errors import ArtifactError, ConfigError, SchemaError, WorkbenchError
+from workbench.core.io import atomic_write_json, ensure_dir, load_tensors, read_json, save_tensors, sha256_file
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
+from workbench.core.schemas import ResultRecord, check_version, validate
 from workbench.results.fields import (
     flatten_tensors,
     is_tensor_tree,
@@ -119,9 +120,21 @@ class ResultBase:
         orders = record.get("key_order", {})
         kwargs = {}
         for name, value in data.items():
-            value = unflatten_tensors(value, tensors, where) if name in tensor_fields else rebuild(value, hints.get(name, Any))
-            kwargs[name] = restore_order(value, orders.get(name))
-        return cls(**kwargs)
+            try:
+                value = unflatten_tensors(value, tensors, where) if name in tensor_fields else rebuild(value, hints.get(name, Any))
+                kwargs[name] = restore_order(value, orders.get(name))
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+                if isinstance(e, WorkbenchError):
+                    raise
+                raise SchemaError(f"{where}: field data.{name} cannot be read as {cls.__name__}.{name} "
+                                  f"({type(e).__name__}: {str(e)[:200]}). Re-run the analysis with this version.") from e
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, WorkbenchError):
+                raise
+            raise SchemaError(f"{where} does not make a {cls.__name__} ({type(e).__name__}: {str(e)[:200]}). "
+                              "Re-run the analysis with this version.") from e
 
 
 # --------------------------------------------------------------------------- the files
@@ -135,8 +148,7 @@ def write_result_files(directory: str | os.PathLike, kind: str, data: dict[str, 
     The JSON records the schema version, package versions and the tensor file's sha256, so
     `read_result_record` verifies the tensors it loads.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_dir(directory)
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": kind, "versions": package_versions(), "data": data}
     if tensors:
         tensor_path = directory / f"{kind}.safetensors"
@@ -160,14 +172,17 @@ def read_result_record(directory: str | os.PathLike, kind: str,
     if not isinstance(record, dict) or record.get("kind") != kind:
         found = record.get("kind") if isinstance(record, dict) else type(record).__name__
         raise ArtifactError(f"{path} holds a {found!r} result, not {kind!r}. Load it with the result class of that kind.")
-    if record.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path} has schema version {record.get('schema_version')!r}; this workbench reads version {SCHEMA_VERSION}. "
-            "Re-run the analysis with this version."
-        )
+    check_version(record, str(path), SCHEMA_VERSION, what="result schema")
+    validate(ResultRecord, record, str(path), fix="Re-run the analysis with this version of the workbench.")
+    if record.get("tensors") is None:
+        record.pop("tensors", None)  # "tensors": null is a result without tensors
     tensors: dict[str, Tensor] = {}
     if "tensors" in record:
-        tensors = load_tensors(directory / record["tensors"]["file"], device=device, expected_sha256=record["tensors"]["sha256"])
+        tensor_path = directory / record["tensors"]["file"]
+        if not tensor_path.resolve().is_relative_to(directory.resolve()):
+            raise ArtifactError(f"{path} names the tensor file {record['tensors']['file']!r}, which resolves outside "
+                                f"{directory}. Refusing to read it; re-run the analysis.")
+        tensors = load_tensors(tensor_path, device=device, expected_sha256=record["tensors"]["sha256"])
     return record, tensors
 
 

@@ -18,6 +18,7 @@ from workbench.core.errors import ArtifactError, unknown_name
 from workbench.core.io import atomic_write_json, load_tensors, read_json, read_tensor_metadata, save_tensors
 from workbench.core.models import resolve_device
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
+from workbench.core.schemas import DigitsManifest, check_version, require_dict, validate
 from workbench.organism.digits.config import KIND, PARENTS, ROLES, DigitsConfig
 from workbench.organism.digits.model import DigitsMLP, hook_names
 from workbench.organism.digits.results import SeedResult
@@ -92,13 +93,21 @@ def load_digits_seed(
 ) -> tuple[dict[str, DigitsMLP], dict[str, Any]]:
     """Load the models of one seed directory (checksums verified) and its manifest."""
     seed_dir = Path(seed_dir)
-    manifest = read_json(seed_dir / "manifest.json")
+    where = str(seed_dir / "manifest.json")
+    manifest = require_dict(read_json(seed_dir / "manifest.json"), where, "digits seed manifest")
     if manifest.get("kind") != KIND + ".seed":
-        raise ArtifactError(f"{seed_dir / 'manifest.json'} is not a digits seed manifest. Pass a seed{{N}} directory.")
+        raise ArtifactError(f"{where} is not a digits seed manifest. Pass a seed{{N}} directory.")
+    check_version(manifest, where, SCHEMA_VERSION, what="digits manifest schema")
+    # model paths are checked to stay inside the seed directory here, before any file is read
+    validate(DigitsManifest, manifest, where, fix="Rebuild the seed with python -m workbench.organism.digits.")
     models = {}
     for role in roles:
         if role not in manifest["models"]:
             raise unknown_name("digits role", role, manifest["models"])
         entry = manifest["models"][role]
-        models[role] = load_digits_model(seed_dir / entry["file"], device, entry["sha256"])
+        path = seed_dir / entry["file"]
+        if not path.resolve().is_relative_to(seed_dir.resolve()):  # a symlink that leads out of the seed
+            raise ArtifactError(f"{where} names {entry['file']!r} for {role}, which resolves outside {seed_dir} "
+                                f"({path.resolve()}). Refusing to read it; rebuild the seed.")
+        models[role] = load_digits_model(path, device, entry["sha256"])
     return models, manifest
