@@ -115,8 +115,8 @@ def test_model_listed_without_shards_is_an_error_not_uninitialised_memory(lin, t
     m = json.loads(path.read_text())
     m["shards"] = [x for x in m["shards"] if x["model"] != "student"]
     path.write_text(json.dumps(m))
-    with pytest.raises(ArtifactError, match="no shard for rows 0.. of model 'student'"):
-        ActivationStore.open(s.directory)
+    with pytest.raises(ArtifactError, match=r"model 'student'.*(cover rows \[0, 0\)|no shard for rows 0)"):
+        ActivationStore.open(s.directory)  # the manifest's schema (or the coverage check behind it) refuses it
     s.manifest["shards"] = m["shards"]  # a store opened before the edit
     with pytest.raises(ArtifactError, match="student"):
         s.verify_all()
