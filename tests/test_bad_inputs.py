@@ -370,3 +370,19 @@ def test_every_command_answers_a_bad_manifest_with_one_line_and_exit_2(command, 
             "invalid utf-8": "not valid UTF-8"}[bad] in err
     assert str(seed / "manifest.json") in err
     assert tree_digest(bystander) == before
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_an_unwritable_out_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """`--out` naming a file (or a folder under one) is an error at once, before models load or an
+    organism builds: nothing is written anywhere and the seed is never read."""
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    missing = tmp_path / "no-organism-here"  # would be built (probe) or refused (others) if reached
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert _main(command)([*COMMANDS[command](missing), "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and str(blocker) in err
+    assert "No organism" not in err  # refused before the organism was looked at
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

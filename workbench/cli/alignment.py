@@ -65,7 +65,7 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def align_seeds(args: argparse.Namespace) -> int:
     """Score every asked seed, then summarise the detection AUROCs over seeds."""
-    out = Path(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
+    out = common.writable_out(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
     device = str(common.device_of(args))
     results = []
     for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):

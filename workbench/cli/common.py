@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 
 from workbench.core.errors import ArtifactError, ConfigError, WorkbenchError
-from workbench.core.io import write_error
+from workbench.core.io import ensure_dir, write_error
 from workbench.core.models import resolve_device
 from workbench.results.figures import write_result_figures
 
@@ -53,6 +53,21 @@ class FlagTarget(Protocol):
 def command_parser(prog: str, description: str, *, epilog: str | None = None) -> argparse.ArgumentParser:
     """An argument parser for `python -m <prog>`; add the flags the command takes."""
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+
+
+def writable_out(directory: str | os.PathLike) -> Path:
+    """`--out` made and proven writable BEFORE any work (an ArtifactError naming it when it is a
+    file, read-only or on a full disk), not after minutes of analysis when the result is saved."""
+    import tempfile
+
+    directory = ensure_dir(directory)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise write_error(directory, e, "write to") from e
+    return directory
 
 
 def add_device_flag(parser: FlagTarget, default: str = "cpu") -> None:

@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 def compare_seeds(args: argparse.Namespace) -> int:
     """Compare every asked seed, then aggregate over seeds and print the table against the teacher."""
     device = common.device_of(args)
-    out = Path(args.out) / args.data
+    out = common.writable_out(Path(args.out) / args.data)
     results = []
     for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
         cfg = CompareConfig(**COMPARE_FLAGS.values(args))

@@ -434,6 +434,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     for s in args.sections:
         if s not in SECTIONS:
             raise unknown_name("section", s, SECTIONS)
+    common.writable_out(args.out)  # before any model loads or organism builds
     if args.max_rows < 10:
         raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}

@@ -110,6 +110,8 @@ def print_seed(seed_dir: Path, w: WeightDeltaResult, d: DeltaPatchingResult, a: 
 def localise_seeds(args: argparse.Namespace) -> int:
     """Localise every seed, print each seed's table, then mean ± sd over seeds."""
     torch.set_num_threads(args.threads)
+    if args.out:
+        common.writable_out(args.out)
     device = common.device_of(args)
     seeds = common.organism_seeds(args.organism, args.seeds)
     cos: dict[str, list[float]] = {}

@@ -45,7 +45,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 
 def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Retrain every asked seed's students, then summarise top-vs-random over seeds."""
-    out = Path(args.out or f"artifacts/screening/{Path(args.organism).name}")
+    out = common.writable_out(args.out or f"artifacts/screening/{Path(args.organism).name}")
     overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
     command = "python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:])
     device = str(common.device_of(args))
