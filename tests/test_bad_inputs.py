@@ -374,15 +374,22 @@ def test_every_command_answers_a_bad_manifest_with_one_line_and_exit_2(command, 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_an_unwritable_out_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
-    """`--out` naming a file (or a folder under one) is an error at once, before models load or an
-    organism builds: nothing is written anywhere and the seed is never read."""
+    """`--out` naming a folder under a file is an error before any model loads: the seed's models
+    (absent here) are never read, and nothing is written."""
     monkeypatch.chdir(tmp_path)
+    seed = organism_seed(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    missing = tmp_path / "no-organism-here"  # would be built (probe) or refused (others) if reached
-    before = sorted(p.name for p in tmp_path.iterdir())
-    assert _main(command)([*COMMANDS[command](missing), "--out", str(blocker / "out")]) == 2
+    before = tree_digest(tmp_path)
+    assert _main(command)([*COMMANDS[command](seed.parent), "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and str(blocker) in err
-    assert "No organism" not in err  # refused before the organism was looked at
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert tree_digest(tmp_path) == before
+
+
+def test_a_mistyped_organism_writes_no_out_folder(tmp_path, capsys, monkeypatch):
+    """The organism is checked before --out is made: a typo leaves no empty result folder behind."""
+    monkeypatch.chdir(tmp_path)
+    assert _main("compare")(["--organism", str(tmp_path / "typo"), "--seeds", "0"]) == 2
+    assert "No organism" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts").exists()

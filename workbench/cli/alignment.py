@@ -65,10 +65,11 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def align_seeds(args: argparse.Namespace) -> int:
     """Score every asked seed, then summarise the detection AUROCs over seeds."""
+    seeds = common.organism_seeds(args.organism, args.seeds)  # a mistyped organism first, then --out
     out = common.writable_out(args.out or f"artifacts/alignment/{Path(args.organism).name}-{args.loss}")
     device = str(common.device_of(args))
     results = []
-    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
+    for seed, seed_dir in seeds:
         config = AlignmentConfig(**ALIGNMENT_FLAGS.values(args), device=device, progress=common.show_progress(args))
         result = align_organism(seed_dir, config, target=args.target)
         common.save_with_figures(result, out / f"seed{seed}")

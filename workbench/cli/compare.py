@@ -38,9 +38,10 @@ def parser() -> argparse.ArgumentParser:
 def compare_seeds(args: argparse.Namespace) -> int:
     """Compare every asked seed, then aggregate over seeds and print the table against the teacher."""
     device = common.device_of(args)
+    seeds = common.organism_seeds(args.organism, args.seeds)  # a mistyped organism first, then --out
     out = common.writable_out(Path(args.out) / args.data)
     results = []
-    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
+    for seed, seed_dir in seeds:
         cfg = CompareConfig(**COMPARE_FLAGS.values(args))
         result = compare_organism_seed(seed_dir, out / f"seed{seed}", data=args.data, limit=args.limit, config=cfg,
                                        device=device, progress=common.show_progress(args))  # saves the result

@@ -110,10 +110,10 @@ def print_seed(seed_dir: Path, w: WeightDeltaResult, d: DeltaPatchingResult, a: 
 def localise_seeds(args: argparse.Namespace) -> int:
     """Localise every seed, print each seed's table, then mean ± sd over seeds."""
     torch.set_num_threads(args.threads)
+    seeds = common.organism_seeds(args.organism, args.seeds)  # a mistyped organism first, then --out
     if args.out:
         common.writable_out(args.out)
     device = common.device_of(args)
-    seeds = common.organism_seeds(args.organism, args.seeds)
     cos: dict[str, list[float]] = {}
     recovered: dict[str, list[float | None]] = {}
     greedy_sizes: list[int | None] = []

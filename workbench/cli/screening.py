@@ -45,12 +45,13 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 
 def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Retrain every asked seed's students, then summarise top-vs-random over seeds."""
+    seeds = common.organism_seeds(args.organism, args.seeds)  # a mistyped organism first, then --out
     out = common.writable_out(args.out or f"artifacts/screening/{Path(args.organism).name}")
     overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
     command = "python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:])
     device = str(common.device_of(args))
     results = []
-    for seed, seed_dir in common.organism_seeds(args.organism, args.seeds):
+    for seed, seed_dir in seeds:
         result = screening_defense(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
                            progress=common.show_progress(args), command=command)
         common.save_with_figures(result, out / f"seed{seed}")
