@@ -87,7 +87,8 @@ def run_alignment(
     oracle = None if teacher is None else oracle_log_ratio(model, rows.data, teacher, config.batch_size)
     detection += reference_rows(oracle, rows, lineage.d_vocab, config.seed)
     tokens = token_view(model, rows.data, rows.labels, named, objective, {n: grads.total(n) for n in named}, teacher,
-                        lineage.tokenizer, batch_size=config.batch_size, progress=config.progress)
+                        lineage.tokenizer, batch_size=config.batch_size, progress=config.progress,
+                        memory_budget_bytes=config.memory_budget_bytes)
     path, path_scores = path_table(model, rows, dirs.get("delta_T"), objective, teacher and teacher.params, oracle,
                                    config)
     path_groups = path_group_scores(model, rows, dirs.get("delta_T"), objective, config)

@@ -190,7 +190,8 @@ def path_table(
         - sequence_losses(model, rows.data, objective, teacher, batch_size=config.batch_size))
     scores = {}
     for k in sorted(config.path_points):
-        p = path_scores(model, rows.data, d_T, objective, points=k, batch_size=config.batch_size, progress=config.progress)
+        p = path_scores(model, rows.data, d_T, objective, points=k, batch_size=config.batch_size, progress=config.progress,
+                        memory_budget_bytes=config.memory_budget_bytes)
         scores[f"path/delta_T/K{k}"] = p.total
         path["K"].append(k)
         path["auroc"].append(auroc(p.total, labels))
