@@ -116,3 +116,19 @@ def test_alignment_tables_do_not_change_with_the_split(toy_qwen):
     for key in ("path/delta_T/K2", "a/delta_T"):
         assert rel_err(split.scores[key], whole.scores[key]) <= TOL
     assert max(split.meta["jvp_vs_group_sum_rel_gap"], whole.meta["jvp_vs_group_sum_rel_gap"]) < 1e-6
+
+
+def test_first_order_prediction_with_a_given_g_trait_and_a_split_jvp(lin64, distill_rows):
+    from workbench.analyses.first_order import first_order_prediction
+    from workbench.analyses.trait_gradient import trait_gradient
+    from workbench.organism.trait import organism_trait
+
+    model = AlignmentModel(lin64)
+    trait = organism_trait(lin64.tokenizer, "owl")
+    hard = Objective("hard")
+    ref = first_order_prediction(model, distill_rows, hard, trait, (1e-3, 1e-1), batch_size=4, n_batches=2)
+    got = first_order_prediction(model, distill_rows, hard, trait, (1e-3, 1e-1), batch_size=4, n_batches=2,
+                                 g_trait=trait_gradient(model, trait), memory_budget_bytes=small_budget(model))
+    for r, g in zip(ref, got):
+        assert g.measured == r.measured  # the same steps, bit for bit (one reused buffer)
+        assert g.predicted == pytest.approx(r.predicted, rel=1e-10)

@@ -94,7 +94,7 @@ def run_alignment(
     path_groups = path_group_scores(model, rows, dirs.get("delta_T"), objective, config)
     random = {n: grads.by_direction[n] for n, k in kinds.items() if k == "random"}
     groups = group_tables({n: grads.by_direction[n] for n in named}, random, rows.labels, path_groups)
-    prediction = prediction_rows(model, rows, objective, trait, config)
+    prediction = prediction_rows(model, rows, objective, trait, config, dirs.get("g_trait"))
 
     scores = {"labels": rows.labels, **a_scores, **({"oracle_log_ratio": oracle} if oracle is not None else {}),
               **path_scores, **{"path_groups/delta_T": v for v in path_groups.values()},
