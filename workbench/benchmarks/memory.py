@@ -37,7 +37,7 @@ from workbench.benchmarks.harness import Case, PeakRSS
 QWEN_7B_PARAMS = 7.6e9
 SECTIONS = ("weights", "delta_patching", "activation_patching", "capture_compare", "alignment")
 ALIGN_BUDGET = 64 * 2**20
-"""memory_budget_bytes of the alignment section: most bytes of per-example gradients (or of a jvp tangent) held at once."""
+"""memory_budget_bytes of the alignment section: most bytes of per-example gradients (or a jvp tangent) at once."""
 
 
 @dataclass
