@@ -87,13 +87,14 @@ def run_alignment(
     oracle = None if teacher is None else oracle_log_ratio(model, rows.data, teacher, config.batch_size)
     detection += reference_rows(oracle, rows, lineage.d_vocab, config.seed)
     tokens = token_view(model, rows.data, rows.labels, named, objective, {n: grads.total(n) for n in named}, teacher,
-                        lineage.tokenizer, batch_size=config.batch_size, progress=config.progress)
+                        lineage.tokenizer, batch_size=config.batch_size, progress=config.progress,
+                        memory_budget_bytes=config.memory_budget_bytes)
     path, path_scores = path_table(model, rows, dirs.get("delta_T"), objective, teacher and teacher.params, oracle,
                                    config)
     path_groups = path_group_scores(model, rows, dirs.get("delta_T"), objective, config)
     random = {n: grads.by_direction[n] for n, k in kinds.items() if k == "random"}
     groups = group_tables({n: grads.by_direction[n] for n in named}, random, rows.labels, path_groups)
-    prediction = prediction_rows(model, rows, objective, trait, config)
+    prediction = prediction_rows(model, rows, objective, trait, config, dirs.get("g_trait"))
 
     scores = {"labels": rows.labels, **a_scores, **({"oracle_log_ratio": oracle} if oracle is not None else {}),
               **path_scores, **{"path_groups/delta_T": v for v in path_groups.values()},

@@ -41,7 +41,8 @@ class AlignmentConfig:
     prediction_batch_size: int = 64  # rows per prediction batch
     batch_size: int = 256  # rows per jvp batch
     grad_batch_size: int = 64  # rows per per-example-gradient batch (memory: see memory_budget_bytes)
-    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET  # most bytes of per-example gradients held at once
+    # most bytes of per-example gradients (or of one jvp tangent, split by groups of keys past it) held at once
+    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET
     # (per-group scores and cosines): fewer rows per call, then parameter keys split
     # (workbench.engines.grad_chunks); None: the whole batch's (grad_batch_size x n_params x bytes per element)
     seed: int = 0  # row sampling and random directions

@@ -190,7 +190,8 @@ def path_table(
         - sequence_losses(model, rows.data, objective, teacher, batch_size=config.batch_size))
     scores = {}
     for k in sorted(config.path_points):
-        p = path_scores(model, rows.data, d_T, objective, points=k, batch_size=config.batch_size, progress=config.progress)
+        p = path_scores(model, rows.data, d_T, objective, points=k, batch_size=config.batch_size, progress=config.progress,
+                        memory_budget_bytes=config.memory_budget_bytes)
         scores[f"path/delta_T/K{k}"] = p.total
         path["K"].append(k)
         path["auroc"].append(auroc(p.total, labels))
@@ -250,12 +251,14 @@ def group_tables(
 
 
 def prediction_rows(model: AlignmentModel, rows: LabelledRows, objective: Objective, trait: Trait | None,
-                    config: AlignmentConfig) -> list[dict[str, Any]]:
-    """The first-order prediction on teacher rows (empty without a trait, batches or step sizes)."""
+                    config: AlignmentConfig, g_trait: Mapping[str, Tensor] | None = None) -> list[dict[str, Any]]:
+    """The first-order prediction on teacher rows (empty without a trait, batches or step sizes);
+    `g_trait` when already computed (the directions hold it), so it is not held twice."""
     if trait is None or config.prediction_batches <= 0 or not config.etas:
         return []
     table = first_order_prediction(model, rows.positives(), objective, trait, config.etas,
-                                   batch_size=config.prediction_batch_size, n_batches=config.prediction_batches)
+                                   batch_size=config.prediction_batch_size, n_batches=config.prediction_batches,
+                                   g_trait=g_trait, memory_budget_bytes=config.memory_budget_bytes)
     return [r.to_dict() for r in table]
 
 

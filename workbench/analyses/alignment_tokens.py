@@ -36,15 +36,18 @@ class TokenView:
 def token_view(
     model: AlignmentModel, data: Inputs, labels: Tensor, directions: Mapping[str, Params], objective: Objective,
     totals: Mapping[str, Tensor], teacher: TeacherLogits | None, tokenizer: Any, *, batch_size: int, progress: bool,
+    memory_budget_bytes: int | None = None,
 ) -> TokenView:
-    """a_{i,t} by one jvp per batch for each direction; `totals` are the same directions' a_i from
-    the per-group scores, to measure the jvp gap."""
+    """a_{i,t} by one jvp per batch for each direction (split by groups of keys past
+    `memory_budget_bytes`); `totals` are the same directions' a_i from the per-group scores, to
+    measure the jvp gap."""
     counted = data.next_token_mask().any(0).nonzero().flatten().tolist()
     token_diff: dict[str, list[float]] = {}
     per_token: dict[str, Tensor] = {}
     jvp_gap = 0.0
     for name, d in directions.items():
-        ts = alignment_scores(model, data, d, objective, batch_size=batch_size, progress=progress)
+        ts = alignment_scores(model, data, d, objective, batch_size=batch_size, progress=progress,
+                              memory_budget_bytes=memory_budget_bytes)
         per_token[name] = ts.per_token
         ref = totals[name]
         jvp_gap = max(jvp_gap, float((ts.total - ref).abs().max() / ref.abs().max().clamp(min=1e-30)))

@@ -53,9 +53,12 @@ def path_scores(
     batch_size: int = 256,
     progress: bool = False,
     method: JvpMethod = "auto",
+    memory_budget_bytes: int | None = None,
 ) -> TokenScores:
     """Path-integrated alignment along at + s d, s in [0, 1], with `points` quadrature points.
-    Its total tends to L_i(at) - L_i(at + d) (exact log-likelihood ratio for the hard loss)."""
+    Its total tends to L_i(at) - L_i(at + d) (exact log-likelihood ratio for the hard loss).
+    Holds one point buffer (a model's bytes) and, past `memory_budget_bytes`, a group of keys of
+    the tangent at a time (`jvp_scores`)."""
     d = check_direction(model, direction)
     at = dict(model.params if at is None else at)
     nodes, weights = quadrature(points, rule)
@@ -66,7 +69,7 @@ def path_scores(
         acc = 0
         for s, w in zip(nodes, weights):
             point = point_on_line(at, d, float(s), point)
-            acc = acc + float(w) * jvp_scores(model, objective, batch, point, d, method).detach()
+            acc = acc + float(w) * jvp_scores(model, objective, batch, point, d, method, memory_budget_bytes).detach()
         per_token[batch.rows, : acc.shape[1]] = acc.cpu()
     return TokenScores(per_token.sum(-1), per_token)
 

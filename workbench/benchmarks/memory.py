@@ -12,9 +12,9 @@ weights and delta patching, beyond the models themselves); `projection_7.6B_gb` 
 Qwen2.5-7B (7.6e9 parameters in bf16: 15.2 GB per model). Sections: weights (every group, both
 compared models), delta patching (all tables, random control; the greedy search is off: its
 working set is bounded like the rest, only slower), activation patching, capture + compare, and
-alignment (teacher- vs base-labelled rows, per-example gradients under `memory_budget_bytes` =
-`ALIGN_BUDGET`, 64 MiB; the default 8 random controls; a reduced configuration otherwise: few rows and
-path points).
+alignment (teacher- vs base-labelled rows, per-example gradients and each forward-mode tangent
+under `memory_budget_bytes` = `ALIGN_BUDGET`, 64 MiB; the default 8 random controls; a reduced
+configuration otherwise: few rows and path points).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from workbench.benchmarks.harness import Case, PeakRSS
 QWEN_7B_PARAMS = 7.6e9
 SECTIONS = ("weights", "delta_patching", "activation_patching", "capture_compare", "alignment")
 ALIGN_BUDGET = 64 * 2**20
-"""memory_budget_bytes of the alignment section: most bytes of per-example gradients held at once."""
+"""memory_budget_bytes of the alignment section: most bytes of per-example gradients (or a jvp tangent) at once."""
 
 
 @dataclass

@@ -6,7 +6,9 @@
 `alignment_scores`: ONE forward-mode pass of the per-token loss matrix along d per batch (the
 tangent of entry (i, t) is <grad L_{i,t}, d>), hand-written for the functional backend
 (`workbench.engines.tangent`, ~1.9x faster than `torch.func.jvp` on a CPU, with about half its
-memory), else `torch.func.jvp`. `per_example_grads`: grad L_i for every row by `vmap(grad)`, for
+memory), else `torch.func.jvp`. A pass needs its whole tangent at once (one model's bytes, made
+from a lazy direction); when that exceeds `memory_budget_bytes` the pass is split by linearity
+into passes along d restricted to groups of keys that fit (`tangent_groups`), summed. `per_example_grads`: grad L_i for every row by `vmap(grad)`, for
 scores that need the gradient itself (per parameter group, gradient norms); callers bound its
 memory with `workbench.engines.grad_chunks`.
 """
@@ -22,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
-from workbench.core.errors import unknown_name
+from workbench.core.errors import ConfigError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.engines.alignment_model import AlignmentModel, Params, check_direction
 from workbench.engines.objective import Batch, Objective, iter_batches, per_token_losses
@@ -39,18 +41,66 @@ class TokenScores:
     per_token: Float[Tensor, "n seq_1"]
 
 
+def tangent_groups(at: Mapping[str, Tensor], budget: int | None) -> list[tuple[str, ...]]:
+    """The keys of `at` in order, packed into groups of at most `budget` bytes (a key larger than
+    the budget alone): the tangent each forward-mode pass holds. One group of every key when the
+    whole model fits (or `budget` is None), which is the single pass of before, unchanged."""
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"memory_budget_bytes={budget}; give a positive number of bytes, or None for no limit.")
+    sizes = {k: v.numel() * v.element_size() for k, v in at.items()}
+    if budget is None or sum(sizes.values()) <= budget:
+        return [tuple(at)]
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    used = 0
+    for k, b in sizes.items():
+        if current and used + b > budget:
+            groups.append(tuple(current))
+            current, used = [], 0
+        current.append(k)
+        used += b
+    groups.append(tuple(current))
+    return groups
+
+
 def jvp_scores(
     model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor], d: Mapping[str, Tensor],
-    method: JvpMethod = "auto",
+    method: JvpMethod = "auto", memory_budget_bytes: int | None = None,
 ) -> Float[Tensor, "batch seq_1"]:
     """-d/ds L_{i,t}(at + s d) at s = 0 for the whole batch: one forward-mode pass, hand-written
-    (`workbench.engines.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func")."""
+    (`workbench.engines.tangent`, functional backend; "explicit") or `torch.func.jvp` ("func").
+    When d's bytes exceed `memory_budget_bytes`: the sum of one pass per group of keys of
+    `tangent_groups` (the tangent zero elsewhere; the other parameters are constants), so no
+    pass holds more than a group of d (a lazy d is read group by group)."""
     if method not in JVP_METHODS:
         raise unknown_name("jvp method", method, JVP_METHODS)
-    if method == "explicit" or (method == "auto" and model.has_explicit_tangents):
-        return -model.loss_tangents(at, d, objective, batch)
-    tangents = {k: d[k] for k in at}  # a jvp needs the whole tangent at once (one direction at a time)
-    _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (dict(at),), (tangents,))
+    groups = tangent_groups(at, memory_budget_bytes)
+    if len(groups) == 1:
+        return _jvp(model, objective, batch, at, d, method, None)
+    total = _jvp(model, objective, batch, at, d, method, groups[0])
+    for keys in groups[1:]:
+        total += _jvp(model, objective, batch, at, d, method, keys)
+    return total
+
+
+def _jvp(
+    model: AlignmentModel, objective: Objective, batch: Batch, at: Mapping[str, Tensor], d: Mapping[str, Tensor],
+    method: JvpMethod, keys: Sequence[str] | None,
+) -> Float[Tensor, "batch seq_1"]:
+    """-d/ds L_{i,t}(at + s d) with d restricted to `keys` (None: every key, one whole tangent)."""
+    explicit = method == "explicit" or (method == "auto" and model.has_explicit_tangents)
+    if keys is None:
+        if explicit:
+            return -model.loss_tangents(at, d, objective, batch)
+        tangents = {k: d[k] for k in at}  # a jvp needs the whole tangent at once (one direction at a time)
+        _, tangent = jvp(lambda p: per_token_losses(model, p, objective, batch), (dict(at),), (tangents,))
+        return -tangent
+    part = {k: d[k] for k in keys}  # the tangent of this group only (keys missing have zero tangent)
+    if explicit:
+        return -model.loss_tangents(at, part, objective, batch)
+    fixed = {k: v for k, v in at.items() if k not in part}
+    _, tangent = jvp(lambda p: per_token_losses(model, {**fixed, **p}, objective, batch),
+                     ({k: at[k] for k in keys},), (part,))
     return -tangent
 
 
@@ -64,15 +114,17 @@ def alignment_scores(
     batch_size: int = 256,
     progress: bool = False,
     method: JvpMethod = "auto",
+    memory_budget_bytes: int | None = None,
 ) -> TokenScores:
     """a_i and a_{i,t} along `direction` at `at` (default: the model's parameters), by one
-    forward-mode pass per batch (`method`: see `jvp_scores`; auto = explicit where it applies)."""
+    forward-mode pass per batch (`method`: see `jvp_scores`; auto = explicit where it applies),
+    split into passes over groups of keys when the direction exceeds `memory_budget_bytes`."""
     d = check_direction(model, direction)
     at = dict(model.params if at is None else at)
     width = inputs.tokens.shape[1] - 1
     per_token = torch.zeros(len(inputs), width, dtype=model.score_dtype)
     for batch in iter_batches(model, objective, inputs, batch_size, progress, "alignment (jvp)"):
-        a = jvp_scores(model, objective, batch, at, d, method).detach().cpu()
+        a = jvp_scores(model, objective, batch, at, d, method, memory_budget_bytes).detach().cpu()
         per_token[batch.rows, : a.shape[1]] = a
     return TokenScores(per_token.sum(-1), per_token)
 
@@ -95,4 +147,4 @@ def per_example_grads(
     return vmap(grad(one), in_dims=dims)(wrt, batch.tokens, batch.mask, batch.targets)
 
 
-__all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "per_example_grads"]
+__all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "per_example_grads", "tangent_groups"]
