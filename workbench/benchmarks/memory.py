@@ -5,7 +5,10 @@ base / teacher / student / control saved as Hugging Face directories: teacher = 
 rank-2 delta in one MLP matrix, student = base + half of it + small noise everywhere, control =
 base + small noise only. Each section then runs in a FRESH subprocess that loads the lineage,
 takes its memory as the baseline and reports the peak above it while the section runs: on a CPU
-the resident set (sampled every millisecond, after returning freed heap to the system), on CUDA
+the resident set (sampled every millisecond, after returning freed heap to the system, with
+glibc's mmap threshold fixed at 128 KiB so that freed large blocks go back to the system at once:
+the resident set then tracks live tensors, as CUDA's allocator statistic does, instead of heap
+glibc keeps after a free, which inflated alignment's peak from 3.2x to 5.5x), on CUDA
 `torch.cuda.max_memory_allocated`. `extra_bytes_per_param` is that peak over one model's
 parameter count; `extra_over_model` the peak over one model's bytes (the goal: <= 1.5 for
 weights and delta patching, beyond the models themselves); `projection_7.6B_gb` scales it to
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,8 @@ from workbench.benchmarks.harness import Case, PeakRSS
 
 QWEN_7B_PARAMS = 7.6e9
 SECTIONS = ("weights", "delta_patching", "activation_patching", "capture_compare", "alignment")
+MMAP_THRESHOLD = 128 * 1024
+"""glibc's mmap threshold in the measuring subprocess (bytes): larger blocks are mmapped and returned on free."""
 ALIGN_BUDGET = 64 * 2**20
 """memory_budget_bytes of the alignment section: most bytes of per-example gradients (or a jvp tangent) at once."""
 
@@ -212,7 +218,8 @@ def _child(argv: list[str]) -> None:
 def run_section(section: str, dirs: dict[str, str], device: str, m: MemoryModel) -> dict[str, Any]:
     """`measure` in a fresh Python process (so earlier sections leave nothing behind)."""
     code = "import sys; from workbench.benchmarks.memory import _child; _child(sys.argv[1:])"
-    out = subprocess.run([sys.executable, "-c", code, section, json.dumps(dirs), device, json.dumps(asdict(m))],
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}  # RSS tracks live tensors (module doc)
+    out = subprocess.run([sys.executable, "-c", code, section, json.dumps(dirs), device, json.dumps(asdict(m))], env=env,
                          capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("MEMORY_RESULT "):
