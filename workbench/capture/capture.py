@@ -337,6 +337,7 @@ def capture(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    ranks: distributed.RankInfo | None = None,
 ) -> ActivationStore:
     """Capture `hooks` of the models `roles` (default: all) on `inputs` into `out_dir`.
 
@@ -356,6 +357,8 @@ def capture(
     device: where the models run (default: where the lineage already is).
     overwrite: replace a finished artifact of a different capture in `out_dir`.
     progress: a progress bar over batches (and the size to be written) on stderr.
+    ranks: the ranks that share the shards (default: the initialised process group, if any;
+        `RankInfo()` for a one-process capture inside a launched process).
     """
     dev = resolve_device(device) if device is not None else lineage.device
     if dev != lineage.device:
@@ -363,7 +366,10 @@ def capture(
     plan = plan_capture(lineage, inputs, hooks, positions, roles, batch_size=batch_size,
                         storage_dtype=storage_dtype, shard_rows=shard_rows, device=dev)
     manifest_plan = _manifest_plan(lineage, inputs, plan, dev)
-    info = distributed.current()
+    info = ranks if ranks is not None else distributed.current()
+    if info.distributed and (info.rank, info.world_size) != (distributed.current().rank, distributed.current().world_size):
+        raise ConfigError(f"ranks={info} is not this process's place in the process group ({distributed.current()}). "
+                          "Pass ranks=None (the group's) or RankInfo() for a one-process capture.")
     if info.distributed:
         return capture_ranked(
             Path(out_dir), manifest_plan, info, jobs=_jobs(plan), specs=_all_specs(plan), overwrite=overwrite,
