@@ -148,3 +148,25 @@ def test_a_rank_killed_mid_capture_then_a_rerun_gives_the_same_bytes(organism, o
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert tree_sha(out) == one_process
     assert {p: (out / p).stat().st_ino for p in kept} == kept  # finished chunks were not written again
+
+
+def test_the_command_names_the_models_once(organism, tmp_path, capsys):
+    from workbench.cli.capture import main
+
+    base = ["--data", str(organism / "rows.jsonl"), "--hooks", HOOKS[0], "--out", str(tmp_path / "a")]
+    assert main(base) == 2 and "--organism DIR" in capsys.readouterr().err
+    assert main([*base, "--organism", str(organism), "--base", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*base, "--organism", str(organism), "--positions", "0,x"]) == 2
+    assert "--positions '0,x'" in capsys.readouterr().err
+
+
+def test_ranks_outside_the_process_group_are_refused(organism, tmp_path):
+    from workbench.capture.capture import capture
+    from workbench.organism.load import load_lineage
+
+    lin = load_lineage(organism / "seed0")
+    x = Inputs.from_jsonl(organism / "rows.jsonl", limit=4)
+    with pytest.raises(ConfigError, match="not this process's place"):
+        capture(lin, x, HOOKS, out_dir=tmp_path / "a", progress=False, ranks=RankInfo(1, 2, 1))
+    assert not (tmp_path / "a").exists()

@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
                               epilog="Several processes: torchrun --nproc-per-node N -m workbench.capture ... "
                               "(same flags; one artifact, byte-identical to a one-process capture).")
     src = p.add_argument_group("models and data")
-    common.add_organism_flag(src, default=None, help="organism directory holding seed{N}/ (or give --base, ...)")
+    src.add_argument("--organism", metavar="DIR", help="organism directory holding seed{N}/ (or give --base, ...)")
     src.add_argument("--seed", type=int, default=0, help="organism seed (default: 0)")
     for role in HF_ROLES:
         src.add_argument(f"--{role}", metavar="HF_DIR", help=f"local Hugging Face checkpoint directory of the {role} "
