@@ -2,8 +2,8 @@
 
 `python -m torch.distributed.run --standalone --nproc-per-node 2 -m workbench.benchmarks._capture_ranks
 OUT.json quick runs`: in interleaved rounds, rank 0 alone captures the rows (`ranks=RankInfo()`,
-rank 1 waiting at a barrier, with the threads of both), then both ranks capture the same rows
-together; each capture is timed between barriers, so process start-up and imports are not counted. Rank 0 writes the
+rank 1 waiting at a barrier; once with a rank's threads, once with the threads of both), then
+both ranks capture the same rows together; each capture is timed between barriers, so process start-up and imports are not counted. Rank 0 writes the
 times and whether the two artifacts' files were byte-identical (sha256 of every file) to OUT.json.
 """
 
@@ -40,16 +40,16 @@ def main(out: str, quick: bool, runs: int) -> None:
     hooks = [f"blocks.{i}.hook_resid_post" for i in range(shape["n_layers"])]
     stamp = distributed.broadcast_int(int(time.time() * 1000) % 10**9)  # one folder name for every rank
     root = Path(tempfile.gettempdir()) / f"bench-ranks-{stamp}"
-    times: dict[str, list[float]] = {"1": [], "2": []}
+    times: dict[str, list[float]] = {"1": [], "1t": [], "2": []}
     threads = torch.get_num_threads()
     same = True
     try:
         for r in range(runs + 1):  # round 0 warms up
-            for k in ("1", "2"):
+            for k in ("1", "1t", "2"):
                 target = root / k
                 distributed.barrier()
-                one = k == "1"  # one process gets every core the two share
-                torch.set_num_threads(threads * info.world_size if one else threads)
+                # "1": one process, a rank's threads; "1t": one process with the threads of all ranks
+                torch.set_num_threads(threads * info.world_size if k == "1t" else threads)
                 t0 = time.perf_counter()
                 if k == "2" or info.is_main:
                     capture(lin, rows, hooks, positions="last", out_dir=target, batch_size=batch, shard_rows=batch,
@@ -59,7 +59,7 @@ def main(out: str, quick: bool, runs: int) -> None:
                 if r:
                     times[k].append(time.perf_counter() - t0)
             if info.is_main:
-                same = same and tree_sha(root / "1") == tree_sha(root / "2")
+                same = same and tree_sha(root / "1") == tree_sha(root / "2") == tree_sha(root / "1t")
                 shutil.rmtree(root, ignore_errors=True)
             distributed.barrier()
         if info.is_main:

@@ -8,10 +8,13 @@ two models of one lineage. Cases, all in one run:
   Cases run in interleaved rounds so that load drift on a shared machine hits them alike.
 - `rss/all x1`, `rss/all x10`: peak RSS of a positions="all" capture of N and 10N inputs (one
   process). The capture streams shard by shard, so the goal is within 10% of each other.
-- `ranks/1`, `ranks/2`: the same capture (positions="last") by one process and by two `gloo`
-  processes under `torchrun` (one launch of `workbench.benchmarks._capture_ranks`, interleaved
-  rounds, start-up not counted; one process gets the threads of both); `ranks/2`'s ratio is its time over one process's (0.5 = perfect
-  scaling) and `identical` says whether the two artifacts were byte-identical.
+- `ranks/1`, `ranks/1 all threads`, `ranks/2`: the same capture (positions="last") by one
+  process with a rank's threads, by one process with the threads of both ranks (what a plain
+  launch gets), and by two `gloo` processes under `torchrun` (one launch of
+  `workbench.benchmarks._capture_ranks`, interleaved rounds, start-up not counted). `ranks/2`'s
+  ratio is its time over `ranks/1` (0.5 = perfect scaling), `throughput_ratio_vs_1*` the
+  inverse against each one-process case, and `identical` says whether all three artifacts were
+  byte-identical.
 """
 
 from __future__ import annotations
@@ -111,13 +114,16 @@ def ranks_cases(tmp: Path, quick: bool, runs: int) -> list[Case]:
         raise WorkbenchError(f"The 2-process capture benchmark failed (exit {done.returncode}): {done.stderr[-1500:]}")
     got = json.loads(out.read_text())
     cases = []
-    for k in ("1", "2"):
+    labels = {"1": "ranks/1", "1t": "ranks/1 all threads", "2": "ranks/2"}
+    for k, label in labels.items():
         ts = got["times"][k]
         q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
-        cases.append(Case(f"ranks/{k}", len(ts), statistics.median(ts), q[2] - q[0], got["peak_rss_mb"],
-                          baseline="ranks/1" if k == "2" else None,
-                          extra={"rows": got["rows"], "processes": int(k), "jobs": got["jobs"], "identical": got["identical"],
-                                 "threads": got["threads_per_process"] * (2 if k == "1" else 1)}))
-    two = cases[1]
-    two.extra["throughput_ratio_vs_1"] = cases[0].median_s / two.median_s
+        cases.append(Case(label, len(ts), statistics.median(ts), q[2] - q[0], got["peak_rss_mb"],
+                          baseline=None if k == "1" else "ranks/1",
+                          extra={"rows": got["rows"], "processes": 2 if k == "2" else 1, "jobs": got["jobs"],
+                                 "identical": got["identical"],
+                                 "threads": got["threads_per_process"] * (2 if k == "1t" else 1)}))
+    one, all_threads, two = cases
+    two.extra["throughput_ratio_vs_1"] = one.median_s / two.median_s
+    two.extra["throughput_ratio_vs_1_all_threads"] = all_threads.median_s / two.median_s
     return cases
