@@ -266,9 +266,12 @@ def test_capture_benchmark_quick_reports_every_case():
     from workbench.benchmarks.capture import run
 
     cases = {c.label: c for c in run(torch.device("cpu"), quick=True)}
-    assert set(cases) == {"forward", "capture/last", "capture/mean", "capture/all", "rss/all x1", "rss/all x10"}
+    assert set(cases) == {"forward", "capture/last", "capture/mean", "capture/all", "rss/all x1", "rss/all x10",
+                          "ranks/1", "ranks/1 all threads", "ranks/2"}
     assert all(c.median_s > 0 and c.peak_rss_mb > 0 for c in cases.values())
     assert cases["capture/last"].baseline == "forward" and cases["rss/all x10"].extra["rows"] == 10 * cases["rss/all x1"].extra["rows"]
+    assert cases["ranks/2"].baseline == "ranks/1" and cases["ranks/2"].extra["identical"] is True
+    assert cases["ranks/2"].extra["processes"] == 2 and cases["ranks/2"].extra["throughput_ratio_vs_1"] > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,19 +6,32 @@ two models of one lineage. Cases, all in one run:
 - `capture/last`, `capture/mean`, `capture/all`: end-to-end `capture` into a fresh directory
   (hooks, position rule, disk writes, checksums, manifest). Goal: <= 1.2x forward for last/mean.
   Cases run in interleaved rounds so that load drift on a shared machine hits them alike.
-- `rss/all x1`, `rss/all x10`: peak RSS of a positions="all" capture of N and 10N inputs. The
-  capture streams shard by shard, so the goal is within 10% of each other.
+- `rss/all x1`, `rss/all x10`: peak RSS of a positions="all" capture of N and 10N inputs (one
+  process). The capture streams shard by shard, so the goal is within 10% of each other.
+- `ranks/1`, `ranks/1 all threads`, `ranks/2`: the same capture (positions="last") by one
+  process with a rank's threads, by one process with the threads of both ranks (what a plain
+  launch gets), and by two `gloo` processes under `torchrun` (one launch of
+  `workbench.benchmarks._capture_ranks`, interleaved rounds, start-up not counted). `ranks/2`'s
+  ratio is its time over `ranks/1` (0.5 = perfect scaling), `throughput_ratio_vs_1*` the
+  inverse against each one-process case, and `identical` says whether all three artifacts were
+  byte-identical.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from workbench.benchmarks.harness import Case, PeakRSS, time_case, time_interleaved
+from workbench.core.errors import WorkbenchError
 
 FULL = dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=1000, n_ctx=64)
 QUICK = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=20, n_ctx=8)
@@ -82,6 +95,35 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
                               extra={"rows": len(rows)}))
         x1, x10 = cases[-2], cases[-1]
         x10.extra["rss_ratio_vs_x1"] = x10.peak_rss_mb / x1.peak_rss_mb
-        return cases
+        return cases + ranks_cases(tmp, quick, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ranks_cases(tmp: Path, quick: bool, runs: int) -> list[Case]:
+    """`ranks/1` and `ranks/2`: one torchrun launch of two CPU processes (see the module doc)."""
+    out = tmp / "ranks.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // 2))  # two processes share the cores
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "workbench.benchmarks._capture_ranks", str(out), "quick" if quick else "full", str(runs)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0 or not out.is_file():
+        raise WorkbenchError(f"The 2-process capture benchmark failed (exit {done.returncode}): {done.stderr[-1500:]}")
+    got = json.loads(out.read_text())
+    cases = []
+    labels = {"1": "ranks/1", "1t": "ranks/1 all threads", "2": "ranks/2"}
+    for k, label in labels.items():
+        ts = got["times"][k]
+        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        cases.append(Case(label, len(ts), statistics.median(ts), q[2] - q[0], got["peak_rss_mb"],
+                          baseline=None if k == "1" else "ranks/1",
+                          extra={"rows": got["rows"], "processes": 2 if k == "2" else 1, "jobs": got["jobs"],
+                                 "identical": got["identical"],
+                                 "threads": got["threads_per_process"] * (2 if k == "1t" else 1)}))
+    one, all_threads, two = cases
+    two.extra["throughput_ratio_vs_1"] = one.median_s / two.median_s
+    two.extra["throughput_ratio_vs_1_all_threads"] = all_threads.median_s / two.median_s
+    return cases

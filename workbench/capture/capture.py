@@ -17,6 +17,12 @@ Hook names are checked against the models' hooks and their aliases before any wo
 exposes both `blocks.0.hook_resid_post` and its structural alias `blocks.0.hook_out`); aliases
 are stored once, under the classic name.
 
+Under `torchrun` (a process group initialised, e.g. by `workbench.core.distributed.init_if_launched`)
+the shards are split over the ranks: the i-th (model, chunk) pair in capture order goes to rank
+i % world_size, each rank writes its own shard files into the same artifact, and rank 0 writes
+the inputs and, after every rank is done, the manifest. Each shard is computed exactly as one
+process computes it, so the artifact is byte-identical to a one-process capture.
+
 A prompted role of the lineage (the base under a system prompt, `Lineage.add_prompted`) is
 captured like a model: its base runs on the system-prompted rows and the activations are moved
 back to the rows' positions (`workbench.capture.prompted`); the manifest records it as prompted,
@@ -51,6 +57,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
 from workbench.capture.prompted import bridge_of, check_hooks, prompted_cache
+from workbench.capture.ranked import capture_ranked
+from workbench.core import distributed
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
@@ -329,6 +337,7 @@ def capture(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    ranks: distributed.RankInfo | None = None,
 ) -> ActivationStore:
     """Capture `hooks` of the models `roles` (default: all) on `inputs` into `out_dir`.
 
@@ -348,6 +357,8 @@ def capture(
     device: where the models run (default: where the lineage already is).
     overwrite: replace a finished artifact of a different capture in `out_dir`.
     progress: a progress bar over batches (and the size to be written) on stderr.
+    ranks: the ranks that share the shards (default: the initialised process group, if any;
+        `RankInfo()` for a one-process capture inside a launched process).
     """
     dev = resolve_device(device) if device is not None else lineage.device
     if dev != lineage.device:
@@ -355,32 +366,61 @@ def capture(
     plan = plan_capture(lineage, inputs, hooks, positions, roles, batch_size=batch_size,
                         storage_dtype=storage_dtype, shard_rows=shard_rows, device=dev)
     manifest_plan = _manifest_plan(lineage, inputs, plan, dev)
+    info = ranks if ranks is not None else distributed.current()
+    if info.distributed and (info.rank, info.world_size) != (distributed.current().rank, distributed.current().world_size):
+        raise ConfigError(f"ranks={info} is not this process's place in the process group ({distributed.current()}). "
+                          "Pass ranks=None (the group's) or RankInfo() for a one-process capture.")
+    if info.distributed:
+        return capture_ranked(
+            Path(out_dir), manifest_plan, info, jobs=_jobs(plan), specs=_all_specs(plan), overwrite=overwrite,
+            write_inputs=lambda writer: writer.write_inputs(inputs),
+            write_jobs=lambda writer, jobs, show: _write_shards(writer, lineage, inputs, plan, dev, jobs, show),
+            announce=(lambda: _announce(plan, out_dir, info.world_size)) if progress else None, progress=progress)
     with StoreWriter(out_dir, manifest_plan, overwrite=overwrite) as writer:
         if not writer.complete:
             if progress:
-                print(
-                    f"capture: {len(plan.models)} models x {len(plan.hooks)} hooks x {plan.n_rows} rows "
-                    f"(positions={plan.positions!r}, {dtype_name(plan.storage_dtype)}) -> "
-                    f"{human_bytes(plan.nbytes)} in {out_dir}",
-                    file=sys.stderr,
-                )
+                _announce(plan, out_dir)
             inputs_sha = writer.write_inputs(inputs)
-            batches_per_chunk = [math.ceil((b - a) / batch_size) for a, b in plan.chunks]
-            bar = tqdm(total=len(plan.models) * sum(batches_per_chunk), desc="capture", unit="batch",
-                       disable=not progress, leave=False)
-            specs: list[ShardSpec] = []
-            for model in plan.models:
-                bridge = bridge_of(lineage, model)
-                role = lineage.prompted[model] if lineage.is_prompted(model) else None
-                for (a, b), chunk_specs, n_batches in zip(plan.chunks, plan.shards(model), batches_per_chunk):
-                    specs.extend(chunk_specs)
-                    if all(writer.has(s) for s in chunk_specs):
-                        bar.update(n_batches)
-                        continue
-                    acts = _capture_chunk(bridge, inputs.select(slice(a, b)), plan, dev, role, lineage.n_ctx)
-                    for spec in chunk_specs:
-                        writer.write_shard(spec, acts[spec.hook])
-                    bar.update(n_batches)
-            bar.close()
-            writer.finish(specs, inputs_sha)
+            _write_shards(writer, lineage, inputs, plan, dev, _jobs(plan), progress)
+            writer.finish(_all_specs(plan), inputs_sha)
     return ActivationStore.open(out_dir)
+
+
+def _announce(plan: CapturePlan, out_dir: str | Path, ranks: int = 1) -> None:
+    over = f" over {ranks} processes" if ranks > 1 else ""
+    print(
+        f"capture: {len(plan.models)} models x {len(plan.hooks)} hooks x {plan.n_rows} rows "
+        f"(positions={plan.positions!r}, {dtype_name(plan.storage_dtype)}) -> "
+        f"{human_bytes(plan.nbytes)} in {out_dir}{over}",
+        file=sys.stderr,
+    )
+
+
+def _jobs(plan: CapturePlan) -> list[tuple[str, int]]:
+    """(model, chunk index) in capture order: the unit of work, one shard file per hook."""
+    return [(m, i) for m in plan.models for i in range(len(plan.chunks))]
+
+
+def _all_specs(plan: CapturePlan) -> list[ShardSpec]:
+    return [spec for m in plan.models for chunk in plan.shards(m) for spec in chunk]
+
+
+def _write_shards(writer: StoreWriter, lineage: Lineage, inputs: Inputs, plan: CapturePlan, dev: torch.device,
+                  jobs: list[tuple[str, int]], progress: bool) -> None:
+    """Capture and write the shards of `jobs`, skipping those already on disk (`writer.has`)."""
+    batches = [math.ceil((b - a) / plan.batch_size) for a, b in plan.chunks]
+    bar = tqdm(total=sum(batches[i] for _, i in jobs), desc="capture", unit="batch", disable=not progress, leave=False)
+    shards = {m: plan.shards(m) for m in plan.models}
+    for model, i in jobs:
+        chunk_specs = shards[model][i]
+        if all(writer.has(s) for s in chunk_specs):
+            bar.update(batches[i])
+            continue
+        bridge = bridge_of(lineage, model)
+        role = lineage.prompted[model] if lineage.is_prompted(model) else None
+        a, b = plan.chunks[i]
+        acts = _capture_chunk(bridge, inputs.select(slice(a, b)), plan, dev, role, lineage.n_ctx)
+        for spec in chunk_specs:
+            writer.write_shard(spec, acts[spec.hook])
+        bar.update(batches[i])
+    bar.close()

@@ -7,6 +7,7 @@ Layout of an artifact directory::
     shards/{model}/{hook}/{index:05d}.safetensors  one tensor "activations": rows [start, stop)
     .lock                                          flock of the writer (empty)
     .written.jsonl                                 while writing: every file this writer wrote, with its sha256
+    .written.rank{R}.jsonl                         the same for rank R > 0 of a torchrun capture
 
 The manifest records the schema version, every model's role, parent and weight hash (sha256
 over its clean state dict in key order), the hooks (classic TransformerLens names) with every
@@ -21,6 +22,11 @@ point and started again keeps only the shards of the same plan whose *content* s
 ledger, and writes the rest. A writer deletes only files its ledger (or the manifest it replaces)
 lists, never follows a symlink, and refuses an artifact whose root or folders are symlinks or
 resolve outside it before it writes anything.
+
+Under `torchrun` the rank-0 writer holds the lock and does everything a one-process writer does;
+the other ranks write their own shards through a `RankWriter` (no lock, its own ledger
+`.written.rank{R}.jsonl`). Every writer trusts a shard that *any* ledger vouches for, so a capture
+killed at N processes resumes at any number of them.
 
 Reads are lazy: `ActivationStore.read(model, hook, rows)` opens only the shards that hold those
 rows of that hook, verifies each one's sha256 the first time it is touched, and slices it with
@@ -78,6 +84,7 @@ INPUTS_FILE = "inputs.safetensors"
 SHARD_DIR = "shards"
 LOCK_FILE = ".lock"
 LEDGER = ".written.jsonl"
+_RANK_LEDGER = re.compile(r"^\.written\.rank\d+\.jsonl$")
 TENSOR_KEY = "activations"
 
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -241,7 +248,8 @@ class StoreWriter:
         self.overwrite = overwrite
         self._lock: contextlib.AbstractContextManager | None = None
         self.shards: dict[str, dict[str, Any]] = {}
-        self.written: dict[str, str] = {}  # path relative to the artifact -> sha256, from the ledger
+        self.ledger = LEDGER  # the ledger this writer appends to
+        self.written: dict[str, set[str]] = {}  # path relative to the artifact -> sha256s any ledger recorded
 
     def __enter__(self) -> StoreWriter:
         check_contained(self.directory)  # before anything is created, locked or deleted
@@ -285,28 +293,43 @@ class StoreWriter:
                 self.written = {}
                 self._write_ledger()
 
-    # ---- the ledger: what this artifact's writers wrote (path, sha256), appended after each write
+    # ---- the ledgers: what this artifact's writers wrote (path, sha256), appended after each write
 
-    def _read_ledger(self) -> dict[str, str]:
-        path = self.directory / LEDGER
-        out: dict[str, str] = {}
-        if not path.is_file():
-            return out
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:  # a line torn by a kill mid-append is skipped: that file is simply not trusted
-                entry = json.loads(line)
-                out[str(entry["path"])] = str(entry["sha256"])
-            except (ValueError, KeyError, TypeError):
-                continue
+    def _ledger_files(self) -> list[Path]:
+        """The main ledger and the ranks' ledgers (plain files only, never a symlink)."""
+        names = [LEDGER] + sorted(p.name for p in self.directory.iterdir() if _RANK_LEDGER.match(p.name))
+        return [self.directory / n for n in names if (self.directory / n).is_file() and not (self.directory / n).is_symlink()]
+
+    def _read_ledger(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for path in self._ledger_files():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:  # a line torn by a kill mid-append is skipped: that file is simply not trusted
+                    entry = json.loads(line)
+                    out.setdefault(str(entry["path"]), set()).add(str(entry["sha256"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
         return out
 
+    def reload_ledger(self) -> None:
+        """Read every ledger again (rank 0, after the other ranks wrote their shards)."""
+        self.written = self._read_ledger()
+
     def _write_ledger(self) -> None:
+        """Replace the main ledger with `written` (the ranks' ledgers are folded into it)."""
         atomic_write_bytes(self.directory / LEDGER, "".join(
-            json.dumps({"path": p, "sha256": h}, sort_keys=True) + "\n" for p, h in self.written.items()).encode())
+            json.dumps({"path": p, "sha256": h}, sort_keys=True) + "\n"
+            for p, hs in self.written.items() for h in sorted(hs)).encode())
+        self._drop_rank_ledgers()
+
+    def _drop_rank_ledgers(self) -> None:
+        for path in self._ledger_files():
+            if path.name != LEDGER:
+                path.unlink(missing_ok=True)
 
     def _record(self, rel: str, sha: str) -> None:
-        self.written[rel] = sha
-        with open(self.directory / LEDGER, "a", encoding="utf-8") as f:
+        self.written.setdefault(rel, set()).add(sha)
+        with open(self.directory / self.ledger, "a", encoding="utf-8") as f:
             f.write(json.dumps({"path": rel, "sha256": sha}, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -338,9 +361,9 @@ class StoreWriter:
         foreign or unrecorded file is not trusted; it is captured again."""
         path = self.directory / spec.path
         recorded = self.written.get(spec.path)
-        if recorded is None or not path.is_file() or path.is_symlink():
+        if not recorded or not path.is_file() or path.is_symlink():
             return False
-        if sha256_file(path) != recorded:
+        if sha256_file(path) not in recorded:
             return False
         try:
             meta = read_tensor_metadata(path)
@@ -378,9 +401,34 @@ class StoreWriter:
             "total_bytes": sum(s["bytes"] for s in shards),
         }
         atomic_write_json(self.directory / MANIFEST, manifest)
+        self._drop_rank_ledgers()
         (self.directory / LEDGER).unlink(missing_ok=True)
         self.written = {}
         return manifest
+
+
+class RankWriter(StoreWriter):
+    """The writer of rank R > 0 of a torchrun capture: it writes only its own shards, recording
+    them in its own ledger (`.written.rank{R}.jsonl`), takes no lock (rank 0 holds it for the whole
+    run) and never deletes anything. Open it only after rank 0's writer is open (so that rank 0's
+    clean-up of an interrupted run is done), and let rank 0 write the inputs and the manifest."""
+
+    def __init__(self, directory: str | os.PathLike, plan: dict[str, Any], rank: int):
+        super().__init__(directory, plan)
+        if rank < 1:
+            raise ConfigError(f"RankWriter is for ranks > 0 (got rank {rank}); rank 0 uses StoreWriter.")
+        self.ledger = f".written.rank{rank}.jsonl"
+
+    def __enter__(self) -> RankWriter:
+        check_contained(self.directory)
+        self.written = self._read_ledger()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def finish(self, specs: list[ShardSpec], inputs_sha256: str) -> dict[str, Any]:
+        raise ConfigError("Only rank 0 writes the manifest of a torchrun capture; a RankWriter writes shards only.")
 
 
 # --------------------------------------------------------------------------- reading
