@@ -24,13 +24,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_seeds_flag(p, [DigitsConfig.seed], "training seeds, e.g. 0 1 2, 0,1,2 or 0-4")
     DIGITS_FLAGS.add_to(p)
     common.add_device_flag(p, DigitsConfig.device)
+    common.add_threads_flag(p)
     common.add_quiet_flag(p)
     return p
 
 
 def build_and_print(args: argparse.Namespace) -> int:
     """Build the asked seeds and print the per-seed accuracy table."""
-    config = DigitsConfig(**DIGITS_FLAGS.values(args), device=args.device)
+    config = DigitsConfig(**DIGITS_FLAGS.values(args), device=str(common.device_of(args)))
     result = build_digits(config, args.out, args.seeds, progress=not args.quiet)
     print(result.table())
     if args.out:
