@@ -135,14 +135,25 @@ def _wrong_organism_runs(tmp_path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("module", list(_wrong_organism_runs(Path("/x"))))
-def test_threads_sets_torch_threads_before_the_body_runs(module, tmp_path, keep_threads, capsys):
+def test_threads_sets_torch_threads_while_the_command_runs(module, tmp_path, monkeypatch, capsys):
     import importlib
 
     main = importlib.import_module(module).main
-    torch.set_num_threads(1)
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    before = torch.get_num_threads()
     assert main([*_wrong_organism_runs(tmp_path)[module], "--threads", "3"]) == 2
-    assert torch.get_num_threads() == 3
+    assert calls == [3, before]  # set for the command, given back to an in-process caller after it
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_using_threads_sets_and_restores_torch_threads(keep_threads):
+    from workbench.cli.localise import parse_args
+
+    torch.set_num_threads(1)
+    with common.using_threads(parse_args(["x", "--threads", "3"])):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == 1
 
 
 # --------------------------------------------------------------------------- a wrong path is an error, never a build

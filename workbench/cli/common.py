@@ -4,7 +4,7 @@ saves a result, and how it fails.
 - `command_parser` and the `add_*_flag` functions give every command one grammar: `--device`
   (cpu, cuda, cuda:N or auto), `--quiet`, `--out DIR`, `--seeds N [N ...]` (also `0,1,2` and
   `0-4`) where it loops over seeds, `--organism DIR` where it reads an organism, `--threads N`
-  (torch CPU threads; `run` applies it before the body starts).
+  (torch CPU threads; `run` sets them while the body runs).
 - `ConfigFlags` adds flags whose defaults (and types) are read from a config dataclass, so a
   default is written once, in the dataclass; `values(args)` gives them back as its fields.
 - `organism_seeds` lists the seed directories a command loops over, all checked before any work.
@@ -101,7 +101,7 @@ def default_threads() -> int:
 
 
 def add_threads_flag(parser: FlagTarget) -> None:
-    """`--threads N`: torch's CPU threads (intra-op), set by `run` before the body starts."""
+    """`--threads N`: torch's CPU threads (intra-op), set by `run` while the body runs."""
     default = default_threads()
     parser.add_argument("--threads", type=positive_int, default=default, metavar="N",
                         help=f"torch CPU threads (default: {default}: $OMP_NUM_THREADS when set, else the cores this "
@@ -109,11 +109,21 @@ def add_threads_flag(parser: FlagTarget) -> None:
                         "for the cores)")
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """torch.set_num_threads(args.threads) where the command has `--threads`."""
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        torch.set_num_threads(threads)
+@contextmanager
+def using_threads(*args: Any) -> Iterator[None]:
+    """torch.set_num_threads(--threads) of any parsed-arguments Namespace among `args` for the
+    duration of the block, the previous count restored after it (so a command called in-process,
+    from a test or a notebook, leaves the caller's thread count as it found it)."""
+    threads = [a.threads for a in args if isinstance(a, argparse.Namespace) and getattr(a, "threads", None)]
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 DEFAULT_ORGANISM = "artifacts/organism"
@@ -332,13 +342,11 @@ def run(body: Callable[..., int | None], *args: Any, **kwargs: Any) -> int:
     - any other exception is a bug: one short paragraph saying where to report it, the traceback
       saved to a file (`artifacts/logs/<command>-<time>.txt`, or the temp folder), exit code 1.
 
-    `--threads` of any parsed-arguments Namespace among `args` is applied first (`apply_threads`).
+    `--threads` of a parsed-arguments Namespace among `args` holds while the body runs (`using_threads`).
     """
-    for a in args:
-        if isinstance(a, argparse.Namespace):
-            apply_threads(a)
     try:
-        code = body(*args, **kwargs)
+        with using_threads(*args):
+            code = body(*args, **kwargs)
     except BuildInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130

@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return upgrade_main(argv[1:])
     args = parser().parse_args(argv)
     args.out = args.out or common.default_organism_dir(args.preset)
-    common.apply_threads(args)
-    return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
-                      command="python -m workbench.organism " + shlex.join(argv),
-                      **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
+    with common.using_threads(args):
+        return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
+                          command="python -m workbench.organism " + shlex.join(argv),
+                          **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
 
 
 if __name__ == "__main__":
