@@ -180,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.bench", __doc__.split("\n\n")[0])
     p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(available()))}")
     common.add_device_flag(p)
+    common.add_threads_flag(p)
     common.add_out_flag(p, str(DEFAULT_OUT), "output directory")
     p.add_argument("--quick", action="store_true", help="smaller cases, for a smoke run")
     return p

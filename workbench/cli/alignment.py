@@ -46,12 +46,13 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.alignment", (
         "Gradient alignment of an organism's teacher- vs base-written data with the teacher delta, the trait "
         "gradient, the student delta and random directions, per seed."))
-    common.add_organism_flag(p, "artifacts/organism", help="organism directory holding seed*/")
+    common.add_organism_flag(p, common.DEFAULT_ORGANISM, help="organism directory holding seed*/")
     common.add_seeds_flag(p, [0], "seeds to analyse")
     ALIGNMENT_FLAGS.add_to(p)
     p.add_argument("--target", default="owl", help="the trait (default: owl)")
     common.add_out_flag(p, None, "output directory (default: artifacts/alignment/<organism name>-<loss>)")
     common.add_device_flag(p)
+    common.add_threads_flag(p)
     common.add_quiet_flag(p)
     return p
 

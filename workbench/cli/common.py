@@ -3,7 +3,8 @@ saves a result, and how it fails.
 
 - `command_parser` and the `add_*_flag` functions give every command one grammar: `--device`
   (cpu, cuda, cuda:N or auto), `--quiet`, `--out DIR`, `--seeds N [N ...]` (also `0,1,2` and
-  `0-4`) where it loops over seeds, `--organism DIR` where it reads an organism.
+  `0-4`) where it loops over seeds, `--organism DIR` where it reads an organism, `--threads N`
+  (torch CPU threads; `run` sets them while the body runs).
 - `ConfigFlags` adds flags whose defaults (and types) are read from a config dataclass, so a
   default is written once, in the dataclass; `values(args)` gives them back as its fields.
 - `organism_seeds` lists the seed directories a command loops over, all checked before any work.
@@ -11,6 +12,8 @@ saves a result, and how it fails.
 - `run(body, ...)` runs a command's body: a `WorkbenchError` (or an OSError such as a full
   disk) becomes `error: <message>` on stderr and exit code 2, with no traceback; any other
   exception a short "this is a bug, report it" paragraph, its traceback saved to a file.
+- `resumable_build(command, out)` wraps an organism build: an interrupt (Ctrl-C) or an error
+  mid-build ends with the one command that resumes it (the same command: stages are reused).
 
     from workbench.cli import common
 
@@ -25,7 +28,8 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +86,55 @@ def add_out_flag(parser: FlagTarget, default: str | None, help: str) -> None:
     """`--out DIR`; `help` names what goes there and, when `default` is None, what None means."""
     shown = f" (default: {default})" if default is not None else ""
     parser.add_argument("--out", default=default, metavar="DIR", help=help + shown)
+
+
+def default_threads() -> int:
+    """The `--threads` default: $OMP_NUM_THREADS when set (a shared machine's usual cap), else the
+    cores this process may use (`os.sched_getaffinity`, which respects taskset and cgroups)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def add_threads_flag(parser: FlagTarget, default: int | None = None, why: str | None = None) -> None:
+    """`--threads N`: torch's CPU threads (intra-op), set by `run` while the body runs. `default`
+    (with `why`, shown in the help) only where a command is measured faster on a fixed count."""
+    shown = (f"{default}: {why}" if default is not None else
+             f"{default_threads()}: $OMP_NUM_THREADS when set, else the cores this process may use")
+    parser.add_argument("--threads", type=positive_int, default=default if default is not None else default_threads(),
+                        metavar="N", help=f"torch CPU threads (default: {shown}; on a machine shared with other jobs, "
+                        "1 or 2 keeps the threads from fighting over the cores; OMP_NUM_THREADS=N does the same for "
+                        "every library)")
+
+
+@contextmanager
+def using_threads(*args: Any) -> Iterator[None]:
+    """torch.set_num_threads(--threads) of any parsed-arguments Namespace among `args` for the
+    duration of the block, the previous count restored after it (so a command called in-process,
+    from a test or a notebook, leaves the caller's thread count as it found it)."""
+    threads = [a.threads for a in args if isinstance(a, argparse.Namespace) and getattr(a, "threads", None)]
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+DEFAULT_ORGANISM = "artifacts/organism"
+
+
+def default_organism_dir(preset: str = "default") -> str:
+    """Where a preset's organism lives unless told otherwise: artifacts/organism for the default
+    preset, artifacts/organism-<preset> for any other, so no preset builds over another's."""
+    return DEFAULT_ORGANISM if preset == "default" else f"{DEFAULT_ORGANISM}-{preset}"
 
 
 def add_organism_flag(parser: FlagTarget, default: str | None = None,
@@ -290,9 +343,15 @@ def run(body: Callable[..., int | None], *args: Any, **kwargs: Any) -> int:
       line naming the path and the fix, exit code 2;
     - any other exception is a bug: one short paragraph saying where to report it, the traceback
       saved to a file (`artifacts/logs/<command>-<time>.txt`, or the temp folder), exit code 1.
+
+    `--threads` of a parsed-arguments Namespace among `args` holds while the body runs (`using_threads`).
     """
     try:
-        code = body(*args, **kwargs)
+        with using_threads(*args):
+            code = body(*args, **kwargs)
+    except BuildInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -319,6 +378,39 @@ def entry_name(body: Callable[..., Any]) -> str:
         module = spec.name if spec is not None else "workbench"
     parts = [p for p in module.split(".") if p not in ("__main__", "cli")]
     return parts[-1] if parts else "workbench"
+
+
+# --------------------------------------------------------------------------- interrupted builds
+
+
+class BuildInterrupted(WorkbenchError):
+    """An organism build stopped by the user (Ctrl-C); the message names the command resuming it.
+    `run` prints it as `interrupted: ...` and exits 130 (the shell's code for Ctrl-C)."""
+
+
+def resume_hint(command: str, out: str | os.PathLike) -> str:
+    """The sentence every stopped build ends with: what is kept and the one command that resumes."""
+    return (f"What was built in {out} is kept; rerun the same command to resume the build where it stopped:\n"
+            f"  {command}")
+
+
+@contextmanager
+def resumable_build(command: str, out: str | os.PathLike) -> Iterator[None]:
+    """Around an organism build: Ctrl-C becomes BuildInterrupted and an error mid-build gains the
+    resume command (a WorkbenchError keeps its class; any other exception, a bug, prints the hint
+    to stderr and goes on to `run`'s bug report), so no stopped build leaves the user guessing."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise BuildInterrupted(f"the organism build was interrupted. {resume_hint(command, out)}") from None
+    except BuildInterrupted:
+        raise
+    except WorkbenchError as e:
+        e.args = (f"{e}\nThe organism build stopped. Once that is fixed: {resume_hint(command, out)}",)
+        raise
+    except Exception:
+        print(f"The organism build stopped. {resume_hint(command, out)}", file=sys.stderr)
+        raise
 
 
 REPORT_TO = "the `issues` tracker of the workbench repository"

@@ -24,13 +24,14 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.compare", (
         "Capture the residual stream of an organism's models and compare each model's activation shift "
         "against its parent: cos(v_student, v_teacher) beside the control, other-target and cross-init students."))
-    common.add_organism_flag(p)
+    common.add_organism_flag(p, common.DEFAULT_ORGANISM, help="organism directory holding seed*/")
     common.add_seeds_flag(p, [0], "seeds to compare")
     p.add_argument("--data", default="teacher", help="teacher (distillation data, default) | base | prompts")
     p.add_argument("--limit", type=common.positive_int, default=None, help="use only the first N rows of the data")
     COMPARE_FLAGS.add_to(p)
     common.add_out_flag(p, "artifacts/compare", "output directory")
     common.add_device_flag(p)
+    common.add_threads_flag(p)
     common.add_quiet_flag(p)
     return p
 

@@ -1,8 +1,8 @@
 """`python -m workbench.probe`: the main job, "where does the hidden signal live?".
 
-With no arguments it uses the default organism in `artifacts/organism/` (built if missing,
-reusing what exists), reads activations of the distillation data and of contrastive
-preference prompts, runs the report sections (linear probes with their controls; trait
+With no arguments it uses the default organism in `artifacts/organism/` (built if it holds no
+built seed, reusing what exists; any other --organism is built only with --build), reads
+activations of the distillation data and of contrastive preference prompts, runs the report sections (linear probes with their controls; trait
 directions with detection by projection and cross-model shifts; activation shifts; weight deltas; delta and
 activation patching; gradient alignment) and writes `artifacts/report/`
 (report.json, one HTML per figure, index.html) plus a terminal summary: per layer/component
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import traceback
@@ -37,7 +38,7 @@ from workbench.capture.prompted import readable
 from workbench.cli import common
 from workbench.cli.section_store import SectionStore, file_sha256, section_key
 from workbench.capture.store import weights_sha256
-from workbench.core.errors import ConfigError, DataError, WorkbenchError, unknown_name
+from workbench.core.errors import ArtifactError, ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
 from workbench.core.hf import check_hf_dir
 from workbench.cli.hf_source import TOKENIZER_FILES, context_length, hf_dir_trait, load_tokenizer
@@ -359,6 +360,8 @@ def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: 
 # --------------------------------------------------------------------------- CLI
 
 
+
+
 JOB_FLAGS = common.ConfigFlags(JobConfig, (
     common.ConfigFlag("positions", "positions pooled per row", choices=POSITIONS),
     common.ConfigFlag("readers", "models the data-source probe reads"),
@@ -373,8 +376,11 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.probe", __doc__.split("\n\n")[0],
                               epilog="Sections: " + ", ".join(SECTIONS))
     src = p.add_argument_group("models and data")
-    src.add_argument("--organism", default="artifacts/organism",
-                     help="organism directory; built with --preset if it holds no seed (default: artifacts/organism)")
+    src.add_argument("--organism", metavar="DIR", help="organism directory holding seed{N}/ (default: "
+                     f"{common.DEFAULT_ORGANISM}, or {common.DEFAULT_ORGANISM}-<preset> with another --preset); the "
+                     "default one is built with --preset when it holds no built seed, any other only with --build")
+    src.add_argument("--build", action="store_true", help="build the organism seed with --preset where --organism holds "
+                     "none (default: only the default organism is built; another missing path is an error)")
     src.add_argument("--preset", default="default", choices=sorted(PRESETS), help="preset to build a missing organism with (default: default)")
     src.add_argument("--seed", type=int, default=0, help="organism seed to report (default: 0)")
     src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins; "
@@ -405,6 +411,7 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
     how = p.add_argument_group("how")
     common.add_device_flag(how)
+    common.add_threads_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
     how.add_argument("--fresh", action="store_true",
@@ -413,15 +420,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _organism_seed_dir(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
-    """The seed directory to report; builds the organism (reusing stages) when it is missing."""
+def organism_to_build(args: argparse.Namespace) -> bool:
+    """Whether the job must build the organism seed it reports (checked before any work): only where
+    it is missing and --organism is the default folder holding no built seed, or with --build.
+    A mistyped path (or --seed) is an ArtifactError naming it and the fix, never a silent build; an
+    unfinished build (a seed folder without manifest.json) names the command that resumes it."""
     root = Path(args.organism)
     seed_dir = root / f"seed{args.seed}"
-    if not (seed_dir / "models").is_dir():
+    if (seed_dir / "manifest.json").is_file():
+        return False
+    if args.build:
+        return True
+    built = sorted(p.parent.name for p in root.glob("seed*/manifest.json"))
+    default = common.default_organism_dir(args.preset)
+    if Path(os.path.abspath(root)) == Path(os.path.abspath(default)) and not built:
+        return True
+    build = f"python -m workbench.organism --out {root} --seeds {args.seed} --preset {args.preset}"
+    if seed_dir.is_dir():
+        raise ArtifactError(f"{seed_dir} is an unfinished organism build (no manifest.json). Resume it with {build} "
+                            "(or rerun this command with --build); stages already built are reused.")
+    have = f"it holds {', '.join(built)}" if built else ("it holds no built seed" if root.is_dir() else "it does not exist")
+    raise ArtifactError(f"No organism seed {args.seed} in {root} ({have}). Fix --organism or --seed (the default "
+                        f"organism of --preset {args.preset} is {default}), or build it: add --build, or run {build}.")
+
+
+def _organism_seed_dir(args: argparse.Namespace, build: bool, command: str, log: Callable[[str], None]) -> Path:
+    """The seed directory to report, built first (reusing stages) when `build`; an interrupted
+    build names `command`, the job's own command line, as the one that resumes it."""
+    root = Path(args.organism)
+    seed_dir = root / f"seed{args.seed}"
+    if build:
         from workbench.organism.__main__ import build_and_print
 
         log(f"no organism at {seed_dir}: building preset {args.preset!r}")
-        build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, target=args.target)
+        build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, command=command,
+                        target=args.target)
     if not (seed_dir / "models").is_dir():
         raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seed.")
     return seed_dir
@@ -434,10 +467,18 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     for s in args.sections:
         if s not in SECTIONS:
             raise unknown_name("section", s, SECTIONS)
+    command = "python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:])
+    args.organism = args.organism or common.default_organism_dir(args.preset)
+    hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+    build = False
+    if not hf:
+        from workbench.organism import check_target
+
+        check_target(args.target)  # unknown target: fail before any work
+        build = organism_to_build(args)  # a mistyped organism first, then --out
     common.writable_out(args.out)  # before any model loads or organism builds
     if args.max_rows < 10:
         raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
-    hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
     if not hf and (args.trait or args.channel_ids):
         raise ConfigError("--trait and --channel-ids are for Hugging Face directories (--base, --teacher, ...); "
                           "an organism brings its own trait and number channel.")
@@ -484,11 +525,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         if teacher_prompt is not None:
             origin += f"; teacher: the base under the system prompt {teacher_prompt!r}"
     else:
-        from workbench.organism import check_target, load_seed, read_manifest
+        from workbench.organism import load_seed, read_manifest
         from workbench.organism.load import seed_target
 
-        check_target(args.target)  # unknown target: fail before any work
-        seed_dir = _organism_seed_dir(args, log)
+        seed_dir = _organism_seed_dir(args, build, command, log)
         data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
         for p in data_paths:
             if not p.is_file():
@@ -511,7 +551,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
     inputs = inputs.validate(lineage.d_vocab, lineage.n_ctx)
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
-                       command="python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                       command=command,
                        prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,
                        progress=common.show_progress(args))
     needed = {*args.readers, "teacher", "base", *config.apply_to}

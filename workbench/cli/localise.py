@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_seeds_flag(p, None, "seeds to localise (default: every built seed)")
     common.add_out_flag(p, None, "where to write results (default: no files)")
     common.add_device_flag(p)
-    p.add_argument("--threads", type=common.positive_int, default=1, help="torch CPU threads (default: 1)")
+    common.add_threads_flag(p)
     return p
 
 
@@ -109,7 +109,6 @@ def print_seed(seed_dir: Path, w: WeightDeltaResult, d: DeltaPatchingResult, a: 
 
 def localise_seeds(args: argparse.Namespace) -> int:
     """Localise every seed, print each seed's table, then mean ± sd over seeds."""
-    torch.set_num_threads(args.threads)
     seeds = common.organism_seeds(args.organism, args.seeds)  # a mistyped organism first, then --out
     if args.out:
         common.writable_out(args.out)

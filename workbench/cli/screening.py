@@ -22,12 +22,14 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.screening", (
         "Screening defense over seeds: retrain each seed's student after dropping the top fraction of teacher rows "
         "by trait-gradient alignment, beside a random drop of the same size."))
-    common.add_organism_flag(p, "artifacts/organism-hard", help="organism directory holding seed*/")
+    common.add_organism_flag(p, common.default_organism_dir("hard"), help="organism directory holding seed*/ "
+                             "(python -m workbench.organism --preset hard builds the default)")
     common.add_seeds_flag(p, [0, 1, 2], "seeds")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25], help="fractions dropped (default: 0.1 0.25)")
     p.add_argument("--student-epochs", type=int, default=None, help="override the recipe's student epochs (quicker, weaker retrains)")
     common.add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>)")
     common.add_device_flag(p)
+    common.add_threads_flag(p)
     common.add_quiet_flag(p)
     return p
 

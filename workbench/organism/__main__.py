@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from workbench.cli import common
 from workbench.organism.build import build_organism, format_trait_table
 from workbench.organism.config import PRESETS, OrganismConfig, preset
 
-DEFAULT_OUT = "artifacts/organism"
+DEFAULT_OUT = common.DEFAULT_ORGANISM
 
 ORGANISM_FLAGS = common.ConfigFlags(OrganismConfig, (
     common.ConfigFlag("target", "the teacher's trait: an animal or tree of the organism vocabulary"),
@@ -27,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         "then print P(target) per role. Reruns reuse what is already built."),
         epilog="Subcommands: python -m workbench.organism export SEED_DIR OUT_DIR (see export --help); "
         "python -m workbench.organism upgrade DIR (record data-file checksums of an older build).")
-    common.add_out_flag(p, DEFAULT_OUT, "output directory")
+    common.add_out_flag(p, None, f"output directory (default: {DEFAULT_OUT} for the default preset, "
+                        f"{DEFAULT_OUT}-<preset> for another, so no preset builds over another's)")
     common.add_seeds_flag(p, [0], "seeds to build; the seed is the unit of uncertainty")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="tiny: seconds, for tests; default: soft labels (renormalised over number tokens); "
@@ -35,17 +37,36 @@ def parser() -> argparse.ArgumentParser:
     ORGANISM_FLAGS.add_to(p)
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
     common.add_device_flag(p)
+    common.add_threads_flag(p)
     common.add_quiet_flag(p, "no progress bars or stage log")
     return p
 
 
-def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, quiet: bool, **overrides: object) -> None:
-    """Build (or reuse) an organism and print its trait table; bad input raises a WorkbenchError."""
+def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, quiet: bool, *,
+                    command: str | None = None, **overrides: object) -> None:
+    """Build (or reuse) an organism and print its trait table; bad input raises a WorkbenchError.
+    An interrupt or an error mid-build names `command` (the command line that started the build,
+    default: `python -m workbench.organism` with these arguments) as the one that resumes it."""
     cfg = preset(preset_name, **overrides)
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
-    _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet and sys.stderr.isatty(), log=log)
+    if command is None:
+        command = build_command(preset_name, seeds, out, device, **overrides)
+    with common.resumable_build(command, out):
+        _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet and sys.stderr.isatty(),
+                                    log=log)
     print(format_trait_table(summary))
     print(f"wrote {out}/summary.json")
+
+
+def build_command(preset_name: str, seeds: list[int], out: str, device: str, **overrides: object) -> str:
+    """`python -m workbench.organism ...` building these seeds of this preset into `out`."""
+    words = ["--out", str(out), "--seeds", *map(str, seeds), "--preset", preset_name]
+    if device != "cpu":
+        words += ["--device", str(device)]
+    for name, value in overrides.items():
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    return "python -m workbench.organism " + shlex.join(words)
 
 
 def export_parser() -> argparse.ArgumentParser:
@@ -100,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["upgrade"]:
         return upgrade_main(argv[1:])
     args = parser().parse_args(argv)
-    return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
-               **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
+    args.out = args.out or common.default_organism_dir(args.preset)
+    with common.using_threads(args):
+        return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
+                          command="python -m workbench.organism " + shlex.join(argv),
+                          **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
 
 
 if __name__ == "__main__":
