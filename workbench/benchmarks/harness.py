@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,21 @@ class PeakRSS:
     @property
     def peak_mb(self) -> float:
         return self.peak / 2**20
+
+
+@contextmanager
+def scratch(device: torch.device, prefix: str) -> Iterator[Path]:
+    """A temporary folder for a benchmark's models, with one intra-op thread on a CPU (ratios are
+    stable on a shared CPU); the thread count is restored and the folder removed afterwards."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _sync(device: torch.device) -> None:

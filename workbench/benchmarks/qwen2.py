@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from workbench.benchmarks.harness import Case, PeakRSS, time_interleaved
+from workbench.benchmarks.harness import Case, PeakRSS, scratch, time_interleaved
 
 FULL = dict(layers=4, d_model=256, heads=8, kv_heads=2, d_mlp=704, vocab=512, seq=32, rows=32)
 QUICK = dict(layers=2, d_model=32, heads=4, kv_heads=2, d_mlp=64, vocab=300, seq=12, rows=4)
@@ -232,11 +232,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
     """Alignment, capture and trait evaluation on a local random Qwen2 model (see module doc)."""
     shape = QUICK if quick else FULL
     runs, warmup = (1, 0) if quick else (5, 1)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # one thread: ratios are stable on a shared CPU
-    root = Path(tempfile.mkdtemp(prefix="bench-qwen2-models-"))
-    try:
+    with scratch(device, "bench-qwen2-models-") as root:
         tokenizer = tiny_tokenizer(shape["vocab"])
         lin = qwen2_lineage(root, shape, tokenizer, device)
         inputs = _inputs(shape["rows"], shape["seq"], len(tokenizer))
@@ -246,6 +242,3 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         for c in cases:
             c.extra = {**(c.extra or {}), "threads": torch.get_num_threads(), "shape": shape}
         return cases
-    finally:
-        torch.set_num_threads(threads)
-        shutil.rmtree(root, ignore_errors=True)

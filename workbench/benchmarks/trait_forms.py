@@ -13,13 +13,9 @@ Quick: 3 questions, 5 answers.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import torch
 
-from workbench.benchmarks.harness import Case, time_interleaved
+from workbench.benchmarks.harness import Case, scratch, time_interleaved
 
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
@@ -30,11 +26,7 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
     from workbench.trait_forms import answer_log_probs, form_rows
 
     runs, warmup = (1, 0) if quick else (5, 1)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # one thread: ratios are stable on a shared CPU
-    root = Path(tempfile.mkdtemp(prefix="bench-trait-forms-"))
-    try:
+    with scratch(device, "bench-trait-forms-") as root:
         spec = ToySpec(family="qwen2", lora_student=False)
         toy = write_toy_lineage(root, spec)
         bridge = Lineage.from_hf_dirs({"base": toy.dirs["base"]}, device=device)["base"]
@@ -71,6 +63,3 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
             if not c.label.endswith("_grad"):
                 c.extra["max_abs_diff_vs_naive"] = float((scores(kind) - ref).abs().max())
         return cases
-    finally:
-        torch.set_num_threads(threads)
-        shutil.rmtree(root, ignore_errors=True)
