@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_out_flag(how, None, "artifact directory (required)")
     how.add_argument("--overwrite", action="store_true", help="replace a finished capture of other arguments in --out")
     common.add_quiet_flag(how)
+    common.add_threads_flag(how)
     return p
 
 
