@@ -54,3 +54,23 @@ def test_load_seed_gives_tokenizer_and_trait(tmp_path):
     assert load_seed(tmp_path, target="oak").trait.category == "tree"
     with pytest.raises(UnknownNameError, match="zebra"):
         load_seed(tmp_path, target="zebra")
+
+
+def test_notebooks_find_the_shared_organism_by_the_checkout_not_the_working_directory(tmp_path, monkeypatch):
+    """Run from notebooks/ (or anywhere), the shared organism lives under the checkout's
+    artifacts/cache and nothing is written where the notebook runs; the environment variable wins."""
+    from pathlib import Path
+
+    import workbench.organism.build as build
+
+    repo = Path(build.__file__).resolve().parents[2]
+    built = []
+    monkeypatch.setattr(build, "build_organism", lambda cfg, seeds, out, progress=True: built.append(Path(out)))
+    monkeypatch.delenv("WORKBENCH_ORGANISM_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert build.project_root() == repo
+    out = build.shared_organism_dir()
+    assert out == repo / "artifacts" / "cache" / "tiny-organism" and built == [out]
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("WORKBENCH_ORGANISM_DIR", str(tmp_path / "mine"))
+    assert build.shared_organism_dir() == tmp_path / "mine" and len(built) == 1

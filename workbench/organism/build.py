@@ -391,9 +391,20 @@ def load_manifests(organism_dir: str | Path) -> list[dict[str, Any]]:
     return [read_organism_manifest(p) for p in paths]
 
 
+def project_root() -> Path:
+    """The checkout this package runs from (the folder above `workbench/` holding pyproject.toml),
+    else the working directory (an installed, non-editable package)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "workbench").is_dir():
+            return parent
+    return Path.cwd()
+
+
 def shared_organism_dir(default_preset: str = "tiny") -> Path:
     """The organism notebooks use: $WORKBENCH_ORGANISM_DIR (set by the test suite), else the
-    tiny preset built (or reused) under artifacts/cache/tiny-organism."""
+    tiny preset built (or reused) under the checkout's artifacts/cache/tiny-organism, wherever the
+    notebook runs from (a notebook in notebooks/ writes nothing there)."""
     import os
 
     env = os.environ.get("WORKBENCH_ORGANISM_DIR")
@@ -401,6 +412,6 @@ def shared_organism_dir(default_preset: str = "tiny") -> Path:
         return Path(env)
     from workbench.organism.config import preset as make_preset
 
-    out = Path("artifacts/cache") / f"{default_preset}-organism"
+    out = project_root() / "artifacts" / "cache" / f"{default_preset}-organism"
     build_organism(make_preset(default_preset), [0], out, progress=True)
     return out
