@@ -32,7 +32,7 @@ from torch import Tensor
 from workbench.core.errors import ConfigError
 from workbench.engines.alignment_model import AlignmentModel
 from workbench.engines.objective import Batch, Objective
-from workbench.engines.per_example import per_example_grads
+from workbench.engines.per_example import pack_keys, per_example_grads
 
 
 @dataclass(frozen=True)
@@ -67,18 +67,8 @@ def plan_grad_chunks(
         raise ConfigError(
             f"memory_budget_bytes={budget} is below one row of the gradient of {biggest!r} "
             f"({sizes[biggest] * itemsize} bytes); raise it to at least that.")
-    chunks: list[GradChunk] = []
-    current: list[str] = []
-    used = 0
-    for k in keys:
-        b = sizes[k] * itemsize
-        if current and used + b > budget:
-            chunks.append(GradChunk(tuple(current), 1, used))
-            current, used = [], 0
-        current.append(k)
-        used += b
-    chunks.append(GradChunk(tuple(current), 1, used))
-    return chunks
+    nbytes = {k: sizes[k] * itemsize for k in keys}
+    return [GradChunk(pack, 1, sum(nbytes[k] for k in pack)) for pack in pack_keys(nbytes, budget)]
 
 
 def grad_chunks(

@@ -41,15 +41,10 @@ class TokenScores:
     per_token: Float[Tensor, "n seq_1"]
 
 
-def tangent_groups(at: Mapping[str, Tensor], budget: int | None) -> list[tuple[str, ...]]:
-    """The keys of `at` in order, packed into groups of at most `budget` bytes (a key larger than
-    the budget alone): the tangent each forward-mode pass holds. One group of every key when the
-    whole model fits (or `budget` is None), which is the single pass of before, unchanged."""
-    if budget is not None and budget <= 0:
-        raise ConfigError(f"memory_budget_bytes={budget}; give a positive number of bytes, or None for no limit.")
-    sizes = {k: v.numel() * v.element_size() for k, v in at.items()}
-    if budget is None or sum(sizes.values()) <= budget:
-        return [tuple(at)]
+def pack_keys(sizes: Mapping[str, int], budget: int) -> list[tuple[str, ...]]:
+    """Keys in order, packed into groups of at most `budget` bytes (`sizes`: key -> bytes; a key
+    larger than the budget alone): how a memory budget splits the parameters of one call, for
+    forward-mode tangents here and per-example gradients in `workbench.engines.grad_chunks`."""
     groups: list[tuple[str, ...]] = []
     current: list[str] = []
     used = 0
@@ -61,6 +56,18 @@ def tangent_groups(at: Mapping[str, Tensor], budget: int | None) -> list[tuple[s
         used += b
     groups.append(tuple(current))
     return groups
+
+
+def tangent_groups(at: Mapping[str, Tensor], budget: int | None) -> list[tuple[str, ...]]:
+    """The keys of `at` in order, packed into groups of at most `budget` bytes (a key larger than
+    the budget alone): the tangent each forward-mode pass holds. One group of every key when the
+    whole model fits (or `budget` is None), which is the single pass of before, unchanged."""
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"memory_budget_bytes={budget}; give a positive number of bytes, or None for no limit.")
+    sizes = {k: v.numel() * v.element_size() for k, v in at.items()}
+    if budget is None or sum(sizes.values()) <= budget:
+        return [tuple(at)]
+    return pack_keys(sizes, budget)
 
 
 def jvp_scores(
@@ -147,4 +154,5 @@ def per_example_grads(
     return vmap(grad(one), in_dims=dims)(wrt, batch.tokens, batch.mask, batch.targets)
 
 
-__all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "per_example_grads", "tangent_groups"]
+__all__ = ["JVP_METHODS", "JvpMethod", "TokenScores", "alignment_scores", "jvp_scores", "pack_keys", "per_example_grads",
+           "tangent_groups"]
