@@ -48,3 +48,23 @@ def test_spans_merge_a_short_tail():
     assert _spans(100, 32) == [(0, 32), (32, 64), (64, 100)]  # a 4-element tail joins the span before
     assert _spans(112, 32) == [(0, 32), (32, 64), (64, 96), (96, 112)]  # a 16-element tail stands alone
     assert _spans(10, 32) == [(0, 10)]
+
+
+class _Backwards(set):
+    """A set that iterates in reverse name order, as a set of strings may in another process."""
+
+    def __iter__(self):
+        return iter(sorted(set.__iter__(self), reverse=True))
+
+
+def test_draw_order_does_not_depend_on_set_iteration_order():
+    """String hashing is randomised per process, so a set of key names iterates in a different order
+    in each run: the random control must draw keys in name order, or the same command gives a
+    different `random Δ` each time it runs."""
+    donor, recipient = _states({"a": (5, 3), "b": (4,), "c": (2, 2)})
+    delta = {k: donor[k] - recipient[k] for k in donor}
+    for fn, args in ((norm_matched_random, (delta,)), (norm_matched_patch, (donor, recipient))):
+        ahead = fn(*args, {"a", "b", "c"}, torch.Generator().manual_seed(3))
+        behind = fn(*args, _Backwards({"a", "b", "c"}), torch.Generator().manual_seed(3))
+        for k in ahead:
+            assert torch.equal(ahead[k], behind[k]), k

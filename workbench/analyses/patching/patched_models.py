@@ -133,7 +133,7 @@ def norm_matched_random(delta: Mapping[str, Tensor], keys: set[str], gen: torch.
     from workbench.analyses.delta_stats import CHUNK, sq_norm
 
     out = {}
-    for k in keys:
+    for k in sorted(keys):  # a fixed draw order: a set of strings iterates in a per-process hash order
         d = delta[k]  # read once: `delta` may compute it on the fly
         norm = d.double().norm() if d.numel() <= CHUNK else torch.tensor(sq_norm(d), dtype=torch.float64).sqrt()
         r = torch.randn(d.shape, generator=gen, dtype=torch.float64)
@@ -164,7 +164,7 @@ def norm_matched_patch(donor: Mapping[str, Tensor], recipient: Mapping[str, Tens
 
     chunk = CHUNK // 16 * 16 or 16
     out = {}
-    for k in keys:
+    for k in sorted(keys):  # a fixed draw order: a set of strings iterates in a per-process hash order
         b = recipient[k]
         if b.numel() <= CHUNK:
             out[k] = b + norm_matched_random({k: donor[k] - b}, {k}, gen)[k]
