@@ -14,6 +14,12 @@ Each section is saved under `<out>/sections/<name>/` as soon as it finishes, key
 computed from (`SECTION_READS`, section_store.py); a rerun reuses the sections whose key is
 unchanged (`--fresh` recomputes them all). A section that raises is listed in the report as
 missing, with its error, and the job exits 2.
+
+Seeds: the job reports every built seed of the organism (`--seeds 0 1 2` to choose, `--seed N`
+for one). One seed's report is exactly that seed's, as above. With several, each seed's sections
+and report go to `<out>/seeds/seed{N}/` and `<out>`'s report is over the seeds: per section the
+rows' mean and sd over seeds, `clears` in every seed, `n_seeds` and `seed_values`
+(`job_seeds.py`, `results/seed_rows.py`). Hugging Face directories are one run: no seeds.
 """
 
 from __future__ import annotations
