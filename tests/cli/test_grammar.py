@@ -39,7 +39,7 @@ def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], lis
 
     every = {"organism", "seeds", "device", "out", "threads", "quiet"}
     return {
-        "probe": (_parse_with(job.parser), [], every - {"seeds"}),  # one --seed: the seeds bullet is another issue's
+        "probe": (_parse_with(job.parser), [], every),
         "compare": (_parse_with(compare.parser), ["--organism", "x"], every),
         "localise": (_localise_parse, ["--organism", "x"], every - {"quiet"}),  # no progress to silence
         "alignment": (_parse_with(alignment.parser), [], every),

@@ -14,6 +14,12 @@ Each section is saved under `<out>/sections/<name>/` as soon as it finishes, key
 computed from (`SECTION_READS`, section_store.py); a rerun reuses the sections whose key is
 unchanged (`--fresh` recomputes them all). A section that raises is listed in the report as
 missing, with its error, and the job exits 2.
+
+Seeds: the job reports every built seed of the organism (`--seeds 0 1 2` to choose, `--seed N`
+for one). One seed's report is exactly that seed's, as above. With several, each seed's sections
+and report go to `<out>/seeds/seed{N}/` and `<out>`'s report is over the seeds: per section the
+rows' mean and sd over seeds, `clears` in every seed, `n_seeds` and `seed_values`
+(`job_seeds.py`, `results/seed_rows.py`). Hugging Face directories are one run: no seeds.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_
 from workbench.capture.hooks import probe_hooks
 from workbench.capture.hooks import resolve_hooks
 from workbench.capture.prompted import readable
-from workbench.cli import common
+from workbench.cli import common, job_seeds
 from workbench.cli.section_store import SectionStore, file_sha256, section_key
 from workbench.capture.store import weights_sha256
 from workbench.core.errors import ArtifactError, ConfigError, DataError, WorkbenchError, unknown_name
@@ -382,7 +388,11 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--build", action="store_true", help="build the organism seed with --preset where --organism holds "
                      "none (default: only the default organism is built; another missing path is an error)")
     src.add_argument("--preset", default="default", choices=sorted(PRESETS), help="preset to build a missing organism with (default: default)")
-    src.add_argument("--seed", type=int, default=0, help="organism seed to report (default: 0)")
+    common.add_seeds_flag(src, None, "organism seeds to report: each seed's sections and report go to "
+                          "<out>/seeds/seed{N}/, and <out>'s report is over the seeds (mean, sd over seeds; one seed: "
+                          "that seed's report) (default: every built seed of --organism; seed 0, built, where the "
+                          "default organism holds none)")
+    src.add_argument("--seed", type=common.nonnegative_int, metavar="N", help="one organism seed (the same as --seeds N)")
     src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins; "
                      "with Hugging Face directories: asked with the base directory's tokenizer and chat template)")
     src.add_argument("--system-prompt", metavar="TEXT", help="system prompt of the trait's questions with Hugging Face "
@@ -420,48 +430,157 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def organism_to_build(args: argparse.Namespace) -> bool:
-    """Whether the job must build the organism seed it reports (checked before any work): only where
-    it is missing and --organism is the default folder holding no built seed, or with --build.
-    A mistyped path (or --seed) is an ArtifactError naming it and the fix, never a silent build; an
-    unfinished build (a seed folder without manifest.json) names the command that resumes it."""
+def organism_to_build(args: argparse.Namespace, seeds: list[int]) -> list[int]:
+    """The organism seeds the job must build before it reports `seeds` (checked before any work):
+    the missing ones, only where --organism is the default folder holding no built seed, or with
+    --build. A mistyped path (or seed) is an ArtifactError naming it and the fix, never a silent
+    build; an unfinished build (a seed folder without manifest.json) names the command that resumes it."""
     root = Path(args.organism)
-    seed_dir = root / f"seed{args.seed}"
-    if (seed_dir / "manifest.json").is_file():
-        return False
-    if args.build:
-        return True
+    missing = [s for s in seeds if not (root / f"seed{s}" / "manifest.json").is_file()]
+    if not missing or args.build:
+        return missing
     built = sorted(p.parent.name for p in root.glob("seed*/manifest.json"))
     default = common.default_organism_dir(args.preset)
     if Path(os.path.abspath(root)) == Path(os.path.abspath(default)) and not built:
-        return True
-    build = f"python -m workbench.organism --out {root} --seeds {args.seed} --preset {args.preset}"
-    if seed_dir.is_dir():
-        raise ArtifactError(f"{seed_dir} is an unfinished organism build (no manifest.json). Resume it with {build} "
+        return missing
+    names = " ".join(map(str, missing))
+    build = f"python -m workbench.organism --out {root} --seeds {names} --preset {args.preset}"
+    unfinished = [str(root / f"seed{s}") for s in missing if (root / f"seed{s}").is_dir()]
+    if unfinished:
+        what = "is an unfinished organism build" if len(unfinished) == 1 else "are unfinished organism builds"
+        raise ArtifactError(f"{', '.join(unfinished)} {what} (no manifest.json). Resume it with {build} "
                             "(or rerun this command with --build); stages already built are reused.")
     have = f"it holds {', '.join(built)}" if built else ("it holds no built seed" if root.is_dir() else "it does not exist")
-    raise ArtifactError(f"No organism seed {args.seed} in {root} ({have}). Fix --organism or --seed (the default "
-                        f"organism of --preset {args.preset} is {default}), or build it: add --build, or run {build}.")
+    raise ArtifactError(f"No organism seed{'s' if len(missing) > 1 else ''} {names} in {root} ({have}). Fix --organism "
+                        f"or --seeds/--seed (the default organism of --preset {args.preset} is {default}), or build it: "
+                        f"add --build, or run {build}.")
 
 
-def _organism_seed_dir(args: argparse.Namespace, build: bool, command: str, log: Callable[[str], None]) -> Path:
-    """The seed directory to report, built first (reusing stages) when `build`; an interrupted
-    build names `command`, the job's own command line, as the one that resumes it."""
+def _build_seeds(args: argparse.Namespace, seeds: list[int], command: str, log: Callable[[str], None]) -> None:
+    """Build the organism seeds `organism_to_build` named (reusing stages); an interrupted build
+    names `command`, the job's own command line, as the one that resumes it."""
+    from workbench.organism.__main__ import build_and_print
+
     root = Path(args.organism)
-    seed_dir = root / f"seed{args.seed}"
-    if build:
-        from workbench.organism.__main__ import build_and_print
+    log(f"no organism at {', '.join(str(root / f'seed{s}') for s in seeds)}: building preset {args.preset!r}")
+    build_and_print(args.preset, seeds, str(root), args.device, args.quiet, command=command, target=args.target)
 
-        log(f"no organism at {seed_dir}: building preset {args.preset!r}")
-        build_and_print(args.preset, [args.seed], str(root), args.device, args.quiet, command=command,
-                        target=args.target)
+
+@dataclass
+class JobSource:
+    """What one report is computed from: the models, the rows, the trait and where they came from."""
+
+    lineage: Lineage
+    inputs: Inputs
+    trait: Trait | None
+    channel_ids: tuple[int, ...] | None
+    prompts: ContrastPrompts | None
+    loss: str
+    origin: str  # the report's "organism" entry
+    data_paths: list[Path]
+    organism_dir: Path | None = None
+    seed_meta: dict[str, Any] = field(default_factory=dict)  # an organism seed's own record (the report over seeds)
+
+
+def organism_source(args: argparse.Namespace, seed: int, device: torch.device, dtype: torch.dtype) -> JobSource:
+    """Organism seed `seed` (built): its models, its data (or --data) and its trait."""
+    from workbench.organism import load_seed, read_manifest
+    from workbench.organism.load import seed_target
+
+    seed_dir = Path(args.organism) / f"seed{seed}"
     if not (seed_dir / "models").is_dir():
-        raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seed.")
-    return seed_dir
+        raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seeds.")
+    data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
+    for p in data_paths:
+        if not p.is_file():
+            raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
+    manifest = read_manifest(seed_dir)
+    if not args.data:  # the seed's own data: sha256 and row count checked against its manifest
+        from workbench.organism.data_files import verify_data_file
+
+        data_paths = [verify_data_file(seed_dir, manifest, s) for s in ("teacher", "base")]
+    loss = args.loss or manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
+    seed_models = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
+    trait = seed_models.trait
+    prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
+    rates = manifest.get("trait_rates") or {}
+    seed_meta = {"target": trait.target, "trait P(target)": {m: rates[m] for m in seed_models.lineage.names if m in rates}}
+    return JobSource(seed_models.lineage, distillation_inputs(data_paths, args.max_rows), trait, seed_models.channel_ids,
+                     prompts, loss, origin=str(seed_dir), data_paths=data_paths, organism_dir=seed_dir,
+                     seed_meta=seed_meta)
+
+
+def hf_source(args: argparse.Namespace, hf: dict[str, str], teacher_prompt: str | None, device: torch.device,
+              dtype: torch.dtype, log: Callable[[str], None]) -> JobSource:
+    """Hugging Face checkpoint directories (--base, --teacher, ...) and their --data rows."""
+    for role in ("base", "teacher"):
+        if role not in hf and not (role == "teacher" and teacher_prompt is not None):
+            raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and "
+                              "--teacher (or --teacher-system-prompt).")
+    for role, path in hf.items():
+        check_hf_dir(role, path)
+    if not args.data:
+        raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
+    data_paths = [Path(p) for p in args.data]
+    for p in data_paths:
+        if not p.is_file():
+            raise DataError(f"No data file at {p}. Fix the --data path.")
+    prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
+    trait = read_trait_spec(args.trait) if args.trait else hf_dir_trait(hf["base"], args.target, args.system_prompt)
+    channel_ids = read_channel_ids(args.channel_ids) if args.channel_ids else None  # both before loading weights
+    has_tokenizer = any((Path(hf["base"]) / f).is_file() for f in TOKENIZER_FILES)
+    needs_tokenizer = teacher_prompt is not None or not args.trait
+    tokenizer = load_tokenizer(hf["base"]) if needs_tokenizer or has_tokenizer else None
+    prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
+    # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
+    inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
+    lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+    lineage.tokenizer = tokenizer
+    if prefix is not None:
+        lineage.add_prompted("teacher", teacher_prompt, base="base")
+        log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
+            f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
+    prompts = prompts_rows if prompts_rows is not None else contrast_prompts(trait)  # the trait's own questions
+    origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
+    if teacher_prompt is not None:
+        origin += f"; teacher: the base under the system prompt {teacher_prompt!r}"
+    return JobSource(lineage, inputs, trait, channel_ids, prompts, args.loss or "hard", origin=origin,
+                     data_paths=data_paths)
+
+
+def report_source(args: argparse.Namespace, source: JobSource, command: str, device: torch.device, out: Path,
+                  log: Callable[[str], None], stream: Any) -> tuple[SectionRun, dict[str, Any]]:
+    """Run the sections on one source, each saved under `<out>/sections/` as it finishes (reused
+    on rerun), and write its report in `out` (printing the summary to `stream`, None: nothing).
+    Returns the run and the report's meta."""
+    lineage, inputs, trait = source.lineage, source.inputs, source.trait
+    for r in args.readers:  # a prompted teacher reads as its base on the system-prompted rows
+        if not readable(lineage, r):
+            raise unknown_name("reader model", r, [*lineage.names, *lineage.prompted])
+    hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
+    inputs = inputs.validate(lineage.d_vocab, lineage.n_ctx)
+    config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
+                       command=command,
+                       prompts=source.prompts, trait=trait, channel_ids=source.channel_ids, loss=source.loss,
+                       organism_dir=source.organism_dir, device=device, progress=common.show_progress(args))
+    needed = {*args.readers, "teacher", "base", *config.apply_to}
+    config.cache = ActivationReader(out / "activations",
+                                    tuple(m for m in (*lineage.names, *lineage.prompted) if m in needed))
+    config.command = config.command.strip()
+    log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
+    store = SectionStore(out / "sections", log)
+    run = run_sections(lineage, inputs, config, args.sections, log, store=store, fresh=args.fresh)
+    meta = {"models": lineage.names, "organism": source.origin, "target": trait.target if trait is not None else None,
+            "distillation loss": source.loss,
+            "data": [str(p) for p in source.data_paths], "n_rows": len(inputs), "positions": args.positions,
+            "hooks": hooks, "device": str(device), **prompted_meta(lineage, args.sections)}
+    write_report(run.results, out, command=config.command, meta=meta, missing=run.missing, stream=stream)
+    return run, meta
 
 
 def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """Load the models and data the flags name, run the report sections, write the report."""
+    """Load the models and data the flags name, run the report sections, write the report (over
+    seeds when the job reports several organism seeds: `job_seeds.report_over_seeds`)."""
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     device = common.device_of(args)
     for s in args.sections:
@@ -470,12 +589,13 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     command = "python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.organism = args.organism or common.default_organism_dir(args.preset)
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
-    build = False
+    seeds = job_seeds.requested_seeds(args, bool(hf))  # --seeds with Hugging Face directories: an error
+    to_build: list[int] = []
     if not hf:
         from workbench.organism import check_target
 
         check_target(args.target)  # unknown target: fail before any work
-        build = organism_to_build(args)  # a mistyped organism first, then --out
+        to_build = organism_to_build(args, seeds)  # a mistyped organism first, then --out
     common.writable_out(args.out)  # before any model loads or organism builds
     if args.max_rows < 10:
         raise ConfigError(f"--max-rows {args.max_rows} is too few; use at least 10.")
@@ -490,86 +610,29 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                               "directory, or the system prompt that makes the --base model the teacher.")
         if "base" not in hf:
             raise ConfigError("--teacher-system-prompt makes the --base model the teacher: pass --base HF_DIR too.")
+    out = Path(args.out)
     if hf:
-        for role in ("base", "teacher"):
-            if role not in hf and not (role == "teacher" and teacher_prompt is not None):
-                raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and "
-                                  "--teacher (or --teacher-system-prompt).")
-        for role, path in hf.items():
-            check_hf_dir(role, path)
-        if not args.data:
-            raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
-        data_paths = [Path(p) for p in args.data]
-        for p in data_paths:
-            if not p.is_file():
-                raise DataError(f"No data file at {p}. Fix the --data path.")
-        prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
-        trait = read_trait_spec(args.trait) if args.trait else hf_dir_trait(hf["base"], args.target, args.system_prompt)
-        channel_ids = read_channel_ids(args.channel_ids) if args.channel_ids else None  # both before loading weights
-        has_tokenizer = any((Path(hf["base"]) / f).is_file() for f in TOKENIZER_FILES)
-        needs_tokenizer = teacher_prompt is not None or not args.trait
-        tokenizer = load_tokenizer(hf["base"]) if needs_tokenizer or has_tokenizer else None
-        prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
-        # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
-        inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
-        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
-        lineage.tokenizer = tokenizer
-        if prefix is not None:
-            lineage.add_prompted("teacher", teacher_prompt, base="base")
-            log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
-                f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
-        prompts = prompts_rows if prompts_rows is not None else contrast_prompts(trait)  # the trait's own questions
-        loss = args.loss or "hard"
-        organism_dir = None
-        origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
-        if teacher_prompt is not None:
-            origin += f"; teacher: the base under the system prompt {teacher_prompt!r}"
+        run, _ = report_source(args, hf_source(args, hf, teacher_prompt, device, dtype, log), command, device, out,
+                               log, sys.stdout)
+        errors = run.errors
     else:
-        from workbench.organism import load_seed, read_manifest
-        from workbench.organism.load import seed_target
+        if to_build:
+            _build_seeds(args, to_build, command, log)
+        if len(seeds) == 1:  # one seed: the report of that seed, as it always was
+            run, _ = report_source(args, organism_source(args, seeds[0], device, dtype), command, device, out, log,
+                                   sys.stdout)
+            errors = run.errors
+        else:
+            def one_seed(seed: int, seed_out: Path) -> tuple[SectionRun, dict[str, Any]]:
+                source = organism_source(args, seed, device, dtype)
+                run, meta = report_source(args, source, command, device, seed_out, log, None)
+                return run, {**meta, **source.seed_meta}
 
-        seed_dir = _organism_seed_dir(args, build, command, log)
-        data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
-        for p in data_paths:
-            if not p.is_file():
-                raise DataError(f"No data file at {p}. Fix --data, or rebuild the organism.")
-        manifest = read_manifest(seed_dir)
-        if not args.data:  # the seed's own data: sha256 and row count checked against its manifest
-            from workbench.organism.data_files import verify_data_file
-
-            data_paths = [verify_data_file(seed_dir, manifest, s) for s in ("teacher", "base")]
-        loss = args.loss or manifest.get("mode", manifest.get("config", {}).get("mode", "soft"))
-        seed = load_seed(seed_dir, target=seed_target(manifest, args.target), device=device, dtype=dtype)
-        lineage, trait, channel_ids = seed.lineage, seed.trait, seed.channel_ids
-        origin = str(seed_dir)
-        organism_dir = seed_dir
-        prompts = read_contrast_prompts(args.prompts) if args.prompts else contrast_prompts(trait)
-        inputs = distillation_inputs(data_paths, args.max_rows)
-    for r in args.readers:  # a prompted teacher reads as its base on the system-prompted rows
-        if not readable(lineage, r):
-            raise unknown_name("reader model", r, [*lineage.names, *lineage.prompted])
-    hooks, _ = resolve_hooks(lineage[lineage.names[0]], args.hooks or probe_hooks(lineage.cfg.n_layers))
-    inputs = inputs.validate(lineage.d_vocab, lineage.n_ctx)
-    config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
-                       command=command,
-                       prompts=prompts, trait=trait, channel_ids=channel_ids, loss=loss, organism_dir=organism_dir, device=device,
-                       progress=common.show_progress(args))
-    needed = {*args.readers, "teacher", "base", *config.apply_to}
-    config.cache = ActivationReader(Path(args.out) / "activations",
-                                    tuple(m for m in (*lineage.names, *lineage.prompted) if m in needed))
-    config.command = config.command.strip()
-    log(f"{len(inputs)} distillation rows, {len(hooks)} hooks, models: {', '.join(lineage.names)}")
-    store = SectionStore(Path(args.out) / "sections", log)
-    run = run_sections(lineage, inputs, config, args.sections, log, store=store, fresh=args.fresh)
-    write_report(run.results, args.out, command=config.command,
-                 meta={"models": lineage.names, "organism": origin, "target": trait.target if trait is not None else None,
-                       "distillation loss": loss,
-                       "data": [str(p) for p in data_paths], "n_rows": len(inputs), "positions": args.positions,
-                       "hooks": hooks, "device": str(device), **prompted_meta(lineage, args.sections)},
-                 missing=run.missing, stream=sys.stdout)
-    for line in run.errors:
+            errors = job_seeds.report_over_seeds(seeds, one_seed, out, root=args.organism, command=command.strip(),
+                                                 log=log, stream=sys.stdout)
+    for line in errors:
         print(f"error: {line}", file=sys.stderr)
-    return 2 if run.errors else 0
+    return 2 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
