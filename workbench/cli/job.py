@@ -55,6 +55,7 @@ from workbench.trait import Trait
 from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
 from workbench.analyses.alignment_config import DEFAULT_MEMORY_BUDGET
 from workbench.cli.alignment import MEMORY_BUDGET_FLAG
+from workbench.cli.placement import add_placement_flags, placement_of
 
 POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -411,6 +412,7 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
     how = p.add_argument_group("how")
     common.add_device_flag(how)
+    add_placement_flags(how)
     common.add_threads_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
@@ -470,6 +472,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     command = "python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.organism = args.organism or common.default_organism_dir(args.preset)
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+    device_map, max_memory = placement_of(args)  # a bad map file fails before any work
+    if not hf and (device_map is not None or max_memory is not None):
+        raise ConfigError("--device-map and --max-memory place Hugging Face directories (--base, --teacher, ...); an "
+                          "organism's models are small and load on --device.")
     build = False
     if not hf:
         from workbench.organism import check_target
@@ -512,7 +518,9 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
         # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
         inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
-        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory)
+        if device_map is not None:  # the sections run where the map put the embedding
+            device = lineage.device
         lineage.tokenizer = tokenizer
         if prefix is not None:
             lineage.add_prompted("teacher", teacher_prompt, base="base")
