@@ -17,8 +17,13 @@ pytest.importorskip("accelerate")
 from workbench.core import hf as hf_mod  # noqa: E402
 from workbench.core.errors import ConfigError  # noqa: E402
 from workbench.core.hf import device_map_of, hf_offline  # noqa: E402
-from workbench.core.hf_memory import (ModelsDoNotFitError, check_device_map, checkpoint_params,  # noqa: E402
-                                      device_bytes, memory_budget)
+from workbench.core.hf_memory import (  # noqa: E402
+    ModelsDoNotFitError,
+    check_device_map,
+    checkpoint_params,
+    device_bytes,
+    memory_budget,
+)
 from workbench.core.inputs import Inputs  # noqa: E402
 from workbench.core.lineage import Lineage  # noqa: E402
 from workbench.core.toy_hf import ToySpec, write_toy_lineage  # noqa: E402

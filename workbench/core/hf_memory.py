@@ -135,12 +135,15 @@ def meta_model(path: str | os.PathLike, dtype: torch.dtype, trust_remote_code: b
 
 
 def free_bytes(key: str | int) -> int:
-    """Free memory now: `torch.cuda.mem_get_info` for a GPU, psutil's available RAM for the cpu."""
+    """Free memory now: for a GPU `torch.cuda.mem_get_info` plus what torch's caching allocator holds
+    unused (reserved, not allocated: freed tensors it has not returned), for the cpu psutil's available RAM."""
     if key == "cpu":
         import psutil
 
         return int(psutil.virtual_memory().available)
-    return int(torch.cuda.mem_get_info(int(key))[0])
+    i = int(key)
+    cached = torch.cuda.memory_reserved(i) - torch.cuda.memory_allocated(i)
+    return int(torch.cuda.mem_get_info(i)[0]) + max(0, int(cached))
 
 
 def memory_budget(device: torch.device, device_map: str | Mapping[str, Any] | None,
