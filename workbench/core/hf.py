@@ -188,7 +188,8 @@ def plan_placement(
     the models' weights fit the budget (`workbench.core.hf_memory`); nothing is loaded."""
     load_dtype = dtype or torch.float32  # what boot_transformers loads in when not told
     full = {n: paths[adapter_parents.get(n, n)] for n in paths}  # an adapter's model: its parent's size
-    needed = {n: checkpoint_params(p, trust_remote_code) * load_dtype.itemsize for n, p in full.items()}
+    counts = {n: checkpoint_params(p, trust_remote_code) for n, p in full.items()}
+    needed = {n: c * load_dtype.itemsize for n, c in counts.items() if c is not None}
     budget = memory_budget(resolve_device(device), device_map, max_memory)
     check_fits(needed, budget, load_dtype)
     if device_map is None:

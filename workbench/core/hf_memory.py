@@ -104,10 +104,11 @@ def _safetensors_params(files: list[Path]) -> int:
     return total
 
 
-def checkpoint_params(path: str | os.PathLike, trust_remote_code: bool = False) -> int:
+def checkpoint_params(path: str | os.PathLike, trust_remote_code: bool = False) -> int | None:
     """Parameters of a checkpoint directory without loading weights: the safetensors headers
     (`model.safetensors`, or the shards its index names), else the model built from config.json
-    on the meta device. Tied weights saved once count once, as they load."""
+    on the meta device (None when that cannot be built: the fit check then skips the model). Tied
+    weights saved once count once, as they load."""
     p = Path(path)
     index = p / "model.safetensors.index.json"
     if index.is_file():
@@ -115,7 +116,11 @@ def checkpoint_params(path: str | os.PathLike, trust_remote_code: bool = False) 
         return _safetensors_params([p / s for s in shards])
     if (p / "model.safetensors").is_file():
         return _safetensors_params([p / "model.safetensors"])
-    return sum(t.numel() for t in meta_model(p, torch.float32, trust_remote_code).parameters())
+    try:
+        model = meta_model(p, torch.float32, trust_remote_code)
+    except (ValueError, KeyError, OSError, ImportError):  # not a causal LM class transformers can build
+        return None
+    return sum(t.numel() for t in model.parameters())
 
 
 def meta_model(path: str | os.PathLike, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
@@ -211,7 +216,7 @@ def lineage_device_map(path: str | os.PathLike, n_models: int, dtype: torch.dtyp
             f"device_map='auto' could not place every module of {path} on {sorted(map(str, budget))} with "
             f"{', '.join(gib(v) for v in share.values())} per model each ({n_models} models share each device): some "
             f"would go to {off}. Fix: raise max_memory, add GPUs, load in bfloat16, or load fewer models at once.")
-    return {k: v for k, v in dm.items()}
+    return check_device_map(dm)  # e.g. the cpu in max_memory beside GPUs: refused here, not mid-load
 
 
 def device_bytes(model: torch.nn.Module) -> MaxMemory:
