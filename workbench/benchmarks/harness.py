@@ -1,4 +1,5 @@
 """`python -m workbench.bench NAME...`: run named benchmarks, write `artifacts/bench/NAME.json`.
+`python -m workbench.bench --suite gpu --device cuda`: the prepared GPU check (`benchmarks/gpu.py`).
 
 Schema (DESIGN.md section 4):
     {schema_version, name, device, versions, cases: [{label, runs, median_s, iqr_s, peak_rss_mb, baseline, ratio}]}
@@ -28,12 +29,16 @@ import psutil
 import torch
 
 from workbench.cli import common
-from workbench.core.errors import WorkbenchError, unknown_name
+from workbench.core.errors import ConfigError, WorkbenchError, unknown_name
 from workbench.core.io import atomic_write_json, read_json
 from workbench.core.provenance import package_versions
 from workbench.core.schemas import BenchFile, check_version, require_dict, validate
 
 DEFAULT_OUT = Path("artifacts/bench")
+SUITES = {"gpu": (("gpu",), "Qwen2.5-0.5B/1.5B-shaped random models in bf16 on --device cuda: capture vs the plain "
+                  "Hugging Face forward, alignment rows/s, trait evaluation, peak GPU memory (a few minutes; --quick: "
+                  "tiny float32 shapes on the CPU)")}
+"""Prepared sets of benchmarks (`--suite NAME`): NAME -> (benchmark names, what it is for)."""
 BENCH_SCHEMA_VERSION = 1
 
 
@@ -196,7 +201,9 @@ def load_benchmark(name: str) -> Callable[..., list[Case]]:
 
 def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.bench", __doc__.split("\n\n")[0])
-    p.add_argument("names", nargs="+", help=f"benchmarks to run: {', '.join(sorted(available()))}")
+    p.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(sorted(available()))}")
+    p.add_argument("--suite", choices=sorted(SUITES), help="a prepared set instead of names: "
+                   + "; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
     common.add_device_flag(p)
     common.add_threads_flag(p)
     common.add_out_flag(p, str(DEFAULT_OUT), "output directory")
@@ -207,6 +214,11 @@ def parser() -> argparse.ArgumentParser:
 def run_benchmarks(args: argparse.Namespace) -> int:
     """Check every name, then run each benchmark, write its JSON and print its cases."""
     device = common.device_of(args)
+    if bool(args.names) == bool(args.suite):
+        raise ConfigError("Name the benchmarks to run, or a prepared --suite (e.g. --suite gpu), one of the two; "
+                          f"benchmarks: {', '.join(sorted(available()))}.")
+    if args.suite:
+        args.names = list(SUITES[args.suite][0])
     for name in args.names:
         load_benchmark(name)  # every name checked before any work
     for name in args.names:

@@ -58,29 +58,38 @@ def tiny_tokenizer(vocab: int) -> Any:
                                    chat_template=TEMPLATE)
 
 
-def qwen2_lineage(root: Path, shape: dict, tokenizer: Any, device: torch.device):
-    """base and teacher (base + small noise) Qwen2 directories under `root`, booted as a Lineage."""
+def qwen2_lineage(root: Path, shape: dict, tokenizer: Any, device: torch.device, dtype: torch.dtype | None = None):
+    """base and teacher (base + small noise) Qwen2 directories under `root`, booted as a Lineage.
+
+    `shape` may also give `vocab_size` (default: the tokenizer's; a real model's 151936 rows of
+    embedding with a small tokenizer) and `tie` (tied embeddings, as Qwen2.5-0.5B/1.5B). With
+    `dtype` the weights are built on `device` and saved and loaded in that dtype (the gpu suite's
+    bf16 models of 0.5B-1.5B parameters), else built in float32 on the CPU as before."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from workbench.core.lineage import Lineage
 
     cfg = Qwen2Config(num_hidden_layers=shape["layers"], hidden_size=shape["d_model"],
                       num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
-                      intermediate_size=shape["d_mlp"], vocab_size=len(tokenizer), max_position_embeddings=256,
-                      tie_word_embeddings=False)
+                      intermediate_size=shape["d_mlp"], vocab_size=shape.get("vocab_size", len(tokenizer)),
+                      max_position_embeddings=256, tie_word_embeddings=shape.get("tie", False))
     torch.manual_seed(0)
     dirs = {}
-    base = Qwen2ForCausalLM(cfg)
+    build = torch.device(device) if dtype is not None else torch.device("cpu")
+    with build:
+        base = Qwen2ForCausalLM(cfg)
     for name, noise in (("base", 0.0), ("teacher", 0.01)):
-        with torch.no_grad():
+        with torch.no_grad(), build:
             m = Qwen2ForCausalLM(cfg)
             m.load_state_dict(base.state_dict())
             for p in m.parameters():
                 p.add_(noise * torch.randn_like(p))
         dirs[name] = str(root / name)
-        m.save_pretrained(dirs[name])
+        (m if dtype is None else m.to(dtype)).save_pretrained(dirs[name])
         tokenizer.save_pretrained(dirs[name])
-    return Lineage.from_hf_dirs(dirs, device=device)
+        del m
+    del base
+    return Lineage.from_hf_dirs(dirs, device=device, dtype=dtype)
 
 
 def _inputs(n: int, seq: int, vocab: int):
@@ -221,10 +230,12 @@ def _trait_cases(lin, tokenizer, device, runs: int, warmup: int, quick: bool) ->
 
     fns = {"trait/forward": forward, "trait/p_answers": lambda: trait.score(bridge, n_samples=0),
            "trait/sampled": sampled}
+    peaks = {label: peak_bytes(fn, device)[1] for label, fn in fns.items()}  # one untimed call each
     cases = time_interleaved(fns, baseline="trait/forward", runs=runs, warmup=warmup, device=device)
     forms = sum(len(trait.forms[n]) for n, _ in trait.answers)
     for c in cases:
-        c.extra = {**(c.extra or {}), "prompts": len(trait.prompts), "answers": len(trait.answers), "forms": forms}
+        c.extra = {**(c.extra or {}), "prompts": len(trait.prompts), "answers": len(trait.answers), "forms": forms,
+                   "peak_bytes": peaks[c.label]}
     return cases
 
 

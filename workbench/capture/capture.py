@@ -120,7 +120,9 @@ def reduce_positions(
     attention_mask: Bool[Tensor, "batch pos"],
     mask: Bool[Tensor, "batch pos"],
 ) -> Tensor:
-    """Apply a position rule to one batch's activations (pos on dim 1)."""
+    """Apply a position rule to one batch's activations (pos on dim 1), on the activation's device
+    (a model spread over devices by a device map leaves each layer's cache on that layer's device)."""
+    attention_mask, mask = attention_mask.to(act.device), mask.to(act.device)
     if rule == "all":  # pad positions -> 0, so they never pass for activations
         return act * attention_mask.reshape(*attention_mask.shape, *([1] * (act.ndim - 2))).to(act.dtype)
     if rule == "last":

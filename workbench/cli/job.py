@@ -61,6 +61,7 @@ from workbench.trait import Trait
 from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
 from workbench.analyses.alignment_config import DEFAULT_MEMORY_BUDGET
 from workbench.cli.alignment import MEMORY_BUDGET_FLAG
+from workbench.cli.placement import add_placement_flags, placement_of
 
 POSITIONS = ("continuation", "all", "last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -421,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
     how = p.add_argument_group("how")
     common.add_device_flag(how)
+    add_placement_flags(how)
     common.add_threads_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
@@ -511,8 +513,10 @@ def organism_source(args: argparse.Namespace, seed: int, device: torch.device, d
 
 
 def hf_source(args: argparse.Namespace, hf: dict[str, str], teacher_prompt: str | None, device: torch.device,
-              dtype: torch.dtype, log: Callable[[str], None]) -> JobSource:
-    """Hugging Face checkpoint directories (--base, --teacher, ...) and their --data rows."""
+              dtype: torch.dtype, log: Callable[[str], None], device_map: Any = None,
+              max_memory: dict[str, int] | None = None) -> JobSource:
+    """Hugging Face checkpoint directories (--base, --teacher, ...) and their --data rows, placed by
+    `device_map` / `max_memory` when given (see cli/placement)."""
     for role in ("base", "teacher"):
         if role not in hf and not (role == "teacher" and teacher_prompt is not None):
             raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and "
@@ -534,7 +538,7 @@ def hf_source(args: argparse.Namespace, hf: dict[str, str], teacher_prompt: str 
     prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
     # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
     inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
-    lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype)
+    lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory)
     lineage.tokenizer = tokenizer
     if prefix is not None:
         lineage.add_prompted("teacher", teacher_prompt, base="base")
@@ -590,6 +594,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     args.organism = args.organism or common.default_organism_dir(args.preset)
     hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
     seeds = job_seeds.requested_seeds(args, bool(hf))  # --seeds with Hugging Face directories: an error
+    device_map, max_memory = placement_of(args)  # a bad map file fails before any work
+    if not hf and (device_map is not None or max_memory is not None):
+        raise ConfigError("--device-map and --max-memory place Hugging Face directories (--base, --teacher, ...); an "
+                          "organism's models are small and load on --device.")
     to_build: list[int] = []
     if not hf:
         from workbench.organism import check_target
@@ -612,8 +620,10 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             raise ConfigError("--teacher-system-prompt makes the --base model the teacher: pass --base HF_DIR too.")
     out = Path(args.out)
     if hf:
-        run, _ = report_source(args, hf_source(args, hf, teacher_prompt, device, dtype, log), command, device, out,
-                               log, sys.stdout)
+        source = hf_source(args, hf, teacher_prompt, device, dtype, log, device_map=device_map, max_memory=max_memory)
+        if device_map is not None:  # the sections run where the map put the embedding
+            device = source.lineage.device
+        run, _ = report_source(args, source, command, device, out, log, sys.stdout)
         errors = run.errors
     else:
         if to_build:

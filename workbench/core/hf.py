@@ -5,6 +5,9 @@ switched off while booting, so nothing is downloaded. Remote code is never trust
 the caller asks for it (`trust_remote_code=False` by default). A peft LoRA adapter directory
 (`adapter_config.json`) is booted as its parent's directory with the adapter merged in
 (`workbench.core.lora`). `Lineage.from_hf_dirs` and `Lineage.copy_model` load through here.
+Models larger than one device load with a device map (`device_map="auto"` or explicit, `max_memory`):
+one map for every model of the lineage, and a clear error before any weight loads when they do not
+fit (`workbench.core.hf_memory`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ArtifactError, ConfigError
 from workbench.core.hf_config import check_hf_configs
+from workbench.core.hf_memory import (DeviceMap, check_device_map, check_fits, checkpoint_params, lineage_device_map,
+                                      memory_budget)
 from workbench.core.hf_tokenizers import check_same_tokenizers
 from workbench.core.lora import is_adapter_dir, merge_adapter, read_adapter
 from workbench.core.models import check_finite_weights, resolve_device
@@ -89,10 +94,17 @@ def boot_hf_dir(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    device_map: Mapping[str, str | int] | None = None,
 ) -> TransformerBridge:
-    """Boot a bridge from a local HF checkpoint directory with the Hub switched off."""
+    """Boot a bridge from a local HF checkpoint directory with the Hub switched off; with an
+    explicit `device_map` (module path -> GPU index or "cpu") the modules load where it says
+    (accelerate's dispatch; the bridge's hooks run on each layer's device) and `device` is unused."""
     path = check_hf_dir(str(path), path)
-    kwargs: dict[str, Any] = {"device": resolve_device(device), "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        kwargs["device_map"] = dict(check_device_map(device_map))
+    else:
+        kwargs["device"] = resolve_device(device)
     if dtype is not None:
         kwargs["dtype"] = dtype
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
@@ -108,6 +120,8 @@ def boot_hf_dirs(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     parents: Mapping[str, str | None] | None = None,
+    device_map: str | Mapping[str, str | int] | None = None,
+    max_memory: Mapping[str | int, int] | None = None,
 ) -> tuple[dict[str, TransformerBridge], dict[str, dict[str, Any]]]:
     """Boot every named directory; returns (name -> bridge, name -> provenance meta).
 
@@ -118,6 +132,12 @@ def boot_hf_dirs(
     directory needs its parent (`parents[name]`, a full checkpoint among `dirs`): it is booted
     from the parent's directory with the adapter merged in (meta `hf_dir` is the parent's,
     `lora` the adapter's r, alpha, target modules and directory).
+
+    Before any weights load, the models' bytes (parameters from the safetensors headers x the dtype's
+    size; an adapter's model is a full copy of its parent's) are compared with what the devices offer
+    (`max_memory`, else the free memory now): a `ModelsDoNotFitError` names both and the fixes.
+    `device_map="auto"` computes one map for all models (each device's budget shared by them) and
+    an explicit map is used for every model; both name GPUs or the cpu, never disk or meta.
     """
     parents = dict(parents or {})
     paths = {name: check_hf_dir(name, p) for name, p in dirs.items()}  # fail before booting any
@@ -133,22 +153,57 @@ def boot_hf_dirs(
             )
     check_hf_configs({n: p for n, p in paths.items() if n not in adapters})  # one architecture, before any weights load
     check_same_tokenizers(paths)  # one tokenizer (where saved), before any weights load
+    dm = plan_placement(paths, {n: str(parents[n]) for n in adapters}, device=device, dtype=dtype,
+                        trust_remote_code=trust_remote_code, device_map=device_map, max_memory=max_memory)
     models: dict[str, TransformerBridge] = {}
     meta: dict[str, dict[str, Any]] = {}
     for name, p in paths.items():
         if name in adapters:
             continue
-        models[name] = boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        models[name] = boot_hf_dir(p, device=device, dtype=dtype, trust_remote_code=trust_remote_code, device_map=dm)
         meta[name] = {"hf_dir": str(p), "trust_remote_code": trust_remote_code}
     for name, adapter in adapters.items():
         parent = str(parents[name])
-        bridge = boot_hf_dir(paths[parent], device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        bridge = boot_hf_dir(paths[parent], device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                             device_map=dm)
         merge_adapter(bridge, adapter, parent=parent)
         models[name] = bridge
         meta[name] = {"hf_dir": str(paths[parent]), "trust_remote_code": trust_remote_code, "lora": adapter.meta()}
     for name in paths:  # NaN or inf weights are an error naming the model and group, not a nan table
         check_finite_weights(f"{name!r} ({paths[name]})", models[name].state_dict())
     return {n: models[n] for n in paths}, {n: meta[n] for n in paths}
+
+
+def plan_placement(
+    paths: Mapping[str, Path],
+    adapter_parents: Mapping[str, str],
+    *,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    trust_remote_code: bool,
+    device_map: str | Mapping[str, str | int] | None,
+    max_memory: Mapping[str | int, int] | None,
+) -> DeviceMap | None:
+    """The explicit device map every model loads with (None: the one `device`), after checking that
+    the models' weights fit the budget (`workbench.core.hf_memory`); nothing is loaded."""
+    load_dtype = dtype or torch.float32  # what boot_transformers loads in when not told
+    full = {n: paths[adapter_parents.get(n, n)] for n in paths}  # an adapter's model: its parent's size
+    counts = {n: checkpoint_params(p, trust_remote_code) for n, p in full.items()}
+    needed = {n: c * load_dtype.itemsize for n, c in counts.items() if c is not None}
+    budget = memory_budget(resolve_device(device), device_map, max_memory)
+    check_fits(needed, budget, load_dtype)
+    if device_map is None:
+        return None
+    if isinstance(device_map, Mapping):
+        return check_device_map(device_map)
+    first = next(iter(full.values()))
+    return lineage_device_map(first, len(full), load_dtype, budget, trust_remote_code)
+
+
+def device_map_of(bridge: TransformerBridge) -> DeviceMap | None:
+    """The device map a bridge's Hugging Face model was dispatched with (None: on one device)."""
+    dm = getattr(getattr(bridge, "original_model", None), "hf_device_map", None)
+    return dict(dm) if dm else None
 
 
 def copy_hf_model(
@@ -161,8 +216,10 @@ def copy_hf_model(
 ) -> TransformerBridge:
     """An independent copy of `bridge`: boot `hf_dir` again and load `bridge`'s current weights.
 
-    Never `copy.deepcopy` a bridge: after a forward pass its copy's hooks point at the source.
+    Never `copy.deepcopy` a bridge: after a forward pass its copy's hooks point at the source. A
+    bridge spread over devices by a device map is copied with the same map.
     """
-    new = boot_hf_dir(hf_dir, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    new = boot_hf_dir(hf_dir, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                      device_map=device_map_of(bridge))
     new.load_state_dict({k: v.detach().clone() for k, v in bridge.state_dict().items()}, strict=True)
     return new

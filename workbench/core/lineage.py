@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import ConfigError, IncompatibleModelsError, unknown_name
-from workbench.core.hf import boot_hf_dirs, copy_hf_model
+from workbench.core.hf import boot_hf_dirs, copy_hf_model, device_map_of
+from workbench.core.hf_memory import device_key
 from workbench.core.lazy_params import LazyParams
 from workbench.core.lora import LoraFactor, MergedAdapter, merged_adapter
 from workbench.core.models import NATIVE_CONFIG_ATTR, copy_model, resolve_device
@@ -219,8 +220,17 @@ class Lineage:
         trust_remote_code: bool = False,
         prompted: Mapping[str, str] | None = None,
         tokenizer: Any = None,
+        device_map: str | Mapping[str, str | int] | None = None,
+        max_memory: Mapping[str | int, int] | None = None,
     ) -> Lineage:
         """Boot each model from a LOCAL Hugging Face checkpoint directory (never the Hub).
+
+        device_map: models larger than one device: "auto" (one map for every model, each GPU's
+            `max_memory` or free memory shared by them; the cpu when there is no GPU) or an explicit
+            {module path: GPU index or "cpu"} used for every model; `device` is then unused and
+            `lineage.device` is where the embedding sits. max_memory: {GPU index or "cpu": bytes}, the
+            budget of the whole lineage. Before any weight loads, a `ModelsDoNotFitError` names the
+            bytes needed and available when the weights exceed the budget (see `workbench.core.hf_memory`).
 
         A peft LoRA adapter directory becomes its parent (default: the role's, e.g. student <-
         base) with the adapter merged in; its record's meta["lora"] gives r, alpha and modules,
@@ -251,7 +261,8 @@ class Lineage:
                 default = DEFAULT_PARENTS.get(roles_.get(name, name if name in ROLES else EXTRA_ROLE))
                 parents_[name] = default if default in dirs else None
         models, meta = boot_hf_dirs(
-            dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code, parents=parents_
+            dirs, device=device, dtype=dtype, trust_remote_code=trust_remote_code, parents=parents_,
+            device_map=device_map, max_memory=max_memory,
         )
         lineage = cls.from_models(models, parents=parents, data=data, roles=roles, meta=meta, tokenizer=tokenizer)
         for name, text in prompted.items():
@@ -523,8 +534,15 @@ class Lineage:
         return copy_hf_model(bridge, hf_dir, device=device, dtype=dtype, trust_remote_code=trust)
 
     def to(self, device: str | torch.device) -> Lineage:
-        """Move every model (in place) and return self."""
+        """Move every model (in place) and return self. A lineage spread over devices by a device
+        map cannot move (a ConfigError): load it again with `device=` instead."""
         device = resolve_device(device)
+        spread = [n for n, b in self._models.items()
+                  if {str(v) for v in (device_map_of(b) or {}).values()} - {str(device_key(device))}]
+        if spread:
+            raise ConfigError(f"Cannot move the lineage to {device}: {', '.join(spread)} are spread over devices by a "
+                              f"device map (the embedding on {self.device}). Run on the devices they were loaded on "
+                              "(device=None), or load them again with device= and no device_map.")
         for bridge in self._models.values():
             bridge.to(device, print_details=False)
         self._spaces.clear()

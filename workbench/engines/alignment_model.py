@@ -103,7 +103,8 @@ class AlignmentModel:
                 return FunctionalModel(self._weights(params), *self._shape)(tokens)
             full = {n: params[k] for k, names in self._names.items() for n in names}
             with _no_padding_check(self._hf_models):
-                return functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+                logits = functional_call(self._bridge, full, (tokens,), tie_weights=False, strict=False)
+            return logits.to(tokens.device)  # a device map leaves them on the unembedding's device
 
     def _weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Functional backend: the full weight dict (buffers, `params`, tied keys reading their canonical one)."""
