@@ -37,10 +37,17 @@ from workbench.core.io import atomic_write_json, atomic_write_text, read_json
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
 from workbench.results.base import Result
 from workbench.results.figures import figure_stem, write_figures
+from workbench.results.map_figure import map_figure
 from workbench.results.rows import SCHEMA, row_dict
+from workbench.results.stars import LEGEND, MARK, Star, clears, star, uncertainty  # noqa: F401 (clears: public here)
+from workbench.results.stars import margin as _margin
+from workbench.results.stars import number as _number
+from workbench.results.verdict import make_verdict, section_line
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
+SUMMARY_FILE = "summary.txt"
+MAP_STEM = "map"
 
 
 def _clean(value: Any) -> Any:
@@ -61,47 +68,6 @@ def _section_ids(results: Sequence[Result]) -> list[str]:
         seen[r.kind] = seen.get(r.kind, 0) + 1
         ids.append(r.kind if seen[r.kind] == 1 else f"{r.kind}-{seen[r.kind]}")
     return ids
-
-
-def _number(v: Any) -> float | None:
-    """A finite float, or None (bools, strings, NaN and missing values are not numbers here)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def _margin(row: dict[str, Any]) -> float:
-    """How far a row's value sits above its control (its value when it has no numeric control)."""
-    value, control = _number(row.get("value")), _number(row.get("control_value"))
-    if value is None:
-        return -math.inf
-    return value - control if control is not None else value
-
-
-def uncertainty(row: dict[str, Any]) -> float | None:
-    """The row's `sd`, else half the width of its interval `ci` ([lo, hi]), else None."""
-    sd = _number(row.get("sd"))
-    if sd is not None:
-        return sd
-    ci = row.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in (_number(ci[0]), _number(ci[1])):
-        return (float(ci[1]) - float(ci[0])) / 2
-    return None
-
-
-def clears(row: dict[str, Any]) -> bool | None:
-    """Whether the value clears its control: the row's own `clears` when it says, else its interval's
-    lower end (`ci`), or value - 2 sd, or the value itself, above `control_value`. None: no control."""
-    if isinstance(row.get("clears"), bool):
-        return row["clears"]
-    value, control = _number(row.get("value")), _number(row.get("control_value"))
-    if value is None or control is None:
-        return None
-    ci = row.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _number(ci[0]) is not None:
-        return float(ci[0]) > control
-    sd = _number(row.get("sd"))
-    return value - 2 * sd > control if sd is not None else value > control
 
 
 def _where(row: dict[str, Any]) -> str:
@@ -142,10 +108,11 @@ def strongest_rows(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
+    """A value as printed; `n/a` where it is undefined (None or NaN: see `LEGEND`)."""
     if v is None:
-        return "-"
+        return "n/a"
     if isinstance(v, float):
-        return f"{v:.3f}" if math.isfinite(v) else "-"
+        return f"{v:.3f}" if math.isfinite(v) else "n/a"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
@@ -175,7 +142,8 @@ def _tags(rows: list[dict[str, Any]]) -> list[str]:
 def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
     """Terminal table, `width` columns at most: per layer/component (a heading line each) the
     strongest evidence of every section and group, its value (± sd or half interval) beside its
-    control's; `*` marks a value that clears its control."""
+    control's; `*` marks a value that clears its control with an interval, `°` one that clears on a
+    single-seed point value only (`workbench.results.stars`)."""
     rows = strongest_rows(sections)
     if not rows:
         return "(no summary rows)"
@@ -193,15 +161,14 @@ def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
             where = _where(r)
             lines.append(_fit(where, width))
         u = uncertainty(r)
-        mark = "*" if clears(r) else " "
+        mark = MARK[star(r)] or " "
         value = _fmt(r.get("value"))
         measure = textwrap.wrap(_measure(r, r["section"]), measure_w) or [""]
         lines.append(f"  {_fit(tag, tag_w):<{tag_w}}  {measure[0]:<{measure_w}}  {value:>7}"
                      f"{'±' + format(u, '.3f') if u is not None else '':<7}{mark} "
                      f"{_fmt(r.get('control_value')) if 'control_value' in r else '':>7}  {ctrl}")
         lines += [f"  {'':<{tag_w}}    {more}" for more in measure[1:]]
-    lines.append("± sd, or half the interval; * the value clears its control (interval or 2 sd above it, "
-                 "or the section's own rule).")
+    lines += textwrap.wrap("± sd, or half the interval; " + LEGEND + ".", width)
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -218,7 +185,8 @@ table{border-collapse:collapse;font-size:13px;width:100%}
 th{background:#f3f3f3;text-align:left;font-weight:600;position:sticky;top:0}
 td,th{border-bottom:1px solid #e4e4e4;padding:3px 8px;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.where{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap;border-top:2px solid #bbb;background:#fafafa}
+td.where{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap;background:#fafafa;font-weight:600}
+td.rep{color:#aaa;font-weight:400;background:#fff}
 tr.first td{border-top:2px solid #bbb}
 td.sec{white-space:nowrap;color:#444}td.sec a{color:#1a5fb4;text-decoration:none}
 td.ctrl{color:#555;white-space:nowrap}td.ev{white-space:nowrap}th{white-space:nowrap}td.unc{color:#888;padding-left:0}td.details{color:#666;font-size:12px}
@@ -227,6 +195,10 @@ td.clear{background:#e3f4e1;font-weight:600}td.mark{color:#2e7d32;font-weight:70
 .figs{display:grid;grid-template-columns:1fr;gap:12px}
 .fig{border:1px solid #e4e4e4;border-radius:4px;padding:4px}.fig iframe{width:100%;height:520px;border:0}
 .fig a{font-size:12.5px}details{margin:8px 0}summary{cursor:pointer;color:#1a5fb4;font-size:13.5px}
+.verdict{border:1px solid #9ccc9a;background:#f4fbf3;border-radius:6px;padding:4px 16px 8px;margin:8px 0 12px}
+.verdict h2{border:0;margin:8px 0 4px;font-size:18px}.verdict ul{margin:4px 0;padding-left:20px;font-size:14.5px}
+.verdict li{margin:3px 0}p.caption{font-size:14px;margin:4px 2px 6px;font-weight:500}
+input[type=search]{font-size:13px;padding:2px 6px;width:260px}
 """
 
 
@@ -249,13 +221,14 @@ def _details(row: dict[str, Any], limit: int = 6) -> str:
 def _cells(row: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
     """Column -> (css class, escaped html) for one summary row."""
     u = uncertainty(row)
-    ok = clears(row)
+    st = star(row)
+    ok = st is Star.CLEARS
     return {
         "group": ("sec", _e(row.get("group", ""))),
         "evidence": ("ev" if len(_measure(row, section)) <= 70 else "", _e(_measure(row, section))),
         "value": ("num clear" if ok else "num", _e(_fmt(row.get("value")))),
         "±": ("num unc", f"±{u:.3f}" if u is not None else ""),
-        "": ("mark", "✓" if ok else ""),
+        "": ("mark", "✓" if ok else "°" if st is Star.SINGLE else ""),
         "control": ("num", _e(_fmt(row.get("control_value"))) if "control_value" in row else ""),
         "control is": ("ctrl", _e(row.get("control", ""))),
         "details": ("details", _e(_details(row))),
@@ -264,7 +237,7 @@ def _cells(row: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
 
 def _used(columns: list[str], cells: list[dict[str, tuple[str, str]]]) -> list[str]:
     """The columns some row fills (no empty columns); the mark column travels with the value."""
-    used = [c for c in columns if c == "" or any(cell[c][1] not in ("", "-") for cell in cells)]
+    used = [c for c in columns if c == "" or any(cell[c][1] not in ("", "-", "n/a") for cell in cells)]
     return used if any(cell[""][1] for cell in cells) else [c for c in used if c != ""]
 
 
@@ -283,20 +256,17 @@ def _evidence_html(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
         c["section"] = ("sec", sec)
     columns = _used(["section", "group", "evidence", "value", "±", "", "control", "control is"], cells)
     body = []
-    blocks: dict[str, int] = {}
-    for r in rows:
-        blocks[_where(r)] = blocks.get(_where(r), 0) + 1
     seen: set[str] = set()
     for r, c in zip(rows, cells):
-        w = _where(r)
-        lead = ""
-        cls = ""
-        if w not in seen:
-            seen.add(w)
-            lead = f"<td class='where' rowspan='{blocks[w]}'>{_e(w)}</td>"
-            cls = " class='first'"
-        body.append(f"<tr{cls}>{lead}" + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>")
-    return f"<table><thead><tr><th>where</th>{_head(columns)}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        w = _where(r)  # every row names its place (the filter hides rows), the first of a block in bold
+        first = w not in seen
+        seen.add(w)
+        lead = f"<td class='{'where' if first else 'where rep'}'>{_e(w)}</td>"
+        tr = "<tr class='first'>" if first else "<tr>"
+        body.append(f"{tr}{lead}"
+                    + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>")
+    return (f"<table id='evidence-table'><thead><tr><th>where</th>{_head(columns)}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _rows_html(rows: list[dict[str, Any]], section: str, limit: int = 300) -> str:
@@ -332,40 +302,84 @@ def _meta_html(report: dict[str, Any]) -> str:
     return "<dl class='meta'>" + "".join(f"<dt>{label}</dt><dd>{v}</dd>" for label, v in items) + "</dl>"
 
 
+_FILTER_JS = """
+function wbFilter(input){var q=input.value.toLowerCase();var t=document.getElementById(input.dataset.table);
+var rows=t.tBodies[0].rows;for(var i=0;i<rows.length;i++){var r=rows[i];
+r.style.display=(!q||r.textContent.toLowerCase().indexOf(q)>=0)?'':'none';}}
+"""
+
+
+def _figure_html(name: str, path: str, caption: str = "", height: int = 520) -> str:
+    cap = f"<p class='caption'>{_e(caption)}</p>" if caption else ""
+    return (f"<div class='fig'>{cap}<iframe loading='lazy' src='{_e(path)}' title='{_e(name)}' style='height:{height}px'>"
+            f"</iframe><a href='{_e(path)}'>{_e(name)} (open)</a></div>")
+
+
+def _verdict_html(report: dict[str, Any]) -> str:
+    verdict = report.get("verdict") or []
+    if not verdict:
+        return ""
+    head, *body = verdict
+    items = "".join(f"<li>{_e(line)}</li>" for line in body)
+    return f"<div class='verdict'><h2 id='verdict'>{_e(head)}</h2><ul>{items}</ul></div>"
+
+
 def _index_html(report: dict[str, Any]) -> str:
+    """Verdict and map first, then per section its key figure with a one-line finding, then the
+    full evidence (collapsible, filterable) and the run's metadata."""
     titles = {s["id"]: s["title"] for s in report["sections"]}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(report['title'])}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{_e(report['title'])}</h1>", _meta_html(report)]
+             f"<style>{_STYLE}</style><script>{_FILTER_JS}</script></head><body><h1>{_e(report['title'])}</h1>",
+             _verdict_html(report)]
+    if report.get("map"):
+        parts.append(_figure_html("map", report["map"], height=report.get("map_height", 460)))
+    parts.append(f"<p class='legend'>{_e(LEGEND)}.</p>")
     nav = " · ".join(f"<a href='#{_e(s['id'])}'>{_e(s['id'])}</a>" for s in report["sections"])
-    parts.append(f"<p class='legend'>Sections: {nav}</p>")
+    parts.append(f"<p class='legend'>Sections: {nav} · <a href='#evidence'>all evidence</a> · <a href='#run'>run</a></p>")
     if report.get("missing"):
         items = "".join(f"<li><b>{_e(m['section'])}</b>: {_e(m['reason'])}</li>" for m in report["missing"])
         parts.append(f"<h2 id='missing'>Missing sections</h2><ul class='missing'>{items}</ul>")
-    parts.append("<h2>Strongest evidence per layer/component, beside its control</h2>")
-    parts.append("<p class='legend'>Per place (hook, parameter group or layer), section and group: the summary row whose "
-                 "value sits furthest above its control. ± is the row's sd (or half its interval); "
-                 "<span style='color:#2e7d32;font-weight:700'>✓</span> and green: the value clears its control.</p>")
-    parts.append(_evidence_html(report["strongest"], titles))
     for s in report["sections"]:
         parts.append(f"<h2 id='{_e(s['id'])}'>{_e(s['title'])}</h2>")
         cmd = s.get("command") or ""
         if cmd and cmd == report.get("command"):
-            regen = (f"regenerated by the command above (this section alone: add <code>--sections {_e(s['kind'])}</code> "
-                     "and another <code>--out</code>)")
+            regen = (f"regenerated by the command at the end (this section alone: add <code>--sections {_e(s['kind'])}"
+                     "</code> and another <code>--out</code>)")
         else:
             regen = f"regenerate: <code>{_e(cmd or '(not recorded)')}</code>"
+        figures = list(s["files"]["figures"].items())
+        if figures:
+            parts.append(_figure_html(*figures[0], caption=s.get("finding", "")))
+            if len(figures) > 1:
+                more = "".join(_figure_html(n, p) for n, p in figures[1:])
+                parts.append(f"<details><summary>{len(figures) - 1} more figure(s)</summary><div class='figs'>{more}</div>"
+                             "</details>")
+        elif s.get("finding"):
+            parts.append(f"<p class='caption'>{_e(s['finding'])}</p>")
         parts.append(f"<p class='legend'>{regen}; result files: <a href='{_e(s['files']['result'])}'>"
                      f"{_e(s['files']['result'])}</a></p>")
-        figures = s["files"]["figures"]
-        if figures:
-            figs = "".join(f"<div class='fig'><iframe loading='lazy' src='{_e(p)}' title='{_e(n)}'></iframe>"
-                           f"<a href='{_e(p)}'>{_e(n)} (open)</a></div>" for n, p in figures.items())
-            parts.append(f"<div class='figs'>{figs}</div>")
         rows = s["summary_rows"]
         if rows:
             parts.append(f"<details><summary>all {len(rows)} summary rows</summary>{_rows_html(rows, s['id'])}</details>")
+    parts.append("<h2 id='evidence'>All evidence: the strongest row per place, section and group, beside its control</h2>")
+    parts.append("<details open><summary>show / hide the table</summary>"
+                 "<p class='legend'>Filter: <input type='search' data-table='evidence-table' oninput='wbFilter(this)' "
+                 "placeholder='e.g. mlp, probes, blocks.1'> ± is the row's sd (or half its interval).</p>"
+                 + _evidence_html(report["strongest"], titles) + "</details>")
+    parts.append("<h2 id='run'>The run</h2>" + _meta_html(report))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def format_terminal(report: dict[str, Any], full: bool = False, width: int = 120) -> str:
+    """What the job prints: the verdict, one line per section, then (with `full`) the full table."""
+    lines = [*report.get("verdict", []), "", "Sections (rows clearing their control; the strongest):"]
+    lines += ["  " + textwrap.shorten(s["finding"], width - 2, placeholder=" ~") for s in report["sections"]]
+    for m in report.get("missing", []):
+        lines.append(f"  missing section {m['section']}: {m['reason']}")
+    if full:
+        lines += ["", format_summary(report["sections"], width)]
+    return "\n".join(lines)
 
 
 def write_report(
@@ -377,12 +391,14 @@ def write_report(
     meta: dict[str, Any] | None = None,
     missing: Sequence[Mapping[str, str]] = (),
     stream: TextIO | None = sys.stdout,
+    full_table: bool = False,
 ) -> Path:
-    """Write every result's files, figures, `report.json` and `index.html`; print the summary.
+    """Write every result's files, figures, the map, `report.json`, `summary.txt` and `index.html`;
+    print the verdict and one line per section (and the full table with `full_table`).
 
     `missing` lists the sections that have no result ({section, reason}: skipped, or failed with
     its error): report.json, index.html and the summary say which and why. Returns the path of
-    `report.json`. `stream=None` prints nothing.
+    `report.json`. `stream=None` prints nothing. `summary.txt` always holds the full table.
     """
     if not results and not missing:
         raise ConfigError("No results to report; run at least one analysis.")
@@ -393,7 +409,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    used_names: set[str] = set()
+    used_names: set[str] = {MAP_STEM}
     for sid, result in zip(_section_ids(results), results):
         result_path = result.save(out / "sections" / sid)
         figures = result.figures()
@@ -411,16 +427,26 @@ def write_report(
                       "figures": {named[stem][0]: p.relative_to(out).as_posix() for stem, p in paths.items()}},
             "summary_rows": _clean([row_dict(row) for row in result.summary_rows()]),
         })
+    for s in sections:
+        s["finding"] = section_line(s)
+    verdict = make_verdict(sections, [m["section"] for m in missing])
     report = {"schema_version": SCHEMA_VERSION, "title": title, "command": command, "versions": package_versions(),
-              "meta": _clean(meta or {}), "sections": sections, "strongest": strongest_rows(sections), "missing": missing}
+              "meta": _clean(meta or {}), "verdict": verdict.lines(),
+              "stars": {"rows": verdict.n_rows, "compared": verdict.n_compared, "starred": verdict.n_starred,
+                        "single_seed": verdict.n_single, "seeds": verdict.seeds},
+              "sections": sections, "strongest": strongest_rows(sections), "missing": missing}
+    fig = map_figure(sections, verdict.seeds_phrase)
+    if fig is not None:
+        path = write_figures({MAP_STEM: fig}, out)[MAP_STEM]
+        report["map"] = path.relative_to(out).as_posix()
+        report["map_height"] = int(fig.layout.height or 460) + 10
     path = out / REPORT_FILE
     atomic_write_json(path, report)
+    atomic_write_text(out / SUMMARY_FILE, format_terminal(report, full=True) + "\n")
     atomic_write_text(out / INDEX_FILE, _index_html(report))
     if stream is not None:
-        print(format_summary(sections), file=stream)
-        for m in missing:
-            print(f"missing section {m['section']}: {m['reason']}", file=stream)
-        print(f"wrote {path} and {out / INDEX_FILE}", file=stream)
+        print(format_terminal(report, full=full_table), file=stream)
+        print(f"wrote {path}, {out / INDEX_FILE} and {out / SUMMARY_FILE} (the full table)", file=stream)
     return path
 
 
