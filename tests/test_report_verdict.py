@@ -74,7 +74,7 @@ def test_single_seed_point_values_are_never_starred_but_named_as_such():
     assert "No causal row clears its control with an interval (one seed: no interval)." in text
     assert "Single seed, no interval (point value above its control, not a star): L2 mlp" in text
     assert "0 of 1 rows starred" in text and "1 clear on a single-seed point value only" in text
-    assert "° " in section_line(sections[0]) and "0 of 1 rows clear (1 on a single-seed" in section_line(sections[0])
+    assert "° " in section_line(sections[0]) and "0 of 1 rows clear (1 single-seed °)" in section_line(sections[0])
     # over seeds (cleared in every seed) the same row is a star
     sections[0]["summary_rows"][0].update(n_seeds=3, sd=0.05)
     assert list(make_verdict(sections).causal) == [Place(2, "mlp")]

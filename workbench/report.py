@@ -42,7 +42,7 @@ from workbench.results.rows import SCHEMA, row_dict
 from workbench.results.stars import LEGEND, MARK, Star, clears, star, uncertainty  # noqa: F401 (clears: public here)
 from workbench.results.stars import margin as _margin
 from workbench.results.stars import number as _number
-from workbench.results.verdict import make_verdict, section_line
+from workbench.results.verdict import make_verdict, section_line, wrap
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
@@ -373,7 +373,7 @@ def _index_html(report: dict[str, Any]) -> str:
 
 def format_terminal(report: dict[str, Any], full: bool = False, width: int = 120) -> str:
     """What the job prints: the verdict, one line per section, then (with `full`) the full table."""
-    lines = [*report.get("verdict", []), "", "Sections (rows clearing their control; the strongest):"]
+    lines = [*wrap(report.get("verdict", []), width), "", "Sections (rows clearing their control; the strongest):"]
     lines += ["  " + textwrap.shorten(s["finding"], width - 2, placeholder=" ~") for s in report["sections"]]
     for m in report.get("missing", []):
         lines.append(f"  missing section {m['section']}: {m['reason']}")
@@ -431,7 +431,7 @@ def write_report(
         s["finding"] = section_line(s)
     verdict = make_verdict(sections, [m["section"] for m in missing])
     report = {"schema_version": SCHEMA_VERSION, "title": title, "command": command, "versions": package_versions(),
-              "meta": _clean(meta or {}), "verdict": verdict.lines(),
+              "meta": _clean(meta or {}), "verdict": verdict.sentences(),
               "stars": {"rows": verdict.n_rows, "compared": verdict.n_compared, "starred": verdict.n_starred,
                         "single_seed": verdict.n_single, "seeds": verdict.seeds},
               "sections": sections, "strongest": strongest_rows(sections), "missing": missing}

@@ -128,7 +128,7 @@ class ProbeResult(ResultBase):
             hooks = list(dict.fromkeys(r["hook"] for r in self.select(task=task) if r["reader"] != TEXT_READER
                                        and r["method"] not in ("oracle", "bag_of_tokens")))
             drawn: list[float] = []
-            single_fold = False
+            single_fold = with_sd = False
             for method, dash in (("logistic", "solid"), ("ridge", "dot"), ("shuffled", "dash"), ("transfer", "solid")):
                 for reader in dict.fromkeys(r["reader"] for r in self.select(task=task, method=method)):
                     rows = {r["hook"]: r for r in self.select(task=task, method=method, reader=reader)}
@@ -136,6 +136,7 @@ class ProbeResult(ResultBase):
                     sds = [rows[h]["auroc_sd"] if h in rows else None for h in hooks]
                     has_sd = any(sd is not None for sd in sds)
                     single_fold |= not has_sd
+                    with_sd |= has_sd
                     err = {"type": "data", "array": [sd or 0 for sd in sds], "visible": True} if has_sd else None
                     fig.add_trace(go.Scatter(x=hooks, y=ys, mode="lines+markers", line={"dash": dash}, error_y=err,
                                              name=f"{method} ({reader})" + ("" if has_sd else ", one held-out fold")))
@@ -147,8 +148,8 @@ class ProbeResult(ResultBase):
                                              name=f"{method} ({r['auroc']:.3f})", line={"dash": "longdash", "width": 3}))
                     drawn.append(r["auroc"])
             low = max(0.0, min([0.3, *drawn]) - 0.05)
-            spread = "mean ± sd over folds (error bars)" + ("; transfer lines: one held-out fold, no interval"
-                                                            if single_fold else "")
+            spread = "; ".join((["mean ± sd over folds (error bars)"] if with_sd else [])
+                               + (["transfer lines: one held-out fold, no interval"] if single_fold else []))
             fig.update_layout(title=f"{self.title}<br><sub>task: {task}; AUROC on held-out prompts, {spread}</sub>",
                               xaxis_title="hook", yaxis_title="AUROC", yaxis_range=[low, 1.02], template="plotly_white")
             figs[task] = fig

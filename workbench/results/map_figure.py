@@ -75,5 +75,7 @@ def map_figure(sections: Sequence[dict[str, Any]], seeds_phrase: str = "") -> An
               f"<br><sub>colour: starred sections (a single-seed point value counts ½); hover: each section's "
               f"strongest row vs its control; {seeds_phrase}</sub>",
         xaxis_title="component", yaxis_title="depth", yaxis_autorange="reversed", template="plotly_white",
-        height=max(320, 120 + 70 * len(rows)), margin={"t": 90})
+        height=120 + len(rows) * max(24, min(70, 900 // len(rows))), margin={"t": 90})
+    if len(rows) > 16:  # too small to read in the cells: the hover keeps it
+        fig.update_traces(texttemplate=None)
     return fig

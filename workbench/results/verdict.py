@@ -86,11 +86,15 @@ class Verdict:
         return f"over {self.seeds} seeds" if self.seeds > 1 else "one seed: no interval over seeds"
 
     def lines(self, width: int = 120) -> list[str]:
-        """The verdict as text lines (at most `width` columns)."""
+        """The verdict as text lines (at most `width` columns; a sentence's continuation indented)."""
+        return wrap(self.sentences(), width)
+
+    def sentences(self) -> list[str]:
+        """The heading, then one sentence per point (what report.json stores and index.html lists)."""
         out = [f"VERDICT: where does the trait live? ({self.seeds_phrase})"]
 
         def say(text: str) -> None:
-            out.extend(textwrap.wrap(text, width, subsequent_indent="    "))
+            out.append(text)
 
         if self.causal:
             say("Causal evidence that clears its control: " + _places(self.causal, 3) + ".")
@@ -126,6 +130,11 @@ class Verdict:
 
     def text(self, width: int = 120) -> str:
         return "\n".join(self.lines(width))
+
+
+def wrap(sentences: Sequence[str], width: int = 120) -> list[str]:
+    """Sentences as lines of at most `width` columns, continuations indented."""
+    return [line for text in sentences for line in textwrap.wrap(text, width, subsequent_indent="    ")]
 
 
 def _places(by_place: dict[Place, list[Evidence]], limit: int, names_only: bool = False) -> str:
@@ -181,5 +190,5 @@ def section_line(section: dict[str, Any]) -> str:
     best = max(pool, key=lambda e: e.margin)
     mark = {Star.CLEARS: "* ", Star.SINGLE: "° ", Star.FAILS: "(not clearing) "}.get(best.star, "")
     group = f" [{best.row.get('group')}]" if best.row.get("group") else ""
-    extra = f" ({len(single)} on a single-seed point value)" if single else ""
+    extra = f" ({len(single)} single-seed °)" if single else ""
     return f"{section['id']}: {len(starred)} of {len(ev)} rows clear{extra}; strongest: {mark}{best.brief().split(' ', 1)[1]}{group}"
