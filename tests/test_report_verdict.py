@@ -190,3 +190,17 @@ def test_index_opens_with_the_verdict_and_the_map_before_the_table(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["stars"] == {"rows": 3, "compared": 3, "starred": 1, "single_seed": 0, "seeds": 1}
     assert report["verdict"][0].startswith("VERDICT") and report["map"] == "map.html"
+
+
+def test_one_seed_prints_no_sd():
+    """A spread of one seed is undefined: printed as such, never as sd 0.000."""
+    from workbench.cli.alignment import format_summary as alignment_summary
+    from workbench.cli.screening import format_summary as screening_summary
+
+    one = alignment_summary([{"direction": "delta_T", "mean": 0.7, "sd": 0.0, "per_seed": [0.7]}])
+    assert "one seed: no sd" in one and "0.000" not in one
+    two = alignment_summary([{"direction": "delta_T", "mean": 0.7, "sd": 0.1, "per_seed": [0.6, 0.8]}])
+    assert " 0.100 " in two
+    row = {"fraction": 0.1, "top_g_trait": [0.2], "random": [0.3], "difference_mean": -0.1, "difference_sd": 0.0}
+    text = screening_summary([row])
+    assert "one seed: no sd" in text and "± 0.000" not in text
