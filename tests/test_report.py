@@ -90,7 +90,9 @@ def test_report_writes_every_section_and_walks_only_the_contract(tmp_path):
     assert report["sections"][2]["summary_rows"][0]["control_value"] is None
     read_report(tmp_path)
     out = stream.getvalue()
-    assert "blocks.1.hook_resid_post" in out and "shuffled labels" in out and "report.json" in out
+    assert out.startswith("VERDICT") and "report.json" in out
+    full = (tmp_path / "summary.txt").read_text()  # the full table: summary.txt (and index.html)
+    assert "blocks.1.hook_resid_post" in full and "shuffled labels" in full
     # the strongest row at the planted layer is the probe, far above its shuffled control
     best = [r for r in report["strongest"] if r["where"] == "blocks.1.hook_resid_post" and r["section"] == "probes"][0]
     assert best["value"] > 0.9 and best["control_value"] < 0.65
@@ -177,11 +179,12 @@ def test_terminal_summary_fits_120_columns_and_wraps_long_measures():
 def test_index_has_no_empty_columns_and_marks_values_that_clear(tmp_path):
     write_report([OtherResult(0.3)], tmp_path, stream=None)
     index = (tmp_path / "index.html").read_text()
-    evidence = index[index.index("<h2>Strongest"):index.index("<h2 id=")]
+    evidence = index[index.index("id='evidence-table'"):]
+    evidence = evidence[:evidence.index("</table>")]
     heads = re.findall(r"<th[^>]*>([^<]*)</th>", evidence)
     # no group, no sd, no finite control value, nothing clears: those columns are left out
     assert heads == ["where", "section", "evidence", "value", "control is"]
     write_report([probe_result()], tmp_path / "p", command="python -m workbench.probe", stream=None)
     index = (tmp_path / "p" / "index.html").read_text()
     assert "<th class='num'>±</th>" in index and "class='num clear'" in index and "✓" in index
-    assert "python -m workbench.probe" in index.split("<h2>")[0]  # the header says how to regenerate
+    assert "python -m workbench.probe" in index.split("<h2 id='run'>")[1]  # the run's section says how to regenerate

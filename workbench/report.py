@@ -16,13 +16,21 @@ task), `measure` (what the value is, with its unit), `value`, `sd` or `ci` ([lo,
 uncertainty, `control` (name of the baseline), `control_value` (the baseline's value in the same
 unit) and `clears` (bool: whether the value clears its control, when the section has its own
 rule; otherwise the interval's lower end, value - 2 sd, or the value must exceed the control).
-The terminal summary and index.html show, per `where`, section and group, the row whose value is
-furthest above its control, in forward order (embeddings, blocks, final, whole model).
+Rows aggregated over seeds add `n_seeds` and `seed_values` (`value` the mean, `sd` over seeds,
+`clears` in every seed). A row is starred only when it clears its control with an interval or
+over seeds (`results/stars.py`); the section names its strongest fair control.
+
+The report answers first: a verdict generated from the rows alone (`results/verdict.py`: where
+causal evidence clears its control, what the correlational views add, what did not clear, the
+caveats), then the map (`results/map_figure.py`: layers x components, which sections point
+where), then per section its key figure with a one-line finding; the full evidence table (per
+`where`, section and group, the row furthest above its control, in forward order) comes last,
+collapsible and filterable in index.html and in `summary.txt`. The terminal prints the verdict
+and one line per section (the full table too with `full_table=True`).
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -37,10 +45,20 @@ from workbench.core.io import atomic_write_json, atomic_write_text, read_json
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
 from workbench.results.base import Result
 from workbench.results.figures import figure_stem, write_figures
-from workbench.results.rows import SCHEMA, row_dict
+from workbench.results.map_figure import map_figure
+from workbench.results.report_html import index_html
+from workbench.results.row_text import fmt as _fmt
+from workbench.results.row_text import measure_of as _measure
+from workbench.results.row_text import where_of as _where
+from workbench.results.rows import row_dict
+from workbench.results.stars import LEGEND, MARK, Star, clears, star, uncertainty  # noqa: F401 (clears: public here)
+from workbench.results.stars import margin as _margin
+from workbench.results.verdict import make_verdict, section_line, wrap
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
+SUMMARY_FILE = "summary.txt"
+MAP_STEM = "map"
 
 
 def _clean(value: Any) -> Any:
@@ -61,51 +79,6 @@ def _section_ids(results: Sequence[Result]) -> list[str]:
         seen[r.kind] = seen.get(r.kind, 0) + 1
         ids.append(r.kind if seen[r.kind] == 1 else f"{r.kind}-{seen[r.kind]}")
     return ids
-
-
-def _number(v: Any) -> float | None:
-    """A finite float, or None (bools, strings, NaN and missing values are not numbers here)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def _margin(row: dict[str, Any]) -> float:
-    """How far a row's value sits above its control (its value when it has no numeric control)."""
-    value, control = _number(row.get("value")), _number(row.get("control_value"))
-    if value is None:
-        return -math.inf
-    return value - control if control is not None else value
-
-
-def uncertainty(row: dict[str, Any]) -> float | None:
-    """The row's `sd`, else half the width of its interval `ci` ([lo, hi]), else None."""
-    sd = _number(row.get("sd"))
-    if sd is not None:
-        return sd
-    ci = row.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in (_number(ci[0]), _number(ci[1])):
-        return (float(ci[1]) - float(ci[0])) / 2
-    return None
-
-
-def clears(row: dict[str, Any]) -> bool | None:
-    """Whether the value clears its control: the row's own `clears` when it says, else its interval's
-    lower end (`ci`), or value - 2 sd, or the value itself, above `control_value`. None: no control."""
-    if isinstance(row.get("clears"), bool):
-        return row["clears"]
-    value, control = _number(row.get("value")), _number(row.get("control_value"))
-    if value is None or control is None:
-        return None
-    ci = row.get("ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _number(ci[0]) is not None:
-        return float(ci[0]) > control
-    sd = _number(row.get("sd"))
-    return value - 2 * sd > control if sd is not None else value > control
-
-
-def _where(row: dict[str, Any]) -> str:
-    return str(row.get("where", row.get("hook", row.get("layer", "(overall)"))))
 
 
 _FIRST = ("hook_embed", "hook_pos_embed", "embed", "pos_embed", "tokens")
@@ -141,24 +114,6 @@ def strongest_rows(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: (depth(_where(r)), "hook_" not in _where(r), first[_where(r)]))
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}" if math.isfinite(v) else "-"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
-
-
-def _measure(row: dict[str, Any], section: str) -> str:
-    """The row's `measure`, else its first numeric fields as `name=value` (rows of other conventions)."""
-    if "measure" in row:
-        return str(row["measure"])
-    numeric = [(k, v) for k, v in row.items() if _number(v) is not None and k not in ("where", "hook", "layer")]
-    return f"{section}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in numeric[:3]) if numeric else section
-
-
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
 
@@ -175,7 +130,8 @@ def _tags(rows: list[dict[str, Any]]) -> list[str]:
 def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
     """Terminal table, `width` columns at most: per layer/component (a heading line each) the
     strongest evidence of every section and group, its value (± sd or half interval) beside its
-    control's; `*` marks a value that clears its control."""
+    control's; `*` marks a value that clears its control with an interval, `°` one that clears on a
+    single-seed point value only (`workbench.results.stars`)."""
     rows = strongest_rows(sections)
     if not rows:
         return "(no summary rows)"
@@ -193,179 +149,26 @@ def format_summary(sections: list[dict[str, Any]], width: int = 120) -> str:
             where = _where(r)
             lines.append(_fit(where, width))
         u = uncertainty(r)
-        mark = "*" if clears(r) else " "
+        mark = MARK[star(r)] or " "
         value = _fmt(r.get("value"))
         measure = textwrap.wrap(_measure(r, r["section"]), measure_w) or [""]
         lines.append(f"  {_fit(tag, tag_w):<{tag_w}}  {measure[0]:<{measure_w}}  {value:>7}"
                      f"{'±' + format(u, '.3f') if u is not None else '':<7}{mark} "
                      f"{_fmt(r.get('control_value')) if 'control_value' in r else '':>7}  {ctrl}")
         lines += [f"  {'':<{tag_w}}    {more}" for more in measure[1:]]
-    lines.append("± sd, or half the interval; * the value clears its control (interval or 2 sd above it, "
-                 "or the section's own rule).")
+    lines += textwrap.wrap("± sd, or half the interval; " + LEGEND + ".", width)
     return "\n".join(line.rstrip() for line in lines)
 
 
-# --------------------------------------------------------------------------- index.html
-
-_STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#222}
-h1{font-size:24px;margin:0 0 8px}h2{font-size:19px;margin:36px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:15px;margin:18px 0 6px}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:14px;margin:8px 0 16px}
-dl.meta dt{color:#666}dl.meta dd{margin:0}
-code{background:#f3f3f3;padding:1px 4px;border-radius:3px;font-size:12.5px;word-break:break-all}
-table{border-collapse:collapse;font-size:13px;width:100%}
-th{background:#f3f3f3;text-align:left;font-weight:600;position:sticky;top:0}
-td,th{border-bottom:1px solid #e4e4e4;padding:3px 8px;vertical-align:top}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.where{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap;border-top:2px solid #bbb;background:#fafafa}
-tr.first td{border-top:2px solid #bbb}
-td.sec{white-space:nowrap;color:#444}td.sec a{color:#1a5fb4;text-decoration:none}
-td.ctrl{color:#555;white-space:nowrap}td.ev{white-space:nowrap}th{white-space:nowrap}td.unc{color:#888;padding-left:0}td.details{color:#666;font-size:12px}
-td.clear{background:#e3f4e1;font-weight:600}td.mark{color:#2e7d32;font-weight:700;text-align:center;width:1em}
-.legend{font-size:12.5px;color:#555;margin:6px 0}
-.figs{display:grid;grid-template-columns:1fr;gap:12px}
-.fig{border:1px solid #e4e4e4;border-radius:4px;padding:4px}.fig iframe{width:100%;height:520px;border:0}
-.fig a{font-size:12.5px}details{margin:8px 0}summary{cursor:pointer;color:#1a5fb4;font-size:13.5px}
-"""
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _details(row: dict[str, Any], limit: int = 6) -> str:
-    """A row's extra (non-schema) keys as `name value` pairs, at most `limit`, lists shortened."""
-    extras = [(k, v) for k, v in row.items() if k not in SCHEMA and k != "section" and v is not None]
-    out = []
-    for k, v in extras[:limit]:
-        if isinstance(v, (list, tuple)):
-            v = list(v)[:5]
-        out.append(f"{k} {_fmt(v)}")
-    more = f"; +{len(extras) - limit} more in report.json" if len(extras) > limit else ""
-    return "; ".join(out) + more
-
-
-def _cells(row: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
-    """Column -> (css class, escaped html) for one summary row."""
-    u = uncertainty(row)
-    ok = clears(row)
-    return {
-        "group": ("sec", _e(row.get("group", ""))),
-        "evidence": ("ev" if len(_measure(row, section)) <= 70 else "", _e(_measure(row, section))),
-        "value": ("num clear" if ok else "num", _e(_fmt(row.get("value")))),
-        "±": ("num unc", f"±{u:.3f}" if u is not None else ""),
-        "": ("mark", "✓" if ok else ""),
-        "control": ("num", _e(_fmt(row.get("control_value"))) if "control_value" in row else ""),
-        "control is": ("ctrl", _e(row.get("control", ""))),
-        "details": ("details", _e(_details(row))),
-    }
-
-
-def _used(columns: list[str], cells: list[dict[str, tuple[str, str]]]) -> list[str]:
-    """The columns some row fills (no empty columns); the mark column travels with the value."""
-    used = [c for c in columns if c == "" or any(cell[c][1] not in ("", "-") for cell in cells)]
-    return used if any(cell[""][1] for cell in cells) else [c for c in used if c != ""]
-
-
-def _head(columns: list[str]) -> str:
-    nums = {"value", "±", "control"}
-    return "".join(f"<th class='num'>{_e(c)}</th>" if c in nums else f"<th>{_e(c)}</th>" for c in columns)
-
-
-def _evidence_html(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
-    """The strongest rows, one block per `where` (its name spanning the block's rows)."""
-    if not rows:
-        return "<p>(no summary rows)</p>"
-    cells = [_cells(r, r["section"]) for r in rows]
-    for r, c in zip(rows, cells):
-        sec = f"<a href='#{_e(r['section'])}' title='{_e(titles.get(r['section'], ''))}'>{_e(r['section'])}</a>"
-        c["section"] = ("sec", sec)
-    columns = _used(["section", "group", "evidence", "value", "±", "", "control", "control is"], cells)
-    body = []
-    blocks: dict[str, int] = {}
-    for r in rows:
-        blocks[_where(r)] = blocks.get(_where(r), 0) + 1
-    seen: set[str] = set()
-    for r, c in zip(rows, cells):
-        w = _where(r)
-        lead = ""
-        cls = ""
-        if w not in seen:
-            seen.add(w)
-            lead = f"<td class='where' rowspan='{blocks[w]}'>{_e(w)}</td>"
-            cls = " class='first'"
-        body.append(f"<tr{cls}>{lead}" + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>")
-    return f"<table><thead><tr><th>where</th>{_head(columns)}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _rows_html(rows: list[dict[str, Any]], section: str, limit: int = 300) -> str:
-    """A section's summary rows: schema columns that some row fills, then the extras as details."""
-    cells = [_cells(r, section) for r in rows[:limit]]
-    for r, c in zip(rows, cells):
-        c["where"] = ("where-plain", _e(_where(r)))
-    columns = _used(["where", "group", "evidence", "value", "±", "", "control", "control is", "details"], cells)
-    body = "".join("<tr>" + "".join(f"<td class='{c[k][0]}'>{c[k][1]}</td>" for k in columns) + "</tr>" for c in cells)
-    more = f"<p class='legend'>({len(rows) - limit} more rows in report.json)</p>" if len(rows) > limit else ""
-    return f"<table><thead><tr>{_head(columns)}</tr></thead><tbody>{body}</tbody></table>{more}"
-
-
-def _meta_html(report: dict[str, Any]) -> str:
-    meta = dict(report.get("meta") or {})
-    items = []
-    labels = (("models", "models"), ("organism", "organism"), ("target", "trait"), ("distillation loss", "distillation loss"),
-              ("data", "data"),
-              ("n_rows", "rows"), ("positions", "positions"), ("hooks", "hooks"), ("device", "device"))
-    for key, label in labels:
-        if key in meta:
-            v = meta.pop(key)
-            text = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else _fmt(v)
-            if key == "hooks" and isinstance(v, (list, tuple)):
-                text = f"{len(v)}: {text}"
-            items.append((label, _e(text)))
-    items += [(k, _e(_fmt(v))) for k, v in meta.items()]
-    if report.get("command"):
-        items.append(("regenerate", f"<code>{_e(report['command'])}</code>"))
-    versions = report.get("versions") or {}
-    if versions:
-        items.append(("versions", _e(", ".join(f"{k} {v}" for k, v in versions.items()))))
-    return "<dl class='meta'>" + "".join(f"<dt>{label}</dt><dd>{v}</dd>" for label, v in items) + "</dl>"
-
-
-def _index_html(report: dict[str, Any]) -> str:
-    titles = {s["id"]: s["title"] for s in report["sections"]}
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(report['title'])}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{_e(report['title'])}</h1>", _meta_html(report)]
-    nav = " · ".join(f"<a href='#{_e(s['id'])}'>{_e(s['id'])}</a>" for s in report["sections"])
-    parts.append(f"<p class='legend'>Sections: {nav}</p>")
-    if report.get("missing"):
-        items = "".join(f"<li><b>{_e(m['section'])}</b>: {_e(m['reason'])}</li>" for m in report["missing"])
-        parts.append(f"<h2 id='missing'>Missing sections</h2><ul class='missing'>{items}</ul>")
-    parts.append("<h2>Strongest evidence per layer/component, beside its control</h2>")
-    parts.append("<p class='legend'>Per place (hook, parameter group or layer), section and group: the summary row whose "
-                 "value sits furthest above its control. ± is the row's sd (or half its interval); "
-                 "<span style='color:#2e7d32;font-weight:700'>✓</span> and green: the value clears its control.</p>")
-    parts.append(_evidence_html(report["strongest"], titles))
-    for s in report["sections"]:
-        parts.append(f"<h2 id='{_e(s['id'])}'>{_e(s['title'])}</h2>")
-        cmd = s.get("command") or ""
-        if cmd and cmd == report.get("command"):
-            regen = (f"regenerated by the command above (this section alone: add <code>--sections {_e(s['kind'])}</code> "
-                     "and another <code>--out</code>)")
-        else:
-            regen = f"regenerate: <code>{_e(cmd or '(not recorded)')}</code>"
-        parts.append(f"<p class='legend'>{regen}; result files: <a href='{_e(s['files']['result'])}'>"
-                     f"{_e(s['files']['result'])}</a></p>")
-        figures = s["files"]["figures"]
-        if figures:
-            figs = "".join(f"<div class='fig'><iframe loading='lazy' src='{_e(p)}' title='{_e(n)}'></iframe>"
-                           f"<a href='{_e(p)}'>{_e(n)} (open)</a></div>" for n, p in figures.items())
-            parts.append(f"<div class='figs'>{figs}</div>")
-        rows = s["summary_rows"]
-        if rows:
-            parts.append(f"<details><summary>all {len(rows)} summary rows</summary>{_rows_html(rows, s['id'])}</details>")
-    parts.append("</body></html>")
-    return "".join(parts)
+def format_terminal(report: dict[str, Any], full: bool = False, width: int = 120) -> str:
+    """What the job prints: the verdict, one line per section, then (with `full`) the full table."""
+    lines = [*wrap(report.get("verdict", []), width), "", "Sections (rows clearing their control; the strongest):"]
+    lines += ["  " + textwrap.shorten(s["finding"], width - 2, placeholder=" ~") for s in report["sections"]]
+    for m in report.get("missing", []):
+        lines.append(f"  missing section {m['section']}: {m['reason']}")
+    if full:
+        lines += ["", format_summary(report["sections"], width)]
+    return "\n".join(lines)
 
 
 def write_report(
@@ -377,12 +180,14 @@ def write_report(
     meta: dict[str, Any] | None = None,
     missing: Sequence[Mapping[str, str]] = (),
     stream: TextIO | None = sys.stdout,
+    full_table: bool = False,
 ) -> Path:
-    """Write every result's files, figures, `report.json` and `index.html`; print the summary.
+    """Write every result's files, figures, the map, `report.json`, `summary.txt` and `index.html`;
+    print the verdict and one line per section (and the full table with `full_table`).
 
     `missing` lists the sections that have no result ({section, reason}: skipped, or failed with
     its error): report.json, index.html and the summary say which and why. Returns the path of
-    `report.json`. `stream=None` prints nothing.
+    `report.json`. `stream=None` prints nothing. `summary.txt` always holds the full table.
     """
     if not results and not missing:
         raise ConfigError("No results to report; run at least one analysis.")
@@ -393,7 +198,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    used_names: set[str] = set()
+    used_names: set[str] = {MAP_STEM}
     for sid, result in zip(_section_ids(results), results):
         result_path = result.save(out / "sections" / sid)
         figures = result.figures()
@@ -411,16 +216,26 @@ def write_report(
                       "figures": {named[stem][0]: p.relative_to(out).as_posix() for stem, p in paths.items()}},
             "summary_rows": _clean([row_dict(row) for row in result.summary_rows()]),
         })
+    for s in sections:
+        s["finding"] = section_line(s)
+    verdict = make_verdict(sections, [m["section"] for m in missing])
     report = {"schema_version": SCHEMA_VERSION, "title": title, "command": command, "versions": package_versions(),
-              "meta": _clean(meta or {}), "sections": sections, "strongest": strongest_rows(sections), "missing": missing}
+              "meta": _clean(meta or {}), "verdict": verdict.sentences(),
+              "stars": {"rows": verdict.n_rows, "compared": verdict.n_compared, "starred": verdict.n_starred,
+                        "single_seed": verdict.n_single, "seeds": verdict.seeds},
+              "sections": sections, "strongest": strongest_rows(sections), "missing": missing}
+    fig = map_figure(sections, verdict.seeds_phrase)
+    if fig is not None:
+        path = write_figures({MAP_STEM: fig}, out)[MAP_STEM]
+        report["map"] = path.relative_to(out).as_posix()
+        report["map_height"] = int(fig.layout.height or 460) + 10
     path = out / REPORT_FILE
     atomic_write_json(path, report)
-    atomic_write_text(out / INDEX_FILE, _index_html(report))
+    atomic_write_text(out / SUMMARY_FILE, format_terminal(report, full=True) + "\n")
+    atomic_write_text(out / INDEX_FILE, index_html(report))
     if stream is not None:
-        print(format_summary(sections), file=stream)
-        for m in missing:
-            print(f"missing section {m['section']}: {m['reason']}", file=stream)
-        print(f"wrote {path} and {out / INDEX_FILE}", file=stream)
+        print(format_terminal(report, full=full_table), file=stream)
+        print(f"wrote {path}, {out / INDEX_FILE} and {out / SUMMARY_FILE} (the full table)", file=stream)
     return path
 
 

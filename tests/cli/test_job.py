@@ -30,7 +30,8 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     directions = report["sections"][1]
     assert (out / directions["files"]["result"]).with_suffix(".safetensors").is_file()
     assert (out / "index.html").is_file() and (out / "plotly.min.js").is_file()
-    assert "blocks.0.hook_resid_post" in captured.out and "shuffled labels" in captured.out
+    assert captured.out.startswith("VERDICT") or "\nVERDICT" in captured.out  # the answer first
+    assert "blocks.0.hook_resid_post" in (out / "summary.txt").read_text()  # the full table
     assert max(len(line) for line in captured.out.splitlines()[:-1]) <= 120  # the last line names the files
     # every section speaks the report's schema: where, what (with its unit), the value beside its control
     for s in report["sections"]:

@@ -79,15 +79,22 @@ class ProbeResult(ResultBase):
         return found[0] if found else None
 
     def summary_rows(self) -> list[SummaryRow]:
-        """Per task, reader and hook: the logistic probe beside shuffled labels, bag of tokens and oracle."""
+        """Per task, reader and hook: the logistic probe beside its strongest control, the larger of
+        shuffled labels (at that hook) and the bag-of-tokens baseline (the task's text alone: a probe
+        of activations that does no better reads nothing the tokens did not say); both ride along,
+        with the oracle."""
         out = []
         for task in self.tasks():
             bag = self._one(task=task, method="bag_of_tokens")
             oracle = self._one(task=task, method="oracle")
             for r in self.select(task=task, method="logistic"):
                 shuf = self._one(task=task, reader=r["reader"], hook=r["hook"], method="shuffled")
+                controls = {"shuffled labels": shuf["auroc"] if shuf else None, "bag of tokens": bag["auroc"] if bag else None}
+                defined = {k: v for k, v in controls.items() if v is not None}
+                name = max(defined, key=lambda k: defined[k]) if defined else "shuffled labels"
                 row = SummaryRow(r["hook"], task, f"probe AUROC, {r['reader']} activations", r["auroc"],
-                                 sd=r["auroc_sd"], control="shuffled labels", control_value=shuf["auroc"] if shuf else None)
+                                 sd=r["auroc_sd"], control=name, control_value=defined.get(name))
+                row.details["shuffled_labels"] = controls["shuffled labels"]
                 if bag:
                     row.details["bag_of_tokens"] = bag["auroc"]
                 if oracle:
@@ -111,7 +118,8 @@ class ProbeResult(ResultBase):
         return out
 
     def figures(self) -> dict[str, Any]:
-        """Per task: AUROC per hook, one line per reader, controls dashed or as horizontal lines."""
+        """Per task: AUROC per hook, one line per reader, controls dashed or as horizontal lines;
+        error bars (sd over folds) where a row has them, the y-axis fitted to every value drawn."""
         import plotly.graph_objects as go
 
         figs = {}
@@ -119,19 +127,30 @@ class ProbeResult(ResultBase):
             fig = go.Figure()
             hooks = list(dict.fromkeys(r["hook"] for r in self.select(task=task) if r["reader"] != TEXT_READER
                                        and r["method"] not in ("oracle", "bag_of_tokens")))
+            drawn: list[float] = []
+            single_fold = with_sd = False
             for method, dash in (("logistic", "solid"), ("ridge", "dot"), ("shuffled", "dash"), ("transfer", "solid")):
                 for reader in dict.fromkeys(r["reader"] for r in self.select(task=task, method=method)):
                     rows = {r["hook"]: r for r in self.select(task=task, method=method, reader=reader)}
                     ys = [rows[h]["auroc"] if h in rows else None for h in hooks]
-                    err = [rows[h]["auroc_sd"] or 0 if h in rows else None for h in hooks]
-                    fig.add_trace(go.Scatter(x=hooks, y=ys, mode="lines+markers", name=f"{method} ({reader})",
-                                             line={"dash": dash}, error_y={"type": "data", "array": err, "visible": True}))
+                    sds = [rows[h]["auroc_sd"] if h in rows else None for h in hooks]
+                    has_sd = any(sd is not None for sd in sds)
+                    single_fold |= not has_sd
+                    with_sd |= has_sd
+                    err = {"type": "data", "array": [sd or 0 for sd in sds], "visible": True} if has_sd else None
+                    fig.add_trace(go.Scatter(x=hooks, y=ys, mode="lines+markers", line={"dash": dash}, error_y=err,
+                                             name=f"{method} ({reader})" + ("" if has_sd else ", one held-out fold")))
+                    drawn += [y - (sd or 0) for y, sd in zip(ys, sds) if y is not None]
             for method in ("bag_of_tokens", "oracle"):
                 r = self._one(task=task, method=method)
                 if r and hooks:
                     fig.add_trace(go.Scatter(x=[hooks[0], hooks[-1]], y=[r["auroc"]] * 2, mode="lines",
                                              name=f"{method} ({r['auroc']:.3f})", line={"dash": "longdash", "width": 3}))
-            fig.update_layout(title=f"{self.title}<br><sub>task: {task}; AUROC on held-out prompts (mean ± sd over folds)</sub>",
-                              xaxis_title="hook", yaxis_title="AUROC", yaxis_range=[0.3, 1.02], template="plotly_white")
+                    drawn.append(r["auroc"])
+            low = max(0.0, min([0.3, *drawn]) - 0.05)
+            spread = "; ".join((["mean ± sd over folds (error bars)"] if with_sd else [])
+                               + (["transfer lines: one held-out fold, no interval"] if single_fold else []))
+            fig.update_layout(title=f"{self.title}<br><sub>task: {task}; AUROC on held-out prompts, {spread}</sub>",
+                              xaxis_title="hook", yaxis_title="AUROC", yaxis_range=[low, 1.02], template="plotly_white")
             figs[task] = fig
         return figs

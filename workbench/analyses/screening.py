@@ -118,7 +118,11 @@ class ScreeningResult(ResultBase):
                                  name="top by g_trait alignment" if dropped == "top_g_trait" else "random rows",
                                  marker_color=colour))
         for name, dash in (("student", "solid"), ("control", "dot"), ("base", "dash")):
-            fig.add_hline(y=float(self.reference[name]), line_dash=dash, annotation_text=f"{name} (full data)")
+            # named in the legend, not annotated on the line: the three references often lie close together
+            value = float(self.reference[name])
+            fig.add_hline(y=value, line_dash=dash, line_color="#444")
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"dash": dash, "color": "#444"},
+                                     name=f"{name}, full data ({value:.3f})"))
         fig.update_layout(barmode="group", yaxis_title="P(target) of the retrained student",
                           title=f"Screening by trait-gradient alignment ({self.reference.get('mode')} labels, "
                                 f"{self.reference.get('n_rows')} teacher rows)")

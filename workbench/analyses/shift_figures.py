@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 def comparison_figures(result: ActivationComparison) -> dict[str, Any]:
     """Alignment and shift-norm lines per layer, and the logit lens's target change when there is one."""
     x = result.layer_labels()
-    title = f"{result.meta.get('data', 'inputs')}, positions={result.meta['positions']}, seed {result.meta.get('seed')}"
+    seed = result.meta.get("seed")  # absent where the caller names no organism seed (the main job, your checkpoints)
+    title = f"{result.meta.get('data', 'inputs')}, positions={result.meta['positions']}" + (
+        f", seed {seed}" if seed is not None else "")
     figs = {
         "alignment": line_figure(x, {p: (result.cos[p], result.cos_lo[p], result.cos_hi[p]) for p in result.pairs},
                                  f"cos(v_model, v_reference) per layer ({title})", "cosine of mean shifts",

@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [f"{'direction':<28} {'mean':>6} {'sd':>6}  per seed"]
     for r in rows:
-        lines.append(f"{r['direction']:<28} {r['mean']:6.3f} {r['sd']:6.3f}  " + " ".join(f"{v:.3f}" for v in r["per_seed"]))
+        sd = f"{r['sd']:6.3f}" if len(r["per_seed"]) > 1 else "  (one seed: no sd)"  # not a spread of 0.000
+        lines.append(f"{r['direction']:<28} {r['mean']:6.3f} {sd}  " + " ".join(f"{v:.3f}" for v in r["per_seed"]))
     return "\n".join(lines)
 
 

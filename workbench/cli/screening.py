@@ -41,7 +41,8 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
     lines = ["drop   top by g_trait        random                top - random (mean ± sd)"]
     for r in rows:
         lines.append(f"{r['fraction']:>4.0%}   {fmt(r['top_g_trait']):<20}  {fmt(r['random']):<20}  "
-                     f"{r['difference_mean']:+.3f} ± {r['difference_sd']:.3f}")
+                     f"{r['difference_mean']:+.3f} " + (f"± {r['difference_sd']:.3f}" if len(r["top_g_trait"]) > 1
+                                                         else "(one seed: no sd)"))
     return "\n".join(lines)
 
 
