@@ -10,8 +10,9 @@ from workbench.report import read_report
 
 def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["--organism", str(tiny_organism.directory.parent), "--out", str(out), "--max-rows", "150",
-                 "--hooks", "hook_embed", "blocks.0.hook_resid_post", "--readers", "base", "student", "--quiet"])
+    args = ["--organism", str(tiny_organism.directory.parent), "--out", str(out), "--max-rows", "150",
+            "--hooks", "hook_embed", "blocks.0.hook_resid_post", "--readers", "base", "student", "--quiet"]
+    code = main(args)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = read_report(out)  # every file it names exists
@@ -48,6 +49,10 @@ def test_probe_job_end_to_end_on_tiny_organism(tiny_organism, tmp_path, capsys):
     patching = next(s for s in report["sections"] if s["id"] == "delta_patching")
     whole = [r for r in json.loads((out / patching["files"]["result"]).read_text())["data"]["rows"] if r["kind"] == "all"]
     assert whole and whole[0]["recovered"] == pytest.approx(1.0)
+    # --full prints the evidence table after the verdict (every section reused from the first run)
+    assert main([*args, "--full"]) == 0
+    full = capsys.readouterr().out
+    assert full.startswith(captured.out.split("\n")[0]) and len(full.splitlines()) > len(captured.out.splitlines()) + 20
 
 
 @pytest.mark.parametrize("args, message", [

@@ -428,6 +428,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_out_flag(how, "artifacts/report", "report directory")
     how.add_argument("--fresh", action="store_true",
                      help="recompute every section (default: reuse sections saved in --out from the same inputs and flags)")
+    how.add_argument("--full", action="store_true",
+                     help="print the full evidence table after the verdict (default: it is in summary.txt and index.html)")
     common.add_quiet_flag(how, "no progress output")
     return p
 
@@ -578,7 +580,8 @@ def report_source(args: argparse.Namespace, source: JobSource, command: str, dev
             "distillation loss": source.loss,
             "data": [str(p) for p in source.data_paths], "n_rows": len(inputs), "positions": args.positions,
             "hooks": hooks, "device": str(device), **prompted_meta(lineage, args.sections)}
-    write_report(run.results, out, command=config.command, meta=meta, missing=run.missing, stream=stream)
+    write_report(run.results, out, command=config.command, meta=meta, missing=run.missing, stream=stream,
+                 full_table=args.full)
     return run, meta
 
 
@@ -639,7 +642,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
                 return run, {**meta, **source.seed_meta}
 
             errors = job_seeds.report_over_seeds(seeds, one_seed, out, root=args.organism, command=command.strip(),
-                                                 log=log, stream=sys.stdout)
+                                                 log=log, stream=sys.stdout, full_table=args.full)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     return 2 if errors else 0

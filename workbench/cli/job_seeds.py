@@ -124,7 +124,7 @@ def combined_meta(seeds: Sequence[int], metas: Sequence[dict[str, Any]], runs: S
 
 def report_over_seeds(seeds: Sequence[int], run_seed: Callable[[int, Path], tuple[SeedRun, dict[str, Any]]],
                       out: Path, *, root: str | Path, command: str, log: Callable[[str], None] = lambda s: None,
-                      stream: TextIO | None = sys.stdout) -> list[str]:
+                      stream: TextIO | None = sys.stdout, full_table: bool = False) -> list[str]:
     """Run each seed (`run_seed(seed, <out>/seeds/seed{N})`: its sections and report there), then
     write `out`'s report over the seeds. Returns the error lines (a failed section, per seed)."""
     runs, metas, outs = [], [], []
@@ -137,5 +137,5 @@ def report_over_seeds(seeds: Sequence[int], run_seed: Callable[[int, Path], tupl
         outs.append(seed_out)
     results, missing = combine_sections(seeds, runs, outs, command)
     write_report(results, out, command=command, meta=combined_meta(seeds, metas, runs, root), missing=missing,
-                 stream=stream)
+                 stream=stream, full_table=full_table)
     return [f"seed {seed}: {line}" for seed, run in zip(seeds, runs) for line in run.errors]
