@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-
 from test_distributed import torchrun, tree_sha  # tests/capture/test_distributed.py
 
 _KILL_RANK_1 = """
