@@ -14,7 +14,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 MAY_IMPORT_ORGANISM = ("organism/", "cli/", "benchmarks/")
 """Sources, the commands that compose them with analyses, and the benchmarks (which time the organism)."""
-ENTRY_POINTS = {f"{name}.py" for name in ("probe", "compare", "alignment", "screening", "localise", "bench")}
+ENTRY_POINTS = {f"{name}.py" for name in ("probe", "compare", "alignment", "align_rows", "screening", "localise", "bench")}
 """Top-level `python -m workbench.X` shims."""
 
 ANALYSIS = ("analyses/", "capture/", "results/", "trait.py", "report.py")

@@ -33,7 +33,7 @@ def _parse_with(make_parser: Callable[[], argparse.ArgumentParser]) -> Callable[
 def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], list[str], set[str]]]:
     """name -> (parse argv, arguments it requires, the common options it has)."""
     from workbench.benchmarks import harness
-    from workbench.cli import alignment, capture, compare, job, screening
+    from workbench.cli import align_rows, alignment, capture, compare, job, screening
     from workbench.organism import __main__ as organism_main
     from workbench.organism.digits import cli as digits
 
@@ -48,6 +48,7 @@ def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], lis
         "organism.digits": (_parse_with(digits.parser), [], every - {"organism"}),
         "bench": (_parse_with(harness.parser), ["load"], {"device", "out", "threads"}),  # prints a table, no bars
         "capture": (_parse_with(capture.parser), ["--data", "x.jsonl", "--hooks", "h"], every - {"seeds"}),  # one --seed
+        "align_rows": (_parse_with(align_rows.parser), [], every),
     }
 
 

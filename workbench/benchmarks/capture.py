@@ -100,18 +100,19 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ranks_cases(tmp: Path, quick: bool, runs: int) -> list[Case]:
-    """`ranks/1` and `ranks/2`: one torchrun launch of two CPU processes (see the module doc)."""
+def ranks_cases(tmp: Path, quick: bool, runs: int, driver: str = "workbench.benchmarks._capture_ranks") -> list[Case]:
+    """`ranks/1` and `ranks/2`: one torchrun launch of two CPU processes (see the module doc) of
+    `driver` (the capture's; `workbench.benchmarks._align_ranks` for the alignment scores')."""
     out = tmp / "ranks.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // 2))  # two processes share the cores
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([repo, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "workbench.benchmarks._capture_ranks", str(out), "quick" if quick else "full", str(runs)]
+           "-m", driver, str(out), "quick" if quick else "full", str(runs)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0 or not out.is_file():
-        raise WorkbenchError(f"The 2-process capture benchmark failed (exit {done.returncode}): {done.stderr[-1500:]}")
+        raise WorkbenchError(f"The 2-process benchmark {driver} failed (exit {done.returncode}): {done.stderr[-1500:]}")
     got = json.loads(out.read_text())
     cases = []
     labels = {"1": "ranks/1", "1t": "ranks/1 all threads", "2": "ranks/2"}

@@ -56,10 +56,12 @@ def capture_ranked(
     write_jobs: Callable[[StoreWriter, list[Job], bool], None],
     announce: Callable[[], None] | None,
     progress: bool,
-) -> ActivationStore:
+    reopen: Callable[[Path], Any] = ActivationStore.open,
+) -> Any:
     """Capture as rank `info.rank` of `info.world_size`: job i (in capture order) is done by rank
     i % world_size. `write_jobs(writer, jobs, progress)` captures and writes those jobs' shards;
-    `specs` are every shard of the capture, for the manifest."""
+    `specs` are every shard of the capture, for the manifest; `reopen(out_dir)` opens the finished
+    artifact (another store kind written with the same writers, e.g. alignment scores, gives its own)."""
     mine = [jobs[i] for i in distributed.shard_slice(len(jobs), info)]
     if info.is_main:
         with contextlib.ExitStack() as stack:
@@ -87,7 +89,7 @@ def capture_ranked(
                     distributed.broadcast_int(_FAILED)
                     raise
                 distributed.broadcast_int(_GO)
-        return ActivationStore.open(out_dir)
+        return reopen(out_dir)
     state = distributed.broadcast_int(_GO)
     if state == _FAILED:
         raise _stopped(out_dir, "rank 0 could not open the artifact")
@@ -99,4 +101,4 @@ def capture_ranked(
         _work(write_mine, out_dir)
         if distributed.broadcast_int(_GO) != _GO:
             raise _stopped(out_dir, "rank 0 could not write the manifest")
-    return ActivationStore.open(out_dir)
+    return reopen(out_dir)
