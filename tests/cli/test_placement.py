@@ -65,3 +65,26 @@ def test_job_runs_with_an_explicit_device_map(tmp_path, capsys):
                  "--readers", "base", "--sections", "weights"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_capture_takes_the_same_placement_flags(tmp_path, capsys):
+    """`python -m workbench.capture` places Hugging Face directories with the job's flags: a map over
+    the cpu captures the same bytes as no map; an organism with a map is refused before loading."""
+    from workbench.capture.store import ActivationStore
+    from workbench.cli.capture import main as capture_main
+    from workbench.core.toy_hf import ToySpec, write_toy_lineage
+
+    toy = write_toy_lineage(tmp_path / "toy", ToySpec(n_prompts=12, lora_student=False))
+    cpu_map = tmp_path / "map.json"
+    cpu_map.write_text(json.dumps({"": "cpu"}))
+    common = ["--base", toy.dirs["base"], "--data", toy.data, "--max-rows", "8", "--hooks", "blocks.1.hook_resid_post",
+              "--quiet"]
+    assert capture_main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert capture_main([*common, "--device-map", str(cpu_map), "--max-memory", "cpu=4GiB",
+                         "--out", str(tmp_path / "mapped")]) == 0, capsys.readouterr().err
+    plain, mapped = ActivationStore.open(tmp_path / "plain"), ActivationStore.open(tmp_path / "mapped")
+    a = plain.read("base", "blocks.1.hook_resid_post")
+    assert a.shape[0] == 8 and a.equal(mapped.read("base", "blocks.1.hook_resid_post"))
+    assert capture_main(["--organism", str(tmp_path), "--data", toy.data, "--hooks", "hook_embed", "--device-map", "auto",
+                         "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--device-map and --max-memory place Hugging Face directories" in capsys.readouterr().err

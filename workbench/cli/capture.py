@@ -19,6 +19,7 @@ from pathlib import Path
 from workbench.capture.capture import capture
 from workbench.cli import common
 from workbench.cli.hf_source import context_length
+from workbench.cli.placement import add_placement_flags, placement_of
 from workbench.cli.job import DTYPES, HF_ROLES
 from workbench.core import distributed
 from workbench.core.errors import ConfigError
@@ -52,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
                      help="dtype of the stored activations (default: float32)")
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_device_flag(how)
+    add_placement_flags(how)
     common.add_out_flag(how, None, "artifact directory (required)")
     how.add_argument("--overwrite", action="store_true", help="replace a finished capture of other arguments in --out")
     common.add_quiet_flag(how)
@@ -75,6 +77,13 @@ def _load(args: argparse.Namespace, device) -> tuple[Lineage, Inputs]:
     if bool(hf) == bool(args.organism):
         raise ConfigError("Name the models once: --organism DIR (with --seed N) or Hugging Face directories "
                           "(--base, --teacher, ...), not both and not neither.")
+    device_map, max_memory = placement_of(args)  # a bad map file fails before any model loads
+    if (device_map is not None or max_memory is not None) and not hf:
+        raise ConfigError("--device-map and --max-memory place Hugging Face directories (--base, --teacher, ...); an "
+                          "organism's models are small and load on --device.")
+    if device_map is not None and distributed.rank_info().world_size > 1:
+        raise ConfigError("--device-map spreads one copy of each model over the GPUs, torchrun gives each process a GPU "
+                          "of its own: use one of them (a device map in one process, or torchrun without --device-map).")
     paths = [Path(p) for p in args.data]
     if hf:
         from workbench.core.hf import check_hf_dir
@@ -85,7 +94,8 @@ def _load(args: argparse.Namespace, device) -> tuple[Lineage, Inputs]:
         first = next(iter(hf.values()))
         tokenizer = load_tokenizer(first) if any((Path(first) / f).is_file() for f in TOKENIZER_FILES) else None
         inputs = Inputs.from_jsonl(paths, limit=args.max_rows, tokenizer=tokenizer, n_ctx=context_length(first))
-        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype, tokenizer=tokenizer)
+        lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype, tokenizer=tokenizer, device_map=device_map,
+                                       max_memory=max_memory)
     else:
         from workbench.organism.load import load_lineage
 
@@ -101,6 +111,8 @@ def run_capture(args: argparse.Namespace) -> int:
     device = distributed.init_if_launched(common.device_of(args))
     try:
         lineage, inputs = _load(args, device)
+        if args.device_map is not None:  # rows go in where the map put the embedding
+            device = lineage.device
         store = capture(lineage, inputs, args.hooks, _positions(args.positions), args.roles, out_dir=args.out,
                         batch_size=args.batch_size, storage_dtype=args.storage_dtype, shard_rows=args.shard_rows,
                         device=device, overwrite=args.overwrite, progress=common.show_progress(args))
