@@ -10,6 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
+def test_notebooks_are_committed_without_outputs():
+    """No outputs, execution counts or saved widget state in any committed notebook (fast: no kernel)."""
+    assert NOTEBOOKS, "no notebooks found"
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.get("outputs") for c in code), f"{path.name}: clear its outputs before committing"
+        assert all(c.get("execution_count") is None for c in code), f"{path.name}: clear its execution counts"
+        assert "widgets" not in nb.metadata, f"{path.name}: saved widget state; clear it before committing"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, tiny_organism):
     nb = nbformat.read(path, as_version=4)

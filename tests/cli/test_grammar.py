@@ -103,10 +103,14 @@ def test_threads_parse_alike_with_one_default(name, monkeypatch):
     assert common.default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "")  # ...else the cores this process may use
     assert common.default_threads() == len(os.sched_getaffinity(0))
-    if name == "organism.digits":  # the one fixed default: its small MLPs train fastest on one thread
+    if name == "organism.digits":  # a fixed default: its small MLPs train fastest on one thread
         from workbench.organism.digits.config import DigitsConfig
 
         assert parse(required).threads == DigitsConfig.threads == 1
+    elif name == "organism":  # the organism build: 1 thread (measured under contention) unless OMP_NUM_THREADS
+        assert parse(required).threads == common.organism_threads() == common.ORGANISM_THREADS == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert parse(required).threads == common.organism_threads() == 3
     else:
         assert parse(required).threads == common.default_threads()
     for bad in ("0", "two"):

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from tqdm.auto import tqdm
+from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
@@ -409,7 +409,7 @@ def _write_shards(writer: StoreWriter, lineage: Lineage, inputs: Inputs, plan: C
                   jobs: list[tuple[str, int]], progress: bool) -> None:
     """Capture and write the shards of `jobs`, skipping those already on disk (`writer.has`)."""
     batches = [math.ceil((b - a) / plan.batch_size) for a, b in plan.chunks]
-    bar = tqdm(total=sum(batches[i] for _, i in jobs), desc="capture", unit="batch", disable=not progress, leave=False)
+    bar = progress_bar(total=sum(batches[i] for _, i in jobs), desc="capture", unit="batch", enabled=progress)
     shards = {m: plan.shards(m) for m in plan.models}
     for model, i in jobs:
         chunk_specs = shards[model][i]

@@ -462,7 +462,7 @@ def _organism_seed_dir(args: argparse.Namespace, build: bool, command: str, log:
 
 def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Load the models and data the flags name, run the report sections, write the report."""
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    log = common.stage_log(args.quiet)
     device = common.device_of(args)
     for s in args.sections:
         if s not in SECTIONS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.engines.functional import FunctionalModel

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import patching_hooks
@@ -205,8 +205,8 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
         pairs.append(("control->base", control, base))
     positions: list[str | int] = ["all", *range(n_pos)]
     rows = []
-    bar = tqdm(total=len(pairs) * len(hooks) * len(positions), desc="activation patching",
-               disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=len(pairs) * len(hooks) * len(positions), desc="activation patching",
+               enabled=cfg.progress)
     for direction, donor, recipient in pairs:
         for h in hooks:
             for p in positions:
