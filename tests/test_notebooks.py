@@ -21,6 +21,21 @@ def test_notebooks_are_committed_without_outputs():
         assert "widgets" not in nb.metadata, f"{path.name}: saved widget state; clear it before committing"
 
 
+def test_progress_in_a_notebook_is_a_widget_not_text():
+    """ipywidgets is installed, so a progress display in a kernel is a tqdm widget: no "IProgress not
+    found" warning, no lines of text progress."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from workbench.core.progress import StageLines, progress_bar\n"
+        "bar = progress_bar(range(3), desc='stage')\n"
+        "print('lines' if isinstance(bar, StageLines) else 'widget'); _ = list(bar)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert text.strip() == "widget" and "IProgress" not in text, text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, tiny_organism):
     nb = nbformat.read(path, as_version=4)
