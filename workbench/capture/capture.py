@@ -52,7 +52,6 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
@@ -63,6 +62,7 @@ from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.core.prompted import PromptedRole
 from workbench.core.provenance import package_versions
 from workbench.capture.store import (

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from workbench.core.progress import progress_bar
 
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
+from workbench.core.progress import progress_bar
 from workbench.engines.tangent import written_index
 
 if TYPE_CHECKING:

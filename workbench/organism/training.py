@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import DataError
+from workbench.core.progress import progress_bar
 from workbench.engines.functional import FunctionalModel
 from workbench.engines.objective import restricted_log_probs  # the one definition (float32 here, as trained)
 from workbench.organism.config import OrganismConfig

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from workbench.core.progress import progress_bar
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import patching_hooks
@@ -37,6 +36,7 @@ from workbench.analyses.patching.rules import (
 from workbench.core.errors import unknown_name
 from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model, resolve_device
+from workbench.core.progress import progress_bar
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.trait import Trait, log_odds

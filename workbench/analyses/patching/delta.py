@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from workbench.core.progress import progress_bar
 
 from workbench.analyses.patching.figures import delta_bars, delta_heatmap
 from workbench.analyses.patching.patched_models import PatchedModels, layer_sets, norm_matched_patch
@@ -33,6 +32,7 @@ from workbench.analyses.patching.rules import (
 )
 from workbench.core.errors import unknown_name
 from workbench.core.lineage import Lineage
+from workbench.core.progress import progress_bar
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.trait import Trait

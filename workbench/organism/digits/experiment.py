@@ -9,12 +9,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from workbench.core.progress import progress_bar
 
 from workbench.cli.common import parse_seeds
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.organism.digits.config import ROLES, DigitsConfig, derive_seed
 from workbench.organism.digits.data import DigitsData, load_data
 from workbench.organism.digits.files import save_seed

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from workbench.core.progress import progress_bar
 
 from workbench.core.errors import ConfigError
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.organism.digits.config import LOSSES, DigitsConfig, derive_seed
 from workbench.organism.digits.data import make_noise
 from workbench.organism.digits.model import DigitsMLP, aux_logits, regular_logits
