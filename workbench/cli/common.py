@@ -104,12 +104,12 @@ def default_threads() -> int:
 
 
 # Measured with `python -m workbench.bench organism` ("contention" rows: the tiny organism's base
-# training, 200 steps) on this project's 2-core machine shared with other jobs (1-min load average
-# beside each): 1 thread 5.0 s without our load (2.8) and 10.5 s beside 2 busy processes (2.9), x2.1;
-# 2 threads 90.6 s without our load (5.2) and 773 s beside 2 busy processes (12.6), x8.5; 1 thread
-# again with the others' load at 8.7: 9.7 s, and 35.9 s beside 2 busy processes (9.6). The organism's
-# models are too small to gain from a second thread, and threads that outnumber the free cores
-# collapse (spinning OpenMP workers wait on descheduled ones), so its builds default to one.
+# training, 200 steps) on this project's 2-core machine (1-min load average beside each). Idle
+# machine: 1 thread 3.5 s (0.3) and 6.0 s beside 2 busy processes (0.5), x1.7; 2 threads 3.9 s (0.7)
+# and 24.1 s beside 2 busy processes (1.9), x6.1. Shared with other jobs: 1 thread 5.0 s (2.8) and
+# 10.5 s loaded (2.9), x2.1; 2 threads 90.6 s (5.2) and 773 s loaded (12.6). The organism's models
+# are too small to gain from a second thread even on an idle machine, and threads that outnumber the
+# free cores collapse (OpenMP workers wait on descheduled ones), so its builds default to one.
 ORGANISM_THREADS = 1
 
 
