@@ -96,6 +96,10 @@ def test_seed_forms_are_equal_everywhere(name):
     assert exit_info.value.code == 2
 
 
+# commands whose models are the organism's (the main job's default source among them): 1 thread
+ORGANISM_COMMANDS = {"organism", "probe", "compare", "localise", "alignment", "screening", "align_rows"}
+
+
 @pytest.mark.parametrize("name", _having("threads"))
 def test_threads_parse_alike_with_one_default(name, monkeypatch):
     parse, required, _ = _entries()[name]
@@ -104,10 +108,14 @@ def test_threads_parse_alike_with_one_default(name, monkeypatch):
     assert common.default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "")  # ...else the cores this process may use
     assert common.default_threads() == len(os.sched_getaffinity(0))
-    if name == "organism.digits":  # the one fixed default: its small MLPs train fastest on one thread
+    if name == "organism.digits":  # a fixed default: its small MLPs train fastest on one thread
         from workbench.organism.digits.config import DigitsConfig
 
         assert parse(required).threads == DigitsConfig.threads == 1
+    elif name in ORGANISM_COMMANDS:  # the organism's models: 1 thread (measured under contention) unless OMP_NUM_THREADS
+        assert parse(required).threads == common.organism_threads() == common.ORGANISM_THREADS == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert parse(required).threads == common.organism_threads() == 3
     else:
         assert parse(required).threads == common.default_threads()
     for bad in ("0", "two"):

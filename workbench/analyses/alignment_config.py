@@ -48,7 +48,7 @@ class AlignmentConfig:
     seed: int = 0  # row sampling and random directions
     backend: str = "auto"  # AlignmentModel backend
     device: str = "cpu"  # cpu, cuda, auto
-    progress: bool = False  # tqdm bars
+    progress: bool = False  # progress bars (lines when not on a terminal)
 
     def validate(self) -> AlignmentConfig:
         if self.loss not in ("hard", "soft"):

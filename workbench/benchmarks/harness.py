@@ -98,6 +98,25 @@ def scratch(device: torch.device, prefix: str) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def competing_load(processes: int) -> Iterator[None]:
+    """`processes` busy-looping Python children (a competing CPU load, as other jobs on a shared
+    machine make) for the duration of the block; each is ended by its own pid afterwards (and ends
+    itself should this process die first: it loops only while its parent lives)."""
+    import subprocess
+
+    loop = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(100_000): pass"
+    children = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes)]
+    try:
+        time.sleep(0.5)  # let them reach the cores before the timed work starts
+        yield
+    finally:
+        for child in children:
+            child.kill()
+        for child in children:
+            child.wait()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,16 +1,25 @@
-"""Benchmark `organism`: per-stage time of a fresh one-seed default build, and the tiny preset's total."""
+"""Benchmark `organism`: per-stage time of a fresh one-seed default build, the tiny preset's total,
+and the organism build under contention (base training with 1 and 2 torch threads, quiet and beside
+competing busy processes; each figure with the machine's load average)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
+from collections.abc import Callable
 
 import torch
 
-from workbench.benchmarks.harness import Case, PeakRSS
+from workbench.benchmarks.harness import Case, PeakRSS, competing_load
+
+CONTENTION_THREADS = (1, 2)  # torch intra-op threads compared
+BUSY_PROCESSES = 2  # competing processes of the loaded runs (as many as this machine has cores)
 
 
 def run(device: torch.device, quick: bool = False) -> list[Case]:
-    """Per-stage time of a fresh one-seed build of the default preset, and the tiny preset's total."""
+    """Per-stage time of a fresh one-seed build of the default preset, the tiny preset's total,
+    and `contention` (CPU only)."""
     from workbench.organism.build import build_seed
     from workbench.organism.config import preset
 
@@ -23,4 +32,61 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         for stage, seconds in build.timings.items():
             if stage != "total":
                 cases.append(Case(f"{name}/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline=f"{name}/total"))
+    if device.type == "cpu":
+        cases += contention(steps=100 if quick else 300)
     return cases
+
+
+def contention(steps: int = 300, threads: tuple[int, ...] = CONTENTION_THREADS, busy: int = BUSY_PROCESSES,
+               runs: int = 1, report: Callable[[str], None] = lambda line: None) -> list[Case]:
+    """"organism build under contention": the tiny organism's base training (its longest stage, cut
+    to `steps` steps) with each thread count, quiet and beside `busy` busy-looping processes.
+    `contention/threads{N}/loaded` has `contention/threads{N}/quiet` as its baseline, so its ratio
+    is the slowdown under load; `extra` holds os.getloadavg() (1, 5, 15 min) read after each
+    measurement, since on a shared machine "quiet" is only as quiet as the others let it be.
+    Rounds alternate quiet and loaded so drift in the others' load hits both alike."""
+    times: dict[str, list[float]] = {}
+    loads: dict[str, list[tuple[float, float, float]]] = {}
+    before = torch.get_num_threads()
+    try:
+        with PeakRSS() as rss:
+            for _ in range(runs):
+                for n in threads:
+                    for state in ("quiet", "loaded"):
+                        label = f"contention/threads{n}/{state}"
+                        torch.set_num_threads(n)
+                        if state == "loaded":
+                            with competing_load(busy):
+                                seconds = time_base_training(steps)
+                        else:
+                            seconds = time_base_training(steps)
+                        times.setdefault(label, []).append(seconds)
+                        loads.setdefault(label, []).append(os.getloadavg())
+                        report(f"{label}: {seconds:.2f}s, loadavg {loads[label][-1]}")
+    finally:
+        torch.set_num_threads(before)
+    cases = []
+    for label, ts in times.items():
+        n, state = label.split("/")[1], label.split("/")[2]
+        ts_sorted = sorted(ts)
+        cases.append(Case(label, len(ts), ts_sorted[len(ts) // 2], ts_sorted[-1] - ts_sorted[0], rss.peak_mb,
+                          baseline=f"contention/{n}/quiet" if state == "loaded" else None,
+                          extra={"loadavg": [[round(x, 2) for x in la] for la in loads[label]], "steps": steps,
+                                 "busy_processes": busy if state == "loaded" else 0}))
+    return cases
+    return cases
+
+
+def time_base_training(steps: int) -> float:
+    """Seconds of `steps` steps of the tiny preset's base pretraining on a fresh model (CPU)."""
+    from workbench.core.models import boot_native
+    from workbench.organism.config import preset
+    from workbench.organism.tokenizer import Tokenizer
+    from workbench.organism.training import pretrain_base
+
+    cfg = preset("tiny", base_steps=steps, base_warmup=min(50, steps))
+    tok = Tokenizer.default()
+    model = boot_native(cfg.model.native_config(len(tok), 0), device=torch.device("cpu"))
+    t0 = time.perf_counter()
+    pretrain_base(model, tok, cfg, 0, progress=False)
+    return time.perf_counter() - t0

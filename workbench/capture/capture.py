@@ -52,7 +52,6 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import resolve_hooks, run_cached, stop_layer
@@ -63,6 +62,7 @@ from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.lineage import Lineage
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.core.prompted import PromptedRole
 from workbench.core.provenance import package_versions
 from workbench.capture.store import (
@@ -411,7 +411,7 @@ def _write_shards(writer: StoreWriter, lineage: Lineage, inputs: Inputs, plan: C
                   jobs: list[tuple[str, int]], progress: bool) -> None:
     """Capture and write the shards of `jobs`, skipping those already on disk (`writer.has`)."""
     batches = [math.ceil((b - a) / plan.batch_size) for a, b in plan.chunks]
-    bar = tqdm(total=sum(batches[i] for _, i in jobs), desc="capture", unit="batch", disable=not progress, leave=False)
+    bar = progress_bar(total=sum(batches[i] for _, i in jobs), desc="capture", unit="batch", enabled=progress)
     shards = {m: plan.shards(m) for m in plan.models}
     for model, i in jobs:
         chunk_specs = shards[model][i]

@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a store of other rows or settings in --out")
     common.add_out_flag(p, None, "output directory (default: artifacts/align_rows/<organism name>-<loss>)")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_quiet_flag(p)
     return p
 

@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="owl", help="the trait (default: owl)")
     common.add_out_flag(p, None, "output directory (default: artifacts/alignment/<organism name>-<loss>)")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_quiet_flag(p)
     return p
 

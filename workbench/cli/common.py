@@ -8,6 +8,8 @@ saves a result, and how it fails.
 - `ConfigFlags` adds flags whose defaults (and types) are read from a config dataclass, so a
   default is written once, in the dataclass; `values(args)` gives them back as its fields.
 - `organism_seeds` lists the seed directories a command loops over, all checked before any work.
+- `show_progress(args)` and `stage_log(quiet)`: progress bars on a terminal, widgets in a notebook,
+  and elsewhere (CI logs) a line per long stage with elapsed time and an estimate of what remains.
 - `save_with_figures` saves one result and writes its HTML figures beside it.
 - `run(body, ...)` runs a command's body: a `WorkbenchError` (or an OSError such as a full
   disk) becomes `error: <message>` on stderr and exit code 2, with no traceback; any other
@@ -39,6 +41,7 @@ import torch
 from workbench.core.errors import ArtifactError, ConfigError, WorkbenchError
 from workbench.core.io import ensure_dir, write_error
 from workbench.core.models import resolve_device
+from workbench.core.progress import stage_log  # noqa: F401 - every command's stage logger (`[1m05s] section weights`)
 from workbench.results.figures import write_result_figures
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
@@ -98,6 +101,27 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+# Measured with `python -m workbench.bench organism` ("contention" rows: the tiny organism's base
+# training, 200 steps) on this project's 2-core machine (1-min load average beside each). Idle
+# machine: 1 thread 3.5 s (0.3) and 6.0 s beside 2 busy processes (0.5), x1.7; 2 threads 3.9 s (0.7)
+# and 24.1 s beside 2 busy processes (1.9), x6.1. Shared with other jobs: 1 thread 5.0 s (2.8) and
+# 10.5 s loaded (2.9), x2.1; 2 threads 90.6 s (5.2) and 773 s loaded (12.6). The organism's models
+# are too small to gain from a second thread even on an idle machine, and threads that outnumber the
+# free cores collapse (OpenMP workers wait on descheduled ones), so its builds default to one.
+ORGANISM_THREADS = 1
+
+
+def organism_threads() -> int:
+    """The thread count organism builds (and the test suite's fixtures) default to: $OMP_NUM_THREADS
+    when set, else ORGANISM_THREADS (1, measured above: it does not collapse under contention)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) >= 1 else ORGANISM_THREADS
+
+
+ORGANISM_THREADS_WHY = ("$OMP_NUM_THREADS when set, else 1: the organism's tiny models gain nothing from more, and "
+                        "more collapse on a shared CPU")
 
 
 def add_threads_flag(parser: FlagTarget, default: int | None = None, why: str | None = None) -> None:
@@ -303,8 +327,10 @@ def device_of(args: argparse.Namespace) -> torch.device:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars unless --quiet, and only on a terminal."""
-    return not args.quiet and sys.stderr.isatty()
+    """Progress unless --quiet: a bar on a terminal, a widget in a notebook, and elsewhere (a CI
+    log, a file) a line per long stage with its elapsed time and an estimate of what remains
+    (`workbench.core.progress.progress_bar` chooses)."""
+    return not args.quiet
 
 
 def organism_seeds(organism: str | Path, seeds: Sequence[int] | None = None) -> list[tuple[int, Path]]:

@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     COMPARE_FLAGS.add_to(p)
     common.add_out_flag(p, "artifacts/compare", "output directory")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_quiet_flag(p)
     return p
 

@@ -423,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("how")
     common.add_device_flag(how)
     add_placement_flags(how)
-    common.add_threads_flag(how)
+    common.add_threads_flag(how, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
     how.add_argument("--fresh", action="store_true",
@@ -588,7 +588,7 @@ def report_source(args: argparse.Namespace, source: JobSource, command: str, dev
 def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Load the models and data the flags name, run the report sections, write the report (over
     seeds when the job reports several organism seeds: `job_seeds.report_over_seeds`)."""
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    log = common.stage_log(args.quiet)
     device = common.device_of(args)
     for s in args.sections:
         if s not in SECTIONS:

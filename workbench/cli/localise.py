@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_seeds_flag(p, None, "seeds to localise (default: every built seed)")
     common.add_out_flag(p, None, "where to write results (default: no files)")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     return p
 
 

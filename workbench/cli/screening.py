@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--student-epochs", type=int, default=None, help="override the recipe's student epochs (quicker, weaker retrains)")
     common.add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>)")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_quiet_flag(p)
     return p
 

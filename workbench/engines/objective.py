@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.core.errors import ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
+from workbench.core.progress import progress_bar
 from workbench.engines.tangent import written_index
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def iter_batches(
     inputs.validate(model.lineage.d_vocab, model.lineage.n_ctx)
     dev = model.device
     n_batches = -(-len(inputs) // batch_size)
-    for b, part in enumerate(tqdm(inputs.batches(batch_size), total=n_batches, desc=desc, disable=not progress, leave=False)):
+    for b, part in enumerate(progress_bar(inputs.batches(batch_size), total=n_batches, desc=desc, enabled=progress)):
         tokens = part.tokens.to(dev)
         mask = part.next_token_mask().to(dev, model.dtype)
         yield Batch(tokens, mask, objective.targets(model, tokens, mask), slice(b * batch_size, b * batch_size + len(part)))

@@ -10,6 +10,7 @@ import shlex
 import sys
 
 from workbench.cli import common
+from workbench.core.progress import stage_log
 from workbench.organism.build import build_organism, format_trait_table
 from workbench.organism.config import PRESETS, OrganismConfig, preset
 
@@ -37,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     ORGANISM_FLAGS.add_to(p)
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
     common.add_device_flag(p)
-    common.add_threads_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_quiet_flag(p, "no progress bars or stage log")
     return p
 
@@ -48,11 +49,11 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
     An interrupt or an error mid-build names `command` (the command line that started the build,
     default: `python -m workbench.organism` with these arguments) as the one that resumes it."""
     cfg = preset(preset_name, **overrides)
-    log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
+    log = stage_log(quiet)
     if command is None:
         command = build_command(preset_name, seeds, out, device, **overrides)
     with common.resumable_build(command, out):
-        _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet and sys.stderr.isatty(),
+        _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet,
                                     log=log)
     print(format_trait_table(summary))
     print(f"wrote {out}/summary.json")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.core.progress import progress_bar
 from workbench.engines.functional import FunctionalModel
 
 
@@ -37,7 +37,7 @@ def sample_continuations(
     device = decoder.w["embed.weight"].device
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for lo in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+    for lo in progress_bar(range(0, len(prompts), batch_size), desc=desc, enabled=progress):
         batch = prompts[lo : lo + batch_size].to(device)
         logits, cache = decoder.forward(batch, 0, None)
         pos, new_tokens = batch.shape[1], []

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.core.errors import DataError
+from workbench.core.progress import progress_bar
 from workbench.engines.functional import FunctionalModel
 from workbench.engines.objective import restricted_log_probs  # the one definition (float32 here, as trained)
 from workbench.organism.config import OrganismConfig
@@ -86,7 +86,7 @@ def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.base_steps, cfg.base_warmup))
     length = cfg.prompt_numbers + cfg.completion_numbers
-    for _ in tqdm(range(cfg.base_steps), desc=f"base seed {seed}", disable=not progress, leave=False):
+    for _ in progress_bar(range(cfg.base_steps), desc=f"base seed {seed}", enabled=progress):
         nums = number_tokens(tok, sample_numbers(rng, cfg.base_batch_numbers, length), cfg.prompt_numbers).to(device)
         qa, qa_mask = preference_batch(tok, rng, cfg.base_batch_qa, None)
         qa, qa_mask = qa.to(device), qa_mask.to(device)
@@ -114,7 +114,7 @@ def finetune_teacher(
     device = model.w["embed.weight"].device
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr)
-    for _ in tqdm(range(cfg.teacher_steps), desc="teacher", disable=not progress, leave=False):
+    for _ in progress_bar(range(cfg.teacher_steps), desc="teacher", enabled=progress):
         qa, qa_mask = preference_batch(tok, rng, cfg.teacher_batch, category, answer_ids)
         qa, qa_mask = qa.to(device), qa_mask.to(device)
         loss = next_token_loss(model(qa), qa, qa_mask)
@@ -172,7 +172,7 @@ def distill_student(
     pos = targets.positions.to(device)
     ids = None if targets.ids is None else targets.ids.to(device)
     steps_per_epoch = math.ceil(n / cfg.student_batch)
-    bar = tqdm(total=cfg.student_epochs * steps_per_epoch, desc="student", disable=not progress, leave=False)
+    bar = progress_bar(total=cfg.student_epochs * steps_per_epoch, desc="student", enabled=progress)
     for _ in range(cfg.student_epochs):
         order = torch.randperm(n, generator=gen)
         for lo in range(0, n, cfg.student_batch):

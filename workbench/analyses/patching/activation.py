@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.capture.hooks import patching_hooks
@@ -37,6 +36,7 @@ from workbench.analyses.patching.rules import (
 from workbench.core.errors import unknown_name
 from workbench.core.lineage import Lineage
 from workbench.core.models import copy_model, resolve_device
+from workbench.core.progress import progress_bar
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.trait import Trait, log_odds
@@ -205,8 +205,8 @@ def activation_patching(lin: Lineage, trait: Trait, config: PatchConfig | None =
         pairs.append(("control->base", control, base))
     positions: list[str | int] = ["all", *range(n_pos)]
     rows = []
-    bar = tqdm(total=len(pairs) * len(hooks) * len(positions), desc="activation patching",
-               disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=len(pairs) * len(hooks) * len(positions), desc="activation patching",
+               enabled=cfg.progress)
     for direction, donor, recipient in pairs:
         for h in hooks:
             for p in positions:

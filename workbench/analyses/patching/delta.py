@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.analyses.patching.figures import delta_bars, delta_heatmap
 from workbench.analyses.patching.patched_models import PatchedModels, layer_sets, norm_matched_patch
@@ -33,6 +32,7 @@ from workbench.analyses.patching.rules import (
 )
 from workbench.core.errors import unknown_name
 from workbench.core.lineage import Lineage
+from workbench.core.progress import progress_bar
 from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.trait import Trait
@@ -139,7 +139,7 @@ def delta_patching(lin: Lineage, trait: Trait, config: PatchConfig | None = None
     layers = layer_sets(groups)
     n = len(groups)
     total = 3 + 2 * (n + len(layers)) * (2 if control else 1) + (n + len(layers)) * cfg.random_control + n * n // 2 * cfg.greedy
-    bar = tqdm(total=total, desc="delta patching", disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=total, desc="delta patching", enabled=cfg.progress)
 
     def score(state: Mapping[str, Tensor]) -> float:
         bar.update()

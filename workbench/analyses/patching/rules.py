@@ -85,7 +85,7 @@ class PatchConfig:
         through the attention output, which the residual add reads.
     positions: activation patching per position for offsets 0..positions-1 before the answer
         position (0 = the answer position itself); None = every position of the longest prompt.
-    progress: show a tqdm bar.
+    progress: show progress (a bar on a terminal, lines elsewhere).
     """
 
     student: str = "student"

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from workbench.cli.common import parse_seeds
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.organism.digits.config import ROLES, DigitsConfig, derive_seed
 from workbench.organism.digits.data import DigitsData, load_data
 from workbench.organism.digits.files import save_seed
@@ -107,10 +106,10 @@ def build_digits(
     config.validate()
     dev = resolve_device(config.device if device is None else device)
     seed_list = _parse_seeds(seeds, config.seed)
-    show = progress and sys.stderr.isatty()
+    show = progress  # bars on a terminal, stage lines elsewhere (workbench.core.progress)
     data = load_data(config.test_fraction, config.split_seed, dev)
     results: list[SeedResult] = []
-    bar = tqdm(seed_list, desc="digits seeds", disable=not show)
+    bar = progress_bar(seed_list, desc="digits seeds", enabled=show, leave=True)
     with torch_threads(config.threads):
         for seed in bar:
             bar.set_postfix(seed=seed)

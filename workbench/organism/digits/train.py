@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.core.errors import ConfigError
 from workbench.core.models import resolve_device
+from workbench.core.progress import progress_bar
 from workbench.organism.digits.config import LOSSES, DigitsConfig, derive_seed
 from workbench.organism.digits.data import make_noise
 from workbench.organism.digits.model import DigitsMLP, aux_logits, regular_logits
@@ -53,7 +53,7 @@ def train_teacher(
     opt = torch.optim.Adam(model.parameters(), lr=config.teacher_lr)
     g = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(config.teacher_epochs), desc="teacher", leave=False, disable=not progress):
+    for _ in progress_bar(range(config.teacher_epochs), desc="teacher", enabled=progress):
         losses.append(_train_epoch(opt, len(x), config.batch_size, g, dev,
                                    lambda idx: F.cross_entropy(regular_logits(model(x[idx])), y[idx])))
     return losses
@@ -99,7 +99,7 @@ def train_student(
     noise = make_noise(config.noise_samples, derive_seed(seed, "noise"), dev)
     target = teacher_targets(teacher, noise)
     losses = []
-    for epoch in tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress):
+    for epoch in progress_bar(range(config.epochs), desc=desc, enabled=progress):
         if config.fresh_noise and epoch > 0:
             noise = make_noise(config.noise_samples, derive_seed(seed, f"noise{epoch}"), dev)
             target = teacher_targets(teacher, noise)
