@@ -18,7 +18,10 @@ rows do not depend on the number of processes, so neither do the floats: the sto
 byte-identical to a one-process run.
 
 An existing store of other inputs, directions, model, objective or batch size in `out_dir` is
-refused (naming what differs) unless `overwrite=True`.
+refused (naming what differs) unless `overwrite=True`. The plan names the model, the teacher and
+each direction by the sha256 of its values, or, where `recipes` (`workbench.analyses.score_recipes`)
+give one, by its recipe: at 7B that is the checkpoint files' hashes instead of a read of every
+weight per direction on every rank (`python -m workbench.align_rows` on Hugging Face directories).
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.analyses.score_recipes import PlanRecipes
 from workbench.analyses.score_store import SCORES_KIND, SCORES_SCHEMA_VERSION, ScoreStore, batch_specs
 from workbench.capture.ranked import capture_ranked
 from workbench.capture.store import MANIFEST, SHARD_DIR, StoreWriter, check_path_name, dtype_name, weights_sha256
 from workbench.core import distributed
 from workbench.core.errors import ArtifactError, ConfigError
 from workbench.core.inputs import Inputs
-from workbench.core.io import read_json, read_tensor_metadata
+from workbench.core.io import read_json, read_tensor_metadata, sha256_bytes, to_json
 from workbench.core.provenance import package_versions
 from workbench.engines.alignment_model import AlignmentModel, check_direction
 from workbench.engines.objective import Objective
@@ -74,32 +78,49 @@ class RowScoresConfig:
         return self
 
 
-def _objective_identity(objective: Objective) -> dict[str, Any]:
+def recipe_sha256(recipe: Mapping[str, Any]) -> str:
+    """The sha256 a recipe stands for in the plan (over its sorted JSON)."""
+    return sha256_bytes(to_json(dict(recipe)).encode())
+
+
+def _objective_identity(objective: Objective, recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
     teacher = objective.teacher
     if teacher is None:
-        who = None
+        who: Any = None
+    elif recipe is not None:
+        who = recipe_sha256(recipe)
     elif isinstance(teacher, Mapping):
         who = weights_sha256(dict(teacher))
-    else:  # a teacher's logits (e.g. a prompted teacher): its weights when it has them, else its kind
+    else:  # a teacher's logits: its weights when it has them; a prompted one: its system prompt (the base is the model)
         params = getattr(teacher, "params", None)
-        who = weights_sha256(dict(params)) if isinstance(params, Mapping) else type(teacher).__name__
+        role = getattr(teacher, "role", None)
+        if isinstance(params, Mapping):
+            who = weights_sha256(dict(params))
+        elif role is not None and hasattr(role, "meta"):
+            who = {"prompted": role.meta(), "prefixes": [list(role.prefix.base_prefix), list(role.prefix.teacher_prefix)]}
+        else:
+            who = type(teacher).__name__
     return {"kind": objective.kind, "ids": None if objective.ids is None else [int(i) for i in objective.ids.tolist()],
             "teacher": who}
 
 
 def score_plan(model: AlignmentModel, inputs: Inputs, directions: Mapping[str, Mapping[str, Tensor]],
-               objective: Objective, config: RowScoresConfig, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest without its shards: everything the scores depend on (hashes, no paths, no times)."""
-    return {
+               objective: Objective, config: RowScoresConfig, meta: Mapping[str, Any] | None = None,
+               recipes: PlanRecipes | None = None) -> dict[str, Any]:
+    """The manifest without its shards: everything the scores depend on (hashes, no paths, no times).
+    A model, teacher or direction with a recipe in `recipes` is named by it, never read."""
+    named = recipes or PlanRecipes()
+    plan = {
         "kind": SCORES_KIND,
         "store_schema_version": SCORES_SCHEMA_VERSION,
         "inputs": {"content_hash": inputs.content_hash(), "n_rows": len(inputs)},
         "n_rows": len(inputs),
         "width": int(inputs.tokens.shape[1]) - 1,
         "directions": list(directions),
-        "direction_sha256": {name: weights_sha256(d) for name, d in directions.items()},  # type: ignore[arg-type]
-        "model_sha256": weights_sha256(dict(model.params)),
-        "objective": _objective_identity(objective),
+        "direction_sha256": {name: recipe_sha256(named.directions[name]) if name in named.directions
+                             else weights_sha256(d) for name, d in directions.items()},  # type: ignore[arg-type]
+        "model_sha256": recipe_sha256(named.model) if named.model is not None else weights_sha256(dict(model.params)),
+        "objective": _objective_identity(objective, named.teacher),
         "batch_size": config.batch_size,
         "method": config.method,
         "memory_budget_bytes": config.memory_budget_bytes,
@@ -108,6 +129,9 @@ def score_plan(model: AlignmentModel, inputs: Inputs, directions: Mapping[str, M
         "meta": dict(meta or {}),
         "versions": package_versions(),
     }
+    if recipes is not None:  # what the hashes above stand for (a plan without recipes is as it always was)
+        plan["recipes"] = recipes.as_json()
+    return plan
 
 
 def refuse_other_store(out_dir: Path, plan: dict[str, Any], overwrite: bool) -> None:
@@ -167,17 +191,20 @@ def stream_alignment_scores(
     *,
     meta: Mapping[str, Any] | None = None,
     ranks: distributed.RankInfo | None = None,
+    recipes: PlanRecipes | None = None,
 ) -> ScoreStore:
     """a_i and a_{i,t} of every row along each named direction, written to `out_dir` batch by
     batch (see the module doc); returns the opened `ScoreStore`. `meta`: what the caller wants
     recorded (and matched on resume), e.g. the organism seed. `ranks`: the ranks that share the
-    batches (default: the initialised process group, if any; `RankInfo()` for one process)."""
+    batches (default: the initialised process group, if any; `RankInfo()` for one process).
+    `recipes`: what names the model, teacher and directions in the plan instead of their values
+    (`score_recipes.lineage_recipes`; the caller vouches that they are what the recipes say)."""
     config = (config or RowScoresConfig()).validate()
     if not directions:
         raise ConfigError("No direction to score; pass directions={name: direction, ...}.")
     checked = {check_path_name("direction", name): check_direction(model, d, name) for name, d in directions.items()}
     out = Path(out_dir)
-    plan = score_plan(model, inputs, checked, objective, config, meta)
+    plan = score_plan(model, inputs, checked, objective, config, meta, recipes)
     info = ranks if ranks is not None else distributed.current()
     here = distributed.current()
     if info.distributed and (info.rank, info.world_size) != (here.rank, here.world_size):
@@ -215,4 +242,5 @@ def stream_alignment_scores(
     return ScoreStore.open(out)
 
 
-__all__ = ["RowScoresConfig", "refuse_other_store", "score_plan", "stream_alignment_scores"]
+__all__ = ["PlanRecipes", "RowScoresConfig", "recipe_sha256", "refuse_other_store", "score_plan",
+           "stream_alignment_scores"]

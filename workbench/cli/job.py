@@ -46,10 +46,8 @@ from workbench.cli.section_store import SectionStore, file_sha256, section_key
 from workbench.capture.store import weights_sha256
 from workbench.core.errors import ArtifactError, ConfigError, DataError, WorkbenchError, unknown_name
 from workbench.core.inputs import Inputs, distillation_inputs
-from workbench.core.hf import check_hf_dir
-from workbench.cli.hf_source import TOKENIZER_FILES, context_length, hf_dir_trait, load_tokenizer
-from workbench.core.prompted import WEIGHTS_NOTE, read_system_prompt, system_prompt_prefix
-from workbench.core.trait_spec import read_channel_ids, read_trait_spec
+from workbench.cli.hf_source import DTYPES, HF_ROLES, add_hf_flags, hf_roles, load_hf_source  # noqa: F401 (HF_ROLES: capture's)
+from workbench.core.prompted import WEIGHTS_NOTE
 from workbench.core.lineage import Lineage
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.probes import ProbeConfig
@@ -64,8 +62,6 @@ from workbench.cli.alignment import MEMORY_BUDGET_FLAG
 from workbench.cli.placement import add_placement_flags, placement_of
 
 POSITIONS = ("continuation", "all", "last")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HF_ROLES = ("base", "teacher", "student", "control")
 ALIGNMENT_ROWS = 500  # rows per source the alignment section scores (per-example gradients: the job's slowest part)
 
 
@@ -396,24 +392,14 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--seed", type=common.nonnegative_int, metavar="N", help="one organism seed (the same as --seeds N)")
     src.add_argument("--target", default="owl", help="the trait (default: owl; an existing organism's own target wins; "
                      "with Hugging Face directories: asked with the base directory's tokenizer and chat template)")
-    src.add_argument("--system-prompt", metavar="TEXT", help="system prompt of the trait's questions with Hugging Face "
-                     "directories (default: none)")
-    for role in HF_ROLES:
-        src.add_argument(f"--{role}", metavar="HF_DIR", help=f"local Hugging Face checkpoint directory of the {role} (instead of --organism)")
-    src.add_argument("--teacher-system-prompt", metavar="TEXT|@FILE", help="instead of --teacher: the teacher is the "
-                     "--base model under this system prompt (text, or @FILE / a file path to read it from); sections "
-                     "needing teacher weights are skipped, the log-prob ones use the prompted base")
+    add_hf_flags(src)  # --system-prompt, --base/--teacher/..., --teacher-system-prompt, --trait, --channel-ids
     src.add_argument("--data", nargs="+", metavar="JSONL", help="distillation data with teacher and base rows: token ids "
                      '{"prompt": [ids], "completion": [ids], "source", "prompt_id"}, or with Hugging Face directories '
                      'text {"prompt": str, "completion": str, "source"} or chat {"messages": [...], "source"} rows, '
                      "tokenised with the base's chat template (default with --organism: its data/teacher.jsonl and "
                      "data/base.jsonl)")
-    src.add_argument("--trait", metavar="JSON", help="with Hugging Face directories: the trait as token ids (prompts and "
-                     "answers, e.g. trait.json of python -m workbench.organism export) instead of --target's questions")
     src.add_argument("--loss", choices=("hard", "soft"), help="distillation loss the alignment section scores (default: the "
                      "organism's recipe; hard with Hugging Face directories)")
-    src.add_argument("--channel-ids", metavar="JSON", help="with Hugging Face directories: token ids the students' loss "
-                     'renormalises over (a JSON list, or {"channel_ids": [...]} as distillation.json of an export)')
     src.add_argument("--prompts", metavar="JSONL", help='contrastive prompts {"tokens": [ids], "label": 0|1} for trait '
                      "directions (default: the trait's questions answered with each answer of its category)")
     what = p.add_argument_group("what to read")
@@ -518,40 +504,13 @@ def hf_source(args: argparse.Namespace, hf: dict[str, str], teacher_prompt: str 
               dtype: torch.dtype, log: Callable[[str], None], device_map: Any = None,
               max_memory: dict[str, int] | None = None) -> JobSource:
     """Hugging Face checkpoint directories (--base, --teacher, ...) and their --data rows, placed by
-    `device_map` / `max_memory` when given (see cli/placement)."""
-    for role in ("base", "teacher"):
-        if role not in hf and not (role == "teacher" and teacher_prompt is not None):
-            raise ConfigError(f"--{role} is missing: with Hugging Face directories the job needs at least --base and "
-                              "--teacher (or --teacher-system-prompt).")
-    for role, path in hf.items():
-        check_hf_dir(role, path)
-    if not args.data:
-        raise ConfigError("--data JSONL is required with Hugging Face directories (teacher- and base-written rows).")
-    data_paths = [Path(p) for p in args.data]
-    for p in data_paths:
-        if not p.is_file():
-            raise DataError(f"No data file at {p}. Fix the --data path.")
-    prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None
-    trait = read_trait_spec(args.trait) if args.trait else hf_dir_trait(hf["base"], args.target, args.system_prompt)
-    channel_ids = read_channel_ids(args.channel_ids) if args.channel_ids else None  # both before loading weights
-    has_tokenizer = any((Path(hf["base"]) / f).is_file() for f in TOKENIZER_FILES)
-    needs_tokenizer = teacher_prompt is not None or not args.trait
-    tokenizer = load_tokenizer(hf["base"]) if needs_tokenizer or has_tokenizer else None
-    prefix = system_prompt_prefix(tokenizer, teacher_prompt) if teacher_prompt is not None else None  # fail early
-    # text rows take the base's tokenizer and chat template; too-long rows fail before loading weights
-    inputs = distillation_inputs(data_paths, args.max_rows, tokenizer=tokenizer, n_ctx=context_length(hf["base"]))
-    lineage = Lineage.from_hf_dirs(hf, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory)
-    lineage.tokenizer = tokenizer
-    if prefix is not None:
-        lineage.add_prompted("teacher", teacher_prompt, base="base")
-        log(f"teacher: the base under a system prompt ({len(prefix.teacher_prefix)} prefix tokens replace "
-            f"{len(prefix.base_prefix)}); sections needing teacher weights are skipped")
-    prompts = prompts_rows if prompts_rows is not None else contrast_prompts(trait)  # the trait's own questions
-    origin = "Hugging Face directories: " + ", ".join(f"{role} {path}" for role, path in hf.items())
-    if teacher_prompt is not None:
-        origin += f"; teacher: the base under the system prompt {teacher_prompt!r}"
-    return JobSource(lineage, inputs, trait, channel_ids, prompts, args.loss or "hard", origin=origin,
-                     data_paths=data_paths)
+    `device_map` / `max_memory` when given (see cli/placement; `hf_source.load_hf_source`)."""
+    prompts_rows = read_contrast_prompts(args.prompts) if args.prompts else None  # before loading weights
+    src = load_hf_source(args, hf, teacher_prompt, device, dtype, log, max_rows=args.max_rows, device_map=device_map,
+                         max_memory=max_memory)
+    prompts = prompts_rows if prompts_rows is not None else contrast_prompts(src.trait)  # the trait's own questions
+    return JobSource(src.lineage, src.inputs, src.trait, src.channel_ids, prompts, args.loss or "hard",
+                     origin=src.origin, data_paths=src.data_paths)
 
 
 def report_source(args: argparse.Namespace, source: JobSource, command: str, device: torch.device, out: Path,
@@ -595,7 +554,7 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
             raise unknown_name("section", s, SECTIONS)
     command = "python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.organism = args.organism or common.default_organism_dir(args.preset)
-    hf = {role: getattr(args, role) for role in HF_ROLES if getattr(args, role)}
+    hf, teacher_prompt = hf_roles(args)
     seeds = job_seeds.requested_seeds(args, bool(hf))  # --seeds with Hugging Face directories: an error
     device_map, max_memory = placement_of(args)  # a bad map file fails before any work
     if not hf and (device_map is not None or max_memory is not None):
@@ -614,13 +573,6 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise ConfigError("--trait and --channel-ids are for Hugging Face directories (--base, --teacher, ...); "
                           "an organism brings its own trait and number channel.")
     dtype = DTYPES[args.dtype]
-    teacher_prompt = read_system_prompt(args.teacher_system_prompt) if args.teacher_system_prompt is not None else None
-    if teacher_prompt is not None:
-        if "teacher" in hf:
-            raise ConfigError("--teacher and --teacher-system-prompt both name the teacher; pass one: a checkpoint "
-                              "directory, or the system prompt that makes the --base model the teacher.")
-        if "base" not in hf:
-            raise ConfigError("--teacher-system-prompt makes the --base model the teacher: pass --base HF_DIR too.")
     out = Path(args.out)
     if hf:
         source = hf_source(args, hf, teacher_prompt, device, dtype, log, device_map=device_map, max_memory=max_memory)
