@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from workbench.analyses.alignment_config import DEFAULT_MEMORY_BUDGET, AlignmentConfig
