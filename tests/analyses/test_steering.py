@@ -108,3 +108,18 @@ def test_bad_hook_names_and_configs_are_refused_before_any_work():
         steering(lin, TRAIT, SteeringConfig(vectors_from="rows", teacher=None, progress=False))
     with pytest.raises(ConfigError, match="teacher"):
         steering(lin, TRAIT, SteeringConfig(progress=False))  # no teacher in this lineage
+
+
+def test_the_command_on_the_tiny_organism_writes_seeds_the_aggregate_and_the_table(tiny_organism, tmp_path, capsys):
+    from workbench.cli.steering import main
+
+    out = tmp_path / "steer"
+    code = main(["--organism", str(tiny_organism.directory.parent), "--seeds", "0", "--out", str(out), "--quiet",
+                 "--alphas", "1", "--random", "2", "--vectors-from", "rows", "--limit", "40"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "one steering vector, alpha=1, 1 seed(s)" in printed and "blocks.0.hook_resid_post |" in printed
+    result = SteeringResult.load(out / "seed0")
+    assert result.meta["data"] == "teacher" and result.config["vectors_from"] == "rows"
+    assert set(result.sufficiency["blocks.0.hook_resid_post"]) == {"student", "teacher", "control"}
+    assert (out / "over_seeds.json").exists() and (out / "seed0" / "steering_sufficiency_alpha1.html").exists()
