@@ -175,9 +175,8 @@ def steering(lineage: Lineage, trait: Trait, config: SteeringConfig | None = Non
     trait = check_trait(trait, lineage.d_vocab, single_token=False)
     roles = {"student": config.student, "teacher": config.teacher, "control": config.control}
     names = [config.base, *[n for n in roles.values() if n]]
-    for n in names:
-        lineage._check(n)
-    base, student = lineage[config.base], lineage[config.student]
+    models = {n: lineage[n] for n in names}  # an unknown or prompted role: a clear error before any work
+    base, student = models[config.base], models[config.student]
     hooks = config.hooks or default_steering_hooks(int(lineage.cfg.n_layers))
     hooks, _ = resolve_hooks(base, hooks)  # unknown names: the project's unknown-name error
     check_patch_hooks(base, hooks)
@@ -190,7 +189,7 @@ def steering(lineage: Lineage, trait: Trait, config: SteeringConfig | None = Non
         data = prompt_inputs(trait)
     means = mean_activations(lineage, names, data, config, hooks)
 
-    lo = {r: hooked_log_odds(trait, lineage[n]) for r, n in [("base", config.base), *roles.items()] if n}
+    lo = {r: hooked_log_odds(trait, models[n]) for r, n in [("base", config.base), *roles.items()] if n}
     gain = lo["student"] - lo["base"]
     frac = lambda x: _fraction(x, gain, config.min_gain)  # noqa: E731
     sufficiency: dict[str, dict[str, dict[str, float | None]]] = {}
