@@ -11,7 +11,7 @@ import workbench
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["workbench.probe", "workbench.compare", "workbench.alignment", "workbench.screening",
                 "workbench.localise", "workbench.bench", "workbench.organism.__main__", "workbench.organism.digits",
-                "workbench.capture.__main__", "workbench.align_rows"]
+                "workbench.capture.__main__", "workbench.align_rows", "workbench.steering"]
 
 
 def test_every_public_name_resolves_and_survives_importing_the_entry_points():
@@ -35,6 +35,7 @@ def test_analyses_take_lineage_then_inputs_or_trait_then_config():
         workbench.activation_patching: ["lineage", "trait", "config"],
         workbench.weight_deltas: ["lineage", "config"],
         workbench.compare_activations: ["lineage", "store", "config"],
+        workbench.steering_vectors: ["lineage", "trait", "config"],
     }
     for fn, expected in shapes.items():
         params = [p for p in inspect.signature(fn).parameters][: len(expected)]

@@ -15,6 +15,7 @@ result with `save`, `load`, `figures` and `summary_rows`; `write_report` turns r
     run_alignment(lineage, inputs, config, trait)           the trait gradient needs the Trait
     run_screening(lineage, inputs, trait, retrain, config)  retrain: kept rows -> a retrained student
     rank_rows(lineage, inputs, trait, config)               no retraining: rows ranked, kept and dropped
+    steering_vectors(lineage, trait, config, inputs=None)   one steering vector: sufficiency and necessity
 
 >>> import workbench
 >>> callable(workbench.weight_deltas) and callable(workbench.compare_activations)
@@ -22,7 +23,8 @@ True
 
 Activation comparison is `compare_activations` and activation capture `capture_activations`:
 `workbench.compare` is the command-line entry point `python -m workbench.compare`, and
-`workbench.capture` the package that holds capture, so the functions carry names of their own.
+`workbench.capture` the package that holds capture, so the functions carry names of their own
+(likewise `steering_vectors`: `workbench.steering` is `python -m workbench.steering`).
 """
 
 from workbench.analyses.alignment import AlignmentConfig, AlignmentResult, detection_over_seeds, run_alignment
@@ -42,6 +44,9 @@ from workbench.analyses.probe_result import ProbeResult
 from workbench.analyses.probes import ProbeConfig
 from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening, screening_over_seeds
 from workbench.analyses.screening_rank import RankConfig, ScreeningRanking, rank_rows
+from workbench.analyses.steering import SteeringConfig
+from workbench.analyses.steering import steering as steering_vectors
+from workbench.analyses.steering_result import SteeringResult
 from workbench.analyses.weights import WeightConfig, WeightDeltaResult, weight_deltas
 from workbench.capture.cache import ActivationReader, ContrastPrompts, contrast_prompts, read_contrast_prompts
 from workbench.capture.capture import capture as capture_activations
@@ -91,6 +96,7 @@ __all__ = [
     "run_alignment", "AlignmentConfig", "AlignmentResult", "detection_over_seeds", "trait_gradient",
     "run_screening", "ScreeningConfig", "ScreeningResult", "ScreeningRow", "screening_over_seeds",
     "rank_rows", "RankConfig", "ScreeningRanking",
+    "steering_vectors", "SteeringConfig", "SteeringResult",
     # results and report
     "ResultBase", "SummaryRow", "SeedStats", "over_seeds", "write_figures", "write_result_figures", "write_report",
     "read_report",

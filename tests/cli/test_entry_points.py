@@ -7,7 +7,7 @@ import pytest
 ENTRY_POINTS = [
     "workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench",
     "workbench.compare", "workbench.localise", "workbench.alignment", "workbench.screening",
-    "workbench.capture.__main__", "workbench.align_rows",
+    "workbench.capture.__main__", "workbench.align_rows", "workbench.steering",
 ]
 
 

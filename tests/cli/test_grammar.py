@@ -33,7 +33,7 @@ def _parse_with(make_parser: Callable[[], argparse.ArgumentParser]) -> Callable[
 def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], list[str], set[str]]]:
     """name -> (parse argv, arguments it requires, the common options it has)."""
     from workbench.benchmarks import harness
-    from workbench.cli import align_rows, alignment, capture, compare, job, screening
+    from workbench.cli import align_rows, alignment, capture, compare, job, screening, steering
     from workbench.organism import __main__ as organism_main
     from workbench.organism.digits import cli as digits
 
@@ -49,6 +49,7 @@ def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], lis
         "bench": (_parse_with(harness.parser), ["load"], {"device", "out", "threads"}),  # prints a table, no bars
         "capture": (_parse_with(capture.parser), ["--data", "x.jsonl", "--hooks", "h"], every - {"seeds"}),  # one --seed
         "align_rows": (_parse_with(align_rows.parser), [], every),
+        "steering": (_parse_with(steering.parser), [], every),
     }
 
 
@@ -97,7 +98,7 @@ def test_seed_forms_are_equal_everywhere(name):
 
 
 # commands whose models are the organism's (the main job's default source among them): 1 thread
-ORGANISM_COMMANDS = {"organism", "probe", "compare", "localise", "alignment", "screening", "align_rows"}
+ORGANISM_COMMANDS = {"organism", "probe", "compare", "localise", "alignment", "screening", "align_rows", "steering"}
 
 
 @pytest.mark.parametrize("name", _having("threads"))
@@ -145,6 +146,7 @@ def _wrong_organism_runs(tmp_path: Path) -> dict[str, list[str]]:
         "workbench.localise": [gone],
         "workbench.alignment": ["--organism", gone],
         "workbench.screening": ["--organism", gone],
+        "workbench.steering": ["--organism", gone],
         "workbench.organism.__main__": ["--target", "zebra", "--out", str(tmp_path / "o")],
         "workbench.organism.digits": ["--device", "gpu7"],
         "workbench.bench": ["no-such-benchmark"],

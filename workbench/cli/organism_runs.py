@@ -107,3 +107,22 @@ def screening_defense(seed_dir: str | Path, fractions: tuple[float, ...] = (0.1,
     rows, reference = screen_organism_seed(seed_dir, fractions, **kwargs)
     return ScreeningResult(rows, reference, command or f"workbench.cli.organism_runs.screening_defense({str(seed_dir)!r})",
                            {"fractions": list(fractions)})
+
+
+# --------------------------------------------------------------------------- steering vectors
+
+
+def steer_organism_seed(seed_dir: str | os.PathLike, config: Any, *, data: str = "teacher", limit: int | None = None,
+                        device: str | torch.device = "cpu", command: str | None = None) -> Any:
+    """`steering` on one organism seed: its base, student, teacher and control, its Trait, and (for
+    `config.vectors_from == "rows"`) the rows `data` wrote (default: the teacher's distillation rows)."""
+    from workbench.analyses.steering import steering
+
+    seed_dir = Path(seed_dir)
+    roles = [r for r in (config.base, config.student, config.teacher, config.control) if r]
+    seed = load_seed(seed_dir, roles=roles, device=device)
+    inputs = seed.inputs(data, limit=limit) if config.vectors_from == "rows" else None
+    meta = {"seed": seed.manifest.get("seed"), "mode": seed.manifest.get("mode"), "target": seed.trait.target,
+            "data": data if inputs is not None else "prompts", "trait_rates": seed.manifest.get("trait_rates")}
+    return steering(seed.lineage, seed.trait, config, inputs, meta=meta,
+                    command=command or f"python -m workbench.steering --organism {seed_dir.parent} --seeds {seed.manifest.get('seed')}")

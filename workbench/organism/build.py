@@ -50,6 +50,7 @@ from workbench.organism.training import (
 )
 from workbench.core.provenance import SCHEMA_VERSION, config_hash, package_versions
 from workbench.organism.trait import category_traits, organism_trait
+from workbench.organism.trait_table import category_summary, format_category_lines
 from workbench.trait import trait_matrix
 
 TEACHER_ROLES = ("teacher", "teacher_neutral", "teacher_other")
@@ -323,6 +324,7 @@ def summarize(builds: list[SeedBuild], cfg: OrganismConfig) -> dict[str, Any]:
                     "min": float(xs.min()), "max": float(xs.max())}
     return {"schema_version": SCHEMA_VERSION, "trait": cfg.target, "mode": cfg.mode, "preset": cfg.preset,
             "seeds": sorted(table), "per_seed": {str(s): table[s] for s in sorted(table)}, "stats": stats,
+            **category_summary({b.seed: b.manifest for b in sorted(builds, key=lambda b: b.seed)}),
             "config": cfg.to_dict(), "versions": package_versions()}
 
 
@@ -371,7 +373,8 @@ def _other_seeds_with_same_config(out: Path, cfg: OrganismConfig, skip: set[int]
 
 
 def format_trait_table(summary: dict[str, Any]) -> str:
-    """Per-seed P(target) table with mean ± sd, as printed by the CLI."""
+    """Per-seed P(target) table with mean ± sd, then the target's share of the category and the
+    category's mass per seed with the flags (`trait_table`), as printed by the CLI."""
     roles = list(summary["stats"])
     width = max(8, *map(len, roles))
     lines = [f"P({summary['trait']}) averaged over templates, mode={summary['mode']}, preset={summary['preset']}",
@@ -380,7 +383,7 @@ def format_trait_table(summary: dict[str, Any]) -> str:
         lines.append(f"{seed:>4}  " + "  ".join(f"{rates[r]:{width}.3f}" for r in roles))
     lines.append("mean  " + "  ".join(f"{summary['stats'][r]['mean']:{width}.3f}" for r in roles))
     lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
-    return "\n".join(lines)
+    return "\n".join(lines + format_category_lines(summary, roles, width))
 
 
 def load_manifests(organism_dir: str | Path) -> list[dict[str, Any]]:
