@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from workbench.core.errors import WorkerError
 from workbench.organism.build import ROLES, build_organism
@@ -60,3 +61,21 @@ def _die_second(i: int) -> int:
 
     time.sleep(3)
     return i
+
+
+def test_screening_retrains_in_workers_give_the_serial_weights(tiny_organism):
+    from workbench.core.inputs import Inputs
+    from workbench.organism.load import load_seed
+
+    seed = load_seed(tiny_organism.directory, roles=["base", "teacher"])
+    rows = Inputs.from_jsonl(seed.data("teacher"), limit=96)
+    kept = [rows.select(list(range(0, 64))), rows.select(list(range(32, 96))), rows.select(list(range(0, 96, 2)))]
+    overrides = {"student_epochs": 1}
+    serial = seed.retrainer(overrides, workers=1).many(kept)
+    parallel = seed.retrainer(overrides, workers=2).many(kept)
+    one = seed.retrainer(overrides)(kept[2])  # the plain call is the same student too
+    for a, b in zip(serial, parallel):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(v, one.state_dict()[k]) for k, v in serial[2].state_dict().items())
+    assert not torch.equal(serial[0].state_dict()["embed.weight"], serial[1].state_dict()["embed.weight"])
