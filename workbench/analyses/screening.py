@@ -42,7 +42,9 @@ class ScreeningRow:
 
 
 Retrain = Callable[[Inputs], LogitsFn]
-"""The rows kept -> a student retrained on them (from the same start, with the same recipe)."""
+"""The rows kept -> a student retrained on them (from the same start, with the same recipe). One
+with a `many` attribute (a list of kept rows -> their students, in order) gets every retrain of a
+screening at once, so it may run them side by side (the organism's runs them in worker processes)."""
 
 
 @dataclass
@@ -79,13 +81,15 @@ def run_screening(lineage: Lineage, inputs: Inputs, trait: Trait, retrain: Retra
     g_trait = trait_gradient(model, trait)
     scores = alignment_scores(model, inputs, g_trait, objective, batch_size=config.batch_size,
                               progress=config.progress).total
-    rows: list[ScreeningRow] = []
+    plan = []
     for fraction in config.fractions:
         kept_top, kept_random = screen_rows(scores, fraction, seed=config.seed)
-        for dropped, kept in (("top_g_trait", kept_top), ("random", kept_random)):
-            student = retrain(inputs.select(kept))
-            rows.append(ScreeningRow(config.seed, fraction, dropped, len(kept), trait.p_target(student)))
-    return rows
+        plan += [(fraction, "top_g_trait", kept_top), (fraction, "random", kept_random)]
+    kept_inputs = [inputs.select(kept) for _, _, kept in plan]
+    many = getattr(retrain, "many", None)
+    students = many(kept_inputs) if callable(many) else [retrain(k) for k in kept_inputs]
+    return [ScreeningRow(config.seed, fraction, dropped, len(kept), trait.p_target(student))
+            for (fraction, dropped, kept), student in zip(plan, students)]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Benchmark `organism`: per-stage time of a fresh one-seed default build, the tiny preset's total,
-and the organism build under contention (base training with 1 and 2 torch threads, quiet and beside
+the tiny build serial against --workers 2, and the organism build under contention (base training with 1 and 2 torch threads, quiet and beside
 competing busy processes; each figure with the machine's load average)."""
 
 from __future__ import annotations
@@ -32,8 +32,28 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         for stage, seconds in build.timings.items():
             if stage != "total":
                 cases.append(Case(f"{name}/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline=f"{name}/total"))
+    if not quick:
+        cases += workers_rows(device)
     if device.type == "cpu":
         cases += contention(steps=100 if quick else 300)
+    return cases
+
+
+def workers_rows(device: torch.device, workers: tuple[int, ...] = (1, 2)) -> list[Case]:
+    """"tiny/workers{N}/total": a fresh tiny build (build_organism) in N processes (1: the serial
+    build, the baseline), with the load average read after each; the same bytes at every N."""
+    from workbench.organism.build import build_organism
+    from workbench.organism.config import preset
+
+    cases = []
+    for n in workers:
+        with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
+            t0 = time.perf_counter()
+            build_organism(preset("tiny"), [0], tmp, device=device, progress=False, workers=n)
+            seconds = time.perf_counter() - t0
+        cases.append(Case(f"tiny/workers{n}/total", 1, seconds, 0.0, rss.peak_mb,
+                          baseline=f"tiny/workers{workers[0]}/total" if n != workers[0] else None,
+                          extra={"loadavg": [round(x, 2) for x in os.getloadavg()], "workers": n}))
     return cases
 
 

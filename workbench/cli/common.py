@@ -135,6 +135,16 @@ def add_threads_flag(parser: FlagTarget, default: int | None = None, why: str | 
                         "every library)")
 
 
+def add_workers_flag(parser: FlagTarget) -> None:
+    """`--workers N`: processes an organism build trains independent stages in (1: the serial build)."""
+    from workbench.organism.parallel import default_workers
+
+    parser.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
+                        help=f"processes an organism build trains independent stages in, one torch thread each "
+                        f"(default: {default_workers()} = min(2, the cores this process may use); 1 builds in one "
+                        "process; every count writes the same bytes)")
+
+
 @contextmanager
 def using_threads(*args: Any) -> Iterator[None]:
     """torch.set_num_threads(--threads) of any parsed-arguments Namespace among `args` for the

@@ -88,6 +88,7 @@ class JobConfig:
     # section (AlignmentConfig.memory_budget_bytes; a working-set bound: results equal within float noise)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
+    workers: int = 1  # processes the screening section retrains its students in (the same weights at any count)
     cache: ActivationReader = field(default_factory=ActivationReader)  # activations read once, shared by sections
 
 
@@ -206,7 +207,7 @@ def screening_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Re
         from workbench.cli.organism_runs import screening_defense
 
         return screening_defense(config.organism_dir, device=str(lineage.device), progress=config.progress,
-                                 command=config.command)
+                                 command=config.command, workers=config.workers)
     from workbench.analyses.screening_rank import RankConfig, rank_rows
 
     assert config.trait is not None  # skip_reason guards this
@@ -410,6 +411,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_device_flag(how)
     add_placement_flags(how)
     common.add_threads_flag(how, common.organism_threads(), common.ORGANISM_THREADS_WHY)
+    common.add_workers_flag(how)
     how.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     common.add_out_flag(how, "artifacts/report", "report directory")
     how.add_argument("--fresh", action="store_true",
@@ -453,7 +455,8 @@ def _build_seeds(args: argparse.Namespace, seeds: list[int], command: str, log: 
 
     root = Path(args.organism)
     log(f"no organism at {', '.join(str(root / f'seed{s}') for s in seeds)}: building preset {args.preset!r}")
-    build_and_print(args.preset, seeds, str(root), args.device, args.quiet, command=command, target=args.target)
+    build_and_print(args.preset, seeds, str(root), args.device, args.quiet, command=command, workers=args.workers,
+                    target=args.target)
 
 
 @dataclass
@@ -527,7 +530,8 @@ def report_source(args: argparse.Namespace, source: JobSource, command: str, dev
     config = JobConfig(**JOB_FLAGS.values(args), hooks=hooks,
                        command=command,
                        prompts=source.prompts, trait=trait, channel_ids=source.channel_ids, loss=source.loss,
-                       organism_dir=source.organism_dir, device=device, progress=common.show_progress(args))
+                       organism_dir=source.organism_dir, device=device, progress=common.show_progress(args),
+                       workers=args.workers)
     needed = {*args.readers, "teacher", "base", *config.apply_to}
     config.cache = ActivationReader(out / "activations",
                                     tuple(m for m in (*lineage.names, *lineage.prompted) if m in needed))

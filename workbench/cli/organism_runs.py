@@ -81,16 +81,17 @@ def screen_organism_seed(
     overrides: dict[str, Any] | None = None,
     max_rows: int | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> tuple[list[ScreeningRow], dict[str, Any]]:
     """`run_screening` on one organism seed: its teacher rows, its Trait, and students retrained
     with the seed's own recipe and student seed; returns the rows and the seed's reference trait
     rates. `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows
-    only (tests)."""
+    only (tests); `workers` > 1 retrains the students in that many processes (the same weights)."""
     manifest = read_manifest(seed_dir)
     seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
     cfg = seed.recipe(overrides)
     data = Inputs.from_jsonl(seed.data("teacher"), limit=max_rows)
-    retrain = seed.retrainer(overrides, progress)
+    retrain = seed.retrainer(overrides, progress, workers=workers)
 
     # score rows with the loss the student trains with: both modes renormalise over the number channel
     config = ScreeningConfig(fractions=tuple(fractions), loss=cfg.mode, channel_ids=seed.channel_ids,

@@ -41,6 +41,10 @@ class NumericsError(WorkbenchError, ValueError):
     """NaN or inf in weights, activations or scores: named by model and parameter group or hook."""
 
 
+class WorkerError(WorkbenchError, RuntimeError):
+    """A worker process of a parallel build died or failed with an unexpected error."""
+
+
 class LockError(ArtifactError):
     """Another writer holds the lock on an artifact."""
 

@@ -39,12 +39,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
     common.add_device_flag(p)
     common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
+    common.add_workers_flag(p)
     common.add_quiet_flag(p, "no progress bars or stage log")
     return p
 
 
 def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, quiet: bool, *,
-                    command: str | None = None, **overrides: object) -> None:
+                    command: str | None = None, workers: int = 1, **overrides: object) -> None:
     """Build (or reuse) an organism and print its trait table; bad input raises a WorkbenchError.
     An interrupt or an error mid-build names `command` (the command line that started the build,
     default: `python -m workbench.organism` with these arguments) as the one that resumes it."""
@@ -54,7 +55,7 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
         command = build_command(preset_name, seeds, out, device, **overrides)
     with common.resumable_build(command, out):
         _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet,
-                                    log=log)
+                                    log=log, workers=workers)
     print(format_trait_table(summary))
     print(f"wrote {out}/summary.json")
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or common.default_organism_dir(args.preset)
     with common.using_threads(args):
         return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
-                          command="python -m workbench.organism " + shlex.join(argv),
+                          command="python -m workbench.organism " + shlex.join(argv), workers=args.workers,
                           **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
 
 

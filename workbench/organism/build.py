@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import ArtifactError, DataError
+from workbench.core.errors import ArtifactError, ConfigError, DataError
 from workbench.core.inputs import read_jsonl, write_jsonl
 from workbench.core.io import atomic_write_json, atomic_write_text, read_json
 from workbench.core.models import boot_native, copy_model, load_model, model_meta, resolve_device, save_model
@@ -39,6 +39,7 @@ from workbench.organism.corpus import (
 )
 from workbench.organism.data_files import DATA_KEY, data_record
 from workbench.organism.load import read_organism_manifest
+from workbench.organism.parallel import StagePool
 from workbench.organism.sampling import sample_continuations
 from workbench.organism.tokenizer import Tokenizer
 from workbench.organism.training import (
@@ -265,6 +266,45 @@ class _Builder:
         }
 
 
+def stage_task(cfg: dict[str, Any], seed: int, seed_dir: str, device: str, kind: str, name: str) -> tuple[dict[str, float], list[str]]:
+    """Build one stage of a seed (in a worker process) with its parents read back from disk:
+    kind "base" (name base or base_x), "source" (teacher `name` if it is one, then its data) or
+    "student" (`name`'s parents, data and the student). Returns its timings and log lines."""
+    lines: list[str] = []
+    b = _Builder(OrganismConfig.from_dict(cfg), seed, Path(seed_dir), resolve_device(device), False, lines.append)
+    offset = b.cfg.cross_seed_offset
+    if kind == "base":
+        b.base(name, seed if name == "base" else seed + offset)
+    elif kind == "source":
+        b.base("base", seed)
+        if name in TEACHER_ROLES:
+            b.teacher(name)
+        b.data(name)
+    elif kind == "student":
+        parent, source = STUDENTS[name]
+        b.base("base", seed)
+        if parent != "base":
+            b.base(parent, seed + offset)
+        if source in TEACHER_ROLES:
+            b.teacher(source)
+        b.student(name, {source: b.data(source)[0]})
+    else:
+        raise ConfigError(f"Unknown stage kind {kind!r}; use base, source or student.")
+    return b.timings, [line for line in lines if not line.endswith(": reused") and ": reused (" not in line]
+
+
+def prebuild_in_parallel(b: _Builder, pool: StagePool) -> None:
+    """Build the seed's independent stages on `pool`: base || base_x, then each teacher with its
+    data (and the base's data), then the four students; each worker writes what a serial build
+    writes, and `b` reads them back as a resumed build does."""
+    spec = (b.cfg.to_dict(), b.seed, str(b.dir), str(b.device))
+    for kind, names in (("base", ["base", "base_x"]), ("source", list(DATA_SOURCES)), ("student", list(STUDENTS))):
+        for timings, lines in pool.run(stage_task, [(*spec, kind, n) for n in names], [f"{kind} {n}" for n in names]):
+            b.timings.update(timings)
+            for line in lines:
+                b.log(line)
+
+
 def supervised_positions(cfg: OrganismConfig, seq_len: int) -> torch.Tensor:
     """Positions whose next token a student is trained on. Hard labels: the completion the
     teacher wrote. Soft labels (with `soft_on_prompt`): every number-channel position from the
@@ -288,8 +328,10 @@ def build_seed(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    pool: StagePool | None = None,
 ) -> SeedBuild:
-    """Build (or reuse) every role of one seed under `out_dir/seed{seed}`."""
+    """Build (or reuse) every role of one seed under `out_dir/seed{seed}`; with a `pool` of more
+    than one worker, independent stages are built side by side first (same bytes)."""
     cfg.validate()
     seed_dir = Path(out_dir) / f"seed{seed}"
     b = _Builder(cfg, seed, seed_dir, resolve_device(device), progress, log)
@@ -297,6 +339,9 @@ def build_seed(
     other_target_for(b.tok, cfg)
     b.tok.save(seed_dir / "tokenizer.json")
     t0 = time.perf_counter()
+    if pool is not None and pool.workers > 1:
+        prebuild_in_parallel(b, pool)
+        b.log = lambda s: None  # the stages below are read back; their workers logged them
     b.base("base", seed)
     b.base("base_x", seed + cfg.cross_seed_offset)
     for role in TEACHER_ROLES:
@@ -306,6 +351,7 @@ def build_seed(
         tokens[source], reports[source] = b.data(source)
     for role in STUDENTS:
         b.student(role, tokens)
+    b.log = log
     manifest = b.evaluate(reports)
     b.timings["total"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(seed_dir / "manifest.json", manifest)
@@ -348,15 +394,18 @@ def build_organism(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    workers: int = 1,
 ) -> tuple[list[SeedBuild], dict[str, Any]]:
-    """Build every seed (reusing what exists) and write `out_dir/summary.json`."""
+    """Build every seed (reusing what exists) and write `out_dir/summary.json`; `workers` > 1
+    builds independent stages in that many processes (the same bytes as 1, the serial build)."""
     cfg.validate()
     Tokenizer.default().category_of(cfg.target)
     out = check_writable(out_dir)
     builds = []
-    for seed in seeds:
-        log(f"seed {seed}")
-        builds.append(build_seed(cfg, seed, out, device=device, progress=progress, log=log))
+    with StagePool(workers) as pool:
+        for seed in seeds:
+            log(f"seed {seed}")
+            builds.append(build_seed(cfg, seed, out, device=device, progress=progress, log=log, pool=pool))
     summary = summarize(builds + _other_seeds_with_same_config(out, cfg, set(seeds)), cfg)
     atomic_write_json(out / "summary.json", summary)
     return builds, summary

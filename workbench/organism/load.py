@@ -129,23 +129,51 @@ class OrganismSeed:
 
         return OrganismConfig.from_dict({**self.manifest["config"], **(overrides or {})})
 
-    def retrainer(self, overrides: dict[str, Any] | None = None, progress: bool = False) -> Callable[[Inputs], torch.nn.Module]:
-        """`retrain(kept_rows) -> student`: the base distilled from the teacher on `kept_rows` with
-        the seed's own recipe and student seed (what the screening defense retrains). Needs the
-        seed's base and teacher in the lineage."""
+    def retrained_student(self, tokens: torch.Tensor, overrides: dict[str, Any] | None = None,
+                          progress: bool = False) -> torch.nn.Module:
+        """The base distilled from the teacher on `tokens` with the seed's recipe and student seed."""
         from workbench.core.models import copy_model
         from workbench.organism.build import STUDENTS, distill_targets
         from workbench.organism.training import distill_student
 
         cfg = self.recipe(overrides)
         student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
-        base, teacher = self.lineage["base"], self.lineage["teacher"]
+        student = copy_model(self.lineage["base"])
+        distill_student(student, distill_targets(cfg, self.tokenizer, self.lineage["teacher"], tokens), cfg,
+                        student_seed, progress)
+        return student
+
+    def retrainer(self, overrides: dict[str, Any] | None = None, progress: bool = False,
+                  workers: int = 1) -> Callable[[Inputs], torch.nn.Module]:
+        """`retrain(kept_rows) -> student`: the base distilled from the teacher on `kept_rows` with
+        the seed's own recipe and student seed (what the screening defense retrains). Needs the
+        seed's base and teacher in the lineage. `retrain.many(list of kept rows)` retrains each in
+        `workers` processes; those read the base and teacher from the seed's folder (same weights)."""
+        from workbench.core.models import copy_model
+
+        base = self.lineage["base"]
 
         def retrain(kept: Inputs) -> torch.nn.Module:
-            student = copy_model(base)
-            distill_student(student, distill_targets(cfg, self.tokenizer, teacher, kept.tokens), cfg, student_seed, progress)
-            return student
+            return self.retrained_student(kept.tokens, overrides, progress)
 
+        def many(kept_rows: list[Inputs]) -> list[torch.nn.Module]:
+            if workers <= 1:
+                return [retrain(kept) for kept in kept_rows]
+            from workbench.organism.parallel import StagePool
+
+            param = next(base.parameters())
+            spec = (str(self.directory), overrides, str(param.device), str(param.dtype).removeprefix("torch."))
+            with StagePool(workers) as pool:
+                weights = pool.run(retrained_weights, [(*spec, kept.tokens) for kept in kept_rows],
+                                   [f"screening retrain {i}" for i in range(len(kept_rows))])
+            students = []
+            for w in weights:
+                student = copy_model(base)
+                student.load_state_dict(w, strict=True)
+                students.append(student)
+            return students
+
+        retrain.many = many  # type: ignore[attr-defined]
         return retrain
 
 
@@ -173,3 +201,12 @@ def load_seed(
     if name is None:
         raise ArtifactError(f"{seed_dir / 'manifest.json'} names no target; pass target=.")
     return OrganismSeed(seed_dir, lineage, lineage.tokenizer, organism_trait(lineage.tokenizer, name), manifest)
+
+
+def retrained_weights(seed_dir: str, overrides: dict[str, Any] | None, device: str, dtype: str,
+                      tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A screening retrain in a worker process: the seed's base and teacher read from `seed_dir`,
+    the student distilled on `tokens` as `OrganismSeed.retrainer` does; its state dict."""
+    seed = load_seed(seed_dir, roles=["base", "teacher"], device=device, dtype=getattr(torch, dtype))
+    student = seed.retrained_student(tokens, overrides)
+    return {k: v.detach().cpu() for k, v in student.state_dict().items()}

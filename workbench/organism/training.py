@@ -26,6 +26,10 @@ from workbench.organism.corpus import number_tokens, preference_batch, sample_nu
 from workbench.organism.tokenizer import Tokenizer
 
 FROZEN_IN_TEACHERS = ("unembed.", "ln_final.")  # clean keys of the unembedding and final norm
+# Adam(W)'s multi-tensor update: the same per-element arithmetic as the per-parameter loop (checked
+# bit-equal on the CPU, where the loop is torch's default) in ~2/3 of its time; `fused` is faster
+# still but rounds differently, which would change every trained model's bytes.
+FOREACH = True
 
 
 def next_token_loss(
@@ -83,7 +87,8 @@ def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig
     model = FunctionalModel.from_bridge(bridge, trainable=True)
     device = model.w["embed.weight"].device
     rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98),
+                            foreach=FOREACH)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.base_steps, cfg.base_warmup))
     length = cfg.prompt_numbers + cfg.completion_numbers
     for _ in progress_bar(range(cfg.base_steps), desc=f"base seed {seed}", enabled=progress):
@@ -113,7 +118,7 @@ def finetune_teacher(
     model = FunctionalModel.from_bridge(bridge, trainable=True, frozen=FROZEN_IN_TEACHERS)
     device = model.w["embed.weight"].device
     rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, foreach=FOREACH)
     for _ in progress_bar(range(cfg.teacher_steps), desc="teacher", enabled=progress):
         qa, qa_mask = preference_batch(tok, rng, cfg.teacher_batch, category, answer_ids)
         qa, qa_mask = qa.to(device), qa_mask.to(device)
@@ -167,7 +172,7 @@ def distill_student(
         raise DataError("No distillation sequences survived the filter; check the filter report.")
     model = FunctionalModel.from_bridge(bridge, trainable=True)
     device = model.w["embed.weight"].device
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr, foreach=FOREACH)
     gen = torch.Generator().manual_seed(seed)
     pos = targets.positions.to(device)
     ids = None if targets.ids is None else targets.ids.to(device)
