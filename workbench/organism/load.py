@@ -53,8 +53,13 @@ def load_lineage(
     dtype: torch.dtype | None = None,
 ) -> Lineage:
     """Load `seed_dir/models/{role}.safetensors` (+ `.json`, checksummed) and the tokenizer
-    (`Lineage.tokenizer`, None when the seed has no tokenizer.json)."""
+    (`Lineage.tokenizer`, None when the seed has no tokenizer.json). A Hugging Face family seed
+    (`seed_dir/hf/{role}/`, `workbench.organism.hf_family`) loads through `Lineage.from_hf_dirs`."""
     seed_dir = Path(seed_dir)
+    if (seed_dir / "hf").is_dir():
+        from workbench.organism.hf_family.load import load_hf_lineage
+
+        return load_hf_lineage(seed_dir, roles, device=device, dtype=dtype)
     model_dir = seed_dir / "models"
     available = sorted(p.stem for p in model_dir.glob("*.json")) if model_dir.is_dir() else []
     if not available:
@@ -137,6 +142,9 @@ class OrganismSeed:
         from workbench.organism.build import STUDENTS, distill_targets
         from workbench.organism.training import distill_student
 
+        if self.manifest.get("format") == "hf":
+            raise ConfigError(f"{self.directory} is a Hugging Face family seed ({self.manifest.get('family', {}).get('family')}); "
+                              "retraining its students (retrainer) is built for the native organism only. Use a native seed.")
         cfg = self.recipe(overrides)
         student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
         base, teacher = self.lineage["base"], self.lineage["teacher"]
