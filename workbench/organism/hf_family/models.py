@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from workbench.core.errors import ConfigError
 from workbench.organism.hf_family.config import LoraSpec, Qwen2Shape
 from workbench.organism.tokenizer import Tokenizer
 
@@ -29,7 +30,7 @@ def qwen2_config(shape: Qwen2Shape, tok: Tokenizer) -> Any:
         vocab_size=len(tok), hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_kv_heads,
         max_position_embeddings=shape.max_positions, rope_theta=shape.rope_theta, rms_norm_eps=shape.rms_eps,
-        tie_word_embeddings=False, attention_dropout=0.0, use_sliding_window=False,
+        initializer_range=shape.init_std, tie_word_embeddings=False, attention_dropout=0.0, use_sliding_window=False,
         bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
     )
 
@@ -77,8 +78,11 @@ def device_of(model: nn.Module) -> torch.device:
 def with_lora(parent: nn.Module, spec: LoraSpec) -> nn.Module:
     """A peft LoRA model over a copy of `parent` (only the adapters train; B starts at zero, so the
     student starts as its parent)."""
-    from peft import LoraConfig, get_peft_model
-
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise ConfigError("LoRA students need peft (pip install peft, or the [test] extra); or build with "
+                          "--students full.") from e
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, use_rslora=spec.use_rslora, lora_dropout=0.0,
                         target_modules=list(spec.target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(copy.deepcopy(parent), config)
