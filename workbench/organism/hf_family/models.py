@@ -90,8 +90,16 @@ def with_lora(parent: nn.Module, spec: LoraSpec) -> nn.Module:
 
 def save_hf(model: nn.Module, directory: str | os.PathLike, hf_tokenizer: Any) -> list[Path]:
     """Save a model (or a peft adapter) as a Hugging Face directory with the tokenizer; the weight files."""
+    from transformers.utils import logging as hf_logging
+
     directory = Path(directory)
-    model.save_pretrained(directory, safe_serialization=True)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per role (the build logs its stages)
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     hf_tokenizer.save_pretrained(directory)
     return sorted(directory.glob("*.safetensors"))
 
