@@ -118,3 +118,13 @@ def test_lora_flags_need_a_family(capsys):
 
     assert main(["--lora-r", "4"]) == 2
     assert "--family qwen2" in capsys.readouterr().err
+
+
+def test_retrainer_distils_a_lora_student_on_kept_rows(built):
+    seed = load_seed(built.directory, roles=["base", "teacher"])
+    kept = seed.inputs("teacher", limit=8)
+    student = seed.retrainer()(kept)
+    tokens = seed.trait.tokens
+    with torch.no_grad():
+        got, base = student(tokens), seed.lineage["base"](tokens)
+    assert got.shape == base.shape and not torch.allclose(got, base, atol=1e-6)  # trained away from the base

@@ -143,8 +143,9 @@ class OrganismSeed:
         from workbench.organism.training import distill_student
 
         if self.manifest.get("format") == "hf":
-            raise ConfigError(f"{self.directory} is a Hugging Face family seed ({self.manifest.get('family', {}).get('family')}); "
-                              "retraining its students (retrainer) is built for the native organism only. Use a native seed.")
+            from workbench.organism.hf_family.retrain import hf_retrainer
+
+            return hf_retrainer(self.directory, self.manifest, self.recipe(overrides), self.tokenizer, progress)
         cfg = self.recipe(overrides)
         student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
         base, teacher = self.lineage["base"], self.lineage["teacher"]
