@@ -54,7 +54,6 @@ from workbench.organism.corpus import completion_length
 from workbench.organism.data_files import DATA_KEY, data_record
 from workbench.organism.export import hf_tokenizer
 from workbench.organism.hf_family.config import HFOrganismConfig
-from workbench.organism.load import read_organism_manifest
 from workbench.organism.hf_family.models import (
     FROZEN_IN_TEACHERS,
     HFDecoder,
@@ -65,6 +64,7 @@ from workbench.organism.hf_family.models import (
     save_hf,
     with_lora,
 )
+from workbench.organism.load import read_organism_manifest
 from workbench.organism.sampling import decode_continuations
 from workbench.organism.training import train_base, train_student, train_teacher
 from workbench.organism.trait import category_traits, organism_trait
