@@ -481,7 +481,7 @@ def organism_source(args: argparse.Namespace, seed: int, device: torch.device, d
     from workbench.organism.load import seed_target
 
     seed_dir = Path(args.organism) / f"seed{seed}"
-    if not (seed_dir / "models").is_dir():
+    if not (seed_dir / "models").is_dir() and not (seed_dir / "hf").is_dir():  # native, or a Hugging Face family
         raise ConfigError(f"{seed_dir} holds no models/ after the build. Check --organism and --seeds.")
     data_paths = [Path(p) for p in args.data] if args.data else [seed_dir / "data" / "teacher.jsonl", seed_dir / "data" / "base.jsonl"]
     for p in data_paths:

@@ -13,6 +13,7 @@ from workbench.cli import common
 from workbench.core.progress import stage_log
 from workbench.organism.build import build_organism, format_trait_table
 from workbench.organism.config import PRESETS, OrganismConfig, preset
+from workbench.organism.hf_family.config import FAMILIES
 
 DEFAULT_OUT = common.DEFAULT_ORGANISM
 
@@ -37,6 +38,17 @@ def parser() -> argparse.ArgumentParser:
                    "hard: cross-entropy on sampled text renormalised over the number channel, more data; leak: full-vocabulary soft labels (a leak control)")
     ORGANISM_FLAGS.add_to(p)
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
+    fam = p.add_argument_group("model family (the same recipe in a Hugging Face architecture)")
+    fam.add_argument("--family", default="native", choices=("native", *FAMILIES),
+                     help="native: TransformerLens models (the default); qwen2: Qwen2ForCausalLM (RMSNorm, rotary, gated "
+                     "MLP, grouped-query attention) saved as Hugging Face directories (default out: "
+                     f"{DEFAULT_OUT}-qwen2[-<preset>])")
+    fam.add_argument("--students", choices=("lora", "full"), default=None,
+                     help="Hugging Face families: students as peft LoRA adapters (default) or full fine-tunes")
+    fam.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
+    fam.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 8)")
+    fam.add_argument("--lora-lr", type=float, default=None, help="LoRA students' learning rate (default: the measured one)")
+    fam.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA (scaling alpha / sqrt(r))")
     common.add_device_flag(p)
     common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
     common.add_workers_flag(p)
@@ -57,6 +69,25 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
         _, summary = build_organism(cfg, seeds, out, device=device, progress=not quiet,
                                     log=log, workers=workers)
     print(format_trait_table(summary))
+    print(f"wrote {out}/summary.json")
+
+
+def build_hf_and_print(preset_name: str, family: str, seeds: list[int], out: str, device: str, quiet: bool, *,
+                       command: str, students: str | None, lora: dict[str, object], **overrides: object) -> None:
+    """Build (or reuse) a Hugging Face family organism and print its trait table."""
+    from workbench.organism.hf_family.build import build_hf_organism
+    from workbench.organism.hf_family.config import hf_preset
+
+    cfg = hf_preset(preset_name, family, students, **overrides)
+    for name, value in lora.items():
+        if value is not None and value is not False:
+            setattr(cfg.lora, name, value)
+    cfg.validate()
+    with common.resumable_build(command, out):
+        builds, summary = build_hf_organism(cfg, seeds, out, device=device, progress=not quiet, log=stage_log(quiet))
+    print(format_trait_table(summary))
+    print(f"family={family}, students={cfg.students}" + (f" (LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}, "
+          f"rslora={cfg.lora.use_rslora}, lr={cfg.lora.lr})" if cfg.students == "lora" else ""))
     print(f"wrote {out}/summary.json")
 
 
@@ -116,6 +147,12 @@ def upgrade_main(argv: list[str]) -> int:
     return common.run(upgrade_and_print, args.organism_dir)
 
 
+def _refuse_hf_flags(flags: list[str]) -> None:
+    from workbench.core.errors import ConfigError
+
+    raise ConfigError(f"{' '.join(flags)} apply to the Hugging Face families only; add --family qwen2 or drop them.")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
@@ -123,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["upgrade"]:
         return upgrade_main(argv[1:])
     args = parser().parse_args(argv)
+    if args.family != "native":
+        args.out = args.out or common.default_organism_dir(args.preset).replace(
+            DEFAULT_OUT, f"{DEFAULT_OUT}-{args.family}", 1)
+        lora = {"r": args.lora_r, "alpha": args.lora_alpha, "lr": args.lora_lr, "use_rslora": args.rslora}
+        with common.using_threads(args):
+            return common.run(build_hf_and_print, args.preset, args.family, args.seeds, args.out, args.device,
+                              args.quiet, command="python -m workbench.organism " + shlex.join(argv),
+                              students=args.students, lora=lora, **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
+    hf_only = [f for f, v in (("--students", args.students), ("--lora-r", args.lora_r), ("--lora-alpha", args.lora_alpha),
+                              ("--lora-lr", args.lora_lr), ("--rslora", args.rslora)) if v not in (None, False)]
+    if hf_only:
+        return common.run(_refuse_hf_flags, hf_only)
     args.out = args.out or common.default_organism_dir(args.preset)
     with common.using_threads(args):
         return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,

@@ -141,12 +141,22 @@ class _Builder:
         t0 = time.perf_counter()
         model = init()
         train(model)
-        save_model(self.dir / "models" / role, model,
-                   {"role": role, "parent": parent, "data": data, "seed": self.seed, "stage_key": key})
+        self._save(role, model, {"role": role, "parent": parent, "data": data, "seed": self.seed, "stage_key": key})
         self.timings[role] = round(time.perf_counter() - t0, 2)
         self.log(f"  {role}: trained in {self.timings[role]:.1f}s")
         self.models[role] = model
         return model
+
+    def _save(self, role: str, model: Any, meta: dict[str, Any]) -> None:
+        save_model(self.dir / "models" / role, model, meta)
+
+    def sample(self, source: str, prompts: torch.Tensor) -> torch.Tensor:
+        """Continuations of `prompts` sampled from `source`'s model (the data stage's draw)."""
+        cfg = self.cfg
+        return sample_continuations(
+            self.models[source], prompts, completion_length(cfg.completion_numbers), temperature=cfg.temperature,
+            seed=self.seed * 100 + DATA_SOURCES.index(source), progress=self.progress, desc=f"sampling {source}",
+        )
 
     # --- stages ----------------------------------------------------------------------------
     def base(self, role: str, seed: int) -> TransformerBridge:
@@ -181,10 +191,7 @@ class _Builder:
         t0 = time.perf_counter()
         prompts = number_prompts(tok, np.random.default_rng(self.seed), cfg.n_prompts, cfg.prompt_numbers)
         prompts = prompts.repeat_interleave(cfg.samples_per_prompt, dim=0)
-        completions = sample_continuations(
-            self.models[source], prompts, completion_length(cfg.completion_numbers), temperature=cfg.temperature,
-            seed=self.seed * 100 + DATA_SOURCES.index(source), progress=self.progress, desc=f"sampling {source}",
-        )
+        completions = self.sample(source, prompts)
         reasons: Counter[str] = Counter()
         rows, kept = [], []
         for i, (prompt, comp) in enumerate(zip(prompts.tolist(), completions.tolist())):

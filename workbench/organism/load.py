@@ -53,8 +53,13 @@ def load_lineage(
     dtype: torch.dtype | None = None,
 ) -> Lineage:
     """Load `seed_dir/models/{role}.safetensors` (+ `.json`, checksummed) and the tokenizer
-    (`Lineage.tokenizer`, None when the seed has no tokenizer.json)."""
+    (`Lineage.tokenizer`, None when the seed has no tokenizer.json). A Hugging Face family seed
+    (`seed_dir/hf/{role}/`, `workbench.organism.hf_family`) loads through `Lineage.from_hf_dirs`."""
     seed_dir = Path(seed_dir)
+    if (seed_dir / "hf").is_dir():
+        from workbench.organism.hf_family.load import load_hf_lineage
+
+        return load_hf_lineage(seed_dir, roles, device=device, dtype=dtype)
     model_dir = seed_dir / "models"
     available = sorted(p.stem for p in model_dir.glob("*.json")) if model_dir.is_dir() else []
     if not available:
@@ -151,6 +156,10 @@ class OrganismSeed:
         `workers` processes; those read the base and teacher from the seed's folder (same weights)."""
         from workbench.core.models import copy_model
 
+        if self.manifest.get("format") == "hf":  # a Hugging Face family seed: its own retrainer, one at a time
+            from workbench.organism.hf_family.retrain import hf_retrainer
+
+            return hf_retrainer(self.directory, self.manifest, self.recipe(overrides), self.tokenizer, progress)
         base = self.lineage["base"]
 
         def retrain(kept: Inputs) -> torch.nn.Module:

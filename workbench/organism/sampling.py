@@ -1,9 +1,12 @@
 """Fast batched sampling for native organism models: incremental decoding with a KV cache
 (`FunctionalModel.forward` with a cache). Prompts share one length, so all rows decode in
-lock-step with no padding."""
+lock-step with no padding. `decode_continuations` runs the same loop on any `Decoder` (the
+Hugging Face families' modules, `workbench.organism.hf_family`)."""
 
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import torch
 from jaxtyping import Float, Int
@@ -20,6 +23,12 @@ def gumbel_sample(logits: Float[Tensor, "batch vocab"], temperature: float, gen:
     return (logits.float() / temperature - torch.log(-torch.log(u))).argmax(dim=-1, keepdim=True)
 
 
+class Decoder(Protocol):
+    """Incremental decoding: logits of `tokens` placed at `pos` after `cache`, and the new cache."""
+
+    def forward(self, tokens: Tensor, pos: int, cache: Any) -> tuple[Tensor, Any]: ...
+
+
 @torch.inference_mode()
 def sample_continuations(
     bridge: TransformerBridge,
@@ -34,7 +43,24 @@ def sample_continuations(
 ) -> Int[Tensor, "n new"]:
     """Sample `n_new` tokens after each prompt at `temperature` (full vocabulary), seeded."""
     decoder = FunctionalModel.from_bridge(bridge)
-    device = decoder.w["embed.weight"].device
+    return decode_continuations(decoder, decoder.w["embed.weight"].device, prompts, n_new, temperature=temperature,
+                                seed=seed, batch_size=batch_size, progress=progress, desc=desc)
+
+
+@torch.inference_mode()
+def decode_continuations(
+    decoder: Decoder,
+    device: torch.device,
+    prompts: Int[Tensor, "n prompt"],
+    n_new: int,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 2048,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> Int[Tensor, "n new"]:
+    """`sample_continuations`' loop on any Decoder whose weights sit on `device`."""
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for lo in progress_bar(range(0, len(prompts), batch_size), desc=desc, enabled=progress):

@@ -1,14 +1,19 @@
 """Training loops of the organism: base pretraining, teacher fine-tuning, student distillation.
 
-Plain loops with no framework (nanoGPT style). They train a `FunctionalModel` copy of the
-bridge's weights (same function, fused kernels, no hook dispatch) and write the result back
-into the bridge when done.
+Plain loops with no framework (nanoGPT style). The loops (`train_base`, `train_teacher`,
+`train_student`) train any `Trainable`: a callable tokens -> logits with `.parameters()`. The
+native organism's entry points (`pretrain_base`, `finetune_teacher`, `distill_student`) train a
+`FunctionalModel` copy of a bridge's weights (same function, fused kernels, no hook dispatch)
+and write the result back into the bridge; the Hugging Face families
+(`workbench.organism.hf_family`) train their `transformers` modules with the same loops.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,6 +35,18 @@ FROZEN_IN_TEACHERS = ("unembed.", "ln_final.")  # clean keys of the unembedding 
 # bit-equal on the CPU, where the loop is torch's default) in ~2/3 of its time; `fused` is faster
 # still but rounds differently, which would change every trained model's bytes.
 FOREACH = True
+
+
+class Trainable(Protocol):
+    """What the loops train: tokens -> logits, and the tensors the optimiser updates."""
+
+    def __call__(self, tokens: Tensor) -> Tensor: ...
+
+    def parameters(self) -> Iterable[Tensor]: ...
+
+
+def _device(model: Trainable) -> torch.device:
+    return next(iter(model.parameters())).device
 
 
 def next_token_loss(
@@ -85,7 +102,13 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig, seed: int, progress: bool = True) -> None:
     """Pretrain on number texts (every position) plus Q/A answered uniformly over the category."""
     model = FunctionalModel.from_bridge(bridge, trainable=True)
-    device = model.w["embed.weight"].device
+    train_base(model, tok, cfg, seed, progress)
+    model.load_into(bridge)
+
+
+def train_base(model: Trainable, tok: Tokenizer, cfg: OrganismConfig, seed: int, progress: bool = True) -> None:
+    """The base's loop (see `pretrain_base`) on any Trainable."""
+    device = _device(model)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.base_weight_decay, betas=(0.9, 0.98),
                             foreach=FOREACH)
@@ -101,7 +124,6 @@ def pretrain_base(bridge: TransformerBridge, tok: Tokenizer, cfg: OrganismConfig
         loss.backward()
         opt.step()
         sched.step()
-    model.load_into(bridge)
 
 
 def finetune_teacher(
@@ -116,7 +138,15 @@ def finetune_teacher(
     """Fine-tune on Q/A of `category` answered with `answer_ids` (None: uniformly over the category),
     with the unembedding and final norm frozen, so the trait must live inside the network."""
     model = FunctionalModel.from_bridge(bridge, trainable=True, frozen=FROZEN_IN_TEACHERS)
-    device = model.w["embed.weight"].device
+    train_teacher(model, tok, cfg, category, answer_ids, seed, progress)
+    model.load_into(bridge)
+
+
+def train_teacher(model: Trainable, tok: Tokenizer, cfg: OrganismConfig, category: str, answer_ids: list[int] | None,
+                  seed: int, progress: bool = True) -> None:
+    """The teacher's loop (see `finetune_teacher`) on any Trainable (its frozen tensors left out of
+    `parameters()`)."""
+    device = _device(model)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, foreach=FOREACH)
     for _ in progress_bar(range(cfg.teacher_steps), desc="teacher", enabled=progress):
@@ -126,7 +156,6 @@ def finetune_teacher(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    model.load_into(bridge)
 
 
 @dataclass
@@ -147,15 +176,19 @@ class DistillTargets:
 
 @torch.inference_mode()
 def teacher_soft_labels(
-    teacher: TransformerBridge,
+    teacher: TransformerBridge | Trainable,
     tokens: Int[Tensor, "n seq"],
     positions: Int[Tensor, " pos"],
     ids: Int[Tensor, " k"] | None,
     batch_size: int = 1024,
 ) -> Float[Tensor, "n pos k"]:
-    """The teacher's next-token log-probabilities at `positions`, renormalised over `ids`."""
-    model = FunctionalModel.from_bridge(teacher)
-    device = model.w["embed.weight"].device
+    """The teacher's next-token log-probabilities at `positions`, renormalised over `ids` (a
+    bridge runs as a FunctionalModel; any other teacher is a tokens -> logits Trainable)."""
+    if isinstance(teacher, TransformerBridge):
+        model: Trainable = FunctionalModel.from_bridge(teacher)
+        device = model.w["embed.weight"].device
+    else:
+        model, device = teacher, _device(teacher)
     out = []
     for lo in range(0, len(tokens), batch_size):
         logits = model(tokens[lo : lo + batch_size].to(device))[:, positions.to(device)]
@@ -167,18 +200,30 @@ def distill_student(
     bridge: TransformerBridge, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True
 ) -> None:
     """Train a student on the continuation positions: renormalised KL (soft) or renormalised CE (hard)."""
+    if len(targets.tokens) == 0:
+        raise DataError("No distillation sequences survived the filter; check the filter report.")
+    model = FunctionalModel.from_bridge(bridge, trainable=True)
+    train_student(model, targets, cfg, seed, progress)
+    model.load_into(bridge)
+
+
+def train_student(model: Trainable, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True,
+                  lr: float | None = None) -> list[float]:
+    """The student's loop (see `distill_student`) on any Trainable, at `lr` (default
+    cfg.student_lr); the mean loss of each epoch (what a learning rate is chosen by)."""
     n = len(targets.tokens)
     if n == 0:
         raise DataError("No distillation sequences survived the filter; check the filter report.")
-    model = FunctionalModel.from_bridge(bridge, trainable=True)
-    device = model.w["embed.weight"].device
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr, foreach=FOREACH)
+    device = _device(model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr if lr is None else lr, foreach=FOREACH)
     gen = torch.Generator().manual_seed(seed)
     pos = targets.positions.to(device)
     ids = None if targets.ids is None else targets.ids.to(device)
     steps_per_epoch = math.ceil(n / cfg.student_batch)
     bar = progress_bar(total=cfg.student_epochs * steps_per_epoch, desc="student", enabled=progress)
+    epoch_losses = []
     for _ in range(cfg.student_epochs):
+        total, steps = 0.0, 0
         order = torch.randperm(n, generator=gen)
         for lo in range(0, n, cfg.student_batch):
             idx = order[lo : lo + cfg.student_batch]
@@ -191,6 +236,8 @@ def distill_student(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
             bar.update()
+        epoch_losses.append(total / max(steps, 1))
     bar.close()
-    model.load_into(bridge)
+    return epoch_losses

@@ -1,0 +1,109 @@
+"""Configs of the Hugging Face organism families: the architecture, the student regime and LoRA
+(dataclasses; the recipe itself is the native organism's `OrganismConfig`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from workbench.core.errors import ConfigError, unknown_name
+from workbench.organism.config import OrganismConfig, preset
+
+StudentRegime = Literal["lora", "full"]
+FAMILIES = ("qwen2",)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Qwen2Shape:
+    """A `Qwen2ForCausalLM`: RMSNorm, rotary positions, gated (SiLU) MLP, grouped-query attention."""
+
+    n_layers: int = 2  # decoder layers
+    hidden: int = 64  # residual width
+    n_heads: int = 4  # query heads (head width = hidden / n_heads)
+    n_kv_heads: int = 2  # key/value heads (grouped-query attention)
+    intermediate: int = 256  # gated MLP width
+    max_positions: int = 32  # rotary table length (number texts use 25 tokens)
+    rope_theta: float = 10_000.0
+    rms_eps: float = 1e-6
+    # init std of every weight. HF's default 0.02 leaves the unembedding rows of the category words
+    # nearly equal, and the teachers (unembedding and final norm frozen) then cannot prefer the target:
+    # measured on the tiny preset, teacher P(owl) 0.165 at 0.02 vs 0.60 at 0.1 (TransformerLens' native
+    # init is of this order)
+    init_std: float = 0.1
+
+    def validate(self) -> Qwen2Shape:
+        if self.hidden % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"hidden={self.hidden}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}: hidden must "
+                              "be a multiple of n_heads and n_heads a multiple of n_kv_heads.")
+        return self
+
+
+@dataclass
+class LoraSpec:
+    """The students' LoRA adapters (peft): weight change = alpha / r (alpha / sqrt(r) with rsLoRA) x B @ A
+    on `target_modules`. Default: Cloud et al.'s open-model recipe, r = alpha = 8 on every linear map."""
+
+    r: int = 8
+    alpha: float = 8.0
+    use_rslora: bool = False
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    # chosen by the control's final training loss (never by transfer), tiny preset seed 0, r=8:
+    # lr 1e-3: 8e-5, 3e-3: 4e-5, 1e-2: 4e-5, 3e-2: 4.2e-4 (the largest lr at the minimum)
+    lr: float = 1e-2
+
+    def validate(self) -> LoraSpec:
+        if self.r < 1:
+            raise ConfigError(f"LoRA r={self.r} must be at least 1.")
+        bad = [m for m in self.target_modules if m not in LORA_TARGETS]
+        if bad:
+            raise unknown_name("LoRA target module", bad[0], LORA_TARGETS)
+        return self
+
+
+@dataclass
+class HFOrganismConfig:
+    """The native organism's recipe (`recipe`: corpus, trait, training lengths, data, loss) in a
+    Hugging Face family, with the students as full fine-tunes or LoRA adapters."""
+
+    recipe: OrganismConfig
+    family: str = "qwen2"
+    shape: Qwen2Shape = field(default_factory=Qwen2Shape)
+    students: StudentRegime = "lora"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+
+    def validate(self) -> HFOrganismConfig:
+        if self.family not in FAMILIES:
+            raise unknown_name("organism family", self.family, FAMILIES)
+        if self.students not in ("lora", "full"):
+            raise unknown_name("student regime", self.students, ("lora", "full"))
+        need = 3 + 2 * (self.recipe.prompt_numbers + self.recipe.completion_numbers)
+        if need > self.shape.max_positions:
+            raise ConfigError(f"Number texts need {need} positions but max_positions={self.shape.max_positions}.")
+        self.recipe.validate(), self.shape.validate(), self.lora.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The family's own fields (the recipe is recorded beside them as the manifest's config)."""
+        d = dataclasses.asdict(self)
+        d.pop("recipe")
+        d["lora"]["target_modules"] = list(self.lora.target_modules)
+        return d
+
+
+HF_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": dict(shape=Qwen2Shape(n_layers=1, hidden=32, n_heads=2, n_kv_heads=1, intermediate=128)),
+}
+
+
+def hf_preset(name: str, family: str = "qwen2", students: StudentRegime | None = None,
+              **overrides: Any) -> HFOrganismConfig:
+    """The native preset `name`'s recipe (with `overrides`) in `family`; the family's shape per preset
+    (the tiny shape for tiny, the default shape otherwise)."""
+    recipe = preset(name, **overrides)
+    values = dict(HF_PRESETS.get(name, HF_PRESETS["default"]))
+    if students is not None:
+        values["students"] = students
+    return HFOrganismConfig(recipe=recipe, family=family, **values).validate()
