@@ -10,7 +10,6 @@ from workbench.organism.build import SeedBuild, format_trait_table, summarize
 from workbench.organism.config import OrganismConfig
 from workbench.organism.trait_table import MASS_MARGIN, category_columns, category_flags
 
-ORGANISM = Path(__file__).resolve().parents[2] / "artifacts" / "cache" / "eq-tiny"
 
 
 def _manifest(student_mass: float) -> dict:
@@ -40,9 +39,8 @@ def test_summary_and_table_show_the_columns_and_flags():
     assert "flag: seed 0: category mass of student fell below the control's" in table
 
 
-@pytest.mark.skipif(not (ORGANISM / "seed0" / "manifest.json").exists(), reason="the shared tiny organism is not built")
-def test_the_shared_organism_reads_its_columns_from_the_manifest_it_has():
-    manifest = json.loads((ORGANISM / "seed0" / "manifest.json").read_text())
+def test_the_shared_organism_reads_its_columns_from_the_manifest_it_has(tiny_organism):
+    manifest = json.loads((tiny_organism.directory / "manifest.json").read_text())
     cols = category_columns(manifest)
     for role, c in cols.items():  # the build's own share, and a mass that sums the category's answers
         assert c["share"] == pytest.approx(manifest["trait_scores"][role]["share"])
