@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,29 +32,27 @@ def tree_sha(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def main(out: str, quick: bool, runs: int) -> None:
-    device = distributed.init_if_launched(torch.device("cpu"))
+def timed_rounds(work: Callable[[Path, RankInfo | None], None], out: str, runs: int, *, label: str,
+                 rows: int, jobs: int) -> None:
+    """The 1-vs-2-process protocol, shared by the drivers: in interleaved rounds (round 0 warms up)
+    rank 0 alone runs `work(folder, RankInfo())` with a rank's threads ("1") and with the threads
+    of all ranks ("1t"), then every rank runs `work(folder, None)` together ("2"); each run is timed
+    between barriers. Rank 0 writes the times and whether the three folders' files were
+    byte-identical (sha256) to `out`."""
     info = distributed.current()
-    shape = QUICK if quick else FULL
-    n, batch = (16, 4) if quick else (256, 32)
-    lin, rows = _lineage(shape, device), _inputs(n, shape)
-    hooks = [f"blocks.{i}.hook_resid_post" for i in range(shape["n_layers"])]
     stamp = distributed.broadcast_int(int(time.time() * 1000) % 10**9)  # one folder name for every rank
-    root = Path(tempfile.gettempdir()) / f"bench-ranks-{stamp}"
+    root = Path(tempfile.gettempdir()) / f"bench-{label}-{stamp}"
     times: dict[str, list[float]] = {"1": [], "1t": [], "2": []}
     threads = torch.get_num_threads()
     same = True
     try:
-        for r in range(runs + 1):  # round 0 warms up
+        for r in range(runs + 1):
             for k in ("1", "1t", "2"):
-                target = root / k
                 distributed.barrier()
-                # "1": one process, a rank's threads; "1t": one process with the threads of all ranks
                 torch.set_num_threads(threads * info.world_size if k == "1t" else threads)
                 t0 = time.perf_counter()
                 if k == "2" or info.is_main:
-                    capture(lin, rows, hooks, positions="last", out_dir=target, batch_size=batch, shard_rows=batch,
-                            device=device, progress=False, ranks=None if k == "2" else RankInfo())
+                    work(root / k, None if k == "2" else RankInfo())
                 distributed.barrier()
                 torch.set_num_threads(threads)
                 if r:
@@ -63,13 +62,27 @@ def main(out: str, quick: bool, runs: int) -> None:
                 shutil.rmtree(root, ignore_errors=True)
             distributed.barrier()
         if info.is_main:
-            atomic_write_json(out, {"times": times, "identical": same, "rows": n, "world_size": info.world_size,
-                                    "jobs": 2 * -(-n // batch), "threads_per_process": threads,
+            atomic_write_json(out, {"times": times, "identical": same, "rows": rows, "world_size": info.world_size,
+                                    "jobs": jobs, "threads_per_process": threads,
                                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     finally:
         if info.is_main:
             shutil.rmtree(root, ignore_errors=True)
         distributed.shutdown()
+
+
+def main(out: str, quick: bool, runs: int) -> None:
+    device = distributed.init_if_launched(torch.device("cpu"))
+    shape = QUICK if quick else FULL
+    n, batch = (16, 4) if quick else (256, 32)
+    lin, rows = _lineage(shape, device), _inputs(n, shape)
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(shape["n_layers"])]
+
+    def work(target: Path, ranks: RankInfo | None) -> None:
+        capture(lin, rows, hooks, positions="last", out_dir=target, batch_size=batch, shard_rows=batch,
+                device=device, progress=False, ranks=ranks)
+
+    timed_rounds(work, out, runs, label="ranks", rows=n, jobs=2 * -(-n // batch))
 
 
 if __name__ == "__main__":
