@@ -72,7 +72,8 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _section_ids(results: Sequence[Result]) -> list[str]:
+def section_ids(results: Sequence[Result]) -> list[str]:
+    """The report's section ids of one run's results: kind, then kind-2, kind-3, ... for repeats."""
     seen: dict[str, int] = {}
     ids = []
     for r in results:
@@ -199,7 +200,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     used_names: set[str] = {MAP_STEM}
-    for sid, result in zip(_section_ids(results), results):
+    for sid, result in zip(section_ids(results), results):
         result_path = result.save(out / "sections" / sid)
         figures = result.figures()
         named = {}

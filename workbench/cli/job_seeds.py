@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from workbench.core.errors import ConfigError
-from workbench.report import write_report
+from workbench.report import section_ids, write_report
 from workbench.results.base import Result
 from workbench.results.seed_rows import SeedsResult
 
@@ -63,16 +63,6 @@ def requested_seeds(args: argparse.Namespace, hf: bool) -> list[int]:
     if given is not None:
         return list(dict.fromkeys(given))
     return built_seeds(args.organism) or [0]
-
-
-def section_ids(results: Sequence[Result]) -> list[str]:
-    """The report's section ids of one run's results (kind, then kind-2, ... for repeats: report.py's rule)."""
-    seen: dict[str, int] = {}
-    ids = []
-    for r in results:
-        seen[r.kind] = seen.get(r.kind, 0) + 1
-        ids.append(r.kind if seen[r.kind] == 1 else f"{r.kind}-{seen[r.kind]}")
-    return ids
 
 
 def combine_sections(seeds: Sequence[int], runs: Sequence[SeedRun], seed_outs: Sequence[Path],
