@@ -17,7 +17,7 @@ uncertainty, `control` (name of the baseline), `control_value` (the baseline's v
 unit) and `clears` (bool: whether the value clears its control, when the section has its own
 rule; otherwise the interval's lower end, value - 2 sd, or the value must exceed the control).
 Rows aggregated over seeds add `n_seeds` and `seed_values` (`value` the mean, `sd` over seeds,
-`clears` in every seed). A row is starred only when it clears its control with an interval or
+`clears` in every seed, firmly: `results/seed_rows.clears_over_seeds`). A row is starred only when it clears its control with an interval or
 over seeds (`results/stars.py`); the section names its strongest fair control.
 
 The report answers first: a verdict generated from the rows alone (`results/verdict.py`: where

@@ -55,15 +55,34 @@ def test_clears_only_when_every_seed_that_has_the_row_clears():
     assert combine_rows(by_ci)[0]["clears"] is True
 
 
+def test_point_value_clears_in_every_seed_star_only_when_the_t_interval_over_seeds_clears():
+    # each seed clears on its point value alone (no interval of its own): the seeds must agree firmly
+    def three(*pairs: tuple[float, float]) -> dict[str, Any]:
+        return combine_rows([[_row("a", v, control_value=c)] for v, c in pairs])[0]
+
+    scattered = three((0.9, 0.1), (0.15, 0.1), (0.6, 0.1))  # margins 0.8, 0.05, 0.5: clears in every seed
+    diffs = [0.8, 0.05, 0.5]
+    half = 4.302652729749464 * statistics.stdev(diffs) / 3 ** 0.5  # t(0.975, df 2), the naive reference
+    assert scattered["margin_ci"] == pytest.approx([statistics.mean(diffs) - half, statistics.mean(diffs) + half])
+    assert scattered["margin_ci"][0] < 0 and scattered["clears"] is False
+    steady = three((0.62, 0.1), (0.58, 0.1), (0.6, 0.12))
+    assert steady["margin_ci"][0] > 0 and steady["clears"] is True
+    # seeds that each clear with an interval of their own need no t interval (e.g. two seeds far apart)
+    firm = combine_rows([[_row("a", 0.9, control_value=0.5, sd=0.1)], [_row("a", 0.6, control_value=0.5, sd=0.01)]])[0]
+    assert firm["margin_ci"][0] < 0 and firm["clears"] is True
+    one_fails = three((0.62, 0.1), (0.58, 0.6), (0.6, 0.12))
+    assert one_fails["clears"] is False
+
+
 def test_rows_missing_in_a_seed_are_aggregated_over_the_seeds_that_have_them():
     seeds = [[_row("a", 0.6, control_value=0.5, clears=True), _row("b", 0.1)],
              None,  # this seed has no result for the section
              [_row("b", 0.3)],
-             [_row("a", 0.8, control_value=0.4, clears=True), _row("b", None)]]  # undefined in this seed
+             [_row("a", 0.61, control_value=0.5, clears=True), _row("b", None)]]  # undefined in this seed
     a, b = combine_rows(seeds)
-    assert (a["n_seeds"], a["seed_values"]) == (2, [0.6, None, None, 0.8])
-    assert a["value"] == pytest.approx(0.7) and a["sd"] == pytest.approx(statistics.stdev([0.6, 0.8]))
-    assert a["control_value"] == pytest.approx(0.45) and a["clears"] is True
+    assert (a["n_seeds"], a["seed_values"]) == (2, [0.6, None, None, 0.61])
+    assert a["value"] == pytest.approx(0.605) and a["sd"] == pytest.approx(statistics.stdev([0.6, 0.61]))
+    assert a["control_value"] == pytest.approx(0.5) and a["clears"] is True
     assert (b["n_seeds"], b["seed_values"]) == (2, [0.1, None, 0.3, None])
     assert b["value"] == pytest.approx(0.2)
     only_one = combine_rows([[_row("c", 0.9, control_value=0.5, clears=True)], []])[0]
@@ -105,7 +124,7 @@ def test_the_aggregate_keeps_the_result_contract_and_finds_its_seeds_results(tmp
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(Tiny, "__module__", module.__name__)
     results = [Tiny([_row("a", 0.6, control_value=0.5, clears=True)]),
-               Tiny([_row("a", 0.8, control_value=0.5, clears=True)])]
+               Tiny([_row("a", 0.61, control_value=0.5, clears=True)])]
     dirs = []
     for seed, result in zip((0, 1), results):
         dirs.append(tmp_path / "seeds" / f"seed{seed}" / "sections" / "tiny")
@@ -118,13 +137,14 @@ def test_the_aggregate_keeps_the_result_contract_and_finds_its_seeds_results(tmp
     section = report["sections"][0]
     assert section["files"]["result"] == f"sections/tiny/{SEEDS_KIND}.json"
     (row,) = section["summary_rows"]
-    assert (row["n_seeds"], row["seed_values"], row["clears"]) == (2, [0.6, 0.8], True)
-    assert row["value"] == pytest.approx(0.7)
+    assert (row["n_seeds"], row["seed_values"], row["clears"]) == (2, [0.6, 0.61], True)
+    assert row["value"] == pytest.approx(0.605)
     # loaded back (e.g. in a notebook): the rows, and the figures from seed 0's saved result, titled so
     loaded = SeedsResult.load(out / "sections" / "tiny")
     assert loaded.rows == json.loads(json.dumps(combined.rows)) and loaded.seeds == [0, 1]
     fig = loaded.figures()["bars"]
-    assert list(fig.data[0].y) == [0.6] and fig.layout.title.text.startswith("Tiny bars (seed 0 of seeds 0 1")
+    assert list(fig.data[0].y) == [0.6] and fig.layout.title.text.startswith("Tiny bars<br><sub>seed 0 of seeds 0 1")
+    assert fig.layout.margin.t >= 40 + 22 * 2  # room for both title lines above the plot
     foreign = json.loads((out / "sections" / "tiny" / f"{SEEDS_KIND}.json").read_text())
     foreign["data"]["result_class"] = "os:system"
     (out / "sections" / "tiny" / f"{SEEDS_KIND}.json").write_text(json.dumps(foreign))

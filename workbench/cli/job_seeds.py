@@ -5,7 +5,7 @@ built seed of the organism (`--seeds 0 1 2` to choose; `--seed N` is `--seeds N`
 the report is that seed's, exactly as it always was. With several, each seed's sections and its
 own full report go to `<out>/seeds/seed{N}/` (sections cached per seed, so a rerun reuses them),
 and `<out>`'s report holds per section the aggregate over seeds (`results.seed_rows.SeedsResult`:
-mean, sd over seeds, `clears` in every seed, `n_seeds`, `seed_values`); its meta lists the seeds
+mean, sd over seeds, `clears` in every seed and firmly, `n_seeds`, `seed_values`, `margin_ci`); its meta lists the seeds
 and per seed the organism's own record (target, the models' P(target), its report).
 
 Hugging Face directories are one set of checkpoints (one run), so --seeds is an error there.

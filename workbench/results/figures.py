@@ -24,6 +24,17 @@ def figure_stem(prefix: str, name: str) -> str:
     return f"{prefix}_{name}" if prefix else name
 
 
+def add_title_note(fig: Any, note: str) -> Any:
+    """Put `note` on a line of its own under the figure's title (small type), with room above the
+    plot for every title line, so a long title never runs into its subtitle or the plot."""
+    title = fig.layout.title.text or ""
+    text = f"{title}<br><sub>{note}</sub>" if title else f"<sub>{note}</sub>"
+    lines = text.count("<br>") + 1
+    top = fig.layout.margin.t
+    fig.update_layout(title_text=text, margin_t=max(top if top is not None else 0, 40 + 22 * lines))
+    return fig
+
+
 def write_figures(figures: Mapping[str, Any], directory: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
     """Write each plotly figure as `<dir>/<prefix>_<name>.html` (`<name>.html` without a prefix),
     offline, sharing one plotly.min.js. Returns name -> path."""

@@ -11,12 +11,13 @@ seeds' results of one section (same kind) and keeps the Result contract (results
   `control_value` the mean of the seeds' control values, and `clears` True only when the row
   clears its control in every seed that has it (each seed judged by the report's rule,
   `workbench.report.clears`: the section's own `clears`, else its interval or sd against its
-  control). With one seed holding the row, `clears` is that seed's own verdict (the row's
-  `n_seeds` 1 says it rests on one seed; the report marks such rows). `clears` is left out where
-  no seed has a verdict (no control). The seeds' own `ci` is left out: the spread is over seeds.
-  Two keys are added: `n_seeds` (int: the seeds whose value is defined, what `value` and `sd` are
-  over) and `seed_values` (every seed's value, in the order of `seeds`, None where a seed lacks
-  the row or its value is undefined). Other keys (details) are kept where equal in every seed
+  control) *and* firmly (`clears_over_seeds`): every seed with an interval of its own, or else
+  the two-sided 95% t interval of value - control over seeds (`margin_ci`) above 0. `clears` is left out where no seed
+  has a verdict (no control). The seeds' own `ci` is left out: the spread is over seeds.
+  Three keys are added: `n_seeds` (int: the seeds whose value is defined, what `value` and `sd`
+  are over), `seed_values` (every seed's value, in the order of `seeds`, None where a seed lacks
+  the row or its value is undefined) and `margin_ci` (the t interval of value - control over
+  seeds, where two or more seeds have both). Other keys (details) are kept where equal in every seed
   that has the row, else averaged when numbers, else listed per seed (in the order of `seeds`).
   Rows present in only some seeds are aggregated over the seeds that have them.
 - `figures()`: the first seed's figures, each title saying which seed it shows.
@@ -27,8 +28,10 @@ seeds' results of one section (same kind) and keeps the Result contract (results
 >>> a = [{"where": "h", "group": "g", "measure": "AUROC", "value": 0.6, "control_value": 0.5, "clears": True}]
 >>> b = [{"where": "h", "group": "g", "measure": "AUROC", "value": 0.8, "control_value": 0.5, "clears": True}]
 >>> row = combine_rows([a, b])[0]
->>> round(row["value"], 6), round(row["sd"], 6), row["control_value"], row["clears"], row["n_seeds"], row["seed_values"]
-(0.7, 0.141421, 0.5, True, 2, [0.6, 0.8])
+>>> round(row["value"], 6), round(row["sd"], 6), row["control_value"], row["n_seeds"], row["seed_values"]
+(0.7, 0.141421, 0.5, 2, [0.6, 0.8])
+>>> row["clears"], [round(x, 3) for x in row["margin_ci"]]  # both seeds clear, but two seeds this far apart do not agree firmly
+(False, [-1.071, 1.471])
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from typing import Any
 
 from workbench.core.errors import ArtifactError, ConfigError
 from workbench.results.base import Result, read_result_record, write_result_files
+from workbench.results.figures import add_title_note
 from workbench.results.rows import SCHEMA, SummaryRow, row_dict
-from workbench.results.seeds import over_seeds
+from workbench.results.seeds import over_seeds, paired_interval
 
 SEEDS_KIND = "over_seeds"
 """The file kind of an aggregate (`<dir>/over_seeds.json`): never a section's own `<kind>.json`,
 so an aggregate saved where a single-seed run saved that section leaves the seed's files intact."""
-ADDED = ("n_seeds", "seed_values")
+ADDED = ("n_seeds", "seed_values", "margin_ci")
 """The keys an aggregate row has beyond the row contract."""
 
 
@@ -66,6 +70,35 @@ def _seed_clears(row: dict[str, Any]) -> bool | None:
     from workbench.report import clears  # the one rule; imported here: report.py builds on results/
 
     return clears(row)
+
+
+def _seed_star(row: dict[str, Any]) -> bool:
+    """Whether one seed's row clears with an interval of its own (a star in that seed's report)."""
+    from workbench.results.stars import Star, star
+
+    return star(row) is Star.CLEARS
+
+
+def clears_over_seeds(verdicts: Sequence[bool | None], interval: tuple[float, float] | None,
+                      firm: Sequence[bool]) -> bool:
+    """The over-seeds rule: every seed's row clears its control, and firmly: each seed with an
+    interval of its own (`firm`: a star in that seed's report), or else the t interval of
+    value - control over seeds (`interval`, two or more seeds with both numbers) lies above 0.
+    Clearing on point values in every seed is not enough: three null seeds do that one time in eight.
+    One seed alone keeps its own verdict.
+
+    >>> clears_over_seeds([True] * 3, (0.01, 0.2), [False] * 3), clears_over_seeds([True] * 3, (-0.1, 0.2), [False] * 3)
+    (True, False)
+    >>> clears_over_seeds([True] * 2, None, [True, True]), clears_over_seeds([True, True], None, [True, False])
+    (True, False)
+    >>> clears_over_seeds([True, None], (0.1, 0.2), [True, False])  # a seed without a verdict has not cleared
+    False
+    """
+    if not verdicts or not all(v is True for v in verdicts):
+        return False
+    if len(verdicts) == 1:  # one seed holds the row: its own verdict (its n_seeds 1 marks it in the report)
+        return True
+    return all(firm) or (interval is not None and interval[0] > 0)
 
 
 def _combine_detail(values: list[Any], present: list[bool]) -> Any:
@@ -95,8 +128,12 @@ def combine_row(rows: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     if any("control_value" in r for r in present):
         out["control_value"] = over_seeds([_number(r.get("control_value")) for r in present]).mean
     verdicts = [_seed_clears(r) for r in present]
+    interval = paired_interval([_number(r.get("value")) for r in present],
+                               [_number(r.get("control_value")) for r in present])
+    if interval is not None:
+        out["margin_ci"] = list(interval)
     if any(v is not None for v in verdicts):
-        out["clears"] = all(v is True for v in verdicts)
+        out["clears"] = clears_over_seeds(verdicts, interval, [_seed_star(r) for r in present])
     extra = [k for k in dict.fromkeys(k for r in present for k in r) if k not in SCHEMA and k not in ADDED]
     for key in extra:
         has = [r is not None and key in r for r in rows]
@@ -183,8 +220,7 @@ class SeedsResult:
         figures = self._first_result().figures()
         note = f"seed {seed} of seeds {' '.join(map(str, self.seeds))}; the table is over seeds"
         for fig in figures.values():
-            title = fig.layout.title.text
-            fig.update_layout(title_text=f"{title} ({note})" if title else note)
+            add_title_note(fig, note)
         return figures
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -5,8 +5,9 @@ section's own rule or its interval's lower end (`ci`), else value - 2 sd, above 
 value; the section names its strongest fair control in `control` / `control_value` (e.g.
 bag-of-tokens for data-source probes). A row that clears on its point value alone, from one seed
 with no interval (no `sd`, no `ci`, `n_seeds` absent or 1), is `Star.SINGLE` ("°": single seed,
-no interval), never a star. A row aggregated over seeds (`n_seeds` > 1) carries `clears` =
-cleared in every seed, and `sd` over seeds.
+no interval), never a star. A row aggregated over seeds (`n_seeds` > 1) carries `clears` from
+`results.seed_rows.clears_over_seeds`: cleared in every seed, each with its own interval or else
+with the 95% t interval of value - control over seeds above 0; and `sd` over seeds.
 
 >>> star({"value": 0.62, "sd": 0.01, "control_value": 0.50}), star({"value": 0.62, "sd": 0.01, "control_value": 0.60})
 (<Star.CLEARS: 'clears'>, <Star.FAILS: 'fails'>)
@@ -32,7 +33,8 @@ class Star(str, enum.Enum):
 
 MARK = {Star.CLEARS: "*", Star.SINGLE: "°", Star.FAILS: "", Star.NO_CONTROL: ""}
 LEGEND = ("* clears its strongest control with an interval (lower end, or value - 2 sd, above the control; or the "
-          "section's own rule with an interval); ° clears on its point value only (single seed, no interval: not a "
+          "section's own rule with an interval; over seeds: in every seed, each with its own interval or with the 95% t "
+          "interval of value - control over seeds above 0); ° clears on its point value only (single seed, no interval: not a "
           "star); n/a: not defined here (e.g. a cosine where a model did not move, a recovered fraction without an "
           "effect to recover)")
 

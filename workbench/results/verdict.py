@@ -28,8 +28,9 @@ EVIDENCE = {
 }  # fmt: skip
 """Section kind -> the kind of evidence its rows are (unknown kinds count as correlational)."""
 
-FALSE_CLEAR_RATE = 0.023
-"""About one-sided 2 sd: the share of comparisons expected to clear by chance."""
+FALSE_CLEAR_RATE = 0.025
+"""The share of null comparisons expected to clear by chance: each star is a one-sided test at about
+2.5% (value - 2 sd, an interval's lower end, or the 95% t interval over seeds, above the control)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class Verdict:
                 + (f" (e.g. {', '.join(places[:4])})" if places else "") + ".")
         expected = self.n_compared * FALSE_CLEAR_RATE
         say(f"Caveats: {self.n_starred} of {self.n_rows} rows starred ({self.n_compared} compared with a control; "
-            f"~{expected:.0f} would clear by chance at 2 sd); {self.n_single} clear on a single-seed point value only; "
+            f"~{expected:.0f} would clear by chance, each star a one-sided test at about 2.5%); {self.n_single} clear on a single-seed point value only; "
             + (f"{self.seeds} seeds." if self.seeds > 1 else "one seed: no interval over seeds (rerun over seeds).")
             + (f" Missing sections: {', '.join(self.missing)}." if self.missing else ""))
         return out
