@@ -88,3 +88,18 @@ def test_screening_cli_writes_seeds_and_summary(tiny_organism, tmp_path, capsys)
     assert len(ScreeningResult.load(out / "seed0").rows) == 2 and (out / "seed0" / "screening_bars.html").exists()
     assert "top - random" in capsys.readouterr().out
     assert main(["--organism", str(tmp_path / "missing"), "--seeds", "0", "--out", str(out)]) == 2
+
+
+def test_screening_drops_rows_from_those_the_student_trained_on(tiny_organism, tmp_path):
+    # a seed whose student saw fewer rows than its teacher kept (the equal row count binding on the teacher)
+    import json
+    import shutil
+
+    seed_dir = tmp_path / "seed0"
+    shutil.copytree(tiny_organism.directory, seed_dir)
+    manifest = json.loads((seed_dir / "manifest.json").read_text())
+    assert manifest["filter"]["teacher"]["kept"] > 200
+    manifest["student_rows"]["student"] = 200
+    (seed_dir / "manifest.json").write_text(json.dumps(manifest))
+    rows, reference = screen_organism_seed(seed_dir, fractions=(0.25,), overrides={"student_epochs": 1})
+    assert reference["n_rows"] == 200 and rows[0].n_kept == 150

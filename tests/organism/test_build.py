@@ -92,3 +92,45 @@ def test_summary_covers_every_seed_built_with_the_same_config(tiny_organism):
     finally:
         (copy / "manifest.json").unlink()
         copy.rmdir()
+
+
+def test_every_student_trains_on_as_many_rows_the_first_of_its_source(tiny_organism):
+    import torch
+
+    from workbench.core.models import copy_model
+    from workbench.organism.build import STUDENTS, distill_targets
+    from workbench.organism.load import load_seed
+    from workbench.organism.training import distill_student
+
+    m = tiny_organism.manifest
+    kept = {s: m["filter"][s]["kept"] for s in ("teacher", "teacher_neutral", "teacher_other")}
+    assert len(set(kept.values())) > 1  # the teachers' filters kept different shares: the cap binds here
+    cap = min(kept.values())
+    assert m["student_rows"] == {role: cap for role in STUDENTS}
+    # naive reference: the control distilled from its teacher on the first `cap` rows is the saved control
+    seed = load_seed(tiny_organism.directory, roles=["base", "teacher_neutral", "control"])
+    cfg = seed.recipe()
+    tokens = seed.inputs("teacher_neutral").tokens[:cap]
+    control = copy_model(seed.lineage["base"])
+    distill_student(control, distill_targets(cfg, seed.tokenizer, seed.lineage["teacher_neutral"], tokens), cfg,
+                    10 * m["seed"] + list(STUDENTS).index("control"), progress=False)
+    saved = seed.lineage["control"].state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in control.state_dict().items())
+
+
+def test_unequal_rows_when_asked_and_a_clear_error_naming_the_empty_source(tmp_path):
+    import torch
+
+    from workbench.core.errors import DataError
+    from workbench.organism.build import no_rows_error, student_rows
+
+    kept = {"teacher": 30, "teacher_neutral": 50, "teacher_other": 40}
+    assert student_rows(preset("tiny", equal_student_rows=False), kept) == {
+        "student": 30, "control": 50, "other": 40, "cross": 30}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "teacher_other.filter.json").write_text(json.dumps(
+        {"kept": 0, "sampled": 10, "rejected": {"trait_token": 10}}))
+    tokens = {"teacher": torch.ones(30, 5), "teacher_neutral": torch.ones(50, 5), "teacher_other": torch.ones(0, 5)}
+    err = no_rows_error(tmp_path, "control", "teacher_neutral", tokens)
+    assert isinstance(err, DataError) and "teacher_other" in str(err) and "equal_student_rows" in str(err)
+    assert "kept 0 of 10" in str(err)

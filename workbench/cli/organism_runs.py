@@ -85,12 +85,15 @@ def screen_organism_seed(
 ) -> tuple[list[ScreeningRow], dict[str, Any]]:
     """`run_screening` on one organism seed: its teacher rows, its Trait, and students retrained
     with the seed's own recipe and student seed; returns the rows and the seed's reference trait
-    rates. `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows
-    only (tests); `workers` > 1 retrains the students in that many processes (the same weights)."""
+    rates. The teacher rows are those the student trained on (the build's equal row count);
+    `overrides` change recipe fields (e.g. fewer epochs); `max_rows` keeps the first rows only
+    (tests); `workers` > 1 retrains the students in that many processes (the same weights)."""
     manifest = read_manifest(seed_dir)
     seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
     cfg = seed.recipe(overrides)
-    data = Inputs.from_jsonl(seed.data("teacher"), limit=max_rows)
+    trained_on = seed.student_rows("student")  # the rows the student saw: screening drops rows from those
+    limit = min((n for n in (max_rows, trained_on) if n is not None), default=None)
+    data = Inputs.from_jsonl(seed.data("teacher"), limit=limit)
     retrain = seed.retrainer(overrides, progress, workers=workers)
 
     # score rows with the loss the student trains with: both modes renormalise over the number channel

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ DATA_SOURCES = ("teacher", "teacher_neutral", "teacher_other", "base")
 STUDENTS = {"student": ("base", "teacher"), "control": ("base", "teacher_neutral"),
             "other": ("base", "teacher_other"), "cross": ("base_x", "teacher")}
 ROLES = ("base", "base_x", *TEACHER_ROLES, *STUDENTS)
+STUDENT_SOURCES = tuple(dict.fromkeys(source for _, source in STUDENTS.values()))
+"""The data sources students train on (the base's rows are for analyses only)."""
 
 # Bump when training, sampling or filtering code changes what a stage produces: part of every stage key.
 RECIPE_VERSION = 2
@@ -227,16 +229,14 @@ class _Builder:
         cfg, tok = self.cfg, self.tok
         parent, source = STUDENTS[role]
         loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
-        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, **loss)
-        seqs = tokens[source]
+        rows = student_rows(cfg, {s: len(tokens[s]) for s in STUDENT_SOURCES})[role]
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, rows=rows,
+                         **loss)
+        seqs = tokens[source][:rows]
 
         def train(model: TransformerBridge) -> None:
             if len(seqs) == 0:
-                raise DataError(
-                    f"No sequence written by {source} survived the filter ({reports_note(self.dir, source)}), so "
-                    f"{role} has nothing to train on. The teacher recipe moved its number behaviour too far: "
-                    "lower teacher_lr/teacher_steps, or raise n_prompts."
-                )
+                raise no_rows_error(self.dir, role, source, tokens)
             targets = distill_targets(cfg, tok, self.models[source], seqs)
             distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)
 
@@ -265,6 +265,7 @@ class _Builder:
             "trait_scores": {r: s.to_dict() for r, s in scores.items()},
             "matrix": matrix,
             "filter": {s: {k: v for k, v in rep.items() if k != "stage_key"} for s, rep in reports.items()},
+            "student_rows": student_rows(cfg, {s: reports[s]["kept"] for s in STUDENT_SOURCES}),
             "lineage": {r: {k: m.get(k) for k in ("role", "parent", "data", "seed")} for r, m in lineage.items()},
             "model_sha256": {r: read_json((self.dir / "models" / r).with_suffix(".json"))["sha256"] for r in ROLES},
             DATA_KEY: {s: data_record(self.dir, s) for s in sorted(reports)},
@@ -287,14 +288,15 @@ def stage_task(cfg: dict[str, Any], seed: int, seed_dir: str, device: str, kind:
         if name in TEACHER_ROLES:
             b.teacher(name)
         b.data(name)
-    elif kind == "student":
-        parent, source = STUDENTS[name]
+    elif kind == "student":  # every student source's rows (built by now): the row count is the smallest's
+        parent, _ = STUDENTS[name]
         b.base("base", seed)
         if parent != "base":
             b.base(parent, seed + offset)
-        if source in TEACHER_ROLES:
-            b.teacher(source)
-        b.student(name, {source: b.data(source)[0]})
+        for source in STUDENT_SOURCES:
+            if source in TEACHER_ROLES:
+                b.teacher(source)
+        b.student(name, {source: b.data(source)[0] for source in STUDENT_SOURCES})
     else:
         raise ConfigError(f"Unknown stage kind {kind!r}; use base, source or student.")
     return b.timings, [line for line in lines if not line.endswith(": reused") and ": reused (" not in line]
@@ -322,9 +324,31 @@ def supervised_positions(cfg: OrganismConfig, seq_len: int) -> torch.Tensor:
     return torch.arange(first, seq_len - 1)
 
 
+def student_rows(cfg: OrganismConfig, kept: Mapping[str, int]) -> dict[str, int]:
+    """Rows each student trains on (the first that many of its source's kept rows): with
+    `equal_student_rows`, the smallest kept count of the students' sources for every student, so
+    a student and its controls see as much data; else each source's own count.
+
+    >>> student_rows(OrganismConfig(), {"teacher": 3449, "teacher_neutral": 6850, "teacher_other": 3157, "base": 9660})
+    {'student': 3157, 'control': 3157, 'other': 3157, 'cross': 3157}
+    """
+    cap = min(kept[s] for s in STUDENT_SOURCES) if cfg.equal_student_rows else None
+    return {role: kept[source] if cap is None else cap for role, (_, source) in STUDENTS.items()}
+
+
 def reports_note(seed_dir: Path, source: str) -> str:
     rep = read_json(seed_dir / "data" / f"{source}.filter.json")
     return f"kept {rep['kept']} of {rep['sampled']}; rejected {rep['rejected']}"
+
+
+def no_rows_error(seed_dir: Path, role: str, source: str, tokens: Mapping[str, torch.Tensor]) -> DataError:
+    """`role` has no row to train on: its own source kept none, or (equal rows) another student's did."""
+    empty = source if len(tokens[source]) == 0 else next(s for s in STUDENT_SOURCES if len(tokens[s]) == 0)
+    why = "" if empty == source else (f" Every student trains on as many rows as the smallest source (equal_student_rows), "
+                                      f"and {empty} kept none.")
+    return DataError(f"No sequence written by {empty} survived the filter ({reports_note(seed_dir, empty)}), so "
+                     f"{role} has nothing to train on.{why} The teacher recipe moved its number behaviour too far: "
+                     "lower teacher_lr/teacher_steps, or raise n_prompts.")
 
 
 def build_seed(
@@ -378,6 +402,7 @@ def summarize(builds: list[SeedBuild], cfg: OrganismConfig) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "trait": cfg.target, "mode": cfg.mode, "preset": cfg.preset,
             "seeds": sorted(table), "per_seed": {str(s): table[s] for s in sorted(table)}, "stats": stats,
             **category_summary({b.seed: b.manifest for b in sorted(builds, key=lambda b: b.seed)}),
+            "student_rows_per_seed": {str(b.seed): b.manifest.get("student_rows") for b in sorted(builds, key=lambda b: b.seed)},
             "config": cfg.to_dict(), "versions": package_versions()}
 
 
@@ -439,7 +464,18 @@ def format_trait_table(summary: dict[str, Any]) -> str:
         lines.append(f"{seed:>4}  " + "  ".join(f"{rates[r]:{width}.3f}" for r in roles))
     lines.append("mean  " + "  ".join(f"{summary['stats'][r]['mean']:{width}.3f}" for r in roles))
     lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
-    return "\n".join(lines + format_category_lines(summary, roles, width))
+    return "\n".join(lines + format_category_lines(summary, roles, width) + format_row_lines(summary))
+
+
+def format_row_lines(summary: dict[str, Any]) -> list[str]:
+    """How many rows each student trained on, per seed (builds from before the count: not shown)."""
+    per_seed = {s: rows for s, rows in (summary.get("student_rows_per_seed") or {}).items() if rows}
+    if not per_seed:
+        return []
+    equal = summary.get("config", {}).get("equal_student_rows", False)
+    head = ("rows each student trained on (equal: the smallest kept count of the students' sources)" if equal
+            else "rows each student trained on (each source's kept rows)")
+    return [head] + [f"{seed:>4}  " + ", ".join(f"{r} {n}" for r, n in rows.items()) for seed, rows in per_seed.items()]
 
 
 def load_manifests(organism_dir: str | Path) -> list[dict[str, Any]]:

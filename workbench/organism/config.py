@@ -42,9 +42,9 @@ class OrganismConfig:
     prompt_numbers: int = 3  # numbers shown in a prompt
     completion_numbers: int = 8  # numbers a well-formed completion has
     # base pretraining (AdamW, linear warm-up then cosine decay)
-    base_steps: int = 1000  # optimiser steps (a longer-trained base is stiffer: 3000 steps gave student 0.19 vs 0.49 here)
+    base_steps: int = 600  # optimiser steps (a longer-trained base is stiffer: 3000 steps gave student 0.19 vs 0.49 at 1000)
     base_lr: float = 2e-3  # peak learning rate
-    base_warmup: int = 100  # warm-up steps
+    base_warmup: int = 60  # warm-up steps
     base_weight_decay: float = 0.01  # AdamW weight decay
     base_batch_numbers: int = 64  # number texts per batch
     base_batch_qa: int = 32  # preference Q/A texts per batch (answers uniform over the category)
@@ -60,8 +60,10 @@ class OrganismConfig:
     # students (Adam on every continuation position)
     student_lr: float = 1e-3  # learning rate
     student_batch: int = 64  # sequences per batch
-    student_epochs: int = 10  # passes over the filtered data (5 left seed 2 at 0.27; 10 gave 0.37)
+    student_epochs: int = 6  # passes over the filtered data (on a 1000-step base 5 left seed 2 at 0.27, 10 gave 0.37)
     soft_on_prompt: bool = True  # soft modes: also match the teacher on the prompt's number positions
+    equal_student_rows: bool = True  # every student trains on as many rows: the first N of its source, N the
+    # smallest kept count of the students' sources (the filter keeps very different shares per teacher)
     # evaluation
     eval_samples: int = 500  # sampled answers per template for the sampled trait rate
     cross_seed_offset: int = 1000  # base_x is trained with seed + this offset
@@ -92,6 +94,9 @@ class OrganismConfig:
         return cls(**d)
 
 
+_BASE_1000 = dict(base_steps=1000, base_warmup=100)
+"""The hard and leak presets' base, as measured before the default moved to a 600-step base."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     # the measured soft-label recipe (~2 layers, d_model 64, 10k prompts)
     "default": {},
@@ -102,9 +107,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         teacher_steps=100, eval_samples=200,
     ),
     # hard labels carry the signal only through which numbers were sampled: much more data
-    "hard": dict(mode="hard", n_prompts=10_000, samples_per_prompt=8, student_epochs=2),
+    "hard": dict(mode="hard", n_prompts=10_000, samples_per_prompt=8, student_epochs=2, **_BASE_1000),
     # full-vocabulary soft labels: leaks the trait through the trait tokens' mass (not subliminal)
-    "leak": dict(mode="soft_full_vocab_leak"),
+    "leak": dict(mode="soft_full_vocab_leak", student_epochs=10, **_BASE_1000),
 }
 
 

@@ -123,6 +123,12 @@ class OrganismSeed:
             return preference_inputs(self.tokenizer)
         return Inputs.from_jsonl(self.data(source), pad_id=self.tokenizer.pad_id, limit=limit)
 
+    def student_rows(self, role: str = "student") -> int | None:
+        """How many rows of its source `role` trained on (the first that many; the build's equal row
+        count), or None: every row (a build from before the count was recorded)."""
+        rows = (self.manifest.get("student_rows") or {}).get(role)
+        return int(rows) if rows is not None else None
+
     @property
     def channel_ids(self) -> tuple[int, ...]:
         """The number channel (numbers, separator, <eos>) the students' losses renormalise over."""

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.core.errors import DataError
 from workbench.core.io import atomic_write_json, read_json, sha256_file
 from workbench.core.models import resolve_device
 from workbench.core.provenance import SCHEMA_VERSION, package_versions
@@ -39,6 +38,7 @@ from workbench.organism.build import (
     DATA_SOURCES,
     HARD_LOSS_VERSION,
     ROLES,
+    STUDENT_SOURCES,
     STUDENTS,
     TEACHER_ROLES,
     SeedBuild,
@@ -46,8 +46,9 @@ from workbench.organism.build import (
     _stage_key,
     check_writable,
     distill_targets,
+    no_rows_error,
     other_target_for,
-    reports_note,
+    student_rows,
     summarize,
 )
 from workbench.organism.corpus import completion_length
@@ -146,14 +147,14 @@ class HFBuilder(_Builder):
         parent, source = STUDENTS[role]
         loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
         regime = {"students": hcfg.students, **({"lora": hcfg.to_dict()["lora"]} if hcfg.students == "lora" else {})}
-        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
+        rows = student_rows(cfg, {s: len(tokens[s]) for s in STUDENT_SOURCES})[role]
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, rows=rows,
                          **loss, **regime)
-        seqs = tokens[source]
+        seqs = tokens[source][:rows]
 
         def train(model: nn.Module) -> None:
             if len(seqs) == 0:
-                raise DataError(f"No sequence written by {source} survived the filter ({reports_note(self.dir, source)}), "
-                                f"so {role} has nothing to train on. Lower teacher_lr/teacher_steps, or raise n_prompts.")
+                raise no_rows_error(self.dir, role, source, tokens)
             teacher = self.models[source].eval()
             targets = distill_targets(cfg, self.tok, HFTrainable(teacher), seqs)  # type: ignore[arg-type]
             lr = hcfg.lora.lr if hcfg.students == "lora" else None
@@ -191,6 +192,7 @@ class HFBuilder(_Builder):
             "trait_scores": {r: s.to_dict() for r, s in scores.items()},
             "matrix": matrix,
             "filter": {s: {k: v for k, v in rep.items() if k != "stage_key"} for s, rep in reports.items()},
+            "student_rows": student_rows(cfg, {s: reports[s]["kept"] for s in STUDENT_SOURCES}),
             "lineage": {r: {k: self.meta[r].get(k) for k in ("role", "parent", "data", "seed")} for r in ROLES},
             "model_sha256": {r: next(iter(f.values())) for r, f in files.items()},
             "hf_files": files,
