@@ -77,3 +77,39 @@ def test_distillation_inputs_keep_shared_prompts_and_balance_sources(tiny_organi
     base = {p for p, s in zip(x.prompt_ids, x.sources) if s == "base"}
     assert x.sources.count("teacher") == x.sources.count("base") == 100
     assert teacher == base
+
+
+def test_background_sections_overlap_the_others_and_keep_the_report_order(monkeypatch):
+    # screening (retrains in worker processes) starts first in a thread when workers > 1: the earlier-listed
+    # in-process section here waits for it to have started, which a serial run (in the listed order) never allows
+    import threading
+
+    from workbench.cli import job
+    from workbench.core.errors import DataError
+
+    screening_started = threading.Event()
+
+    def screening(lineage, inputs, config):
+        screening_started.set()
+        return "screened"
+
+    def probes(lineage, inputs, config):
+        if config.workers > 1 and not screening_started.wait(timeout=30):
+            raise AssertionError("the background section did not start beside the others")
+        return "probed"
+
+    def broken(lineage, inputs, config):
+        raise DataError("planted failure")
+
+    monkeypatch.setitem(job.SECTIONS, "probes", probes)
+    monkeypatch.setitem(job.SECTIONS, "screening", screening)
+    monkeypatch.setitem(job.SECTIONS, "weights", broken)
+    monkeypatch.setattr(job, "skip_reason", lambda name, lineage, config: None)
+    for workers in (2, 1):
+        screening_started.clear()
+        logged: list[str] = []
+        run = job.run_sections(None, None, job.JobConfig(workers=workers), ["probes", "weights", "screening"],
+                               log=logged.append)
+        assert run.results == ["probed", "screened"]  # the listed order, whatever finished first
+        assert run.missing == [{"section": "weights", "reason": "failed: planted failure"}]
+        assert logged[0] == ("section screening" if workers > 1 else "section probes")

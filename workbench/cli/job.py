@@ -18,7 +18,8 @@ missing, with its error, and the job exits 2.
 Seeds: the job reports every built seed of the organism (`--seeds 0 1 2` to choose, `--seed N`
 for one). One seed's report is exactly that seed's, as above. With several, each seed's sections
 and report go to `<out>/seeds/seed{N}/` and `<out>`'s report is over the seeds: per section the
-rows' mean and sd over seeds, `clears` in every seed, `n_seeds` and `seed_values`
+rows' mean and sd over seeds, `clears` in every seed and firmly (each seed with an interval, or the
+t interval over seeds above 0), `n_seeds` and `seed_values`
 (`job_seeds.py`, `results/seed_rows.py`). Hugging Face directories are one run: no seeds.
 """
 
@@ -30,6 +31,7 @@ import os
 import shlex
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,40 +326,62 @@ def model_keys(lineage: Lineage) -> dict[str, dict[str, Any]]:
     return keys
 
 
+BACKGROUND_SECTIONS = ("screening",)
+"""Sections whose work is mostly in worker processes (screening's retrains): with `workers` > 1
+they start first, in a thread beside the others, so the retrains overlap the in-process
+sections instead of following them (the same results: each section computes from its own inputs)."""
+
+
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
                  log: Callable[[str], None] = lambda s: None, store: SectionStore | None = None,
                  fresh: bool = False) -> SectionRun:
     """Run (or, with a `store`, reuse) each section in order; a section that raises is recorded
     as missing with its error and the others still run. Each computed section is saved to the
-    store as soon as it finishes."""
+    store as soon as it finishes (a background section when the job collects it, in order)."""
     run = SectionRun()
     inputs_hash = inputs.content_hash() if store is not None else ""
     models = model_keys(lineage) if store is not None else {}
+    plan: list[tuple[str, str, Any]] = []  # (section, "skip" | "reuse" | "run", reason | result | key)
     for name in sections or list(SECTIONS):
         reason = skip_reason(name, lineage, config)
         if reason is not None:
-            log(f"skipping {name}: {reason}")
-            run.missing.append({"section": name, "reason": f"skipped: {reason}"})
+            plan.append((name, "skip", reason))
             continue
         key = section_key(name, inputs_hash=inputs_hash, models=models, reads=section_reads(name, config))
         result = store.load(name, key) if store is not None and not fresh else None
         if result is not None:
             result.command = config.command
-            run.results.append(result)
-            continue
+        plan.append((name, "reuse", result) if result is not None else (name, "run", key))
+
+    def compute(name: str) -> Result | Exception:
         log(f"section {name}")
         try:
-            result = SECTIONS[name](lineage, inputs, config)
+            return SECTIONS[name](lineage, inputs, config)
         except Exception as e:  # noqa: BLE001 - any failure of one section leaves the others' report
-            message = str(e) if isinstance(e, WorkbenchError) else f"{type(e).__name__}: {e}"
             if not isinstance(e, WorkbenchError):
                 log(traceback.format_exc().rstrip())
-            run.missing.append({"section": name, "reason": f"failed: {message}"})
-            run.errors.append(f"section {name} failed: {message}")
-            continue
-        if store is not None:
-            store.save(name, result, key)
-        run.results.append(result)
+            return e
+
+    early = [name for name, what, _ in plan if what == "run" and name in BACKGROUND_SECTIONS] if config.workers > 1 else []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="section") as pool:
+        background = {name: pool.submit(compute, name) for name in early}
+        for name, what, payload in plan:
+            if what == "skip":
+                log(f"skipping {name}: {payload}")
+                run.missing.append({"section": name, "reason": f"skipped: {payload}"})
+                continue
+            if what == "reuse":
+                run.results.append(payload)
+                continue
+            result = background[name].result() if name in background else compute(name)
+            if isinstance(result, Exception):
+                message = str(result) if isinstance(result, WorkbenchError) else f"{type(result).__name__}: {result}"
+                run.missing.append({"section": name, "reason": f"failed: {message}"})
+                run.errors.append(f"section {name} failed: {message}")
+                continue
+            if store is not None:
+                store.save(name, result, payload)
+            run.results.append(result)
     return run
 
 
