@@ -79,3 +79,19 @@ def test_screening_retrains_in_workers_give_the_serial_weights(tiny_organism):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert all(torch.equal(v, one.state_dict()[k]) for k, v in serial[2].state_dict().items())
     assert not torch.equal(serial[0].state_dict()["embed.weight"], serial[1].state_dict()["embed.weight"])
+
+
+def _pid_after(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_tasks_go_to_whichever_process_is_free():
+    # a process pool queues tasks ahead on its workers: when the worker finished its first task before this
+    # process did, it had already taken both of the others (3 tasks there, 1 here)
+    with StagePool(2) as pool:
+        pool.run(_square, [(0,), (1,)], ["warm", "up"])  # the worker's import done
+        pids = pool.run(_pid_after, [(1.5,), (1.0,), (1.0,), (1.0,)], [f"t{i}" for i in range(4)])
+    assert pids.count(os.getpid()) == 2 and len(set(pids)) == 2

@@ -3,13 +3,15 @@
 Each stage is deterministic from its seed and writes its result to disk (models as safetensors,
 data as JSONL), so a stage built in a worker is byte-for-byte the one a serial build writes; the
 build then reads them back as it reads a resumed build's stages. `StagePool(1)` runs everything
-in this process (the serial path). The calling process takes the first task itself and any task
-no worker has started yet, so N workers means N - 1 extra processes (each pays the ~10 s import).
+in this process (the serial path). The calling process takes the first task itself, and every
+process takes the next task when it is free, so N workers means N - 1 extra processes (each pays
+the ~10 s import).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -60,26 +62,52 @@ class StagePool:
         return self._executor
 
     def run(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], names: Sequence[str]) -> list[T]:
-        """[fn(*task) for task in tasks], in that order: the first task here, the rest in workers,
-        except those no worker has started by the time this process is free, which run here. A
-        worker's error is re-raised (a WorkbenchError as it is, anything else as WorkerError
-        naming the task); a worker that dies is a WorkerError."""
+        """[fn(*task) for task in tasks], in that order. Tasks are handed out one at a time, in
+        order, to whichever is free: this process (which takes the first) or a worker, so no
+        worker holds a queue of tasks while another process idles (a process pool queues ahead on
+        its own: with 4 equal tasks one worker ran 3 while this process ran 1). A worker's error
+        is re-raised (a WorkbenchError as it is, anything else as WorkerError naming the task); a
+        worker that dies is a WorkerError. After an error no further task starts."""
         if self.workers <= 1 or len(tasks) <= 1:
             return [fn(*t) for t in tasks]
         pool = self._pool()
-        futures: dict[int, Future[T]] = {}
-        try:
-            for i, task in enumerate(tasks[1:], 1):
-                futures[i] = pool.submit(fn, *task)
-        except BrokenProcessPool as e:
-            raise self._died(names[len(futures) + 1], e) from e
-        results: dict[int, T] = {0: fn(*tasks[0])}
-        for i, future in futures.items():
-            if future.cancel():  # not started by a worker: run it here
+        lock = threading.Lock()
+        queue = list(range(len(tasks)))
+        results: dict[int, T] = {}
+        errors: dict[int, BaseException] = {}
+
+        def take() -> int | None:
+            with lock:
+                return queue.pop(0) if queue and not errors else None
+
+        def run_here(i: int) -> None:
+            try:
                 results[i] = fn(*tasks[i])
-        for i, future in futures.items():
-            if i not in results:
-                results[i] = self._result(future, names[i])
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the workers' tasks end
+                errors[i] = e
+
+        def dispatch() -> None:
+            while (i := take()) is not None:
+                try:
+                    results[i] = self._result(pool.submit(fn, *tasks[i]), names[i])
+                except BrokenProcessPool as e:
+                    errors[i] = self._died(names[i], e)
+                except BaseException as e:  # noqa: BLE001 - re-raised below
+                    errors[i] = e
+
+        first = take()
+        dispatchers = [threading.Thread(target=dispatch, name=f"stage-dispatch-{k}", daemon=True)
+                       for k in range(self.workers - 1)]
+        for thread in dispatchers:
+            thread.start()
+        i = first
+        while i is not None:
+            run_here(i)
+            i = take()
+        for thread in dispatchers:
+            thread.join()
+        if errors:
+            raise errors[min(errors)]
         return [results[i] for i in range(len(tasks))]
 
     def _result(self, future: Future[T], name: str) -> T:
