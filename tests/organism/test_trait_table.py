@@ -37,6 +37,10 @@ def test_summary_and_table_show_the_columns_and_flags():
     table = format_trait_table(summary)
     assert "share of the category" in table and "category mass" in table
     assert "flag: seed 0: category mass of student fell below the control's" in table
+    assert "one seed: no sd over seeds" in table and "0.000" not in table.split("sd ")[1].split("\n")[0]
+    two = format_trait_table(summarize([SeedBuild(0, Path("."), _manifest(0.4)), SeedBuild(1, Path("."), _manifest(0.6))],
+                                       cfg))
+    assert "one seed" not in two
 
 
 def test_the_shared_organism_reads_its_columns_from_the_manifest_it_has(tiny_organism):

@@ -463,7 +463,10 @@ def format_trait_table(summary: dict[str, Any]) -> str:
     for seed, rates in summary["per_seed"].items():
         lines.append(f"{seed:>4}  " + "  ".join(f"{rates[r]:{width}.3f}" for r in roles))
     lines.append("mean  " + "  ".join(f"{summary['stats'][r]['mean']:{width}.3f}" for r in roles))
-    lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
+    if len(summary["per_seed"]) > 1:
+        lines.append("sd    " + "  ".join(f"{summary['stats'][r]['sd']:{width}.3f}" for r in roles))
+    else:
+        lines.append("sd    one seed: no sd over seeds (build more with --seeds 0 1 2)")
     return "\n".join(lines + format_category_lines(summary, roles, width) + format_row_lines(summary))
 
 
