@@ -1,6 +1,7 @@
 """The main job end to end on the shared tiny organism, and its early errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,8 +109,11 @@ def test_background_sections_overlap_the_others_and_keep_the_report_order(monkey
     for workers in (2, 1):
         screening_started.clear()
         logged: list[str] = []
-        run = job.run_sections(None, None, job.JobConfig(workers=workers), ["probes", "weights", "screening"],
-                               log=logged.append)
+        config = job.JobConfig(workers=workers, organism_dir=Path("organism/seed0"))
+        run = job.run_sections(None, None, config, ["probes", "weights", "screening"], log=logged.append)
         assert run.results == ["probed", "screened"]  # the listed order, whatever finished first
         assert run.missing == [{"section": "weights", "reason": "failed: planted failure"}]
         assert logged[0] == ("section screening" if workers > 1 else "section probes")
+    # without an organism the screening section ranks rows on the job's own models: never beside the others
+    assert not job.in_background("screening", job.JobConfig(workers=2))
+    assert not job.in_background("probes", job.JobConfig(workers=2, organism_dir=Path("organism/seed0")))

@@ -326,10 +326,12 @@ def model_keys(lineage: Lineage) -> dict[str, dict[str, Any]]:
     return keys
 
 
-BACKGROUND_SECTIONS = ("screening",)
-"""Sections whose work is mostly in worker processes (screening's retrains): with `workers` > 1
-they start first, in a thread beside the others, so the retrains overlap the in-process
-sections instead of following them (the same results: each section computes from its own inputs)."""
+def in_background(name: str, config: JobConfig) -> bool:
+    """Whether section `name` starts first, in a thread beside the others: only where its work is
+    in worker processes on models of its own (an organism's screening retrains, `--workers` > 1),
+    so the retrains overlap the in-process sections (the same results). Never a section that reads
+    the job's lineage: a second thread on the same hooked models would race the others' hooks."""
+    return name == "screening" and config.organism_dir is not None and config.workers > 1
 
 
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
@@ -362,7 +364,7 @@ def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: 
                 log(traceback.format_exc().rstrip())
             return e
 
-    early = [name for name, what, _ in plan if what == "run" and name in BACKGROUND_SECTIONS] if config.workers > 1 else []
+    early = [name for name, what, _ in plan if what == "run" and in_background(name, config)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="section") as pool:
         background = {name: pool.submit(compute, name) for name in early}
         for name, what, payload in plan:
