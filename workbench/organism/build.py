@@ -229,10 +229,9 @@ class _Builder:
         cfg, tok = self.cfg, self.tok
         parent, source = STUDENTS[role]
         loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
-        rows = student_rows(cfg, {s: len(tokens[s]) for s in STUDENT_SOURCES})[role]
-        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, rows=rows,
-                         **loss)
-        seqs = tokens[source][:rows]
+        seqs = training_rows(cfg, role, tokens)
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
+                         rows=len(seqs), **loss)
 
         def train(model: TransformerBridge) -> None:
             if len(seqs) == 0:
@@ -334,6 +333,13 @@ def student_rows(cfg: OrganismConfig, kept: Mapping[str, int]) -> dict[str, int]
     """
     cap = min(kept[s] for s in STUDENT_SOURCES) if cfg.equal_student_rows else None
     return {role: kept[source] if cap is None else cap for role, (_, source) in STUDENTS.items()}
+
+
+def training_rows(cfg: OrganismConfig, role: str, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The sequences student `role` trains on: the first `student_rows` of its source's (`tokens`
+    holds every student source's kept rows)."""
+    source = STUDENTS[role][1]
+    return tokens[source][: student_rows(cfg, {s: len(tokens[s]) for s in STUDENT_SOURCES})[role]]
 
 
 def reports_note(seed_dir: Path, source: str) -> str:

@@ -95,12 +95,11 @@ class StagePool:
                 except BaseException as e:  # noqa: BLE001 - re-raised below
                     errors[i] = e
 
-        first = take()
+        i = take()  # the first task is this process's
         dispatchers = [threading.Thread(target=dispatch, name=f"stage-dispatch-{k}", daemon=True)
                        for k in range(self.workers - 1)]
         for thread in dispatchers:
             thread.start()
-        i = first
         while i is not None:
             run_here(i)
             i = take()

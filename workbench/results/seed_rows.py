@@ -50,6 +50,7 @@ from workbench.results.base import Result, read_result_record, write_result_file
 from workbench.results.figures import add_title_note
 from workbench.results.rows import SCHEMA, SummaryRow, row_dict
 from workbench.results.seeds import over_seeds, paired_interval
+from workbench.results.stars import Star, star
 
 SEEDS_KIND = "over_seeds"
 """The file kind of an aggregate (`<dir>/over_seeds.json`): never a section's own `<kind>.json`,
@@ -63,20 +64,6 @@ def _number(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return float(v) if math.isfinite(v) else None
-
-
-def _seed_clears(row: dict[str, Any]) -> bool | None:
-    """Whether one seed's row clears its control, by the report's rule (None: no control)."""
-    from workbench.report import clears  # the one rule; imported here: report.py builds on results/
-
-    return clears(row)
-
-
-def _seed_star(row: dict[str, Any]) -> bool:
-    """Whether one seed's row clears with an interval of its own (a star in that seed's report)."""
-    from workbench.results.stars import Star, star
-
-    return star(row) is Star.CLEARS
 
 
 def clears_over_seeds(verdicts: Sequence[bool | None], interval: tuple[float, float] | None,
@@ -127,13 +114,14 @@ def combine_row(rows: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         out["control"] = next(r["control"] for r in present if "control" in r)
     if any("control_value" in r for r in present):
         out["control_value"] = over_seeds([_number(r.get("control_value")) for r in present]).mean
-    verdicts = [_seed_clears(r) for r in present]
+    standings = [star(r) for r in present]  # each seed by the report's rule (`stars.clears` inside `star`)
+    verdicts = [None if s is Star.NO_CONTROL else s is not Star.FAILS for s in standings]
     interval = paired_interval([_number(r.get("value")) for r in present],
                                [_number(r.get("control_value")) for r in present])
     if interval is not None:
         out["margin_ci"] = list(interval)
     if any(v is not None for v in verdicts):
-        out["clears"] = clears_over_seeds(verdicts, interval, [_seed_star(r) for r in present])
+        out["clears"] = clears_over_seeds(verdicts, interval, [s is Star.CLEARS for s in standings])
     extra = [k for k in dict.fromkeys(k for r in present for k in r) if k not in SCHEMA and k not in ADDED]
     for key in extra:
         has = [r is not None and key in r for r in rows]

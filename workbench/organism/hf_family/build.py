@@ -50,6 +50,7 @@ from workbench.organism.build import (
     other_target_for,
     student_rows,
     summarize,
+    training_rows,
 )
 from workbench.organism.corpus import completion_length
 from workbench.organism.data_files import DATA_KEY, data_record
@@ -147,10 +148,9 @@ class HFBuilder(_Builder):
         parent, source = STUDENTS[role]
         loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
         regime = {"students": hcfg.students, **({"lora": hcfg.to_dict()["lora"]} if hcfg.students == "lora" else {})}
-        rows = student_rows(cfg, {s: len(tokens[s]) for s in STUDENT_SOURCES})[role]
-        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role, rows=rows,
-                         **loss, **regime)
-        seqs = tokens[source][:rows]
+        seqs = training_rows(cfg, role, tokens)
+        key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
+                         rows=len(seqs), **loss, **regime)
 
         def train(model: nn.Module) -> None:
             if len(seqs) == 0:
