@@ -130,3 +130,38 @@ def steer_organism_seed(seed_dir: str | os.PathLike, config: Any, *, data: str =
             "data": data if inputs is not None else "prompts", "trait_rates": seed.manifest.get("trait_rates")}
     return steering(seed.lineage, seed.trait, config, inputs, meta=meta,
                     command=command or f"python -m workbench.steering --organism {seed_dir.parent} --seeds {seed.manifest.get('seed')}")
+
+
+# --------------------------------------------------------------------------- channel tests
+
+
+def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = None, *, device: str = "cpu",
+                  overrides: dict[str, Any] | None = None, max_rows: int | None = None, workers: int = 1,
+                  n_entangled: int = 10, progress: bool = False, command: str | None = None) -> Any:
+    """`run_channels` on one organism seed: the teacher rows its student trained on, the base's
+    rows (entangled tokens), its number channel, and students retrained with the seed's own
+    recipe and student seed (`workers` processes)."""
+    from workbench.analyses.channels import TESTS, ChannelConfig, ChannelResult, run_channels
+    from workbench.organism.channel_source import OrganismChannelSource
+
+    seed_dir = Path(seed_dir)
+    manifest = read_manifest(seed_dir)
+    seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
+    trained_on = seed.student_rows("student")
+    limit = min((n for n in (max_rows, trained_on) if n is not None), default=None)
+    data = seed.inputs("teacher", limit=limit)
+    config = ChannelConfig(tests=tuple(tests or TESTS), channel_ids=seed.channel_ids,
+                           movable_ids=tuple(seed.tokenizer.number_ids), n_entangled=n_entangled,
+                           seed=int(manifest["seed"]),
+                           retrain_reference=bool(overrides) or (limit is not None and trained_on is not None and limit < trained_on)
+                           or (trained_on is None and max_rows is not None))
+    source = OrganismChannelSource(seed, overrides, progress, workers)
+    rows, chosen = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=seed.inputs("base", limit=limit))
+    if "entangled_ids" in chosen:
+        chosen["entangled_tokens"] = [seed.tokenizer.vocab[i] for i in chosen["entangled_ids"]]
+    rates = manifest["trait_rates"]
+    reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"], "n_rows": len(data),
+                 "mode": seed.recipe(overrides).mode}
+    return ChannelResult(rows, reference, chosen,
+                         command or f"python -m workbench.channels --organism {seed_dir.parent} --seeds {manifest['seed']}",
+                         {"seed": int(manifest["seed"]), "tests": list(config.tests), "overrides": overrides or {}})

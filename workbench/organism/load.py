@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from workbench.core.errors import ArtifactError, ConfigError, unknown_name
+from workbench.core.errors import ArtifactError, ConfigError, DataError, unknown_name
 from workbench.core.inputs import Inputs
 from workbench.core.io import read_json
 from workbench.core.lineage import EXTRA_ROLE, ROLES, Lineage, ModelRecord
@@ -141,8 +141,11 @@ class OrganismSeed:
         return OrganismConfig.from_dict({**self.manifest["config"], **(overrides or {})})
 
     def retrained_student(self, tokens: torch.Tensor, overrides: dict[str, Any] | None = None,
-                          progress: bool = False) -> torch.nn.Module:
-        """The base distilled from the teacher on `tokens` with the seed's recipe and student seed."""
+                          progress: bool = False, loss_mask: torch.Tensor | None = None,
+                          frozen: tuple[str, ...] = ()) -> torch.nn.Module:
+        """The base distilled from the teacher on `tokens` with the seed's recipe and student seed;
+        `loss_mask` [n, seq] keeps only some supervised positions in the loss (position t predicts
+        token t+1), `frozen` names parameter prefixes left untrained (the channel tests)."""
         from workbench.core.models import copy_model
         from workbench.organism.build import STUDENTS, distill_targets
         from workbench.organism.training import distill_student
@@ -150,8 +153,12 @@ class OrganismSeed:
         cfg = self.recipe(overrides)
         student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
         student = copy_model(self.lineage["base"])
-        distill_student(student, distill_targets(cfg, self.tokenizer, self.lineage["teacher"], tokens), cfg,
-                        student_seed, progress)
+        targets = distill_targets(cfg, self.tokenizer, self.lineage["teacher"], tokens)
+        if loss_mask is not None:
+            if tuple(loss_mask.shape) != tuple(tokens.shape):
+                raise DataError(f"loss_mask is shaped {tuple(loss_mask.shape)}; give one bool per token {tuple(tokens.shape)}.")
+            targets.loss_mask = loss_mask[:, targets.positions]
+        distill_student(student, targets, cfg, student_seed, progress, frozen=frozen)
         return student
 
     def retrainer(self, overrides: dict[str, Any] | None = None, progress: bool = False,
@@ -160,36 +167,43 @@ class OrganismSeed:
         the seed's own recipe and student seed (what the screening defense retrains). Needs the
         seed's base and teacher in the lineage. `retrain.many(list of kept rows)` retrains each in
         `workers` processes; those read the base and teacher from the seed's folder (same weights)."""
-        from workbench.core.models import copy_model
-
         if self.manifest.get("format") == "hf":  # a Hugging Face family seed: its own retrainer, one at a time
             from workbench.organism.hf_family.retrain import hf_retrainer
 
             return hf_retrainer(self.directory, self.manifest, self.recipe(overrides), self.tokenizer, progress)
-        base = self.lineage["base"]
 
         def retrain(kept: Inputs) -> torch.nn.Module:
             return self.retrained_student(kept.tokens, overrides, progress)
 
         def many(kept_rows: list[Inputs]) -> list[torch.nn.Module]:
-            if workers <= 1:
-                return [retrain(kept) for kept in kept_rows]
-            from workbench.organism.parallel import StagePool
-
-            param = next(base.parameters())
-            spec = (str(self.directory), overrides, str(param.device), str(param.dtype).removeprefix("torch."))
-            with StagePool(workers) as pool:
-                weights = pool.run(retrained_weights, [(*spec, kept.tokens) for kept in kept_rows],
-                                   [f"screening retrain {i}" for i in range(len(kept_rows))])
-            students = []
-            for w in weights:
-                student = copy_model(base)
-                student.load_state_dict(w, strict=True)
-                students.append(student)
-            return students
+            return self.retrain_many([(kept.tokens, None, ()) for kept in kept_rows], overrides, progress, workers)
 
         retrain.many = many  # type: ignore[attr-defined]
         return retrain
+
+    def retrain_many(self, jobs: list[tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...]]],
+                     overrides: dict[str, Any] | None = None, progress: bool = False,
+                     workers: int = 1) -> list[torch.nn.Module]:
+        """Each (tokens, loss_mask, frozen) job's student (`retrained_student`), in order; with
+        `workers` > 1 in that many processes, which read the base and teacher from the seed's folder."""
+        from workbench.core.models import copy_model
+
+        if workers <= 1 or len(jobs) <= 1:
+            return [self.retrained_student(t, overrides, progress, loss_mask=m, frozen=f) for t, m, f in jobs]
+        from workbench.organism.parallel import StagePool
+
+        base = self.lineage["base"]
+        param = next(base.parameters())
+        spec = (str(self.directory), overrides, str(param.device), str(param.dtype).removeprefix("torch."))
+        with StagePool(workers) as pool:
+            weights = pool.run(retrained_weights, [(*spec, *job) for job in jobs],
+                               [f"retrain {i}" for i in range(len(jobs))])
+        students = []
+        for w in weights:
+            student = copy_model(base)
+            student.load_state_dict(w, strict=True)
+            students.append(student)
+        return students
 
 
 def seed_target(manifest: dict[str, Any], default: str | None = None) -> str | None:
@@ -219,9 +233,10 @@ def load_seed(
 
 
 def retrained_weights(seed_dir: str, overrides: dict[str, Any] | None, device: str, dtype: str,
-                      tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A screening retrain in a worker process: the seed's base and teacher read from `seed_dir`,
-    the student distilled on `tokens` as `OrganismSeed.retrainer` does; its state dict."""
+                      tokens: torch.Tensor, loss_mask: torch.Tensor | None = None,
+                      frozen: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """A retrain in a worker process: the seed's base and teacher read from `seed_dir`, the
+    student distilled on `tokens` as `OrganismSeed.retrained_student` does; its state dict."""
     seed = load_seed(seed_dir, roles=["base", "teacher"], device=device, dtype=getattr(torch, dtype))
-    student = seed.retrained_student(tokens, overrides)
+    student = seed.retrained_student(tokens, overrides, loss_mask=loss_mask, frozen=frozen)
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}

@@ -60,20 +60,31 @@ def next_token_loss(
     return (nll * m).sum() / m.sum().clamp(min=1)
 
 
+def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"] | None) -> Float[Tensor, ""]:
+    """The mean of `values` over the positions `mask` keeps (every position when None)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1)
+
+
 def soft_distill_loss(
-    student_logits: Float[Tensor, "batch pos vocab"], teacher_logp: Float[Tensor, "batch pos k"], ids: Tensor | None
+    student_logits: Float[Tensor, "batch pos vocab"], teacher_logp: Float[Tensor, "batch pos k"], ids: Tensor | None,
+    mask: Bool[Tensor, "batch pos"] | None = None,
 ) -> Float[Tensor, ""]:
-    """KL(teacher || student) over the restricted token set, averaged over rows and positions."""
+    """KL(teacher || student) over the restricted token set, averaged over rows and positions
+    (over the positions `mask` keeps, when given)."""
     student_logp = restricted_log_probs(student_logits, ids)
     kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
-    return kl.mean()
+    return masked_mean(kl, mask)
 
 
 def hard_distill_loss(
-    student_logits: Float[Tensor, "batch pos vocab"], written: Int[Tensor, "batch pos"], ids: Tensor | None
+    student_logits: Float[Tensor, "batch pos vocab"], written: Int[Tensor, "batch pos"], ids: Tensor | None,
+    mask: Bool[Tensor, "batch pos"] | None = None,
 ) -> Float[Tensor, ""]:
     """Cross-entropy of the written tokens under the student renormalised over `ids` (all
-    tokens when None), averaged over rows and positions.
+    tokens when None), averaged over rows and positions (over those `mask` keeps, when given).
 
     Renormalising over the number channel is the hard-label twin of the soft loss: the student
     learns *which* numbers the teacher wrote, never "numbers rather than words". Over the full
@@ -89,7 +100,7 @@ def hard_distill_loss(
         written = index[written]
         if bool((written < 0).any()):
             raise DataError("A written token lies outside the supervised token set; filter the data to that set first.")
-    return -logp.gather(-1, written[..., None]).mean()
+    return masked_mean(-logp.gather(-1, written[..., None]).squeeze(-1), mask)
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -165,13 +176,16 @@ class DistillTargets:
     `positions` are the sequence positions supervised (each predicts the next token);
     `teacher_logp` holds the teacher's log-probabilities there, renormalised over `ids`
     (None for hard labels, where the written tokens themselves are the targets), and `ids` the
-    token set both losses renormalise over (None: the full vocabulary).
+    token set both losses renormalise over (None: the full vocabulary). `loss_mask`, when set,
+    keeps only some of each row's supervised positions in the loss (the channel tests mask
+    divergence tokens out).
     """
 
     tokens: Int[Tensor, "n seq"]
     positions: Int[Tensor, " pos"]
     teacher_logp: Float[Tensor, "n pos k"] | None
     ids: Int[Tensor, " k"] | None
+    loss_mask: Bool[Tensor, "n pos"] | None = None
 
 
 @torch.inference_mode()
@@ -197,12 +211,14 @@ def teacher_soft_labels(
 
 
 def distill_student(
-    bridge: TransformerBridge, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True
+    bridge: TransformerBridge, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True,
+    frozen: tuple[str, ...] = (),
 ) -> None:
-    """Train a student on the continuation positions: renormalised KL (soft) or renormalised CE (hard)."""
+    """Train a student on the continuation positions: renormalised KL (soft) or renormalised CE
+    (hard); parameters whose name starts with a prefix in `frozen` stay as they are."""
     if len(targets.tokens) == 0:
         raise DataError("No distillation sequences survived the filter; check the filter report.")
-    model = FunctionalModel.from_bridge(bridge, trainable=True)
+    model = FunctionalModel.from_bridge(bridge, trainable=True, frozen=frozen)
     train_student(model, targets, cfg, seed, progress)
     model.load_into(bridge)
 
@@ -229,10 +245,11 @@ def train_student(model: Trainable, targets: DistillTargets, cfg: OrganismConfig
             idx = order[lo : lo + cfg.student_batch]
             tokens = targets.tokens[idx].to(device)
             logits = model(tokens)
+            mask = None if targets.loss_mask is None else targets.loss_mask[idx].to(device)
             if targets.teacher_logp is None:  # hard labels: CE on the written tokens
-                loss = hard_distill_loss(logits[:, pos], tokens[:, pos + 1], ids)
+                loss = hard_distill_loss(logits[:, pos], tokens[:, pos + 1], ids, mask)
             else:
-                loss = soft_distill_loss(logits[:, pos], targets.teacher_logp[idx].to(device), ids)
+                loss = soft_distill_loss(logits[:, pos], targets.teacher_logp[idx].to(device), ids, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,264 @@
+"""Which channel carries the trait: causal tests that edit the distillation data (or what the
+student may train), retrain the student from the same start with the same recipe, and measure
+the transfer left, each beside a random edit of the same size.
+
+Tests (`ChannelConfig.tests`):
+- "divergence": mask the divergence tokens (the teacher's argmax differs from the base's) out of
+  the student's loss; control: mask as many random supervised positions per row.
+- "shuffle": permute the trained tokens inside each row (counts kept, order broken): the transfer
+  left is what token frequencies alone carry (the control student is the floor, 0).
+- "entangled": replace every occurrence of the `n_entangled` tokens the teacher over-writes most
+  against the base (log frequency ratio); control: replace as many other occurrences at random.
+- "single_layer": train one layer alone (every other parameter frozen), one retrain per layer:
+  which layer suffices (Schrodi et al. find one early layer does).
+
+Transfer is the log-odds gain of P(target) over the control student; "transfer left" is a
+retrained student's gain as a fraction of the full student's (1: nothing removed, 0: down to the
+control). The source supplies what only it knows (`ChannelSource`): which positions its loss
+supervises, how it retrains a student, and its layers' parameter names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from workbench.analyses import channel_edits as edits
+from workbench.core.errors import ConfigError, DataError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.results.base import ResultBase
+from workbench.results.rows import SummaryRow
+from workbench.trait import LogitsFn, Trait, check_trait, log_odds
+
+TESTS = ("divergence", "shuffle", "entangled", "single_layer")
+
+
+@dataclass
+class Retraining:
+    """One student to retrain: its rows, the positions its loss keeps (position t predicts token
+    t+1; None: every position the source supervises) and the parameter-name prefixes it freezes."""
+
+    name: str
+    tokens: Int[Tensor, "n seq"]
+    loss_mask: Bool[Tensor, "n seq"] | None = None
+    frozen: tuple[str, ...] = ()
+
+
+class ChannelSource(Protocol):
+    """What a source supplies to the channel tests."""
+
+    def supervised(self, tokens: Int[Tensor, "n seq"]) -> Bool[Tensor, "n seq"]:
+        """Positions whose next token the student's loss reads."""
+        ...
+
+    def retrain(self, jobs: list[Retraining]) -> list[LogitsFn]:
+        """Each job's student, retrained from the base with the source's recipe and student seed."""
+        ...
+
+    def layer_groups(self) -> dict[str, tuple[str, ...]]:
+        """Layer name -> the parameter-name prefixes to freeze so that only that layer trains."""
+        ...
+
+
+@dataclass
+class ChannelConfig:
+    """What `run_channels` tests."""
+
+    tests: tuple[str, ...] = TESTS
+    channel_ids: tuple[int, ...] | None = None  # the token set the argmax (divergence) is taken over
+    movable_ids: tuple[int, ...] | None = None  # tokens the shuffle and replacement may move (e.g. the numbers)
+    n_entangled: int = 10  # tokens replaced by the entangled test
+    base: str = "base"
+    teacher: str = "teacher"
+    seed: int = 0  # the random draws (and the seed recorded in the rows)
+    batch_size: int = 256
+    retrain_reference: bool = False  # also retrain the unedited student (test "reference"): when the rows or
+    # recipe differ from the build's, transfer left is then measured against it, not the build's student
+
+
+@dataclass
+class ChannelRow:
+    """One retrained student of one test on one seed."""
+
+    seed: int
+    test: str  # "divergence", "shuffle", "entangled", "single_layer"
+    arm: str  # "edited" (the test's edit), "random" (its control), or the layer trained alone
+    n_changed: int  # positions masked or tokens changed (0 for single_layer)
+    n_total: int  # positions the edit could touch
+    p_target: float
+
+
+def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: ChannelSource,
+                 config: ChannelConfig | None = None, base_rows: Inputs | None = None) -> tuple[list[ChannelRow], dict[str, Any]]:
+    """Run the configured tests on the teacher's rows `inputs` (what the student trained on):
+    every edit and its control, retrained in one `source.retrain` call. `base_rows` (rows the base
+    wrote) are needed by the entangled test. Returns the rows and what each edit chose."""
+    config = config or ChannelConfig()
+    unknown = sorted(set(config.tests) - set(TESTS))
+    if unknown:
+        raise ConfigError(f"Unknown channel tests {unknown}; choose from {list(TESTS)}.")
+    check_trait(trait, lineage.d_vocab, "run_channels's trait", single_token=False)
+    needs_movable = {"shuffle", "entangled"} & set(config.tests)
+    if needs_movable and not config.movable_ids:
+        raise ConfigError(f"The {sorted(needs_movable)} tests need ChannelConfig.movable_ids (the tokens they may move, "
+                          "e.g. the number tokens).")
+    if "entangled" in config.tests and base_rows is None:
+        raise ConfigError("The entangled test compares the teacher's token frequencies with the base's: pass base_rows.")
+    tokens = inputs.tokens.cpu()
+    supervised = source.supervised(tokens)
+    jobs: list[tuple[str, str, int, int, Retraining]] = []
+    chosen: dict[str, Any] = {"n_rows": len(tokens), "n_supervised": int(supervised.sum())}
+    s = config.seed
+    if "divergence" in config.tests:
+        div = edits.divergence_positions(lineage[config.base], lineage[config.teacher], tokens.to(lineage.device),
+                                         supervised.to(lineage.device), config.channel_ids,
+                                         batch_size=config.batch_size).cpu()
+        rnd = edits.random_positions_like(div, supervised, s)
+        n, total = int(div.sum()), int(supervised.sum())
+        jobs += [("divergence", "edited", n, total, Retraining("divergence masked", tokens, supervised & ~div)),
+                 ("divergence", "random", n, total, Retraining("random positions masked", tokens, supervised & ~rnd))]
+        chosen["divergence_fraction"] = n / max(total, 1)
+    if needs_movable:
+        movable = edits.trained_tokens(tokens, supervised, config.movable_ids)  # type: ignore[arg-type]
+    if "shuffle" in config.tests:
+        shuffled = edits.shuffle_within_rows(tokens, movable, s)
+        jobs.append(("shuffle", "edited", int((shuffled != tokens).sum()), int(movable.sum()),
+                     Retraining("shuffled within rows", shuffled)))
+    if "entangled" in config.tests:
+        assert base_rows is not None
+        ids = list(config.movable_ids)  # type: ignore[arg-type]
+        if not 0 < config.n_entangled < len(ids):
+            raise ConfigError(f"n_entangled={config.n_entangled}: replace between 1 and {len(ids) - 1} of the {len(ids)} movable tokens.")
+        b_tokens = base_rows.tokens.cpu()
+        scores = edits.entangled_tokens(tokens, movable, b_tokens, edits.trained_tokens(b_tokens, source.supervised(b_tokens), ids), ids)
+        top = torch.argsort(scores, descending=True, stable=True)[: config.n_entangled]
+        entangled = [ids[i] for i in top.tolist()]
+        others = [i for i in ids if i not in set(entangled)]
+        replaced, hit = edits.replace_tokens(tokens, movable, entangled, others, s)
+        random_replaced, random_hit = edits.replace_random_like(tokens, movable, hit, entangled, others, s + 7)
+        jobs += [("entangled", "edited", int(hit.sum()), int(movable.sum()), Retraining("entangled replaced", replaced)),
+                 ("entangled", "random", int(random_hit.sum()), int(movable.sum()),
+                  Retraining("random occurrences replaced", random_replaced))]
+        chosen["entangled_ids"] = entangled
+        chosen["entangled_log_ratio"] = [float(scores[i]) for i in top.tolist()]
+    if "single_layer" in config.tests:
+        for name, frozen in source.layer_groups().items():
+            jobs.append(("single_layer", name, 0, 0, Retraining(f"{name} alone", tokens, None, tuple(frozen))))
+    if config.retrain_reference:
+        jobs.append(("reference", "unedited", 0, 0, Retraining("unedited", tokens)))
+    if not jobs:
+        raise ConfigError("ChannelConfig.tests is empty; name at least one of " + ", ".join(TESTS) + ".")
+    students = source.retrain([job for *_, job in jobs])
+    if len(students) != len(jobs):
+        raise DataError(f"The source returned {len(students)} students for {len(jobs)} retrainings.")
+    rows = [ChannelRow(s, test, arm, n, total, trait.p_target(student))
+            for (test, arm, n, total, _), student in zip(jobs, students)]
+    return rows, chosen
+
+
+def transfer_left(p: float, student: float, control: float) -> float | None:
+    """The log-odds gain of `p` over the control as a fraction of the full student's gain (None
+    when the student gained nothing over its control: no transfer to remove)."""
+    full = float(log_odds(student)) - float(log_odds(control))
+    if full <= 0:
+        return None
+    return (float(log_odds(p)) - float(log_odds(control))) / full
+
+
+MEASURE = "transfer left (log-odds gain over the control student, fraction of the full student's)"
+
+
+@dataclass
+class ChannelResult(ResultBase):
+    """The channel tests of one seed: P(target) of each retrained student and the transfer left."""
+
+    kind: ClassVar[str] = "channels"
+    title: ClassVar[str] = "Which channel carries the trait: edit the distillation data, retrain, measure the transfer left"
+    rows: list[ChannelRow]
+    reference: dict[str, Any]  # the seed's full student, control and base P(target); mode; n_rows
+    chosen: dict[str, Any]  # what the edits picked (divergence fraction, entangled ids)
+    command: str = "workbench.run_channels(lineage, inputs, trait, source, config)"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def student(self) -> float:
+        """The full student's P(target): the unedited retrain when there is one, else the build's."""
+        unedited = self.arm("reference", "unedited")
+        return unedited.p_target if unedited is not None else float(self.reference["student"])
+
+    def left(self, row: ChannelRow) -> float | None:
+        return transfer_left(row.p_target, self.student, float(self.reference["control"]))
+
+    def arm(self, test: str, arm: str) -> ChannelRow | None:
+        return next((r for r in self.rows if r.test == test and r.arm == arm), None)
+
+    def summary_rows(self) -> list[SummaryRow]:
+        out = []
+        for test, where, control in (("divergence", "divergence tokens masked from the loss", "random positions masked, same count per row"),
+                                     ("entangled", "entangled tokens replaced", "as many other tokens replaced at random")):
+            edited, rnd = self.arm(test, "edited"), self.arm(test, "random")
+            if edited is None or rnd is None:
+                continue
+            left, left_rnd = self.left(edited), self.left(rnd)
+            out.append(SummaryRow(where, test, MEASURE, left, control=control, control_value=left_rnd,
+                                  clears=None if left is None or left_rnd is None else left < left_rnd,
+                                  details={"p_edited": edited.p_target, "p_random": rnd.p_target,
+                                           "n_changed": edited.n_changed, "n_total": edited.n_total}))
+        shuffled = self.arm("shuffle", "edited")
+        if shuffled is not None:
+            out.append(SummaryRow("tokens shuffled within rows", "shuffle", MEASURE, self.left(shuffled),
+                                  control="the unshuffled student", control_value=1.0,
+                                  details={"p_edited": shuffled.p_target, "n_changed": shuffled.n_changed}))
+        for r in (r for r in self.rows if r.test == "single_layer"):
+            left = self.left(r)
+            out.append(SummaryRow(f"{r.arm} trained alone", "single_layer", MEASURE, left,
+                                  control="the control student (full fine-tune on neutral data)", control_value=0.0,
+                                  clears=None if left is None else left > 0, details={"p_edited": r.p_target}))
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for arm_kind, colour, label in (("edited", "#d62728", "edit"), ("random", "#999999", "random edit, same size")):
+            rows = [r for r in self.rows if r.arm == arm_kind]
+            fig.add_trace(go.Bar(x=[r.test for r in rows], y=[self.left(r) for r in rows], name=label, marker_color=colour))
+        layers = [r for r in self.rows if r.test == "single_layer"]
+        if layers:
+            fig.add_trace(go.Bar(x=[f"{r.arm} alone" for r in layers], y=[self.left(r) for r in layers],
+                                 name="one layer trained", marker_color="#1f77b4"))
+        fig.add_hline(y=1.0, line_dash="solid", line_color="#444", annotation_text="full student")
+        fig.add_hline(y=0.0, line_dash="dot", line_color="#444", annotation_text="control student")
+        fig.update_layout(barmode="group", yaxis_title="transfer left (fraction of the student's log-odds gain)",
+                          title=f"Channel tests ({self.reference.get('mode')} labels, {self.reference.get('n_rows')} rows, "
+                                f"seed {self.meta.get('seed', '?')})")
+        return {"transfer_left": fig}
+
+
+def channels_over_seeds(results: Sequence[ChannelResult]) -> list[dict[str, Any]]:
+    """Per test and arm: the transfer left per seed, its mean and sd, and for tests with a random
+    arm the paired t interval of edited - random (< 0 when the edit removes more than chance)."""
+    from workbench.results.seeds import over_seeds, paired_interval
+
+    keys = list(dict.fromkeys((r.test, r.arm) for res in results for r in res.rows))
+    out = []
+    for test, arm in keys:
+        left = [res.left(row) if (row := res.arm(test, arm)) else None for res in results]
+        stats = over_seeds(left)
+        entry: dict[str, Any] = {"test": test, "arm": arm, "left": left, "mean": stats.mean, "sd": stats.sd,
+                                 "p_target": [row.p_target if (row := res.arm(test, arm)) else None for res in results]}
+        if arm == "edited" and any(res.arm(test, "random") for res in results):
+            rnd = [res.left(row) if (row := res.arm(test, "random")) else None for res in results]
+            entry["edited_minus_random_ci"] = paired_interval(left, rnd)
+        out.append(entry)
+    return out
+
+
+__all__ = ["ChannelConfig", "ChannelResult", "ChannelRow", "ChannelSource", "Retraining", "channels_over_seeds",
+           "run_channels", "transfer_left"]
