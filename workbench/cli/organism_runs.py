@@ -165,3 +165,46 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
     return ChannelResult(rows, reference, chosen,
                          command or f"python -m workbench.channels --organism {seed_dir.parent} --seeds {manifest['seed']}",
                          {"seed": int(manifest["seed"]), "tests": list(config.tests), "overrides": overrides or {}})
+
+
+# --------------------------------------------------------------------------- screening leaderboard
+
+
+def leaderboard_seed(seed_dir: str | os.PathLike, detectors: tuple[str, ...] | None = None, *,
+                     fractions: tuple[float, ...] = (0.1, 0.25), retrain: bool = True, device: str = "cpu",
+                     overrides: dict[str, Any] | None = None, max_rows: int | None = None, workers: int = 1,
+                     progress: bool = False, command: str | None = None) -> Any:
+    """`run_leaderboard` on one organism seed: the teacher rows its student trained on against as
+    many rows the base wrote, its number channel, and students retrained with the seed's recipe."""
+    from workbench.analyses.detectors import NEEDS
+    from workbench.analyses.leaderboard import LeaderboardConfig, LeaderboardResult, run_leaderboard
+    from workbench.organism.channel_source import OrganismChannelSource
+
+    seed_dir = Path(seed_dir)
+    manifest = read_manifest(seed_dir)
+    seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
+    trained_on = seed.student_rows("student")
+    limit = min((n for n in (max_rows, trained_on) if n is not None), default=None)
+    teacher_rows = seed.inputs("teacher", limit=limit)
+    base_rows = seed.inputs("base", limit=len(teacher_rows))
+    config = LeaderboardConfig(detectors=tuple(detectors or NEEDS), fractions=tuple(fractions), retrain=retrain,
+                               channel_ids=seed.channel_ids, movable_ids=tuple(seed.tokenizer.number_ids),
+                               seed=int(manifest["seed"]))
+    source = OrganismChannelSource(seed, overrides, progress, workers)
+    rows, _ = run_leaderboard(seed.lineage, teacher_rows, base_rows, seed.trait, source, config)
+    rates = manifest["trait_rates"]
+    reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"],
+                 "n_rows": len(teacher_rows), "n_base_rows": len(base_rows), "mode": seed.recipe(overrides).mode}
+    if retrain and (overrides or (limit is not None and trained_on is not None and limit < trained_on)):
+        # the drops' students saw other rows or another recipe than the build's student: measure against the same
+        reference["student"] = seed.trait.p_target(source.retrain([_unedited(teacher_rows)])[0])
+        reference["student_retrained"] = True
+    return LeaderboardResult(rows, reference, command or f"python -m workbench.screening --leaderboard --organism "
+                             f"{seed_dir.parent} --seeds {manifest['seed']}",
+                             {"seed": int(manifest["seed"]), "fractions": list(fractions), "overrides": overrides or {}})
+
+
+def _unedited(rows: Inputs) -> Any:
+    from workbench.analyses.channels import Retraining
+
+    return Retraining("unedited", rows.tokens.cpu())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analyses.screening import screening_over_seeds
-from workbench.cli import common
+from workbench.cli import common, leaderboard
 from workbench.cli.organism_runs import screening_defense
 from workbench.core.io import atomic_write_json
 
@@ -21,15 +21,19 @@ from workbench.core.io import atomic_write_json
 def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.screening", (
         "Screening defense over seeds: retrain each seed's student after dropping the top fraction of teacher rows "
-        "by trait-gradient alignment, beside a random drop of the same size."))
+        "by trait-gradient alignment, beside a random drop of the same size. With --leaderboard: every detector, by "
+        "AUROC and by the transfer left after its drops."))
     common.add_organism_flag(p, common.default_organism_dir("hard"), help="organism directory holding seed*/ "
                              "(python -m workbench.organism --preset hard builds the default)")
     common.add_seeds_flag(p, [0, 1, 2], "seeds")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25], help="fractions dropped (default: 0.1 0.25)")
     p.add_argument("--student-epochs", type=int, default=None, help="override the recipe's student epochs (quicker, weaker retrains)")
-    common.add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>)")
+    common.add_out_flag(p, None, "output directory (default: artifacts/screening/<organism name>, with --leaderboard "
+                        "artifacts/leaderboard/<organism name>)")
+    leaderboard.add_flags(p)
     common.add_device_flag(p)
     common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
+    common.add_workers_flag(p)
     common.add_quiet_flag(p)
     return p
 
@@ -55,7 +59,7 @@ def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     device = str(common.device_of(args))
     results = []
     for seed, seed_dir in seeds:
-        result = screening_defense(seed_dir, tuple(args.fractions), device=device, overrides=overrides,
+        result = screening_defense(seed_dir, tuple(args.fractions), device=device, overrides=overrides, workers=args.workers,
                            progress=common.show_progress(args), command=command)
         common.save_with_figures(result, out / f"seed{seed}")
         results.append(result)
@@ -69,7 +73,11 @@ def screen_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run(screen_seeds, parser().parse_args(argv), argv)
+    args = parser().parse_args(argv)
+    if not args.leaderboard and (args.detectors or args.no_retrain or args.max_rows):
+        print("error: --detectors, --no-retrain and --max-rows go with --leaderboard.", file=sys.stderr)
+        return 2
+    return common.run(leaderboard.leaderboard_seeds if args.leaderboard else screen_seeds, args, argv)
 
 
 if __name__ == "__main__":

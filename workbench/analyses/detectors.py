@@ -1,0 +1,221 @@
+"""Row detectors of teacher-written data for the screening leaderboard: each scores every row
+(higher: more teacher-like), and says what it needs.
+
+Needs (what a defender must hold):
+- "base + trait": g_trait alignment (Zur/this workbench: <g_trait, -grad L_i> at the base), the
+  unembedding similarity of the row's numbers with the target (Zur et al.'s teacher-free
+  entangled-token score), and random parameter directions of g_trait's norm (the controls);
+- "teacher": the divergence-token fraction (Schrodi et al.) and the likelihood-ratio oracle
+  log p_T(x) - log p_0(x) over the supervised tokens;
+- "labelled rows": the entangled-token frequency score (teacher vs base frequency ratio) and a
+  bag-of-tokens logistic regression, both cross-fitted over folds grouped by prompt (a row is
+  never scored by a fit that saw it);
+- "nothing": random scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from workbench.analyses import channel_edits as edits
+from workbench.analyses.param_directions import norm, random_direction
+from workbench.analyses.trait_gradient import trait_gradient
+from workbench.core.errors import ConfigError, DataError
+from workbench.core.inputs import Inputs
+from workbench.core.lineage import Lineage
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective, restricted_log_probs
+from workbench.engines.per_example import alignment_scores
+from workbench.trait import Trait
+
+NEEDS = {
+    "g_trait": "base + trait",
+    "unembed_similarity": "base + trait",
+    "divergence_fraction": "teacher",
+    "oracle": "teacher",
+    "entangled_frequency": "labelled rows",
+    "bag_of_tokens": "labelled rows",
+    "random": "nothing",
+}
+"""Every detector, with what it needs; `random_direction_<k>` ("base + trait") are the g_trait controls."""
+
+
+@dataclass
+class DetectorInputs:
+    """What the detectors read: the pooled rows (teacher's then base's), their labels (True: the
+    teacher wrote it), the positions the student's loss supervises, and the token sets."""
+
+    rows: Inputs
+    labels: Bool[Tensor, " n"]
+    supervised: Bool[Tensor, "n seq"]
+    channel_ids: tuple[int, ...] | None
+    movable_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.rows) or tuple(self.supervised.shape) != tuple(self.rows.tokens.shape):
+            raise DataError(f"DetectorInputs: {len(self.rows)} rows, {len(self.labels)} labels and a supervised mask "
+                            f"{tuple(self.supervised.shape)} do not line up; give one label and one mask row per row.")
+        if bool(self.labels.all()) or not bool(self.labels.any()):
+            raise DataError("The detectors need both teacher-written (True) and base-written (False) rows.")
+
+    @property
+    def trained(self) -> Bool[Tensor, "n seq"]:
+        """The movable tokens the student's loss predicts."""
+        return edits.trained_tokens(self.rows.tokens.cpu(), self.supervised, self.movable_ids)
+
+
+def _mean_over(values: Float[Tensor, "n seq"], where: Bool[Tensor, "n seq"]) -> Float[Tensor, " n"]:
+    w = where.double()
+    return (values.double() * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+def grouped_folds(prompt_ids: Sequence[int], folds: int, seed: int) -> Int[Tensor, " n"]:
+    """Fold of each row: every row of a prompt in the same fold (folds shuffled by `seed`)."""
+    prompts = sorted(set(prompt_ids))
+    if len(prompts) < folds:
+        raise DataError(f"Cross-fitting needs rows from at least {folds} prompts; got {len(prompts)}.")
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    fold_of = {prompts[j]: k % folds for k, j in enumerate(order)}
+    return torch.tensor([fold_of[p] for p in prompt_ids])
+
+
+def g_trait_scores(lineage: Lineage, data: DetectorInputs, trait: Trait, base: str = "base", n_random: int = 3,
+                   seed: int = 0, batch_size: int = 256) -> dict[str, Tensor]:
+    """a_i = <g_trait, -grad L_i> (hard loss over the channel) at the base, and the same along
+    `n_random` random directions of g_trait's norm."""
+    model = AlignmentModel(lineage, base)
+    ids = torch.tensor(data.channel_ids) if data.channel_ids is not None else None
+    objective = Objective("hard", ids=ids)
+    g = trait_gradient(model, trait)
+    out = {"g_trait": alignment_scores(model, data.rows, g, objective, batch_size=batch_size).total.double().cpu()}
+    scale = norm(g)
+    for r in range(n_random):
+        direction = random_direction(model.params, seed=seed * 1000 + r, scale=scale)
+        out[f"random_direction_{r}"] = alignment_scores(model, data.rows, direction, objective,
+                                                        batch_size=batch_size).total.double().cpu()
+    return out
+
+
+def unembed_similarity_scores(unembed: Float[Tensor, "d_model vocab"], data: DetectorInputs, target_id: int) -> Tensor:
+    """Mean over a row's trained numbers of the cosine between the number's unembedding column
+    and the target's (numbers the target 'pulls up' score high; base weights only)."""
+    w = unembed.detach().double().cpu()
+    w = w / w.norm(dim=0, keepdim=True).clamp(min=1e-12)
+    sim = w.T @ w[:, target_id]
+    return _mean_over(sim[data.rows.tokens.cpu()], data.trained)
+
+
+@torch.inference_mode()
+def teacher_scores(base: Callable, teacher: Callable, data: DetectorInputs,
+                   batch_size: int = 256) -> dict[str, Tensor]:
+    """The divergence fraction (of a row's supervised positions where the teacher's argmax over
+    the channel differs from the base's) and the oracle: sum over supervised positions of
+    log p_T(next) - log p_0(next), both renormalised over the channel."""
+    tokens = data.rows.tokens
+    ids = None if data.channel_ids is None else torch.tensor(data.channel_ids)
+    index = None
+    if ids is not None:
+        index = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
+        index[ids] = torch.arange(len(ids))
+    div, ratio = [], []
+    for lo in range(0, len(tokens), batch_size):
+        t = tokens[lo: lo + batch_size]
+        sup = data.supervised[lo: lo + batch_size, :-1]
+        nxt = t[:, 1:].cpu()
+        lp = {}
+        for name, model in (("base", base), ("teacher", teacher)):
+            logits = model(t)[:, :-1].float().cpu()
+            lp[name] = restricted_log_probs(logits, ids)
+        arg_b, arg_t = lp["base"].argmax(-1), lp["teacher"].argmax(-1)
+        div.append(_mean_over((arg_b != arg_t).double(), sup))
+        col = nxt if index is None else index[nxt.clamp(max=len(index) - 1)]
+        ok = sup & (col >= 0) if index is not None else sup
+        gathered = [lp[n].gather(-1, col.clamp(min=0)[..., None]).squeeze(-1) for n in ("teacher", "base")]
+        ratio.append(((gathered[0] - gathered[1]).double() * ok.double()).sum(1))
+    return {"divergence_fraction": torch.cat(div), "oracle": torch.cat(ratio)}
+
+
+def entangled_frequency_scores(data: DetectorInputs, folds: Int[Tensor, " n"]) -> Tensor:
+    """Cross-fitted: per fold, the log frequency ratio of each number (teacher vs base rows of
+    the other folds), and each held-out row's mean ratio over its trained numbers."""
+    tokens, trained, labels = data.rows.tokens.cpu(), data.trained, data.labels.cpu()
+    ids = list(data.movable_ids)
+    lookup = torch.zeros(int(max(ids)) + 1, dtype=torch.float64)
+    out = torch.zeros(len(tokens), dtype=torch.float64)
+    for k in folds.unique().tolist():
+        train, test = folds != k, folds == k
+        t_rows, b_rows = train & labels, train & ~labels
+        if not t_rows.any() or not b_rows.any():
+            raise DataError(f"Fold {k}: the other folds hold no {'teacher' if not t_rows.any() else 'base'} rows to fit on.")
+        lookup.zero_()
+        lookup[ids] = edits.entangled_tokens(tokens[t_rows], trained[t_rows], tokens[b_rows], trained[b_rows], ids)
+        vals = lookup[tokens[test].clamp(max=len(lookup) - 1)]
+        out[test] = _mean_over(vals, trained[test])
+    return out
+
+
+def bag_of_tokens_scores(data: DetectorInputs, folds: Int[Tensor, " n"], d_vocab: int, seed: int = 0) -> Tensor:
+    """Cross-fitted logistic regression on each row's counts of its trained tokens (out-of-fold
+    decision values)."""
+    from sklearn.linear_model import LogisticRegression
+
+    tokens, trained = data.rows.tokens.cpu().numpy(), data.trained.numpy()
+    counts = np.zeros((len(tokens), d_vocab))
+    for i in range(len(tokens)):
+        np.add.at(counts[i], tokens[i][trained[i]], 1.0)
+    y = data.labels.cpu().numpy().astype(np.int64)
+    out = np.zeros(len(y))
+    f = folds.numpy()
+    for k in np.unique(f):
+        train, test = f != k, f == k
+        clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(counts[train], y[train])
+        out[test] = clf.decision_function(counts[test])
+    return torch.from_numpy(out)
+
+
+def random_scores(n: int, seed: int) -> Tensor:
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def run_detectors(lineage: Lineage, data: DetectorInputs, trait: Trait, detectors: Sequence[str],
+                  *, base: str = "base", teacher: str = "teacher", n_random: int = 3, folds: int = 5, seed: int = 0,
+                  batch_size: int = 256) -> dict[str, Tensor]:
+    """Each asked detector's score per row (float64, in the rows' order); g_trait brings its
+    random-direction controls along."""
+    unknown = sorted(set(detectors) - set(NEEDS))
+    if unknown:
+        raise ConfigError(f"Unknown detectors {unknown}; choose from {list(NEEDS)}.")
+    out: dict[str, Tensor] = {}
+    if "g_trait" in detectors:
+        out.update(g_trait_scores(lineage, data, trait, base, n_random, seed, batch_size))
+    if "unembed_similarity" in detectors:
+        out["unembed_similarity"] = unembed_similarity_scores(lineage[base].W_U, data, trait.target_id)
+    if {"divergence_fraction", "oracle"} & set(detectors):
+        if teacher not in lineage:
+            raise ConfigError(f"The divergence and oracle detectors need the teacher {teacher!r} in the lineage "
+                              f"(roles: {list(lineage.names)}).")
+        scores = teacher_scores(lineage[base], lineage[teacher], data, batch_size)
+        out.update({k: v for k, v in scores.items() if k in detectors})
+    if {"entangled_frequency", "bag_of_tokens"} & set(detectors):
+        fold = grouped_folds(list(data.rows.prompt_ids), folds, seed)
+        if "entangled_frequency" in detectors:
+            out["entangled_frequency"] = entangled_frequency_scores(data, fold)
+        if "bag_of_tokens" in detectors:
+            out["bag_of_tokens"] = bag_of_tokens_scores(data, fold, lineage.d_vocab, seed)
+    if "random" in detectors:
+        out["random"] = random_scores(len(data.rows), seed)
+    return {name: out[name] for name in [*detectors, *sorted(k for k in out if k.startswith("random_direction_"))]
+            if name in out}
+
+
+def needs_of(name: str) -> str:
+    return "base + trait" if name.startswith("random_direction_") else NEEDS[name]
+
+
+__all__ = ["NEEDS", "DetectorInputs", "grouped_folds", "needs_of", "run_detectors"]
