@@ -11,7 +11,8 @@ import workbench
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["workbench.probe", "workbench.compare", "workbench.alignment", "workbench.screening",
                 "workbench.localise", "workbench.bench", "workbench.organism.__main__", "workbench.organism.digits",
-                "workbench.capture.__main__", "workbench.align_rows", "workbench.steering"]
+                "workbench.capture.__main__", "workbench.align_rows", "workbench.steering",
+                "workbench.channels"]
 
 
 def test_every_public_name_resolves_and_survives_importing_the_entry_points():
@@ -36,6 +37,8 @@ def test_analyses_take_lineage_then_inputs_or_trait_then_config():
         workbench.weight_deltas: ["lineage", "config"],
         workbench.compare_activations: ["lineage", "store", "config"],
         workbench.steering_vectors: ["lineage", "trait", "config"],
+        workbench.run_channels: ["lineage", "inputs", "trait", "source", "config"],
+        workbench.run_leaderboard: ["lineage", "inputs", "base_rows", "trait", "source", "config"],
     }
     for fn, expected in shapes.items():
         params = [p for p in inspect.signature(fn).parameters][: len(expected)]

@@ -16,6 +16,8 @@ result with `save`, `load`, `figures` and `summary_rows`; `write_report` turns r
     run_screening(lineage, inputs, trait, retrain, config)  retrain: kept rows -> a retrained student
     rank_rows(lineage, inputs, trait, config)               no retraining: rows ranked, kept and dropped
     steering_vectors(lineage, trait, config, inputs=None)   one steering vector: sufficiency and necessity
+    run_channels(lineage, inputs, trait, source, config, base_rows, reference=)  which channel: edit, retrain
+    run_leaderboard(lineage, inputs, base_rows, trait, source, config, reference=)  detectors: AUROC + retrains
 
 >>> import workbench
 >>> callable(workbench.weight_deltas) and callable(workbench.compare_activations)
@@ -44,6 +46,10 @@ from workbench.analyses.probe_result import ProbeResult
 from workbench.analyses.probes import ProbeConfig
 from workbench.analyses.screening import ScreeningConfig, ScreeningResult, ScreeningRow, run_screening, screening_over_seeds
 from workbench.analyses.screening_rank import RankConfig, ScreeningRanking, rank_rows
+from workbench.analyses.channels import (ChannelConfig, ChannelResult, ChannelSource, Retraining, channels_over_seeds,
+                                         run_channels)
+from workbench.analyses.detectors import DetectorInputs, run_detectors
+from workbench.analyses.leaderboard import LeaderboardConfig, LeaderboardResult, leaderboard_over_seeds, run_leaderboard
 from workbench.analyses.steering import SteeringConfig
 from workbench.analyses.steering import steering as steering_vectors
 from workbench.analyses.steering_result import SteeringResult
@@ -97,6 +103,9 @@ __all__ = [
     "run_screening", "ScreeningConfig", "ScreeningResult", "ScreeningRow", "screening_over_seeds",
     "rank_rows", "RankConfig", "ScreeningRanking",
     "steering_vectors", "SteeringConfig", "SteeringResult",
+    "run_channels", "ChannelConfig", "ChannelResult", "ChannelSource", "Retraining", "channels_over_seeds",
+    "run_leaderboard", "LeaderboardConfig", "LeaderboardResult", "leaderboard_over_seeds", "run_detectors",
+    "DetectorInputs",
     # results and report
     "ResultBase", "SummaryRow", "SeedStats", "over_seeds", "write_figures", "write_result_figures", "write_report",
     "read_report",

@@ -125,7 +125,9 @@ def test_run_channels_hands_each_edit_and_its_random_control_to_the_source(tiny_
     scores = entangled_tokens(data.tokens, moved, base_rows.tokens, trained_tokens(base_rows.tokens, supervised[:1].expand(
         len(base_rows), -1), seed.tokenizer.number_ids), seed.tokenizer.number_ids)
     source.token = seed.tokenizer.number_ids[int(scores.argmax())]
-    rows, chosen = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=base_rows)
+    ref = {"student": 0.7, "control": 0.1}
+    result = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=base_rows, reference=ref)
+    rows, chosen = result.rows, result.chosen
     p = {(r.test, r.arm): r.p_target for r in rows}
     assert p[("divergence", "edited")] == pytest.approx(0.1, abs=1e-4)  # every planted position masked: effect gone
     assert p[("divergence", "random")] > 0.3  # a random mask of the same size keeps most of it
@@ -138,12 +140,15 @@ def test_run_channels_hands_each_edit_and_its_random_control_to_the_source(tiny_
     assert int((~masked["divergence masked"].loss_mask & supervised).sum()) == int(
         (~masked["random positions masked"].loss_mask & supervised).sum())
     assert masked["L0 alone"].frozen == ("embed.",)
+    assert result.left(result.arm("divergence", "edited")) == pytest.approx(0.0, abs=1e-3)
     with pytest.raises(ConfigError, match="Unknown channel tests"):
-        run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("frequency",)))
+        run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("frequency",)), reference=ref)
     with pytest.raises(ConfigError, match="movable_ids"):
-        run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("shuffle",)))
+        run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("shuffle",)), reference=ref)
     with pytest.raises(ConfigError, match="base_rows"):
-        run_channels(seed.lineage, data, seed.trait, source, config)
+        run_channels(seed.lineage, data, seed.trait, source, config, reference=ref)
+    with pytest.raises(ConfigError, match="reference lacks"):
+        run_channels(seed.lineage, data, seed.trait, source, config, base_rows=base_rows, reference={"student": 0.7})
 
 
 def test_transfer_left_and_over_seeds_against_a_naive_reference():
@@ -166,7 +171,8 @@ def test_transfer_left_and_over_seeds_against_a_naive_reference():
     lo, hi = edited["edited_minus_random_ci"]
     assert lo == pytest.approx(mean - 4.302653 * sd / 3 ** 0.5, rel=1e-4) and hi < 0
     row = results[0].summary_rows()[0]
-    assert row.group == "divergence" and row.clears is True and row.value == pytest.approx(lefts[0])
+    assert row.group == "divergence" and row.clears is True and row.value == pytest.approx(1 - lefts[0])
+    assert row.control_value == pytest.approx(1 - transfer_left(0.45, 0.5, 0.1))
 
 
 def test_channel_tests_on_the_organism_and_the_command_resumes(tiny_organism, tmp_path, capsys):

@@ -133,21 +133,25 @@ def test_leaderboard_drops_each_detectors_top_rows_against_a_random_drop(tiny_or
     source = _FrequencySource(org, planted)
     config = LeaderboardConfig(detectors=("bag_of_tokens", "entangled_frequency", "random"), fractions=(0.25,),
                                channel_ids=seed.channel_ids, movable_ids=tuple(seed.tokenizer.number_ids), seed=2)
-    rows, scores = run_leaderboard(seed.lineage, rows_t, rows_b, seed.trait, source, config)
-    p = {r.detector: r.p_after_drop["0.25"] for r in rows}
+    ref = {"student": 0.7, "control": 0.1}
+    result = run_leaderboard(seed.lineage, rows_t, rows_b, seed.trait, source, config, reference=ref)
+    p = {r.detector: r.p_after_drop["0.25"] for r in result.rows}
     assert p["entangled_frequency"] == pytest.approx(0.1, abs=0.05)  # its top quarter is the planted quarter
     assert p["random"] > 0.4
     assert [j.tokens.shape[0] for j in source.jobs] == [90] * 3
+    assert set(result.scores) == {"bag_of_tokens", "entangled_frequency", "random"} and len(result.scores["random"]) == 240
+    row = next(r for r in result.summary_rows() if r.where == "entangled_frequency" and r.group == "drop 25%")
+    assert row.value == pytest.approx(1.0, abs=0.1) and row.clears is True  # it removed (nearly) all the transfer
     with pytest.raises(ConfigError, match="keep 'random'"):
         run_leaderboard(seed.lineage, rows_t, rows_b, seed.trait, source,
-                        LeaderboardConfig(detectors=("bag_of_tokens",), movable_ids=config.movable_ids))
+                        LeaderboardConfig(detectors=("bag_of_tokens",), movable_ids=config.movable_ids), reference=ref)
 
 
 def test_over_seeds_beats_flag_and_intervals():
     def result(s, g, bag, rdir, p_g, p_r):
         rows = [DetectorRow(s, "g_trait", "base + trait", g, {"0.1": p_g}), DetectorRow(s, "bag_of_tokens", "labelled rows", bag, {"0.1": p_r}),
                 DetectorRow(s, "random", "nothing", 0.5, {"0.1": p_r}), DetectorRow(s, "random_direction_0", "base + trait", rdir)]
-        return LeaderboardResult(rows, {"student": 0.6, "control": 0.1, "mode": "hard", "n_rows": 10})
+        return LeaderboardResult(rows, {"student": 0.6, "control": 0.1, "mode": "hard", "n_rows": 10}, {})
 
     over = {r["detector"]: r for r in leaderboard_over_seeds([result(0, 0.7, 0.6, 0.5, 0.3, 0.5), result(1, 0.72, 0.65, 0.55, 0.35, 0.55),
                                                               result(2, 0.66, 0.6, 0.4, 0.32, 0.5)])}
@@ -172,6 +176,7 @@ def test_leaderboard_command_writes_summarises_and_resumes(tiny_organism, tmp_pa
     assert list((out / "seed0").glob("leaderboard_*.html"))
     saved = LeaderboardResult.load(out / "seed0")
     assert saved.reference["student_retrained"] is True and saved.rows[0].p_after_drop
+    assert set(saved.scores) == {"bag_of_tokens", "random"} and len(saved.scores["random"]) == 120
     assert screening_cli.main(argv) == 0
     assert "seed 0 (read back)" in capsys.readouterr().out
     assert screening_cli.main(["--detectors", "random"]) == 2

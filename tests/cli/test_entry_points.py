@@ -7,7 +7,7 @@ import pytest
 ENTRY_POINTS = [
     "workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench",
     "workbench.compare", "workbench.localise", "workbench.alignment", "workbench.screening",
-    "workbench.capture.__main__", "workbench.align_rows", "workbench.steering",
+    "workbench.capture.__main__", "workbench.align_rows", "workbench.steering", "workbench.channels",
 ]
 
 
@@ -26,3 +26,13 @@ def test_probe_rejects_unknown_target_before_any_work(capsys):
 
     assert main(["--target", "zebra", "--organism", "/nonexistent/never-built"]) == 2
     assert "Unknown target 'zebra'" in capsys.readouterr().err
+
+
+def test_channels_rejects_a_missing_organism_and_unknown_tests(capsys):
+    from workbench.cli.channels import main
+
+    assert main(["--organism", "/nonexistent/never-built", "--seeds", "0"]) == 2
+    assert "never-built" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--tests", "frequency"])
+    assert "invalid choice: 'frequency'" in capsys.readouterr().err

@@ -20,7 +20,7 @@ supervises, how it retrains a student, and its layers' parameter names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -95,11 +95,18 @@ class ChannelRow:
 
 
 def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: ChannelSource,
-                 config: ChannelConfig | None = None, base_rows: Inputs | None = None) -> tuple[list[ChannelRow], dict[str, Any]]:
+                 config: ChannelConfig | None = None, base_rows: Inputs | None = None, *,
+                 reference: Mapping[str, Any], command: str | None = None,
+                 meta: Mapping[str, Any] | None = None) -> ChannelResult:
     """Run the configured tests on the teacher's rows `inputs` (what the student trained on):
     every edit and its control, retrained in one `source.retrain` call. `base_rows` (rows the base
-    wrote) are needed by the entangled test. Returns the rows and what each edit chose."""
+    wrote) are needed by the entangled test; `reference` gives the full student's and the control
+    student's P(target) ("student", "control"; transfer is measured between them)."""
     config = config or ChannelConfig()
+    missing = [k for k in ("student", "control") if k not in reference]
+    if missing:
+        raise ConfigError(f"run_channels' reference lacks {missing}: give the full student's and the control student's "
+                          "P(target) (transfer left is measured between them).")
     unknown = sorted(set(config.tests) - set(TESTS))
     if unknown:
         raise ConfigError(f"Unknown channel tests {unknown}; choose from {list(TESTS)}.")
@@ -159,7 +166,9 @@ def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: Channel
         raise DataError(f"The source returned {len(students)} students for {len(jobs)} retrainings.")
     rows = [ChannelRow(s, test, arm, n, total, trait.p_target(student))
             for (test, arm, n, total, _), student in zip(jobs, students)]
-    return rows, chosen
+    return ChannelResult(rows, {"n_rows": len(tokens), **dict(reference)}, chosen,
+                         command or "workbench.run_channels(lineage, inputs, trait, source, config)",
+                         {"seed": config.seed, "tests": list(config.tests), **dict(meta or {})})
 
 
 def transfer_left(p: float, student: float, control: float) -> float | None:
@@ -172,6 +181,11 @@ def transfer_left(p: float, student: float, control: float) -> float | None:
 
 
 MEASURE = "transfer left (log-odds gain over the control student, fraction of the full student's)"
+REMOVED = "transfer removed (1 - transfer left: the share of the student's log-odds gain over the control)"
+
+
+def _removed(left: float | None) -> float | None:
+    return None if left is None else 1.0 - left
 
 
 @dataclass
@@ -199,21 +213,23 @@ class ChannelResult(ResultBase):
         return next((r for r in self.rows if r.test == test and r.arm == arm), None)
 
     def summary_rows(self) -> list[SummaryRow]:
+        """Per test, the transfer an edit removed (1 - transfer left: higher removes more) beside its
+        random edit's; per layer trained alone, the transfer it recovered beside the control student's 0."""
         out = []
         for test, where, control in (("divergence", "divergence tokens masked from the loss", "random positions masked, same count per row"),
                                      ("entangled", "entangled tokens replaced", "as many other tokens replaced at random")):
             edited, rnd = self.arm(test, "edited"), self.arm(test, "random")
             if edited is None or rnd is None:
                 continue
-            left, left_rnd = self.left(edited), self.left(rnd)
-            out.append(SummaryRow(where, test, MEASURE, left, control=control, control_value=left_rnd,
-                                  clears=None if left is None or left_rnd is None else left < left_rnd,
+            removed, removed_rnd = _removed(self.left(edited)), _removed(self.left(rnd))
+            out.append(SummaryRow(where, test, REMOVED, removed, control=control, control_value=removed_rnd,
+                                  clears=None if removed is None or removed_rnd is None else removed > removed_rnd,
                                   details={"p_edited": edited.p_target, "p_random": rnd.p_target,
                                            "n_changed": edited.n_changed, "n_total": edited.n_total}))
         shuffled = self.arm("shuffle", "edited")
         if shuffled is not None:
-            out.append(SummaryRow("tokens shuffled within rows", "shuffle", MEASURE, self.left(shuffled),
-                                  control="the unshuffled student", control_value=1.0,
+            out.append(SummaryRow("tokens shuffled within rows", "shuffle", REMOVED, _removed(self.left(shuffled)),
+                                  control="no edit (the full student)", control_value=0.0,
                                   details={"p_edited": shuffled.p_target, "n_changed": shuffled.n_changed}))
         for r in (r for r in self.rows if r.test == "single_layer"):
             left = self.left(r)

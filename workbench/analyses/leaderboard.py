@@ -14,7 +14,7 @@ g_trait's AUROC); each detector says what a defender needs to run it (`detectors
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,6 +47,8 @@ class LeaderboardConfig:
     folds: int = 5
     seed: int = 0
     batch_size: int = 256
+    retrain_reference: bool = False  # also retrain on every row: the full student the drops are measured against
+    # (when the rows or recipe differ from the build's student)
 
 
 @dataclass
@@ -60,12 +62,19 @@ class DetectorRow:
     p_after_drop: dict[str, float] = field(default_factory=dict)  # "0.1" -> P(target) after dropping its top 10%
 
 
-def run_leaderboard(lineage: Lineage, teacher_rows: Inputs, base_rows: Inputs, trait: Trait, source: ChannelSource,
-                    config: LeaderboardConfig | None = None) -> tuple[list[DetectorRow], dict[str, torch.Tensor]]:
-    """Score the teacher's rows and the base's with every detector; AUROC each; with `retrain`,
-    retrain the student on the teacher's rows minus each detector's top fraction. Returns the rows
-    and every detector's scores (teacher rows first)."""
+def run_leaderboard(lineage: Lineage, inputs: Inputs, base_rows: Inputs, trait: Trait, source: ChannelSource,
+                    config: LeaderboardConfig | None = None, *, reference: Mapping[str, Any],
+                    command: str | None = None, meta: Mapping[str, Any] | None = None) -> LeaderboardResult:
+    """Score the teacher's rows `inputs` (those the student trained on) and the base's
+    `base_rows` with every detector; AUROC each; with `retrain`, retrain the student on the
+    teacher's rows minus each detector's top fraction. `reference` gives the full student's and
+    the control student's P(target) ("student", "control"; transfer is measured between them)."""
     config = config or LeaderboardConfig()
+    teacher_rows = inputs
+    missing = [k for k in ("student", "control") if k not in reference]
+    if missing:
+        raise ConfigError(f"run_leaderboard's reference lacks {missing}: give the full student's and the control "
+                          "student's P(target) (transfer left is measured between them).")
     check_trait(trait, lineage.d_vocab, "run_leaderboard's trait", single_token=False)
     for f in config.fractions:
         if not 0 < f < 1:
@@ -92,10 +101,17 @@ def run_leaderboard(lineage: Lineage, teacher_rows: Inputs, base_rows: Inputs, t
                 kept, _ = screen_rows(scores[row.detector][:n_t], f, seed=config.seed)
                 jobs.append(Retraining(f"{row.detector} drop {f:g}", teacher_rows.tokens.cpu()[kept]))
                 where.append((row, f))
+        if config.retrain_reference:
+            jobs.append(Retraining("unedited", teacher_rows.tokens.cpu()))
         students = source.retrain(jobs)
         for (row, f), student in zip(where, students):
             row.p_after_drop[f"{f:g}"] = trait.p_target(student)
-    return out, scores
+        if config.retrain_reference:
+            reference = {**reference, "student": trait.p_target(students[-1]), "student_retrained": True}
+    return LeaderboardResult(out, {"n_rows": n_t, "n_base_rows": len(base_rows), **dict(reference)},
+                             {name: s.float().cpu() for name, s in scores.items()},
+                             command or "workbench.run_leaderboard(lineage, inputs, base_rows, trait, source, config)",
+                             {"seed": config.seed, "fractions": list(config.fractions), **dict(meta or {})})
 
 
 def _concat(a: Inputs, b: Inputs) -> Inputs:
@@ -113,7 +129,8 @@ class LeaderboardResult(ResultBase):
     title: ClassVar[str] = "Screening leaderboard: which detector finds the teacher's rows, and does dropping them remove the trait"
     rows: list[DetectorRow]
     reference: dict[str, Any]  # the full student's, control's and base's P(target); mode; n_rows
-    command: str = "workbench.run_leaderboard(lineage, teacher_rows, base_rows, trait, source, config)"
+    scores: dict[str, torch.Tensor]  # detector -> its score per row: the teacher's rows, then the base's
+    command: str = "workbench.run_leaderboard(lineage, inputs, base_rows, trait, source, config)"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def row(self, detector: str) -> DetectorRow | None:
@@ -141,10 +158,15 @@ class LeaderboardResult(ResultBase):
             if rnd is None or r.detector == "random":
                 continue
             for f, p in r.p_after_drop.items():
-                left, left_rnd = self.left(p), self.left(rnd.p_after_drop.get(f, float("nan")))
-                out.append(SummaryRow(r.detector, f"drop {float(f):.0%}", "transfer left after dropping its top rows", left,
-                                      control="random drop, same size", control_value=left_rnd,
-                                      clears=None if left is None or left_rnd is None else left < left_rnd,
+                if f not in rnd.p_after_drop:
+                    continue
+                left, left_rnd = self.left(p), self.left(rnd.p_after_drop[f])
+                removed = None if left is None else 1.0 - left
+                removed_rnd = None if left_rnd is None else 1.0 - left_rnd
+                out.append(SummaryRow(r.detector, f"drop {float(f):.0%}",
+                                      "transfer removed by dropping its top rows (1 - transfer left)", removed,
+                                      control="random drop, same size", control_value=removed_rnd,
+                                      clears=None if removed is None or removed_rnd is None else removed > removed_rnd,
                                       details={"needs": r.needs, "p_after_drop": p}))
         return out
 

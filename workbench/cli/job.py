@@ -232,6 +232,35 @@ SECTIONS: dict[str, Section] = {
 """Report sections in order; add an analysis here (name -> function) to add it to the report."""
 
 
+def channels_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """Which channel carries the trait (an organism only: it retrains 7 students per seed):
+    divergence tokens masked, numbers shuffled within rows, entangled numbers replaced, each
+    layer trained alone; each edit beside a random edit of the same size (`cli.organism_runs.channel_tests`)."""
+    from workbench.cli.organism_runs import channel_tests
+
+    assert config.organism_dir is not None  # skip_reason guards this
+    return channel_tests(config.organism_dir, device=str(lineage.device), workers=config.workers,
+                         progress=config.progress, command=config.command)
+
+
+def leaderboard_section(lineage: Lineage, inputs: Inputs, config: JobConfig) -> Result:
+    """The screening leaderboard (an organism only: it retrains 14 students per seed): every
+    detector's AUROC of teacher vs base rows, and the transfer removed by dropping its top 10% /
+    25% against a random drop (`cli.organism_runs.leaderboard_seed`)."""
+    from workbench.cli.organism_runs import leaderboard_seed
+
+    assert config.organism_dir is not None  # skip_reason guards this
+    return leaderboard_seed(config.organism_dir, device=str(lineage.device), workers=config.workers,
+                            progress=config.progress, command=config.command)
+
+
+EXTRA_SECTIONS: dict[str, Section] = {"channels": channels_section, "leaderboard": leaderboard_section}
+"""Sections run only when named in --sections: each retrains many students (measured on the default
+organism with 2 workers: channels 94 s per seed, the leaderboard about twice that), which would
+double the main job's time."""
+ALL_SECTIONS: dict[str, Section] = {**SECTIONS, **EXTRA_SECTIONS}
+
+
 def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
     """Why a section cannot run on these models (None: it can)."""
     if name == "directions" and config.prompts is None:
@@ -248,6 +277,8 @@ def skip_reason(name: str, lineage: Lineage, config: JobConfig) -> str | None:
             return f"no {', '.join(missing)} model"
     if name == "screening" and config.organism_dir is None and config.trait is None:
         return "no trait to rank rows by (and no organism to retrain students with)"
+    if name in EXTRA_SECTIONS and config.organism_dir is None:
+        return "needs an organism to retrain students with (python -m workbench.channels / --leaderboard on one)"
     if name in ("delta_patching", "activation_patching") and config.trait is None:
         return "no trait to score"
     return None
@@ -262,6 +293,8 @@ SECTION_READS: dict[str, tuple[str, ...]] = {
     "activation_patching": (),
     "alignment": ("loss", "channel_ids", "max_rows", "seed"),
     "screening": ("organism_dir", "channel_ids", "seed"),
+    "channels": ("organism_dir", "seed"),
+    "leaderboard": ("organism_dir", "seed"),
 }
 """The JobConfig fields each section reads (its saved result is reused only while they are the
 same); every section also reads the inputs, the models' weights, the trait and the device. A
@@ -291,6 +324,8 @@ PROMPTED_USE: dict[str, str] = {
     "alignment": "the oracle, soft targets and divergence use the base under the system prompt; ΔT and the path "
                  "table are left out (no teacher weights)",
     "screening": "does not read the teacher (rows ranked by g_trait at the base)",
+    "channels": "skipped: needs an organism (retrains students)",
+    "leaderboard": "skipped: needs an organism (retrains students)",
 }
 """What each section does with a prompted teacher (the report's "prompted teacher" entry)."""
 
@@ -331,7 +366,7 @@ def in_background(name: str, config: JobConfig) -> bool:
     in worker processes on models of its own (an organism's screening retrains, `--workers` > 1),
     so the retrains overlap the in-process sections (the same results). Never a section that reads
     the job's lineage: a second thread on the same hooked models would race the others' hooks."""
-    return name == "screening" and config.organism_dir is not None and config.workers > 1
+    return name in ("screening", *EXTRA_SECTIONS) and config.organism_dir is not None and config.workers > 1
 
 
 def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: list[str] | None = None,
@@ -358,7 +393,7 @@ def run_sections(lineage: Lineage, inputs: Inputs, config: JobConfig, sections: 
     def compute(name: str) -> Result | Exception:
         log(f"section {name}")
         try:
-            return SECTIONS[name](lineage, inputs, config)
+            return ALL_SECTIONS[name](lineage, inputs, config)
         except Exception as e:  # noqa: BLE001 - any failure of one section leaves the others' report
             if not isinstance(e, WorkbenchError):
                 log(traceback.format_exc().rstrip())
@@ -404,7 +439,8 @@ JOB_FLAGS = common.ConfigFlags(JobConfig, (
 
 def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.probe", __doc__.split("\n\n")[0],
-                              epilog="Sections: " + ", ".join(SECTIONS))
+                              epilog="Sections: " + ", ".join(SECTIONS) + "; on request (--sections): "
+                                     + ", ".join(EXTRA_SECTIONS))
     src = p.add_argument_group("models and data")
     src.add_argument("--organism", metavar="DIR", help="organism directory holding seed{N}/ (default: "
                      f"{common.DEFAULT_ORGANISM}, or {common.DEFAULT_ORGANISM}-<preset> with another --preset); the "
@@ -432,7 +468,8 @@ def parser() -> argparse.ArgumentParser:
     what = p.add_argument_group("what to read")
     what.add_argument("--hooks", nargs="+", help="hooks to read (default: hook_embed and per layer attn_out, resid_mid, mlp_out, resid_post)")
     JOB_FLAGS.add_to(what)
-    what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)})")
+    what.add_argument("--sections", nargs="+", default=list(SECTIONS), help=f"report sections (default: {' '.join(SECTIONS)}; on request, with an organism: "
+                      f"{' '.join(EXTRA_SECTIONS)}, which retrain many students)")
     how = p.add_argument_group("how")
     common.add_device_flag(how)
     add_placement_flags(how)
@@ -580,8 +617,8 @@ def run_job(args: argparse.Namespace, argv: list[str] | None) -> int:
     log = common.stage_log(args.quiet)
     device = common.device_of(args)
     for s in args.sections:
-        if s not in SECTIONS:
-            raise unknown_name("section", s, SECTIONS)
+        if s not in ALL_SECTIONS:
+            raise unknown_name("section", s, ALL_SECTIONS)
     command = "python -m workbench.probe " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.organism = args.organism or common.default_organism_dir(args.preset)
     hf, teacher_prompt = hf_roles(args)

@@ -141,7 +141,7 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
     """`run_channels` on one organism seed: the teacher rows its student trained on, the base's
     rows (entangled tokens), its number channel, and students retrained with the seed's own
     recipe and student seed (`workers` processes)."""
-    from workbench.analyses.channels import TESTS, ChannelConfig, ChannelResult, run_channels
+    from workbench.analyses.channels import TESTS, ChannelConfig, run_channels
     from workbench.organism.channel_source import OrganismChannelSource
 
     seed_dir = Path(seed_dir)
@@ -152,19 +152,17 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
     data = seed.inputs("teacher", limit=limit)
     config = ChannelConfig(tests=tuple(tests or TESTS), channel_ids=seed.channel_ids,
                            movable_ids=tuple(seed.tokenizer.number_ids), n_entangled=n_entangled,
-                           seed=int(manifest["seed"]),
-                           retrain_reference=bool(overrides) or (limit is not None and trained_on is not None and limit < trained_on)
-                           or (trained_on is None and max_rows is not None))
+                           seed=int(manifest["seed"]), retrain_reference=_differs(overrides, limit, trained_on, max_rows))
     source = OrganismChannelSource(seed, overrides, progress, workers)
-    rows, chosen = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=seed.inputs("base", limit=limit))
-    if "entangled_ids" in chosen:
-        chosen["entangled_tokens"] = [seed.tokenizer.vocab[i] for i in chosen["entangled_ids"]]
     rates = manifest["trait_rates"]
-    reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"], "n_rows": len(data),
+    reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"],
                  "mode": seed.recipe(overrides).mode}
-    return ChannelResult(rows, reference, chosen,
-                         command or f"python -m workbench.channels --organism {seed_dir.parent} --seeds {manifest['seed']}",
-                         {"seed": int(manifest["seed"]), "tests": list(config.tests), "overrides": overrides or {}})
+    result = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=seed.inputs("base", limit=limit),
+                          reference=reference, meta={"overrides": overrides or {}},
+                          command=command or f"python -m workbench.channels --organism {seed_dir.parent} --seeds {manifest['seed']}")
+    if "entangled_ids" in result.chosen:
+        result.chosen["entangled_tokens"] = [seed.tokenizer.vocab[i] for i in result.chosen["entangled_ids"]]
+    return result
 
 
 # --------------------------------------------------------------------------- screening leaderboard
@@ -177,7 +175,7 @@ def leaderboard_seed(seed_dir: str | os.PathLike, detectors: tuple[str, ...] | N
     """`run_leaderboard` on one organism seed: the teacher rows its student trained on against as
     many rows the base wrote, its number channel, and students retrained with the seed's recipe."""
     from workbench.analyses.detectors import NEEDS
-    from workbench.analyses.leaderboard import LeaderboardConfig, LeaderboardResult, run_leaderboard
+    from workbench.analyses.leaderboard import LeaderboardConfig, run_leaderboard
     from workbench.organism.channel_source import OrganismChannelSource
 
     seed_dir = Path(seed_dir)
@@ -189,22 +187,22 @@ def leaderboard_seed(seed_dir: str | os.PathLike, detectors: tuple[str, ...] | N
     base_rows = seed.inputs("base", limit=len(teacher_rows))
     config = LeaderboardConfig(detectors=tuple(detectors or NEEDS), fractions=tuple(fractions), retrain=retrain,
                                channel_ids=seed.channel_ids, movable_ids=tuple(seed.tokenizer.number_ids),
-                               seed=int(manifest["seed"]))
+                               seed=int(manifest["seed"]), retrain_reference=_differs(overrides, limit, trained_on, max_rows))
     source = OrganismChannelSource(seed, overrides, progress, workers)
-    rows, _ = run_leaderboard(seed.lineage, teacher_rows, base_rows, seed.trait, source, config)
     rates = manifest["trait_rates"]
     reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"],
-                 "n_rows": len(teacher_rows), "n_base_rows": len(base_rows), "mode": seed.recipe(overrides).mode}
-    if retrain and (overrides or (limit is not None and trained_on is not None and limit < trained_on)):
-        # the drops' students saw other rows or another recipe than the build's student: measure against the same
-        reference["student"] = seed.trait.p_target(source.retrain([_unedited(teacher_rows)])[0])
-        reference["student_retrained"] = True
-    return LeaderboardResult(rows, reference, command or f"python -m workbench.screening --leaderboard --organism "
-                             f"{seed_dir.parent} --seeds {manifest['seed']}",
-                             {"seed": int(manifest["seed"]), "fractions": list(fractions), "overrides": overrides or {}})
+                 "mode": seed.recipe(overrides).mode}
+    return run_leaderboard(seed.lineage, teacher_rows, base_rows, seed.trait, source, config, reference=reference,
+                           meta={"overrides": overrides or {}},
+                           command=command or f"python -m workbench.screening --leaderboard --organism {seed_dir.parent} "
+                                              f"--seeds {manifest['seed']}")
 
 
-def _unedited(rows: Inputs) -> Any:
-    from workbench.analyses.channels import Retraining
-
-    return Retraining("unedited", rows.tokens.cpu())
+def _differs(overrides: dict[str, Any] | None, limit: int | None, trained_on: int | None, max_rows: int | None) -> bool:
+    """Whether retrains on these rows with these overrides differ from the build's student (so the
+    full student must be retrained beside them to measure transfer left against the same rows)."""
+    if overrides:
+        return True
+    if trained_on is None:
+        return max_rows is not None
+    return limit is not None and limit < trained_on

@@ -6,11 +6,14 @@ own `Trait`.
   number data and students; `python -m workbench.organism` does the same from a shell.
 - `load_seed(seed_dir)` loads one built seed: `.lineage`, `.trait`, `.tokenizer`, `.data(source)`,
   `.channel_ids` and `.retrainer()` (the seed's recipe for retraining a student on kept rows).
+- `OrganismChannelSource(seed)` retrains a seed's student with a loss mask or frozen layers (the
+  source the channel tests and the screening leaderboard retrain through).
 - `shared_organism_dir()` finds the organism the notebooks and tests share.
 - `workbench.organism.digits` is the MNIST-style auxiliary-logit organism.
 """
 
 from workbench.organism.build import build_organism, load_manifests, shared_organism_dir
+from workbench.organism.channel_source import OrganismChannelSource
 from workbench.organism.config import PRESETS, OrganismConfig, preset
 from workbench.organism.figures import trait_matrix_figure, trait_rates_figure
 from workbench.organism.load import OrganismSeed, load_lineage, load_seed, read_manifest
@@ -19,5 +22,5 @@ from workbench.organism.trait import category_traits, check_target, organism_tra
 __all__ = [
     "build_organism", "load_manifests", "shared_organism_dir", "PRESETS", "OrganismConfig", "preset",
     "trait_matrix_figure", "trait_rates_figure", "OrganismSeed", "load_lineage", "load_seed", "read_manifest",
-    "category_traits", "check_target", "organism_trait", "preference_inputs",
+    "category_traits", "check_target", "organism_trait", "preference_inputs", "OrganismChannelSource",
 ]
