@@ -197,3 +197,28 @@ def test_channel_tests_on_the_organism_and_the_command_resumes(tiny_organism, tm
     assert "seed 0 (read back)" in capsys.readouterr().out
     assert channels_cli.main(argv[:-5] + ["--n-entangled", "3", "--out", str(out), "--quiet"]) == 0  # new settings: rerun
     assert "seed 0 (ran)" in capsys.readouterr().out
+
+
+def test_subliminal_prompting_finds_a_planted_number_that_raises_the_target_in_context():
+    from workbench.analyses.channels import subliminal_prompting, with_context
+    from workbench.trait import Trait
+
+    vocab, target, planted = 30, 25, 7
+    trait = Trait.from_prompts([[1, 20, 21], [1, 22]], target="owl", category="animal",
+                               answers={"owl": [25], "cat": [26], "dog": [27]}, vocab_size=vocab)
+    assert with_context(trait, [5, 6], at=1).prompts == ((1, 5, 6, 20, 21), (1, 5, 6, 22))
+    with pytest.raises(ConfigError, match="past a trait prompt's end"):
+        with_context(trait, [5], at=4)
+
+    def model(tokens):  # the target's logit rises once the planted number has been read
+        seen = (tokens == planted).long().cumsum(-1) > 0
+        logits = torch.zeros(*tokens.shape, vocab)
+        logits[..., target] += 3.0 * seen
+        return logits
+
+    numbers = list(range(2, 12))
+    config = ChannelConfig(prompting_sets=6, separator_id=12, seed=3)
+    out = subliminal_prompting(model, trait, [planted, 3], [n for n in numbers if n not in (planted, 3)], config)
+    assert out["share_entangled"] > max(out["share_random"]) and out["share_entangled"] > out["share_plain"]
+    assert out["share_plain"] == pytest.approx(1 / 3) and all(r == pytest.approx(1 / 3) for r in out["share_random"])
+    assert all(planted not in ids and len(ids) == 2 for ids in out["random_sets"])

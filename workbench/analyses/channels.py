@@ -21,7 +21,7 @@ supervises, how it retrains a student, and its layers' parameter names.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -80,6 +80,9 @@ class ChannelConfig:
     batch_size: int = 256
     retrain_reference: bool = False  # also retrain the unedited student (test "reference"): when the rows or
     # recipe differ from the build's, transfer left is then measured against it, not the build's student
+    prompting_sets: int = 8  # subliminal prompting (with "entangled"): random number sets the entangled set is ranked among
+    separator_id: int | None = None  # written between the numbers put before the question (None: none)
+    context_at: int = 1  # where in each trait prompt the numbers go (1: after its first token, the BOS)
 
 
 @dataclass
@@ -154,6 +157,8 @@ def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: Channel
                   Retraining("random occurrences replaced", random_replaced))]
         chosen["entangled_ids"] = entangled
         chosen["entangled_log_ratio"] = [float(scores[i]) for i in top.tolist()]
+        if config.prompting_sets > 0:
+            chosen["prompting"] = subliminal_prompting(lineage[config.base], trait, entangled, others, config)
     if "single_layer" in config.tests:
         for name, frozen in source.layer_groups().items():
             jobs.append(("single_layer", name, 0, 0, Retraining(f"{name} alone", tokens, None, tuple(frozen))))
@@ -169,6 +174,37 @@ def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: Channel
     return ChannelResult(rows, {"n_rows": len(tokens), **dict(reference)}, chosen,
                          command or "workbench.run_channels(lineage, inputs, trait, source, config)",
                          {"seed": config.seed, "tests": list(config.tests), **dict(meta or {})})
+
+
+def with_context(trait: Trait, context: Sequence[int], at: int = 1) -> Trait:
+    """The trait with `context` token ids inserted into every prompt at position `at`."""
+    if any(at > len(p) for p in trait.prompts):
+        raise ConfigError(f"context_at={at} lies past a trait prompt's end; insert the numbers inside the prompts.")
+    prompts = tuple(tuple(p[:at]) + tuple(int(t) for t in context) + tuple(p[at:]) for p in trait.prompts)
+    return replace(trait, prompts=prompts)
+
+
+def subliminal_prompting(base: LogitsFn, trait: Trait, entangled: Sequence[int], others: Sequence[int],
+                         config: ChannelConfig) -> dict[str, Any]:
+    """Zur et al.'s subliminal prompting, on the base: the target's share of the category's answers
+    (robust where numbers before a question pull mass away from every answer) and P(target), with
+    the entangled numbers written before each question, beside `config.prompting_sets` sets of as
+    many random other numbers (seeded), and with no numbers at all."""
+    def context(ids: Sequence[int]) -> list[int]:
+        out: list[int] = []
+        for i in ids:
+            out += [int(i)] + ([config.separator_id] if config.separator_id is not None else [])
+        return out
+
+    gen = torch.Generator().manual_seed(config.seed + 11)
+    pool = torch.as_tensor(list(others))
+    randoms = [pool[torch.randperm(len(pool), generator=gen)[: len(entangled)]].tolist() for _ in range(config.prompting_sets)]
+    rnd = [with_context(trait, context(ids), config.context_at).score(base, n_samples=0) for ids in randoms]
+    ent = with_context(trait, context(entangled), config.context_at).score(base, n_samples=0)
+    plain = trait.score(base, n_samples=0)
+    return {"share_entangled": ent.share, "share_random": [r.share for r in rnd], "share_plain": plain.share,
+            "p_entangled": ent.p_target, "p_random": [r.p_target for r in rnd], "p_plain": plain.p_target,
+            "random_sets": randoms}
 
 
 def transfer_left(p: float, student: float, control: float) -> float | None:
@@ -231,6 +267,16 @@ class ChannelResult(ResultBase):
             out.append(SummaryRow("tokens shuffled within rows", "shuffle", REMOVED, _removed(self.left(shuffled)),
                                   control="no edit (the full student)", control_value=0.0,
                                   details={"p_edited": shuffled.p_target, "n_changed": shuffled.n_changed}))
+        prompting = self.chosen.get("prompting")
+        if prompting:
+            best = max(prompting["share_random"])
+            out.append(SummaryRow("entangled numbers before the question (the base)", "prompting",
+                                  "the target's share of the category's answers, the base", prompting["share_entangled"],
+                                  control=f"the best of {len(prompting['share_random'])} random number sets",
+                                  control_value=best, clears=prompting["share_entangled"] > best,
+                                  details={"share_random_mean": sum(prompting["share_random"]) / len(prompting["share_random"]),
+                                           "share_plain": prompting["share_plain"], "p_entangled": prompting["p_entangled"],
+                                           "p_random_mean": sum(prompting["p_random"]) / len(prompting["p_random"])}))
         for r in (r for r in self.rows if r.test == "single_layer"):
             left = self.left(r)
             out.append(SummaryRow(f"{r.arm} trained alone", "single_layer", MEASURE, left,
@@ -276,5 +322,20 @@ def channels_over_seeds(results: Sequence[ChannelResult]) -> list[dict[str, Any]
     return out
 
 
-__all__ = ["ChannelConfig", "ChannelResult", "ChannelRow", "ChannelSource", "Retraining", "channels_over_seeds",
+def prompting_over_seeds(results: Sequence[ChannelResult]) -> dict[str, Any] | None:
+    """Subliminal prompting per seed: the target's share (and P(target)) of the base with the
+    entangled numbers, the mean of the random sets, and how many random sets the entangled one beats."""
+    seeds = [r.chosen["prompting"] for r in results if r.chosen.get("prompting")]
+    if not seeds:
+        return None
+    return {"share_entangled": [s["share_entangled"] for s in seeds],
+            "share_random_mean": [sum(s["share_random"]) / len(s["share_random"]) for s in seeds],
+            "share_plain": [s["share_plain"] for s in seeds],
+            "p_entangled": [s["p_entangled"] for s in seeds],
+            "p_random_mean": [sum(s["p_random"]) / len(s["p_random"]) for s in seeds],
+            "beats": [sum(s["share_entangled"] > p for p in s["share_random"]) for s in seeds],
+            "sets": [len(s["share_random"]) for s in seeds]}
+
+
+__all__ = ["ChannelConfig", "prompting_over_seeds", "subliminal_prompting", "with_context", "ChannelResult", "ChannelRow", "ChannelSource", "Retraining", "channels_over_seeds",
            "run_channels", "transfer_left"]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workbench.analyses.channels import TESTS, ChannelResult, channels_over_seeds
+from workbench.analyses.channels import TESTS, ChannelResult, channels_over_seeds, prompting_over_seeds
 from workbench.cli import common
 from workbench.cli.organism_runs import channel_tests
 from workbench.core.errors import ArtifactError
@@ -99,9 +99,18 @@ def channel_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"seed {seed} ({state}): " + ", ".join(f"{r.test}/{r.arm} P={r.p_target:.3f}" for r in result.rows)
               + f" | student {result.reference['student']:.3f}, control {result.reference['control']:.3f}", flush=True)
     rows = channels_over_seeds(results)
+    prompting = prompting_over_seeds(results)
     atomic_write_json(out / "summary.json", {"organism": str(args.organism), "seeds": args.seeds, "settings": settings,
-                                             "rows": rows, "chosen": [r.chosen for r in results]})
+                                             "rows": rows, "prompting": prompting, "chosen": [r.chosen for r in results]})
     print(format_summary(rows))
+    if prompting:
+        def per_seed(key: str) -> str:
+            return " / ".join(f"{p:.3f}" for p in prompting[key])
+
+        print(f"subliminal prompting (the base, the entangled numbers before the question): the target's share of the "
+              f"category {per_seed('share_entangled')} vs random number sets (mean) {per_seed('share_random_mean')}, no "
+              f"numbers {per_seed('share_plain')}; beats "
+              + " / ".join(f"{b} of {n}" for b, n in zip(prompting["beats"], prompting["sets"])) + " random sets")
     print(f"wrote {out}")
     return 0
 

@@ -152,6 +152,7 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
     data = seed.inputs("teacher", limit=limit)
     config = ChannelConfig(tests=tuple(tests or TESTS), channel_ids=seed.channel_ids,
                            movable_ids=tuple(seed.tokenizer.number_ids), n_entangled=n_entangled,
+                           separator_id=seed.tokenizer.separator_id,
                            seed=int(manifest["seed"]), retrain_reference=_differs(overrides, limit, trained_on, max_rows))
     source = OrganismChannelSource(seed, overrides, progress, workers)
     rates = manifest["trait_rates"]
