@@ -5,8 +5,10 @@ Needs (what a defender must hold):
 - "base + trait": g_trait alignment (Zur/this workbench: <g_trait, -grad L_i> at the base), the
   unembedding similarity of the row's numbers with the target (Zur et al.'s teacher-free
   entangled-token score), and random parameter directions of g_trait's norm (the controls);
-- "teacher": the divergence-token fraction (Schrodi et al.) and the likelihood-ratio oracle
-  log p_T(x) - log p_0(x) over the supervised tokens;
+- "teacher": the divergence-token fraction (Schrodi et al.), the first update's projection on the
+  teacher's displacement <dT, -grad L_i> / |dT| at the base (Madl's first-update coverage, not
+  divided by the row's gradient norm), and the likelihood-ratio oracle log p_T(x) - log p_0(x)
+  over the supervised tokens;
 - "labelled rows": the entangled-token frequency score (teacher vs base frequency ratio) and a
   bag-of-tokens logistic regression, both cross-fitted over folds grouped by prompt (a row is
   never scored by a fit that saw it);
@@ -38,6 +40,7 @@ NEEDS = {
     "g_trait": "base + trait",
     "unembed_similarity": "base + trait",
     "divergence_fraction": "teacher",
+    "first_update": "teacher",
     "oracle": "teacher",
     "entangled_frequency": "labelled rows",
     "bag_of_tokens": "labelled rows",
@@ -100,6 +103,19 @@ def g_trait_scores(lineage: Lineage, data: DetectorInputs, trait: Trait, base: s
         out[f"random_direction_{r}"] = alignment_scores(model, data.rows, direction, objective,
                                                         batch_size=batch_size).total.double().cpu()
     return out
+
+
+def first_update_scores(lineage: Lineage, data: DetectorInputs, base: str = "base", teacher: str = "teacher",
+                        batch_size: int = 256) -> Tensor:
+    """<dT, -grad L_i> / |dT| at the base (hard loss over the channel): how far one step on row i
+    moves the student along the teacher's displacement dT = theta_T - theta_0."""
+    model = AlignmentModel(lineage, base)
+    ids = torch.tensor(data.channel_ids) if data.channel_ids is not None else None
+    delta = lineage.delta_view(teacher, base)
+    scale = norm(delta)
+    if scale == 0:
+        raise DataError(f"The teacher {teacher!r} equals the base: no displacement to project the first update on.")
+    return alignment_scores(model, data.rows, delta, Objective("hard", ids=ids), batch_size=batch_size).total.double().cpu() / scale
 
 
 def unembed_similarity_scores(unembed: Float[Tensor, "d_model vocab"], data: DetectorInputs, target_id: int) -> Tensor:
@@ -196,12 +212,15 @@ def run_detectors(lineage: Lineage, data: DetectorInputs, trait: Trait, detector
         out.update(g_trait_scores(lineage, data, trait, base, n_random, seed, batch_size))
     if "unembed_similarity" in detectors:
         out["unembed_similarity"] = unembed_similarity_scores(lineage[base].W_U, data, trait.target_id)
-    if {"divergence_fraction", "oracle"} & set(detectors):
+    if {"divergence_fraction", "oracle", "first_update"} & set(detectors):
         if teacher not in lineage:
             raise ConfigError(f"The divergence and oracle detectors need the teacher {teacher!r} in the lineage "
                               f"(roles: {list(lineage.names)}).")
-        scores = teacher_scores(lineage[base], lineage[teacher], data, batch_size)
-        out.update({k: v for k, v in scores.items() if k in detectors})
+        if {"divergence_fraction", "oracle"} & set(detectors):
+            scores = teacher_scores(lineage[base], lineage[teacher], data, batch_size)
+            out.update({k: v for k, v in scores.items() if k in detectors})
+        if "first_update" in detectors:
+            out["first_update"] = first_update_scores(lineage, data, base, teacher, batch_size)
     if {"entangled_frequency", "bag_of_tokens"} & set(detectors):
         fold = grouped_folds(list(data.rows.prompt_ids), folds, seed)
         if "entangled_frequency" in detectors:

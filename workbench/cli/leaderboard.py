@@ -23,7 +23,8 @@ from workbench.core.io import atomic_write_json
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leaderboard", action="store_true",
-                   help="rank every detector (g_trait, unembedding similarity, divergence fraction, likelihood-ratio "
+                   help="rank every detector (g_trait, unembedding similarity, divergence fraction, first update along the teacher's "
+                        "displacement, likelihood-ratio "
                         "oracle, entangled-token frequency, bag of tokens, random) by AUROC and by the transfer left "
                         "after dropping its top rows")
     p.add_argument("--detectors", nargs="+", choices=list(NEEDS), default=None,
