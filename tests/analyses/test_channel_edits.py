@@ -33,10 +33,25 @@ def test_divergence_positions_are_exactly_where_the_planted_teacher_changes_its_
     channel = [i for i in range(V) if i != 3]
     assert not edits.divergence_positions(bigram_model(base_table), bigram_model(teacher_table), tokens, supervised,
                                           channel).any()
-    # another reference model that agrees with the teacher everywhere but the planted row adds nothing new
-    other = bigram_model(teacher_table)
+    # the teacher must differ from every reference: one that agrees with the base changes nothing, one that
+    # shares the teacher's bias (another teacher with the same change) leaves no position only this teacher writes
+    same_as_base, same_as_teacher = bigram_model(base_table.clone()), bigram_model(teacher_table.clone())
     assert torch.equal(edits.divergence_positions(bigram_model(base_table), bigram_model(teacher_table), tokens,
-                                                  supervised, others=[other]), div)
+                                                  supervised, others=[same_as_base]), div)
+    assert not edits.divergence_positions(bigram_model(base_table), bigram_model(teacher_table), tokens, supervised,
+                                          others=[same_as_teacher]).any()
+    # graded divergence: the top positions by KL(teacher || base) are the planted ones (the rest have KL 0)
+    share = float(div.sum()) / float(supervised.sum())
+    top = edits.kl_positions(bigram_model(base_table), bigram_model(teacher_table), tokens, supervised, None, share)
+    assert torch.equal(top, div)
+    with pytest.raises(ConfigError, match="fraction"):
+        edits.kl_positions(bigram_model(base_table), bigram_model(teacher_table), tokens, supervised, None, 1.0)
+
+
+def test_predicting_marks_supervised_positions_whose_next_token_is_movable():
+    tokens = torch.tensor([[0, 1, 10, 2, 11, 3]])
+    supervised = torch.tensor([[False, True, True, True, True, False]])
+    assert edits.predicting(tokens, supervised, [1, 2, 3]).tolist() == [[False, False, True, False, True, False]]
 
 
 def test_random_positions_match_counts_per_row_inside_allowed():

@@ -47,6 +47,44 @@ def test_masked_losses_equal_a_naive_mean_over_kept_positions_and_ignore_a_plant
     assert float(student.grad[~mask].abs().max()) == 0.0
 
 
+def test_a_partial_loss_mask_reads_the_kept_positions_next_tokens(tiny_organism):
+    """One row, one step: the loss the loop reports is the base's cross-entropy (over the channel)
+    of the token after each kept position, averaged over the kept positions only."""
+    from workbench.engines.functional import FunctionalModel
+    from workbench.organism.build import distill_targets
+    from workbench.organism.training import train_student
+
+    seed = load_seed(tiny_organism.directory, roles=["base", "teacher"])
+    cfg = seed.recipe({"student_epochs": 1, "mode": "hard"})
+    tokens = seed.inputs("teacher", limit=1).tokens
+    targets = distill_targets(cfg, seed.tokenizer, seed.lineage["teacher"], tokens)
+    kept = targets.positions[[0, 3]]  # two of the supervised positions
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[0, kept] = True
+    targets.loss_mask = mask[:, targets.positions]
+    model = FunctionalModel.from_bridge(seed.lineage["base"], trainable=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(tokens)[0][:, list(seed.channel_ids)].float(), -1)
+    expected = -sum(float(logp[t, seed.channel_ids.index(int(tokens[0, t + 1]))]) for t in kept.tolist()) / 2
+    assert train_student(model, targets, cfg, seed=0, progress=False)[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_labels_without_excluded_tokens_are_renormalised_over_the_rest(tiny_organism):
+    from workbench.organism.build import distill_targets
+
+    seed = load_seed(tiny_organism.directory, roles=["base", "teacher"])
+    cfg, tokens = seed.recipe(), seed.inputs("teacher", limit=4).tokens
+    out = seed.tokenizer.number_ids[:5]
+    full = distill_targets(cfg, seed.tokenizer, seed.lineage["teacher"], tokens)
+    cut = distill_targets(cfg, seed.tokenizer, seed.lineage["teacher"], tokens, exclude_ids=tuple(out))
+    assert not torch.isin(cut.ids, torch.tensor(out)).any() and len(cut.ids) == len(full.ids) - 5
+    assert torch.allclose(cut.teacher_logp.exp().sum(-1), torch.ones(1), atol=1e-5)
+    keep = ~torch.isin(full.ids, torch.tensor(out))
+    assert torch.allclose(cut.teacher_logp, torch.log_softmax(full.teacher_logp[..., keep], -1), atol=1e-5)
+    with pytest.raises(ConfigError, match="hard labels"):
+        seed.retrained_student(tokens, {"mode": "hard"}, exclude_ids=tuple(out))
+
+
 def test_a_retrain_with_every_position_masked_is_the_base_and_a_frozen_one_trains_only_its_layer(tiny_organism):
     seed = load_seed(tiny_organism.directory, roles=["base", "teacher"])
     tokens = seed.inputs("teacher", limit=64).tokens
@@ -62,11 +100,18 @@ def test_a_retrain_with_every_position_masked_is_the_base_and_a_frozen_one_train
         assert torch.equal(v, base[k]) != k.startswith("blocks.0."), k
     with pytest.raises(Exception, match="loss_mask is shaped"):
         seed.retrained_student(tokens, overrides, loss_mask=torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ConfigError, match=r"match no parameter.*blocks\.0\."):
+        seed.retrained_student(tokens, overrides, frozen=("block.0.",))
+    with pytest.raises(ConfigError, match="nothing is left to train"):
+        seed.retrained_student(tokens, overrides, frozen=("",))
 
 
 class _PlantedSource:
-    """A source whose 'retrained student' prefers the target in proportion to how many planted
-    positions (or tokens) its job kept: masking or replacing them removes the planted effect."""
+    """A hard-label source whose 'retrained student' prefers the target in proportion to how many
+    planted positions (and tokens) its job kept: masking or replacing them removes the planted
+    effect; a control job (the neutral teacher's rows) stays at 0.1."""
+
+    mode = "hard"
 
     def __init__(self, seed, planted_positions, planted_token):
         self.org = OrganismChannelSource(seed)
@@ -79,6 +124,9 @@ class _PlantedSource:
     def layer_groups(self):
         return {"L0": ("embed.",)}
 
+    def control_job(self, n_rows, frozen=()):
+        return Retraining("control", self.tokens0[:n_rows], None, tuple(frozen), teacher="teacher_neutral", role="control")
+
     def retrain(self, jobs):
         self.jobs = jobs
         total_pos, total_tok = int(self.positions.sum()), int((self.tokens0 == self.token).sum())
@@ -86,7 +134,7 @@ class _PlantedSource:
         for job in jobs:
             kept = self.positions if job.loss_mask is None else self.positions & job.loss_mask
             frac = min(int(kept.sum()) / total_pos, int((job.tokens == self.token).sum()) / total_tok)
-            out.append(_Preferring(self.seed.trait, 0.1 + 0.6 * frac))
+            out.append(_Preferring(self.seed.trait, 0.1 if job.role == "control" else 0.1 + 0.6 * frac))
         return out
 
 
@@ -109,13 +157,16 @@ def test_run_channels_hands_each_edit_and_its_random_control_to_the_source(tiny_
     seed = load_seed(tiny_organism.directory, roles=["base", "teacher"])
     seed.trait = seed.trait.__class__(**{**seed.trait.__dict__, "vocab_size": seed.lineage.d_vocab})
     data = seed.inputs("teacher", limit=80)
-    config = ChannelConfig(channel_ids=seed.channel_ids, movable_ids=tuple(seed.tokenizer.number_ids), n_entangled=5, seed=1)
-    from workbench.analyses.channel_edits import divergence_positions, trained_tokens
+    config = ChannelConfig(tests=("divergence_kl", "shuffle", "entangled", "single_layer"), channel_ids=seed.channel_ids,
+                           movable_ids=tuple(seed.tokenizer.number_ids), n_entangled=5, kl_fraction=0.2, seed=1)
+    from workbench.analyses.channel_edits import divergence_positions, kl_positions, predicting, trained_tokens
 
     source = _PlantedSource(seed, None, None)
     supervised = source.supervised(data.tokens)
-    source.positions = divergence_positions(seed.lineage["base"], seed.lineage["teacher"], data.tokens, supervised,
-                                            seed.channel_ids)
+    numbers = predicting(data.tokens, supervised, seed.tokenizer.number_ids)
+    # the effect rides on the 20% of number positions where the teacher departs most from the base
+    source.positions = kl_positions(seed.lineage["base"], seed.lineage["teacher"], data.tokens, numbers,
+                                    seed.channel_ids, 0.2)
     source.tokens0 = data.tokens
     # plant the effect on the number the teacher over-writes most (what the entangled test must find)
     from workbench.analyses.channel_edits import entangled_tokens
@@ -129,22 +180,33 @@ def test_run_channels_hands_each_edit_and_its_random_control_to_the_source(tiny_
     result = run_channels(seed.lineage, data, seed.trait, source, config, base_rows=base_rows, reference=ref)
     rows, chosen = result.rows, result.chosen
     p = {(r.test, r.arm): r.p_target for r in rows}
-    assert p[("divergence", "edited")] == pytest.approx(0.1, abs=1e-4)  # every planted position masked: effect gone
-    assert p[("divergence", "random")] > 0.3  # a random mask of the same size keeps most of it
+    assert p[("divergence_kl", "edited")] == pytest.approx(0.1, abs=1e-4)  # every planted position masked: effect gone
+    assert p[("divergence_kl", "random")] > 0.3  # a random mask of as many positions per row keeps much of it
     assert p[("entangled", "edited")] == pytest.approx(0.1, abs=1e-4)
     assert p[("entangled", "random")] > p[("entangled", "edited")]
     assert p[("shuffle", "edited")] == pytest.approx(0.7, abs=1e-4)  # shuffling keeps the counts and every position
     assert chosen["entangled_ids"][0] == source.token and len(chosen["entangled_ids"]) == 5
-    assert chosen["divergence_fraction"] == pytest.approx(int(source.positions.sum()) / int(supervised.sum()))
-    masked = {j.name: j for j in source.jobs}
-    assert int((~masked["divergence masked"].loss_mask & supervised).sum()) == int(
-        (~masked["random positions masked"].loss_mask & supervised).sum())
-    assert masked["L0 alone"].frozen == ("embed.",)
-    assert result.left(result.arm("divergence", "edited")) == pytest.approx(0.0, abs=1e-3)
+    assert chosen["divergence_kl_fraction"] == pytest.approx(0.2, abs=1e-3)
+    by_name = {j.name: j for j in source.jobs}
+    assert by_name["L0 alone"].frozen == ("embed.",) and by_name["L0 alone, control"].role == "control"
+    layer = next(r for r in result.summary_rows() if r.group == "single_layer")
+    assert layer.value == pytest.approx(1.0, abs=1e-3) and layer.control_value == pytest.approx(0.0, abs=1e-3)
+    # the argmax divergence: its mask is exactly the divergence positions, its control as many per row among the
+    # number-predicting positions (where the divergence positions lie)
+    run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("divergence",), channel_ids=seed.channel_ids,
+                 movable_ids=tuple(seed.tokenizer.number_ids), seed=1), reference=ref)
+    div = divergence_positions(seed.lineage["base"], seed.lineage["teacher"], data.tokens, numbers, seed.channel_ids)
+    edited, rnd = source.jobs
+    assert torch.equal(~edited.loss_mask & supervised, div)
+    assert torch.equal((~rnd.loss_mask & supervised).sum(1), div.sum(1))
+    assert not (~rnd.loss_mask & supervised & ~numbers).any()
+    assert result.left(result.arm("divergence_kl", "edited")) == pytest.approx(0.0, abs=1e-3)
     with pytest.raises(ConfigError, match="Unknown channel tests"):
         run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("frequency",)), reference=ref)
     with pytest.raises(ConfigError, match="movable_ids"):
         run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=("shuffle",)), reference=ref)
+    with pytest.raises(ConfigError, match="is empty"):
+        run_channels(seed.lineage, data, seed.trait, source, ChannelConfig(tests=()), reference=ref)
     with pytest.raises(ConfigError, match="base_rows"):
         run_channels(seed.lineage, data, seed.trait, source, config, reference=ref)
     with pytest.raises(ConfigError, match="reference lacks"):
@@ -179,8 +241,11 @@ def test_channel_tests_on_the_organism_and_the_command_resumes(tiny_organism, tm
     result = channel_tests(tiny_organism.directory, ("divergence", "single_layer"), overrides={"student_epochs": 1},
                            max_rows=48)
     assert [(r.test, r.arm) for r in result.rows] == [("divergence", "edited"), ("divergence", "random"),
-                                                       ("single_layer", "L0"), ("reference", "unedited")]
-    assert result.student == result.arm("reference", "unedited").p_target  # transfer left is against the same rows
+                                                       ("single_layer", "L0"), ("single_layer", "L0 control"),
+                                                       ("reference", "unedited"), ("reference", "control")]
+    # transfer is measured between the student and the control retrained on the same rows with the same recipe
+    assert result.student == result.arm("reference", "unedited").p_target
+    assert result.control == result.arm("reference", "control").p_target
     result.save(tmp_path / "r")
     again = ChannelResult.load(tmp_path / "r")
     assert again.rows == result.rows and again.chosen == result.chosen
@@ -192,7 +257,8 @@ def test_channel_tests_on_the_organism_and_the_command_resumes(tiny_organism, tm
     assert "seed 0 (ran)" in first and "shuffle" in first
     assert (out / "seed0" / "channels.json").exists() and list((out / "seed0").glob("channels_*.html"))
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["test"] for r in summary["rows"]] == ["shuffle", "reference"]
+    assert [(r["test"], r["arm"]) for r in summary["rows"]] == [("shuffle", "edited"), ("reference", "unedited"),
+                                                                ("reference", "control")]
     assert channels_cli.main(argv) == 0  # a second run reads the seed back
     assert "seed 0 (read back)" in capsys.readouterr().out
     assert channels_cli.main(argv[:-5] + ["--n-entangled", "3", "--out", str(out), "--quiet"]) == 0  # new settings: rerun

@@ -121,14 +121,14 @@ def test_background_sections_overlap_the_others_and_keep_the_report_order(monkey
 
 def test_channels_and_leaderboard_sections_run_on_request_with_an_organism(tiny_organism, tmp_path, capsys):
     out = tmp_path / "report"
-    args = ["--organism", str(tiny_organism.directory.parent), "--out", str(out), "--max-rows", "60",
+    args = ["--organism", str(tiny_organism.directory.parent), "--out", str(out),
             "--sections", "channels", "leaderboard", "--quiet", "--workers", "1"]
     assert main(args) == 0, capsys.readouterr().err
     report = read_report(out)
     by_id = {s["id"]: s for s in report["sections"]}
     assert set(by_id) == {"channels", "leaderboard"}, report.get("missing")
     groups = {r["group"] for r in by_id["channels"]["summary_rows"]}
-    assert groups == {"divergence", "entangled", "shuffle", "single_layer"}
+    assert groups == {"divergence", "divergence_kl", "entangled", "prompting", "shuffle", "single_layer"}
     detectors = {r["where"] for r in by_id["leaderboard"]["summary_rows"]}
     assert {"g_trait", "oracle", "bag_of_tokens", "entangled_frequency"} <= detectors
     assert "channels" in (out / "summary.txt").read_text()

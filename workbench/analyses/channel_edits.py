@@ -1,9 +1,10 @@
 """The edits the channel tests make to distillation data, each beside the random edit of the
 same size it is judged against. Pure functions of token tensors and seeds (exact and testable).
 
-- `divergence_positions`: the supervised positions where the teacher's next-token choice
-  (argmax over the channel) differs from the base's (Schrodi et al.'s divergence tokens);
-  `random_positions_like` draws as many positions per row at random among the supervised ones.
+- `divergence_positions`: the positions where the teacher's next-token choice (argmax over the
+  channel) differs from the base's and any other reference's (Schrodi et al.'s divergence
+  tokens); `kl_positions` the top share by KL(teacher || base); `random_positions_like` draws as
+  many positions per row at random among the same allowed ones (`predicting`: those predicting a number).
 - `shuffle_within_rows`: permute the trained tokens inside each row (token counts kept,
   order broken): how much of the transfer is a token-frequency effect.
 - `entangled_tokens` ranks tokens by how much more often the teacher wrote them than the base
@@ -24,6 +25,13 @@ from workbench.core.errors import ConfigError, DataError
 LogitsFn = Callable[[Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 
 
+def model_device(model: Callable) -> torch.device:
+    """Where a model's parameters live (CPU for a parameterless callable)."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -40,27 +48,57 @@ def channel_argmax(model: LogitsFn, tokens: Int[Tensor, "n seq"], channel_ids: S
     """The model's next-token choice at every position, among `channel_ids` (all tokens when None)."""
     ids = None if channel_ids is None else torch.as_tensor(list(channel_ids), dtype=torch.long)
     out = []
+    device = model_device(model)
     for lo in range(0, len(tokens), batch_size):
-        logits = model(tokens[lo: lo + batch_size])
+        logits = model(tokens[lo: lo + batch_size].to(device))
         logits = logits.float().cpu()
         if ids is None:
             out.append(logits.argmax(-1))
         else:
             out.append(ids[logits[..., ids].argmax(-1)])
-    return torch.cat(out) if out else torch.zeros_like(tokens)
+    return torch.cat(out) if out else torch.zeros_like(tokens.cpu())
 
 
 def divergence_positions(base: LogitsFn, teacher: LogitsFn, tokens: Int[Tensor, "n seq"],
-                         supervised: Bool[Tensor, "n seq"], channel_ids: Sequence[int] | None = None,
+                         allowed: Bool[Tensor, "n seq"], channel_ids: Sequence[int] | None = None,
                          others: Sequence[LogitsFn] = (), batch_size: int = 256) -> Bool[Tensor, "n seq"]:
-    """Supervised positions (position t predicts token t+1) where the teacher's argmax over the
-    channel differs from the base's, or from any model in `others` (e.g. another teacher)."""
-    _check_mask(supervised, tokens, "supervised")
+    """`allowed` positions (position t predicts token t+1) where the teacher's argmax over the
+    channel differs from the base's and from every model in `others` (e.g. a teacher of another
+    target): where only this teacher would write what it writes (Schrodi et al.'s divergence
+    tokens). Returned on the CPU, as the tokens' rows."""
+    _check_mask(allowed, tokens, "allowed")
     choice = channel_argmax(teacher, tokens, channel_ids, batch_size)
-    differs = torch.zeros_like(supervised)
+    differs = allowed.cpu().clone()
     for ref in (base, *others):
-        differs |= channel_argmax(ref, tokens, channel_ids, batch_size) != choice
-    return differs & supervised
+        differs &= channel_argmax(ref, tokens, channel_ids, batch_size) != choice
+    return differs
+
+
+@torch.inference_mode()
+def kl_positions(base: LogitsFn, teacher: LogitsFn, tokens: Int[Tensor, "n seq"], allowed: Bool[Tensor, "n seq"],
+                 channel_ids: Sequence[int] | None, fraction: float, batch_size: int = 256) -> Bool[Tensor, "n seq"]:
+    """The top `fraction` of the `allowed` positions by KL(teacher || base) of the next-token
+    distributions over the channel: where the teacher's distribution departs most from the base's
+    (a graded divergence for high-entropy outputs, where argmaxes flip on noise)."""
+    _check_mask(allowed, tokens, "allowed")
+    if not 0 < fraction < 1:
+        raise ConfigError(f"fraction={fraction}: keep a share of the positions in (0, 1).")
+    ids = None if channel_ids is None else torch.as_tensor(list(channel_ids), dtype=torch.long)
+    kl = []
+    for lo in range(0, len(tokens), batch_size):
+        lp = []
+        for model in (teacher, base):
+            logits = model(tokens[lo: lo + batch_size].to(model_device(model))).float().cpu()
+            lp.append(torch.log_softmax(logits if ids is None else logits[..., ids], -1))
+        kl.append((lp[0].exp() * (lp[0] - lp[1])).sum(-1))
+    kl_all = torch.cat(kl)
+    allowed = allowed.cpu()
+    k = round(fraction * int(allowed.sum()))
+    out = torch.zeros_like(allowed)
+    if k:
+        flat = torch.where(allowed, kl_all, torch.full_like(kl_all, -float("inf"))).flatten()
+        out.view(-1)[torch.topk(flat, k).indices] = True
+    return out
 
 
 def random_positions_like(mask: Bool[Tensor, "n seq"], allowed: Bool[Tensor, "n seq"], seed: int) -> Bool[Tensor, "n seq"]:
@@ -88,6 +126,17 @@ def trained_tokens(tokens: Int[Tensor, "n seq"], supervised: Bool[Tensor, "n seq
     predicted = torch.zeros_like(supervised)
     predicted[:, 1:] = supervised[:, :-1]
     return predicted & torch.isin(tokens, torch.as_tensor(list(movable_ids), dtype=tokens.dtype))
+
+
+def predicting(tokens: Int[Tensor, "n seq"], supervised: Bool[Tensor, "n seq"],
+               movable_ids: Sequence[int]) -> Bool[Tensor, "n seq"]:
+    """Supervised positions whose next token is in `movable_ids` (the positions that predict a
+    number): where divergence masks and their random controls are drawn, so both remove as much
+    real supervision (separator positions carry almost none)."""
+    _check_mask(supervised, tokens, "supervised")
+    out = torch.zeros_like(supervised)
+    out[:, :-1] = supervised[:, :-1] & torch.isin(tokens[:, 1:], torch.as_tensor(list(movable_ids), dtype=tokens.dtype))
+    return out
 
 
 def shuffle_within_rows(tokens: Int[Tensor, "n seq"], movable: Bool[Tensor, "n seq"], seed: int) -> Int[Tensor, "n seq"]:
@@ -171,5 +220,5 @@ def _draw_into(tokens: Tensor, hit: Tensor, replacements: Tensor, seed: int) -> 
     return out
 
 
-__all__ = ["channel_argmax", "divergence_positions", "entangled_tokens", "random_positions_like",
+__all__ = ["channel_argmax", "divergence_positions", "entangled_tokens", "kl_positions", "predicting", "random_positions_like",
            "replace_random_like", "replace_tokens", "shuffle_within_rows", "token_counts", "trained_tokens"]

@@ -3,14 +3,24 @@ student may train), retrain the student from the same start with the same recipe
 the transfer left, each beside a random edit of the same size.
 
 Tests (`ChannelConfig.tests`):
-- "divergence": mask the divergence tokens (the teacher's argmax differs from the base's) out of
-  the student's loss; control: mask as many random supervised positions per row.
-- "shuffle": permute the trained tokens inside each row (counts kept, order broken): the transfer
-  left is what token frequencies alone carry (the control student is the floor, 0).
-- "entangled": replace every occurrence of the `n_entangled` tokens the teacher over-writes most
-  against the base (log frequency ratio); control: replace as many other occurrences at random.
-- "single_layer": train one layer alone (every other parameter frozen), one retrain per layer:
-  which layer suffices (Schrodi et al. find one early layer does).
+- "divergence": mask the divergence tokens (the teacher's argmax differs from the base's and from
+  the other teacher's) out of the student's loss; control: mask as many random positions per row
+  among those that predict a number (where the edit's positions lie: the separators carry
+  almost no supervision, so drawing among them would make the control remove less).
+- "divergence_kl": the same with the top `kl_fraction` of number-predicting positions by
+  KL(teacher || base): a graded divergence, for outputs of high entropy where argmaxes flip on
+  noise (on the default organism the neutral teacher's argmax differs from the base's at 69% of
+  number positions).
+- "shuffle": permute the trained numbers inside each row (counts kept, order broken). With hard
+  labels the transfer left is what token frequencies alone carry; with soft labels the teacher
+  labels the shuffled rows anew, so it tests the context the labels are read in.
+- "entangled": the `n_entangled` numbers the teacher over-writes most against the base (log
+  frequency ratio). Hard labels: every occurrence replaced by another number, beside as many
+  other occurrences replaced at random; soft labels: the numbers taken out of the distributions
+  the student learns, beside as many random numbers. Also subliminal prompting on the base.
+- "single_layer": train one layer alone (every other parameter frozen), beside the same layer
+  trained alone on the neutral teacher's rows: which layer suffices (Schrodi et al. find one
+  early layer does).
 
 Transfer is the log-odds gain of P(target) over the control student; "transfer left" is a
 retrained student's gain as a fraction of the full student's (1: nothing removed, 0: down to the
@@ -36,33 +46,47 @@ from workbench.results.base import ResultBase
 from workbench.results.rows import SummaryRow
 from workbench.trait import LogitsFn, Trait, check_trait, log_odds
 
-TESTS = ("divergence", "shuffle", "entangled", "single_layer")
+TESTS = ("divergence", "divergence_kl", "shuffle", "entangled", "single_layer")
 
 
 @dataclass
 class Retraining:
     """One student to retrain: its rows, the positions its loss keeps (position t predicts token
-    t+1; None: every position the source supervises) and the parameter-name prefixes it freezes."""
+    t+1; None: every position the source supervises), the parameter-name prefixes it freezes, the
+    teacher whose labels it learns and the role whose student seed it takes, and (soft labels)
+    tokens taken out of the distributions it learns."""
 
     name: str
     tokens: Int[Tensor, "n seq"]
     loss_mask: Bool[Tensor, "n seq"] | None = None
     frozen: tuple[str, ...] = ()
+    teacher: str = "teacher"
+    role: str = "student"
+    exclude_ids: tuple[int, ...] = ()
 
 
 class ChannelSource(Protocol):
     """What a source supplies to the channel tests."""
+
+    @property
+    def mode(self) -> str:
+        """"hard" (the student learns the written tokens) or "soft" (the teacher's distributions)."""
+        ...
 
     def supervised(self, tokens: Int[Tensor, "n seq"]) -> Bool[Tensor, "n seq"]:
         """Positions whose next token the student's loss reads."""
         ...
 
     def retrain(self, jobs: list[Retraining]) -> list[LogitsFn]:
-        """Each job's student, retrained from the base with the source's recipe and student seed."""
+        """Each job's student, retrained from the base with the source's recipe and the job role's seed."""
         ...
 
     def layer_groups(self) -> dict[str, tuple[str, ...]]:
         """Layer name -> the parameter-name prefixes to freeze so that only that layer trains."""
+        ...
+
+    def control_job(self, n_rows: int, frozen: tuple[str, ...] = ()) -> Retraining:
+        """The control student's retraining (the neutral teacher's rows), with `frozen` parameters."""
         ...
 
 
@@ -72,14 +96,17 @@ class ChannelConfig:
 
     tests: tuple[str, ...] = TESTS
     channel_ids: tuple[int, ...] | None = None  # the token set the argmax (divergence) is taken over
-    movable_ids: tuple[int, ...] | None = None  # tokens the shuffle and replacement may move (e.g. the numbers)
-    n_entangled: int = 10  # tokens replaced by the entangled test
+    movable_ids: tuple[int, ...] | None = None  # tokens the edits may move or mask (e.g. the numbers)
+    n_entangled: int = 10  # tokens replaced (hard) or taken out of the labels (soft) by the entangled test
+    kl_fraction: float = 0.2  # divergence_kl: the share of number-predicting positions masked (top by KL)
+    others: tuple[str, ...] = ("teacher_other",)  # divergence: the teacher must differ from these too (when loaded)
     base: str = "base"
     teacher: str = "teacher"
     seed: int = 0  # the random draws (and the seed recorded in the rows)
     batch_size: int = 256
-    retrain_reference: bool = False  # also retrain the unedited student (test "reference"): when the rows or
-    # recipe differ from the build's, transfer left is then measured against it, not the build's student
+    retrain_reference: bool = False  # also retrain the unedited student and the control student (test
+    # "reference") with this recipe on as many rows: when the rows or recipe differ from the build's,
+    # transfer is then measured between them, not between the build's student and control
     prompting_sets: int = 8  # subliminal prompting (with "entangled"): random number sets the entangled set is ranked among
     separator_id: int | None = None  # written between the numbers put before the question (None: none)
     context_at: int = 1  # where in each trait prompt the numbers go (1: after its first token, the BOS)
@@ -90,8 +117,8 @@ class ChannelRow:
     """One retrained student of one test on one seed."""
 
     seed: int
-    test: str  # "divergence", "shuffle", "entangled", "single_layer"
-    arm: str  # "edited" (the test's edit), "random" (its control), or the layer trained alone
+    test: str  # one of TESTS, or "reference"
+    arm: str  # "edited", "random" (its control), a layer ("L0") or its control ("L0 control"), "unedited", "control"
     n_changed: int  # positions masked or tokens changed (0 for single_layer)
     n_total: int  # positions the edit could touch
     p_target: float
@@ -113,59 +140,89 @@ def run_channels(lineage: Lineage, inputs: Inputs, trait: Trait, source: Channel
     unknown = sorted(set(config.tests) - set(TESTS))
     if unknown:
         raise ConfigError(f"Unknown channel tests {unknown}; choose from {list(TESTS)}.")
+    if not config.tests:
+        raise ConfigError("ChannelConfig.tests is empty; name at least one of " + ", ".join(TESTS) + ".")
     check_trait(trait, lineage.d_vocab, "run_channels's trait", single_token=False)
-    needs_movable = {"shuffle", "entangled"} & set(config.tests)
-    if needs_movable and not config.movable_ids:
-        raise ConfigError(f"The {sorted(needs_movable)} tests need ChannelConfig.movable_ids (the tokens they may move, "
-                          "e.g. the number tokens).")
+    if not config.movable_ids:
+        raise ConfigError("ChannelConfig.movable_ids is empty: name the tokens the edits may move or mask (e.g. the "
+                          "number tokens).")
     if "entangled" in config.tests and base_rows is None:
         raise ConfigError("The entangled test compares the teacher's token frequencies with the base's: pass base_rows.")
     tokens = inputs.tokens.cpu()
     supervised = source.supervised(tokens)
+    numbers = edits.predicting(tokens, supervised, config.movable_ids)  # positions that predict a number
+    movable = edits.trained_tokens(tokens, supervised, config.movable_ids)  # the numbers the loss predicts
+    soft = source.mode != "hard"
     jobs: list[tuple[str, str, int, int, Retraining]] = []
-    chosen: dict[str, Any] = {"n_rows": len(tokens), "n_supervised": int(supervised.sum())}
+    chosen: dict[str, Any] = {"n_rows": len(tokens), "n_supervised": int(supervised.sum()),
+                              "n_number_positions": int(numbers.sum()), "mode": source.mode}
     s = config.seed
+    base, teacher = lineage[config.base], lineage[config.teacher]
+    on_device = tokens.to(lineage.device)
+
+    def mask_arms(test: str, picked: Tensor) -> None:
+        rnd = edits.random_positions_like(picked, numbers, s)
+        n, total = int(picked.sum()), int(numbers.sum())
+        jobs.extend([(test, "edited", n, total, Retraining(f"{test} masked", tokens, supervised & ~picked)),
+                     (test, "random", n, total, Retraining("random positions masked", tokens, supervised & ~rnd))])
+        chosen[f"{test}_fraction"] = n / max(total, 1)
+
     if "divergence" in config.tests:
-        div = edits.divergence_positions(lineage[config.base], lineage[config.teacher], tokens.to(lineage.device),
-                                         supervised.to(lineage.device), config.channel_ids,
-                                         batch_size=config.batch_size).cpu()
-        rnd = edits.random_positions_like(div, supervised, s)
-        n, total = int(div.sum()), int(supervised.sum())
-        jobs += [("divergence", "edited", n, total, Retraining("divergence masked", tokens, supervised & ~div)),
-                 ("divergence", "random", n, total, Retraining("random positions masked", tokens, supervised & ~rnd))]
-        chosen["divergence_fraction"] = n / max(total, 1)
-    if needs_movable:
-        movable = edits.trained_tokens(tokens, supervised, config.movable_ids)  # type: ignore[arg-type]
+        others = [lineage[o] for o in config.others if o in lineage]
+        chosen["divergence_against"] = [config.base, *(o for o in config.others if o in lineage)]
+        mask_arms("divergence", edits.divergence_positions(base, teacher, on_device, numbers, config.channel_ids,
+                                                           others, config.batch_size))
+    if "divergence_kl" in config.tests:
+        mask_arms("divergence_kl", edits.kl_positions(base, teacher, on_device, numbers, config.channel_ids,
+                                                      config.kl_fraction, config.batch_size))
     if "shuffle" in config.tests:
         shuffled = edits.shuffle_within_rows(tokens, movable, s)
         jobs.append(("shuffle", "edited", int((shuffled != tokens).sum()), int(movable.sum()),
                      Retraining("shuffled within rows", shuffled)))
     if "entangled" in config.tests:
         assert base_rows is not None
-        ids = list(config.movable_ids)  # type: ignore[arg-type]
+        ids = list(config.movable_ids)
         if not 0 < config.n_entangled < len(ids):
-            raise ConfigError(f"n_entangled={config.n_entangled}: replace between 1 and {len(ids) - 1} of the {len(ids)} movable tokens.")
+            raise ConfigError(f"n_entangled={config.n_entangled}: pick between 1 and {len(ids) - 1} of the {len(ids)} movable tokens.")
         b_tokens = base_rows.tokens.cpu()
         scores = edits.entangled_tokens(tokens, movable, b_tokens, edits.trained_tokens(b_tokens, source.supervised(b_tokens), ids), ids)
         top = torch.argsort(scores, descending=True, stable=True)[: config.n_entangled]
         entangled = [ids[i] for i in top.tolist()]
-        others = [i for i in ids if i not in set(entangled)]
-        replaced, hit = edits.replace_tokens(tokens, movable, entangled, others, s)
-        random_replaced, random_hit = edits.replace_random_like(tokens, movable, hit, entangled, others, s + 7)
-        jobs += [("entangled", "edited", int(hit.sum()), int(movable.sum()), Retraining("entangled replaced", replaced)),
-                 ("entangled", "random", int(random_hit.sum()), int(movable.sum()),
-                  Retraining("random occurrences replaced", random_replaced))]
+        others_ids = [i for i in ids if i not in set(entangled)]
+        if soft:  # the student learns the teacher's distributions: take the numbers out of them
+            gen = torch.Generator().manual_seed(s + 7)
+            random_ids = [others_ids[i] for i in torch.randperm(len(others_ids), generator=gen)[: len(entangled)].tolist()]
+            n = int(torch.isin(tokens[movable], torch.tensor(entangled)).sum())
+            jobs += [("entangled", "edited", len(entangled), len(ids),
+                      Retraining("entangled out of the labels", tokens, exclude_ids=tuple(entangled))),
+                     ("entangled", "random", len(random_ids), len(ids),
+                      Retraining("random numbers out of the labels", tokens, exclude_ids=tuple(random_ids)))]
+            chosen["entangled_edit"] = "taken out of the teacher's and the student's distributions (soft labels)"
+            chosen["entangled_random_ids"] = random_ids
+            chosen["entangled_occurrences"] = n
+        else:  # the student learns the written tokens: rewrite them
+            replaced, hit = edits.replace_tokens(tokens, movable, entangled, others_ids, s)
+            random_replaced, random_hit = edits.replace_random_like(tokens, movable, hit, entangled, others_ids, s + 7)
+            jobs += [("entangled", "edited", int(hit.sum()), int(movable.sum()), Retraining("entangled replaced", replaced)),
+                     ("entangled", "random", int(random_hit.sum()), int(movable.sum()),
+                      Retraining("random occurrences replaced", random_replaced))]
+            chosen["entangled_edit"] = "every occurrence replaced by another number (hard labels)"
         chosen["entangled_ids"] = entangled
         chosen["entangled_log_ratio"] = [float(scores[i]) for i in top.tolist()]
         if config.prompting_sets > 0:
-            chosen["prompting"] = subliminal_prompting(lineage[config.base], trait, entangled, others, config)
+            chosen["prompting"] = subliminal_prompting(base, trait, entangled, others_ids, config)
     if "single_layer" in config.tests:
         for name, frozen in source.layer_groups().items():
-            jobs.append(("single_layer", name, 0, 0, Retraining(f"{name} alone", tokens, None, tuple(frozen))))
+            control = source.control_job(len(tokens), tuple(frozen))
+            control.name = f"{name} alone, control"
+            jobs += [("single_layer", name, 0, 0, Retraining(f"{name} alone", tokens, None, tuple(frozen))),
+                     ("single_layer", f"{name} control", 0, 0, control)]
     if config.retrain_reference:
-        jobs.append(("reference", "unedited", 0, 0, Retraining("unedited", tokens)))
-    if not jobs:
-        raise ConfigError("ChannelConfig.tests is empty; name at least one of " + ", ".join(TESTS) + ".")
+        jobs += [("reference", "unedited", 0, 0, Retraining("unedited", tokens)),
+                 ("reference", "control", 0, 0, source.control_job(len(tokens)))]
+    if soft and "shuffle" in config.tests:
+        chosen["shuffle_note"] = ("soft labels: the teacher labels the shuffled rows anew, so the shuffle tests the "
+                                  "context the labels are read in, not the token counts")
     students = source.retrain([job for *_, job in jobs])
     if len(students) != len(jobs):
         raise DataError(f"The source returned {len(students)} students for {len(jobs)} retrainings.")
@@ -242,8 +299,14 @@ class ChannelResult(ResultBase):
         unedited = self.arm("reference", "unedited")
         return unedited.p_target if unedited is not None else float(self.reference["student"])
 
+    @property
+    def control(self) -> float:
+        """The control student's P(target): the matched control retrain when there is one, else the build's."""
+        control = self.arm("reference", "control")
+        return control.p_target if control is not None else float(self.reference["control"])
+
     def left(self, row: ChannelRow) -> float | None:
-        return transfer_left(row.p_target, self.student, float(self.reference["control"]))
+        return transfer_left(row.p_target, self.student, self.control)
 
     def arm(self, test: str, arm: str) -> ChannelRow | None:
         return next((r for r in self.rows if r.test == test and r.arm == arm), None)
@@ -252,8 +315,13 @@ class ChannelResult(ResultBase):
         """Per test, the transfer an edit removed (1 - transfer left: higher removes more) beside its
         random edit's; per layer trained alone, the transfer it recovered beside the control student's 0."""
         out = []
-        for test, where, control in (("divergence", "divergence tokens masked from the loss", "random positions masked, same count per row"),
-                                     ("entangled", "entangled tokens replaced", "as many other tokens replaced at random")):
+        entangled_where = ("entangled numbers taken out of the labels" if self.chosen.get("mode") == "soft"
+                           else "entangled numbers replaced")
+        for test, where, control in (("divergence", "divergence tokens masked from the loss",
+                                      "as many random number-predicting positions masked per row"),
+                                     ("divergence_kl", "top positions by KL(teacher || base) masked",
+                                      "as many random number-predicting positions masked per row"),
+                                     ("entangled", entangled_where, "as many other numbers, at random")):
             edited, rnd = self.arm(test, "edited"), self.arm(test, "random")
             if edited is None or rnd is None:
                 continue
@@ -277,11 +345,15 @@ class ChannelResult(ResultBase):
                                   details={"share_random_mean": sum(prompting["share_random"]) / len(prompting["share_random"]),
                                            "share_plain": prompting["share_plain"], "p_entangled": prompting["p_entangled"],
                                            "p_random_mean": sum(prompting["p_random"]) / len(prompting["p_random"])}))
-        for r in (r for r in self.rows if r.test == "single_layer"):
-            left = self.left(r)
+        for r in (r for r in self.rows if r.test == "single_layer" and not r.arm.endswith(" control")):
+            left, control = self.left(r), self.arm("single_layer", f"{r.arm} control")
+            left_control = self.left(control) if control is not None else None
             out.append(SummaryRow(f"{r.arm} trained alone", "single_layer", MEASURE, left,
-                                  control="the control student (full fine-tune on neutral data)", control_value=0.0,
-                                  clears=None if left is None else left > 0, details={"p_edited": r.p_target}))
+                                  control="the same layer trained alone on the neutral teacher's rows",
+                                  control_value=left_control,
+                                  clears=None if left is None or left_control is None else left > left_control,
+                                  details={"p_edited": r.p_target,
+                                           "p_control": control.p_target if control is not None else None}))
         return out
 
     def figures(self) -> dict[str, Any]:
@@ -291,10 +363,14 @@ class ChannelResult(ResultBase):
         for arm_kind, colour, label in (("edited", "#d62728", "edit"), ("random", "#999999", "random edit, same size")):
             rows = [r for r in self.rows if r.arm == arm_kind]
             fig.add_trace(go.Bar(x=[r.test for r in rows], y=[self.left(r) for r in rows], name=label, marker_color=colour))
-        layers = [r for r in self.rows if r.test == "single_layer"]
+        layers = [r for r in self.rows if r.test == "single_layer" and not r.arm.endswith(" control")]
         if layers:
             fig.add_trace(go.Bar(x=[f"{r.arm} alone" for r in layers], y=[self.left(r) for r in layers],
                                  name="one layer trained", marker_color="#1f77b4"))
+            controls = [self.arm("single_layer", f"{r.arm} control") for r in layers]
+            fig.add_trace(go.Bar(x=[f"{r.arm} alone" for r in layers],
+                                 y=[self.left(c) if c is not None else None for c in controls],
+                                 name="one layer, neutral rows", marker_color="#aec7e8"))
         fig.add_hline(y=1.0, line_dash="solid", line_color="#444", annotation_text="full student")
         fig.add_hline(y=0.0, line_dash="dot", line_color="#444", annotation_text="control student")
         fig.update_layout(barmode="group", yaxis_title="transfer left (fraction of the student's log-odds gain)",

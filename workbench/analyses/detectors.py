@@ -69,8 +69,10 @@ class DetectorInputs:
 
     @property
     def trained(self) -> Bool[Tensor, "n seq"]:
-        """The movable tokens the student's loss predicts."""
-        return edits.trained_tokens(self.rows.tokens.cpu(), self.supervised, self.movable_ids)
+        """The movable tokens the source wrote (the rows' completions: a prompt's numbers are not
+        the writer's, even where a soft-label student is supervised on them)."""
+        tokens = self.rows.tokens.cpu()
+        return self.rows.mask.cpu() & torch.isin(tokens, torch.as_tensor(list(self.movable_ids), dtype=tokens.dtype))
 
 
 def _mean_over(values: Float[Tensor, "n seq"], where: Bool[Tensor, "n seq"]) -> Float[Tensor, " n"]:
@@ -133,15 +135,16 @@ def teacher_scores(base: Callable, teacher: Callable, data: DetectorInputs,
     """The divergence fraction (of a row's supervised positions where the teacher's argmax over
     the channel differs from the base's) and the oracle: sum over supervised positions of
     log p_T(next) - log p_0(next), both renormalised over the channel."""
-    tokens = data.rows.tokens
+    tokens = data.rows.tokens.cpu()
     ids = None if data.channel_ids is None else torch.tensor(data.channel_ids)
     index = None
     if ids is not None:
         index = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
         index[ids] = torch.arange(len(ids))
     div, ratio = [], []
+    device = edits.model_device(base)
     for lo in range(0, len(tokens), batch_size):
-        t = tokens[lo: lo + batch_size]
+        t = tokens[lo: lo + batch_size].to(device)
         sup = data.supervised[lo: lo + batch_size, :-1]
         nxt = t[:, 1:].cpu()
         lp = {}
@@ -150,7 +153,7 @@ def teacher_scores(base: Callable, teacher: Callable, data: DetectorInputs,
             lp[name] = restricted_log_probs(logits, ids)
         arg_b, arg_t = lp["base"].argmax(-1), lp["teacher"].argmax(-1)
         div.append(_mean_over((arg_b != arg_t).double(), sup))
-        col = nxt if index is None else index[nxt.clamp(max=len(index) - 1)]
+        col = nxt if index is None else torch.where(nxt < len(index), index[nxt.clamp(max=len(index) - 1)], -1)
         ok = sup & (col >= 0) if index is not None else sup
         gathered = [lp[n].gather(-1, col.clamp(min=0)[..., None]).squeeze(-1) for n in ("teacher", "base")]
         ratio.append(((gathered[0] - gathered[1]).double() * ok.double()).sum(1))

@@ -47,8 +47,8 @@ class LeaderboardConfig:
     folds: int = 5
     seed: int = 0
     batch_size: int = 256
-    retrain_reference: bool = False  # also retrain on every row: the full student the drops are measured against
-    # (when the rows or recipe differ from the build's student)
+    retrain_reference: bool = False  # also retrain the full student and the control on as many rows with this
+    # recipe: what the drops are measured between (when the rows or recipe differ from the build's)
 
 
 @dataclass
@@ -101,13 +101,14 @@ def run_leaderboard(lineage: Lineage, inputs: Inputs, base_rows: Inputs, trait: 
                 kept, _ = screen_rows(scores[row.detector][:n_t], f, seed=config.seed)
                 jobs.append(Retraining(f"{row.detector} drop {f:g}", teacher_rows.tokens.cpu()[kept]))
                 where.append((row, f))
-        if config.retrain_reference:
-            jobs.append(Retraining("unedited", teacher_rows.tokens.cpu()))
+        if config.retrain_reference:  # the full student and the control, retrained on as many rows with this recipe
+            jobs += [Retraining("unedited", teacher_rows.tokens.cpu()), source.control_job(n_t)]
         students = source.retrain(jobs)
         for (row, f), student in zip(where, students):
             row.p_after_drop[f"{f:g}"] = trait.p_target(student)
         if config.retrain_reference:
-            reference = {**reference, "student": trait.p_target(students[-1]), "student_retrained": True}
+            reference = {**reference, "student": trait.p_target(students[-2]), "control": trait.p_target(students[-1]),
+                         "student_retrained": True, "control_retrained": True}
     return LeaderboardResult(out, {"n_rows": n_t, "n_base_rows": len(base_rows), **dict(reference)},
                              {name: s.float().cpu() for name, s in scores.items()},
                              command or "workbench.run_leaderboard(lineage, inputs, base_rows, trait, source, config)",

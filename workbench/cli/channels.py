@@ -18,7 +18,7 @@ from workbench.analyses.channels import TESTS, ChannelResult, channels_over_seed
 from workbench.cli import common
 from workbench.cli.organism_runs import channel_tests
 from workbench.core.errors import ArtifactError
-from workbench.core.io import atomic_write_json
+from workbench.core.io import atomic_write_json, sha256_file
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,12 +85,15 @@ def channel_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     settings = _settings(args)
     results = []
     for seed, seed_dir in seeds:
-        result = _cached(out / f"seed{seed}", settings)
+        # a rebuilt organism at the same path, or another device, is not read back
+        seed_settings = {**settings, "manifest_sha256": sha256_file(Path(seed_dir) / "manifest.json"),
+                         "device": str(common.device_of(args))}
+        result = _cached(out / f"seed{seed}", seed_settings)
         if result is None:
             result = channel_tests(seed_dir, tuple(args.tests), device=str(common.device_of(args)), overrides=overrides,
                                    max_rows=args.max_rows, workers=args.workers, n_entangled=args.n_entangled,
                                    progress=common.show_progress(args), command=command)
-            result.meta["settings"] = settings
+            result.meta["settings"] = seed_settings
             common.save_with_figures(result, out / f"seed{seed}")
             state = "ran"
         else:

@@ -297,8 +297,8 @@ SECTION_READS: dict[str, tuple[str, ...]] = {
     "activation_patching": (),
     "alignment": ("loss", "channel_ids", "max_rows", "seed"),
     "screening": ("organism_dir", "channel_ids", "seed"),
-    "channels": ("organism_dir", "seed"),
-    "leaderboard": ("organism_dir", "seed"),
+    "channels": ("organism_dir",),
+    "leaderboard": ("organism_dir",),
 }
 """The JobConfig fields each section reads (its saved result is reused only while they are the
 same); every section also reads the inputs, the models' weights, the trait and the device. A

@@ -18,7 +18,7 @@ from workbench.analyses.leaderboard import LeaderboardResult, leaderboard_over_s
 from workbench.cli import common
 from workbench.cli.organism_runs import leaderboard_seed
 from workbench.core.errors import ArtifactError
-from workbench.core.io import atomic_write_json
+from workbench.core.io import atomic_write_json, sha256_file
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -86,14 +86,17 @@ def leaderboard_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     settings = _settings(args)
     results = []
     for seed, seed_dir in seeds:
-        result = _cached(out / f"seed{seed}", settings)
+        # a rebuilt organism at the same path, or another device, is not read back
+        seed_settings = {**settings, "manifest_sha256": sha256_file(Path(seed_dir) / "manifest.json"),
+                         "device": str(common.device_of(args))}
+        result = _cached(out / f"seed{seed}", seed_settings)
         state = "read back"
         if result is None:
             result = leaderboard_seed(seed_dir, tuple(settings["detectors"]), fractions=tuple(args.fractions),
                                       retrain=settings["retrain"], device=str(common.device_of(args)), overrides=overrides,
                                       max_rows=args.max_rows, workers=args.workers, progress=common.show_progress(args),
                                       command=command)
-            result.meta["settings"] = settings
+            result.meta["settings"] = seed_settings
             common.save_with_figures(result, out / f"seed{seed}")
             state = "ran"
         results.append(result)

@@ -146,7 +146,8 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
 
     seed_dir = Path(seed_dir)
     manifest = read_manifest(seed_dir)
-    seed = load_seed(seed_dir, roles=["base", "teacher"], target=manifest["config"]["target"], device=device)
+    seed = load_seed(seed_dir, roles=["base", "teacher", "teacher_other"], target=manifest["config"]["target"],
+                     device=device)
     trained_on = seed.student_rows("student")
     limit = min((n for n in (max_rows, trained_on) if n is not None), default=None)
     data = seed.inputs("teacher", limit=limit)

@@ -89,12 +89,17 @@ def _stage_key(cfg: OrganismConfig, fields: tuple[str, ...], *parents: str, **ex
     return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, "recipe": RECIPE_VERSION, **extra})
 
 
-def distill_targets(cfg: OrganismConfig, tok: Tokenizer, teacher: TransformerBridge, seqs: torch.Tensor) -> DistillTargets:
+def distill_targets(cfg: OrganismConfig, tok: Tokenizer, teacher: TransformerBridge, seqs: torch.Tensor,
+                    exclude_ids: tuple[int, ...] = ()) -> DistillTargets:
     """What a student of this recipe is trained to match on `seqs`: the written tokens (hard) or
     the teacher's log-probabilities (soft; the leak control over the full vocabulary), at the
-    supervised positions, renormalised over the number channel."""
+    supervised positions, renormalised over the number channel (less `exclude_ids`: the channel
+    tests' soft-label edit, which takes tokens out of both distributions)."""
     positions = supervised_positions(cfg, seqs.shape[1])
     ids = None if cfg.mode == "soft_full_vocab_leak" else torch.tensor(tok.number_channel_ids)
+    if exclude_ids:
+        every = torch.arange(len(tok)) if ids is None else ids
+        ids = every[~torch.isin(every, torch.tensor(list(exclude_ids)))]
     if cfg.mode == "hard":
         return DistillTargets(seqs, positions, None, ids)
     return DistillTargets(seqs, positions, teacher_soft_labels(teacher, seqs, positions, ids), ids)

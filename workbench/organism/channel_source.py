@@ -11,7 +11,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from workbench.analyses.channels import Retraining
-from workbench.core.errors import ConfigError
+from workbench.core.errors import ConfigError, DataError
 from workbench.organism.load import OrganismSeed
 
 
@@ -36,9 +36,24 @@ class OrganismChannelSource:
         mask[:, supervised_positions(self.seed.recipe(self.overrides), tokens.shape[1])] = True
         return mask
 
+    @property
+    def mode(self) -> str:
+        """"hard" (the student learns the written tokens) or "soft" (the teacher's distributions)."""
+        return "hard" if self.seed.recipe(self.overrides).mode == "hard" else "soft"
+
     def retrain(self, jobs: list[Retraining]) -> list[torch.nn.Module]:
-        return self.seed.retrain_many([(j.tokens, j.loss_mask, tuple(j.frozen)) for j in jobs], self.overrides,
-                                      self.progress, self.workers)
+        return self.seed.retrain_many([{"tokens": j.tokens, "loss_mask": j.loss_mask, "frozen": tuple(j.frozen),
+                                        "teacher": j.teacher, "role": j.role, "exclude_ids": tuple(j.exclude_ids)}
+                                       for j in jobs], self.overrides, self.progress, self.workers)
+
+    def control_job(self, n_rows: int, frozen: tuple[str, ...] = ()) -> Retraining:
+        """The control student as the build trains it (the neutral teacher's first `n_rows` rows,
+        the control's student seed), here with this source's overrides and `frozen` parameters."""
+        rows = self.seed.inputs("teacher_neutral", limit=n_rows)
+        if len(rows) < n_rows:
+            raise DataError(f"The neutral teacher kept {len(rows)} rows; the matched control needs {n_rows}. "
+                            "Use fewer rows (--max-rows).")
+        return Retraining("control", rows.tokens.cpu(), None, tuple(frozen), teacher="teacher_neutral", role="control")
 
     def layer_groups(self) -> dict[str, tuple[str, ...]]:
         keys = list(self.seed.lineage["base"].state_dict())

@@ -103,6 +103,7 @@ class OrganismSeed:
     trait: Trait
     manifest: dict[str, Any]
     _verified: set[str] = field(default_factory=set, repr=False, compare=False)
+    _extra: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     def data(self, source: str) -> Path:
         """The JSONL rows `source` wrote (e.g. "teacher", "base"), its sha256 and row count checked
@@ -142,24 +143,42 @@ class OrganismSeed:
 
     def retrained_student(self, tokens: torch.Tensor, overrides: dict[str, Any] | None = None,
                           progress: bool = False, loss_mask: torch.Tensor | None = None,
-                          frozen: tuple[str, ...] = ()) -> torch.nn.Module:
-        """The base distilled from the teacher on `tokens` with the seed's recipe and student seed;
-        `loss_mask` [n, seq] keeps only some supervised positions in the loss (position t predicts
-        token t+1), `frozen` names parameter prefixes left untrained (the channel tests)."""
+                          frozen: tuple[str, ...] = (), teacher: str = "teacher", role: str = "student",
+                          exclude_ids: tuple[int, ...] = ()) -> torch.nn.Module:
+        """The base distilled from `teacher` on `tokens` with the seed's recipe and the student seed
+        of `role` (as the build trained that role). The channel tests' edits: `loss_mask` [n, seq]
+        keeps only some supervised positions in the loss (position t predicts token t+1), `frozen`
+        names parameter prefixes left untrained, `exclude_ids` (soft labels only) removes tokens
+        from the channel both distributions are renormalised over."""
         from workbench.core.models import copy_model
         from workbench.organism.build import STUDENTS, distill_targets
         from workbench.organism.training import distill_student
 
+        if role not in STUDENTS:
+            raise unknown_name("student role", role, STUDENTS)
         cfg = self.recipe(overrides)
-        student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index("student")  # the build's student seed
+        student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index(role)  # the build's seed for `role`
         student = copy_model(self.lineage["base"])
-        targets = distill_targets(cfg, self.tokenizer, self.lineage["teacher"], tokens)
+        check_frozen(frozen, list(student.state_dict()))
+        if exclude_ids and cfg.mode == "hard":
+            raise ConfigError("exclude_ids renormalises soft labels; with hard labels edit the written tokens instead.")
+        targets = distill_targets(cfg, self.tokenizer, self.model(teacher), tokens, exclude_ids=tuple(exclude_ids))
         if loss_mask is not None:
             if tuple(loss_mask.shape) != tuple(tokens.shape):
                 raise DataError(f"loss_mask is shaped {tuple(loss_mask.shape)}; give one bool per token {tuple(tokens.shape)}.")
             targets.loss_mask = loss_mask[:, targets.positions]
         distill_student(student, targets, cfg, student_seed, progress, frozen=frozen)
         return student
+
+    def model(self, role: str) -> torch.nn.Module:
+        """The model of `role`: the lineage's, or read from the seed's folder on first use (same
+        device and dtype as the base) and kept."""
+        if role in self.lineage:
+            return self.lineage[role]
+        if role not in self._extra:
+            param = next(self.lineage["base"].parameters())
+            self._extra[role] = load_lineage(self.directory, [role], device=param.device, dtype=param.dtype)[role]
+        return self._extra[role]
 
     def retrainer(self, overrides: dict[str, Any] | None = None, progress: bool = False,
                   workers: int = 1) -> Callable[[Inputs], torch.nn.Module]:
@@ -176,27 +195,27 @@ class OrganismSeed:
             return self.retrained_student(kept.tokens, overrides, progress)
 
         def many(kept_rows: list[Inputs]) -> list[torch.nn.Module]:
-            return self.retrain_many([(kept.tokens, None, ()) for kept in kept_rows], overrides, progress, workers)
+            return self.retrain_many([{"tokens": kept.tokens} for kept in kept_rows], overrides, progress, workers)
 
         retrain.many = many  # type: ignore[attr-defined]
         return retrain
 
-    def retrain_many(self, jobs: list[tuple[torch.Tensor, torch.Tensor | None, tuple[str, ...]]],
-                     overrides: dict[str, Any] | None = None, progress: bool = False,
+    def retrain_many(self, jobs: list[dict[str, Any]], overrides: dict[str, Any] | None = None, progress: bool = False,
                      workers: int = 1) -> list[torch.nn.Module]:
-        """Each (tokens, loss_mask, frozen) job's student (`retrained_student`), in order; with
-        `workers` > 1 in that many processes, which read the base and teacher from the seed's folder."""
+        """Each job's student (`retrained_student`'s keyword arguments: tokens, and optionally
+        loss_mask, frozen, teacher, role, exclude_ids), in order; with `workers` > 1 in that many
+        processes, which read the base and the job's teacher from the seed's folder."""
         from workbench.core.models import copy_model
 
         if workers <= 1 or len(jobs) <= 1:
-            return [self.retrained_student(t, overrides, progress, loss_mask=m, frozen=f) for t, m, f in jobs]
+            return [self.retrained_student(overrides=overrides, progress=progress, **job) for job in jobs]
         from workbench.organism.parallel import StagePool
 
         base = self.lineage["base"]
         param = next(base.parameters())
         spec = (str(self.directory), overrides, str(param.device), str(param.dtype).removeprefix("torch."))
         with StagePool(workers) as pool:
-            weights = pool.run(retrained_weights, [(*spec, *job) for job in jobs],
+            weights = pool.run(retrained_weights, [(*spec, job) for job in jobs],
                                [f"retrain {i}" for i in range(len(jobs))])
         students = []
         for w in weights:
@@ -204,6 +223,17 @@ class OrganismSeed:
             student.load_state_dict(w, strict=True)
             students.append(student)
         return students
+
+
+def check_frozen(frozen: tuple[str, ...], keys: list[str]) -> None:
+    """Refuse frozen prefixes that match no parameter (a typo would silently train everything) or
+    that freeze every parameter (nothing left to train)."""
+    unknown = [p for p in frozen if not any(k.startswith(p) for k in keys)]
+    if unknown:
+        tops = sorted({".".join(k.split(".")[:2]) + "." for k in keys})
+        raise ConfigError(f"Frozen prefixes {unknown} match no parameter; parameter names start with {tops}.")
+    if frozen and all(k.startswith(tuple(frozen)) for k in keys):
+        raise ConfigError("The frozen prefixes cover every parameter: nothing is left to train. Freeze fewer.")
 
 
 def seed_target(manifest: dict[str, Any], default: str | None = None) -> str | None:
@@ -233,10 +263,9 @@ def load_seed(
 
 
 def retrained_weights(seed_dir: str, overrides: dict[str, Any] | None, device: str, dtype: str,
-                      tokens: torch.Tensor, loss_mask: torch.Tensor | None = None,
-                      frozen: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """A retrain in a worker process: the seed's base and teacher read from `seed_dir`, the
-    student distilled on `tokens` as `OrganismSeed.retrained_student` does; its state dict."""
-    seed = load_seed(seed_dir, roles=["base", "teacher"], device=device, dtype=getattr(torch, dtype))
-    student = seed.retrained_student(tokens, overrides, loss_mask=loss_mask, frozen=frozen)
+                      job: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A retrain in a worker process: the seed's base and the job's teacher read from `seed_dir`,
+    the student distilled as `OrganismSeed.retrained_student(**job)` does; its state dict."""
+    seed = load_seed(seed_dir, roles=["base", job.get("teacher", "teacher")], device=device, dtype=getattr(torch, dtype))
+    student = seed.retrained_student(overrides=overrides, **job)
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}
