@@ -17,8 +17,7 @@ from typing import Any
 from workbench.analyses.channels import TESTS, ChannelResult, channels_over_seeds, prompting_over_seeds
 from workbench.cli import common
 from workbench.cli.organism_runs import channel_tests
-from workbench.core.errors import ArtifactError
-from workbench.core.io import atomic_write_json, sha256_file
+from workbench.core.io import atomic_write_json
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,16 +65,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "max_rows": args.max_rows}
 
 
-def _cached(directory: Path, settings: dict[str, Any]) -> ChannelResult | None:
-    if not (directory / f"{ChannelResult.kind}.json").exists():
-        return None
-    try:
-        result = ChannelResult.load(directory)
-    except ArtifactError:
-        return None  # unreadable: retrain and overwrite
-    return result if result.meta.get("settings") == settings else None
-
-
 def channel_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Run (or read back) every asked seed's channel tests, then summarise them over seeds."""
     seeds = common.organism_seeds(args.organism, args.seeds)
@@ -83,24 +72,19 @@ def channel_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
     command = "python -m workbench.channels " + " ".join(argv if argv is not None else sys.argv[1:])
     settings = _settings(args)
+    device = str(common.device_of(args))
+
+    def run_seed(seed_dir: Path) -> ChannelResult:
+        return channel_tests(seed_dir, tuple(args.tests), device=device, overrides=overrides, max_rows=args.max_rows,
+                             workers=args.workers, n_entangled=args.n_entangled, progress=common.show_progress(args),
+                             command=command)
+
     results = []
-    for seed, seed_dir in seeds:
-        # a rebuilt organism at the same path, or another device, is not read back
-        seed_settings = {**settings, "manifest_sha256": sha256_file(Path(seed_dir) / "manifest.json"),
-                         "device": str(common.device_of(args))}
-        result = _cached(out / f"seed{seed}", seed_settings)
-        if result is None:
-            result = channel_tests(seed_dir, tuple(args.tests), device=str(common.device_of(args)), overrides=overrides,
-                                   max_rows=args.max_rows, workers=args.workers, n_entangled=args.n_entangled,
-                                   progress=common.show_progress(args), command=command)
-            result.meta["settings"] = seed_settings
-            common.save_with_figures(result, out / f"seed{seed}")
-            state = "ran"
-        else:
-            state = "read back"
+    for seed, result, read_back in common.per_seed_results(args, seeds, out, settings, ChannelResult, run_seed):
         results.append(result)
-        print(f"seed {seed} ({state}): " + ", ".join(f"{r.test}/{r.arm} P={r.p_target:.3f}" for r in result.rows)
-              + f" | student {result.reference['student']:.3f}, control {result.reference['control']:.3f}", flush=True)
+        print(f"seed {seed} ({'read back' if read_back else 'ran'}): "
+              + ", ".join(f"{r.test}/{r.arm} P={r.p_target:.3f}" for r in result.rows)
+              + f" | student {result.student:.3f}, control {result.control:.3f}", flush=True)
     rows = channels_over_seeds(results)
     prompting = prompting_over_seeds(results)
     atomic_write_json(out / "summary.json", {"organism": str(args.organism), "seeds": args.seeds, "settings": settings,

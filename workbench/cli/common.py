@@ -471,3 +471,30 @@ def save_traceback(entry: str, log_dir: Path | None = None) -> Path | None:
         except OSError:
             continue
     return None
+
+
+def per_seed_results(args: argparse.Namespace, seeds: Sequence[tuple[int, Path]], out: Path, settings: dict[str, Any],
+                     result_type: type, run_seed: Callable[[Path], Any]) -> Iterator[tuple[int, Any, bool]]:
+    """(seed, result, read_back) for every seed: the result saved in OUT/seed{N}/ when it was made
+    with the same `settings`, the same seed manifest (a rebuilt organism at the same path is not
+    read back) and the same device; else `run_seed(seed_dir)`, saved with its figures (a killed
+    run resumes at the first seed not saved)."""
+    from workbench.core.io import sha256_file
+
+    for seed, seed_dir in seeds:
+        wanted = {**settings, "manifest_sha256": sha256_file(Path(seed_dir) / "manifest.json"),
+                  "device": str(device_of(args))}
+        directory = out / f"seed{seed}"
+        saved = None
+        if (directory / f"{result_type.kind}.json").exists():
+            try:
+                saved = result_type.load(directory)
+            except ArtifactError:
+                saved = None  # unreadable: run again and overwrite
+        if saved is not None and saved.meta.get("settings") == wanted:
+            yield seed, saved, True
+            continue
+        result = run_seed(Path(seed_dir))
+        result.meta["settings"] = wanted
+        save_with_figures(result, directory)
+        yield seed, result, False

@@ -17,8 +17,7 @@ from workbench.analyses.detectors import NEEDS
 from workbench.analyses.leaderboard import LeaderboardResult, leaderboard_over_seeds
 from workbench.cli import common
 from workbench.cli.organism_runs import leaderboard_seed
-from workbench.core.errors import ArtifactError
-from workbench.core.io import atomic_write_json, sha256_file
+from workbench.core.io import atomic_write_json
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -67,16 +66,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "student_epochs": args.student_epochs, "max_rows": args.max_rows}
 
 
-def _cached(directory: Path, settings: dict[str, Any]) -> LeaderboardResult | None:
-    if not (directory / f"{LeaderboardResult.kind}.json").exists():
-        return None
-    try:
-        result = LeaderboardResult.load(directory)
-    except ArtifactError:
-        return None
-    return result if result.meta.get("settings") == settings else None
-
-
 def leaderboard_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Run (or read back) every asked seed's leaderboard, then summarise over seeds."""
     seeds = common.organism_seeds(args.organism, args.seeds)
@@ -84,23 +73,18 @@ def leaderboard_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     overrides = None if args.student_epochs is None else {"student_epochs": args.student_epochs}
     command = "python -m workbench.screening " + " ".join(argv if argv is not None else sys.argv[1:])
     settings = _settings(args)
+    device = str(common.device_of(args))
+
+    def run_seed(seed_dir: Path) -> LeaderboardResult:
+        return leaderboard_seed(seed_dir, tuple(settings["detectors"]), fractions=tuple(args.fractions),
+                                retrain=settings["retrain"], device=device, overrides=overrides, max_rows=args.max_rows,
+                                workers=args.workers, progress=common.show_progress(args), command=command)
+
     results = []
-    for seed, seed_dir in seeds:
-        # a rebuilt organism at the same path, or another device, is not read back
-        seed_settings = {**settings, "manifest_sha256": sha256_file(Path(seed_dir) / "manifest.json"),
-                         "device": str(common.device_of(args))}
-        result = _cached(out / f"seed{seed}", seed_settings)
-        state = "read back"
-        if result is None:
-            result = leaderboard_seed(seed_dir, tuple(settings["detectors"]), fractions=tuple(args.fractions),
-                                      retrain=settings["retrain"], device=str(common.device_of(args)), overrides=overrides,
-                                      max_rows=args.max_rows, workers=args.workers, progress=common.show_progress(args),
-                                      command=command)
-            result.meta["settings"] = seed_settings
-            common.save_with_figures(result, out / f"seed{seed}")
-            state = "ran"
+    for seed, result, read_back in common.per_seed_results(args, seeds, out, settings, LeaderboardResult, run_seed):
         results.append(result)
-        print(f"seed {seed} ({state}): " + ", ".join(f"{r.detector} {r.auroc:.3f}" for r in result.rows), flush=True)
+        print(f"seed {seed} ({'read back' if read_back else 'ran'}): "
+              + ", ".join(f"{r.detector} {r.auroc:.3f}" for r in result.rows), flush=True)
     rows = leaderboard_over_seeds(results)
     atomic_write_json(out / "summary.json", {"organism": str(args.organism), "seeds": args.seeds, "settings": settings,
                                              "rows": rows})
