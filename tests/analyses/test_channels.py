@@ -10,8 +10,15 @@ import math
 import pytest
 import torch
 
-from workbench.analyses.channels import (ChannelConfig, ChannelResult, ChannelRow, Retraining, channels_over_seeds,
-                                         run_channels, transfer_left)
+from workbench.analyses.channels import (
+    ChannelConfig,
+    ChannelResult,
+    ChannelRow,
+    Retraining,
+    channels_over_seeds,
+    run_channels,
+    transfer_left,
+)
 from workbench.cli import channels as channels_cli
 from workbench.cli.organism_runs import channel_tests
 from workbench.core.errors import ConfigError

@@ -11,8 +11,13 @@ import torch
 
 from workbench.analyses.channel_edits import divergence_positions
 from workbench.analyses.detectors import DetectorInputs, run_detectors
-from workbench.analyses.leaderboard import (DetectorRow, LeaderboardConfig, LeaderboardResult, leaderboard_over_seeds,
-                                            run_leaderboard)
+from workbench.analyses.leaderboard import (
+    DetectorRow,
+    LeaderboardConfig,
+    LeaderboardResult,
+    leaderboard_over_seeds,
+    run_leaderboard,
+)
 from workbench.analyses.probes import auroc
 from workbench.cli import screening as screening_cli
 from workbench.core.errors import ConfigError, DataError
