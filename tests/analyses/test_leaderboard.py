@@ -192,3 +192,28 @@ def test_leaderboard_command_writes_summarises_and_resumes(tiny_organism, tmp_pa
     assert "seed 0 (read back)" in capsys.readouterr().out
     assert screening_cli.main(["--detectors", "random"]) == 2
     assert "go with --leaderboard" in capsys.readouterr().err
+
+
+def test_divergence_fraction_recovers_planted_divergent_contexts_and_sits_at_chance_on_shuffled_labels():
+    """Bigram base and teacher that differ only after token 5: rows with many 5s diverge more."""
+    from workbench.analyses.detectors import teacher_scores
+    from workbench.core.inputs import Inputs
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 12
+    base_table = torch.randn(vocab, vocab, generator=gen)
+    teacher_table = base_table.clone()
+    teacher_table[5, 3] = base_table[5].max() + 5  # after a 5 the teacher picks 3
+    rows = torch.randint(6, vocab, (200, 10), generator=gen)
+    planted = torch.rand(100, 10, generator=gen) < 0.4
+    rows[:100][planted] = 5  # the "teacher" rows hold many 5s
+    inputs = Inputs.from_sequences([[1, 2]] * 200, rows.tolist(), ["teacher"] * 100 + ["base"] * 100,
+                                   prompt_ids=list(range(200)))
+    labels = torch.arange(200) < 100
+    supervised = inputs.attention_mask.clone()
+    supervised[:, -1] = False
+    data = DetectorInputs(inputs, labels, supervised, None, tuple(range(vocab)))
+    scores = teacher_scores(lambda t: base_table[t], lambda t: teacher_table[t], data)["divergence_fraction"]
+    assert float(auroc(scores, labels)) > 0.95
+    perm = torch.randperm(200, generator=torch.Generator().manual_seed(1))
+    assert abs(float(auroc(scores, labels[perm])) - 0.5) < 0.12
