@@ -172,6 +172,10 @@ def test_over_seeds_beats_flag_and_intervals():
     assert hi < 0
     worse = leaderboard_over_seeds([result(0, 0.7, 0.6, 0.5, 0.3, 0.5), result(1, 0.6, 0.65, 0.55, 0.35, 0.55)])
     assert worse[0]["beats_bag_and_random_directions_every_seed"] is False
+    assert over["random"]["beats_bag_and_random_directions_every_seed"] is None  # a baseline has no verdict
+    alone = LeaderboardResult([DetectorRow(0, "oracle", "teacher", 0.8, {}), DetectorRow(0, "random", "nothing", 0.5, {})],
+                              {"student": 0.6, "control": 0.1}, {})
+    assert leaderboard_over_seeds([alone])[0]["beats_bag_and_random_directions_every_seed"] is None  # no rival scored
 
 
 def test_leaderboard_command_writes_summarises_and_resumes(tiny_organism, tmp_path, capsys):

@@ -202,14 +202,17 @@ def leaderboard_over_seeds(results: Sequence[LeaderboardResult]) -> list[dict[st
         per = [res.row(name) for res in results]
         aurocs = [r.auroc if r else None for r in per]
         stats = over_seeds(aurocs)
-        beats = []
+        beats: list[bool | None] = []
         for res, r in zip(results, per):
             rivals = [x.auroc for x in res.rows if x.detector != name
                       and (x.detector == "bag_of_tokens" or x.detector.startswith("random_direction_"))]
-            beats.append(r is not None and all(r.auroc > v for v in rivals))
+            # undefined for the baselines themselves and where no rival was scored (not a vacuous "yes")
+            baseline = name == "random" or name.startswith("random_direction_")
+            beats.append(None if r is None or baseline or not rivals else all(r.auroc > v for v in rivals))
         entry: dict[str, Any] = {"detector": name, "needs": per[0].needs if per[0] else None, "auroc": aurocs,
                                  "auroc_mean": stats.mean, "auroc_sd": stats.sd,
-                                 "beats_bag_and_random_directions_every_seed": all(beats), "drops": {}}
+                                 "beats_bag_and_random_directions_every_seed":
+                                     None if any(b is None for b in beats) else all(beats), "drops": {}}
         for f in sorted({f for r in per if r for f in r.p_after_drop}, key=float):
             left = [res.left(r.p_after_drop[f]) if r and f in r.p_after_drop else None for res, r in zip(results, per)]
             rnd = [res.left(res.row("random").p_after_drop[f]) if res.row("random") and f in res.row("random").p_after_drop

@@ -47,7 +47,8 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
         per = " / ".join(_fmt(a) for a in r["auroc"])
         spread = "" if r["auroc_sd"] is None else f" ± {r['auroc_sd']:.3f}"
         line = f"{r['detector']:<21} {r['needs'] or '':<14} {per:<22} {_fmt(r['auroc_mean']) + spread:<14} "
-        line += f"{'yes' if r['beats_bag_and_random_directions_every_seed'] else 'no':<3}"
+        beats = r["beats_bag_and_random_directions_every_seed"]
+        line += f"{'n/a' if beats is None else 'yes' if beats else 'no':<3}"
         for f in fractions:
             d = r["drops"].get(f)
             if d is None:
