@@ -148,17 +148,20 @@ class Trait:
 
     @cached_property
     def tokens(self) -> Int[Tensor, "templates seq"]:
-        """The prompts, right-padded with `pad_id`."""
+        """The prompts, right-padded with `pad_id` (a plain tensor even when first read under
+        inference mode, so later differentiable reads can use it)."""
         width = max(map(len, self.prompts))
-        out = torch.full((len(self.prompts), width), self.pad_id, dtype=torch.long)
-        for i, row in enumerate(self.prompts):
-            out[i, : len(row)] = torch.tensor(row)
+        with torch.inference_mode(False):
+            out = torch.full((len(self.prompts), width), self.pad_id, dtype=torch.long)
+            for i, row in enumerate(self.prompts):
+                out[i, : len(row)] = torch.tensor(row)
         return out
 
     @cached_property
     def answer_positions(self) -> Int[Tensor, " templates"]:
         """Index of each prompt's last token: the logits there predict the answer."""
-        return torch.tensor([len(p) - 1 for p in self.prompts])
+        with torch.inference_mode(False):
+            return torch.tensor([len(p) - 1 for p in self.prompts])
 
     @property
     def answer_ids(self) -> dict[str, tuple[int, ...]]:

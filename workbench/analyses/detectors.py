@@ -4,7 +4,10 @@
 Needs (what a defender must hold):
 - "base + trait": g_trait alignment (Zur/this workbench: <g_trait, -grad L_i> at the base), the
   unembedding similarity of the row's numbers with the target (Zur et al.'s teacher-free
-  entangled-token score), and random parameter directions of g_trait's norm (the controls);
+  entangled-token score), random parameter directions of g_trait's norm (its controls), and the
+  activation detectors along the base's trait direction (`activation_detectors`: Chen et al.'s
+  persona projection difference, Blank et al.'s activation-gradient cosine), each with random
+  unit directions at the same hook as its controls;
 - "teacher": the divergence-token fraction (Schrodi et al.), the first update's projection on the
   teacher's displacement <dT, -grad L_i> / |dT| at the base (Madl's first-update coverage, not
   divided by the row's gradient norm), and the likelihood-ratio oracle log p_T(x) - log p_0(x)
@@ -26,7 +29,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from workbench.analyses import channel_edits as edits
+from workbench.analyses.activation_detectors import ACTIVATION_DETECTORS, CONTROL_PREFIX, TraitHook, activation_scores
 from workbench.analyses.param_directions import norm, random_direction
+from workbench.analyses.probes import grouped_folds
 from workbench.analyses.trait_gradient import trait_gradient
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
@@ -39,6 +44,8 @@ from workbench.trait import Trait
 NEEDS = {
     "g_trait": "base + trait",
     "unembed_similarity": "base + trait",
+    "persona_projection": "base + trait",
+    "activation_gradient": "base + trait",
     "divergence_fraction": "teacher",
     "first_update": "teacher",
     "oracle": "teacher",
@@ -46,7 +53,15 @@ NEEDS = {
     "bag_of_tokens": "labelled rows",
     "random": "nothing",
 }
-"""Every detector, with what it needs; `random_direction_<k>` ("base + trait") are the g_trait controls."""
+"""Every detector, with what it needs; its random-direction controls ("base + trait") are named by `CONTROLS`."""
+
+CONTROLS = {"g_trait": "random_direction_", **CONTROL_PREFIX}
+"""Detector -> the name prefix of its random-direction controls (`<prefix><k>`)."""
+
+
+def is_direction_control(name: str) -> bool:
+    """Whether `name` is a random-direction control of some detector (a baseline, not a detector)."""
+    return name.startswith(tuple(CONTROLS.values()))
 
 
 @dataclass
@@ -78,16 +93,6 @@ class DetectorInputs:
 def _mean_over(values: Float[Tensor, "n seq"], where: Bool[Tensor, "n seq"]) -> Float[Tensor, " n"]:
     w = where.double()
     return (values.double() * w).sum(1) / w.sum(1).clamp(min=1)
-
-
-def grouped_folds(prompt_ids: Sequence[int], folds: int, seed: int) -> Int[Tensor, " n"]:
-    """Fold of each row: every row of a prompt in the same fold (folds shuffled by `seed`)."""
-    prompts = sorted(set(prompt_ids))
-    if len(prompts) < folds:
-        raise DataError(f"Cross-fitting needs rows from at least {folds} prompts; got {len(prompts)}.")
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
-    fold_of = {prompts[j]: k % folds for k, j in enumerate(order)}
-    return torch.tensor([fold_of[p] for p in prompt_ids])
 
 
 def g_trait_scores(lineage: Lineage, data: DetectorInputs, trait: Trait, base: str = "base", n_random: int = 3,
@@ -204,9 +209,10 @@ def random_scores(n: int, seed: int) -> Tensor:
 
 def run_detectors(lineage: Lineage, data: DetectorInputs, trait: Trait, detectors: Sequence[str],
                   *, base: str = "base", teacher: str = "teacher", n_random: int = 3, folds: int = 5, seed: int = 0,
-                  batch_size: int = 256) -> dict[str, Tensor]:
-    """Each asked detector's score per row (float64, in the rows' order); g_trait brings its
-    random-direction controls along."""
+                  batch_size: int = 256, trait_hook: TraitHook | None = None) -> dict[str, Tensor]:
+    """Each asked detector's score per row (float64, in the rows' order); g_trait and the
+    activation detectors bring their random-direction controls along (`trait_hook`: where the
+    activation detectors read, None: `choose_trait_hook`)."""
     unknown = sorted(set(detectors) - set(NEEDS))
     if unknown:
         raise ConfigError(f"Unknown detectors {unknown}; choose from {list(NEEDS)}.")
@@ -215,6 +221,10 @@ def run_detectors(lineage: Lineage, data: DetectorInputs, trait: Trait, detector
         out.update(g_trait_scores(lineage, data, trait, base, n_random, seed, batch_size))
     if "unembed_similarity" in detectors:
         out["unembed_similarity"] = unembed_similarity_scores(lineage[base].W_U, data, trait.target_id)
+    asked = [d for d in detectors if d in ACTIVATION_DETECTORS]
+    if asked:
+        out.update(activation_scores(lineage, data.rows, data.trained, trait, asked, data.channel_ids, data.movable_ids,
+                                     base=base, hook=trait_hook, n_random=n_random, seed=seed, batch_size=batch_size))
     if {"divergence_fraction", "oracle", "first_update"} & set(detectors):
         if teacher not in lineage:
             raise ConfigError(f"The divergence and oracle detectors need the teacher {teacher!r} in the lineage "
@@ -225,19 +235,18 @@ def run_detectors(lineage: Lineage, data: DetectorInputs, trait: Trait, detector
         if "first_update" in detectors:
             out["first_update"] = first_update_scores(lineage, data, base, teacher, batch_size)
     if {"entangled_frequency", "bag_of_tokens"} & set(detectors):
-        fold = grouped_folds(list(data.rows.prompt_ids), folds, seed)
+        fold = grouped_folds(list(data.rows.prompt_ids), folds, seed)  # a prompt's rows share a fold
         if "entangled_frequency" in detectors:
             out["entangled_frequency"] = entangled_frequency_scores(data, fold)
         if "bag_of_tokens" in detectors:
             out["bag_of_tokens"] = bag_of_tokens_scores(data, fold, lineage.d_vocab, seed)
     if "random" in detectors:
         out["random"] = random_scores(len(data.rows), seed)
-    return {name: out[name] for name in [*detectors, *sorted(k for k in out if k.startswith("random_direction_"))]
-            if name in out}
+    return {name: out[name] for name in [*detectors, *sorted(k for k in out if is_direction_control(k))] if name in out}
 
 
 def needs_of(name: str) -> str:
-    return "base + trait" if name.startswith("random_direction_") else NEEDS[name]
+    return "base + trait" if is_direction_control(name) else NEEDS[name]
 
 
-__all__ = ["NEEDS", "DetectorInputs", "grouped_folds", "needs_of", "run_detectors"]
+__all__ = ["CONTROLS", "NEEDS", "DetectorInputs", "is_direction_control", "needs_of", "run_detectors"]

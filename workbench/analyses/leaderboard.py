@@ -8,8 +8,10 @@ rows, each beside the random baseline.
    the control student, as a fraction of the full student's), beside dropping as many rows at
    random (the "random" detector).
 
-Random parameter directions of g_trait's norm are scored for detection only (the control of
-g_trait's AUROC); each detector says what a defender needs to run it (`detectors.NEEDS`).
+Random directions are scored for detection only: parameter directions of g_trait's norm, and
+unit directions at the activation detectors' hook (`detectors.CONTROLS`). A detector "beats" its
+rivals when its AUROC exceeds bag of tokens' and every random direction's. Each detector says
+what a defender needs to run it (`detectors.NEEDS`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 
 from workbench.analyses.alignment import screen_rows
 from workbench.analyses.channels import ChannelSource, Retraining, transfer_left
-from workbench.analyses.detectors import NEEDS, DetectorInputs, needs_of, run_detectors
+from workbench.analyses.activation_detectors import ACTIVATION_DETECTORS, choose_trait_hook
+from workbench.analyses.detectors import NEEDS, DetectorInputs, is_direction_control, needs_of, run_detectors
 from workbench.analyses.probes import auroc
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.inputs import Inputs
@@ -44,6 +47,10 @@ class LeaderboardConfig:
     channel_ids: tuple[int, ...] | None = None
     movable_ids: tuple[int, ...] = ()
     n_random_directions: int = 3
+    trait_hook: str | None = None  # where the activation detectors read (None: the hook where the base's trait
+    # direction steers the base most, `choose_trait_hook`)
+    trait_direction: str = "contrast"  # the activation detectors' trait direction: "contrast" (Chen et al.'s persona
+    # vector) or "gradient" (the base's log P(target) gradient on a steering vector)
     folds: int = 5
     seed: int = 0
     batch_size: int = 256
@@ -89,8 +96,12 @@ def run_leaderboard(lineage: Lineage, inputs: Inputs, base_rows: Inputs, trait: 
     n_t = len(teacher_rows)
     labels = torch.arange(len(rows)) < n_t
     data = DetectorInputs(rows, labels, source.supervised(rows.tokens.cpu()), config.channel_ids, tuple(config.movable_ids))
+    hook = None
+    if set(config.detectors) & set(ACTIVATION_DETECTORS):
+        hook = choose_trait_hook(lineage, trait, hooks=None if config.trait_hook is None else [config.trait_hook],
+                                 batch_size=config.batch_size, direction=config.trait_direction)
     scores = run_detectors(lineage, data, trait, config.detectors, n_random=config.n_random_directions,
-                           folds=config.folds, seed=config.seed, batch_size=config.batch_size)
+                           folds=config.folds, seed=config.seed, batch_size=config.batch_size, trait_hook=hook)
     out = [DetectorRow(config.seed, name, needs_of(name), float(auroc(s, labels))) for name, s in scores.items()]
     if config.retrain:
         jobs, where = [], []
@@ -112,7 +123,8 @@ def run_leaderboard(lineage: Lineage, inputs: Inputs, base_rows: Inputs, trait: 
     return LeaderboardResult(out, {"n_rows": n_t, "n_base_rows": len(base_rows), **dict(reference)},
                              {name: s.float().cpu() for name, s in scores.items()},
                              command or "workbench.run_leaderboard(lineage, inputs, base_rows, trait, source, config)",
-                             {"seed": config.seed, "fractions": list(config.fractions), **dict(meta or {})})
+                             {"seed": config.seed, "fractions": list(config.fractions),
+                              **({"trait_hook": hook.to_dict()} if hook is not None else {}), **dict(meta or {})})
 
 
 def _concat(a: Inputs, b: Inputs) -> Inputs:
@@ -140,16 +152,18 @@ class LeaderboardResult(ResultBase):
     def left(self, p: float) -> float | None:
         return transfer_left(p, float(self.reference["student"]), float(self.reference["control"]))
 
+    def rivals(self, detector: str) -> list[float]:
+        """The AUROCs a detector must beat: bag of tokens' (unless it is bag of tokens) and every
+        random direction's (of any detector)."""
+        return [r.auroc for r in self.rows if r.detector != detector
+                and (r.detector == "bag_of_tokens" or is_direction_control(r.detector))]
+
     def summary_rows(self) -> list[SummaryRow]:
-        bag = self.row("bag_of_tokens")
-        randoms = [r.auroc for r in self.rows if r.detector.startswith("random_direction_")]
         out = []
         for r in self.rows:
-            if r.detector == "random" or r.detector.startswith("random_direction_"):
+            if r.detector == "random" or is_direction_control(r.detector):
                 continue
-            rivals = [bag.auroc] if bag is not None and r.detector != "bag_of_tokens" else []
-            rivals += randoms if r.detector == "g_trait" else []
-            rivals += [0.5]
+            rivals = [*self.rivals(r.detector), 0.5]
             out.append(SummaryRow(r.detector, "detection", "AUROC teacher vs base rows", r.auroc,
                                   control="best of bag of tokens, random directions, chance" if len(rivals) > 1
                                   else "chance", control_value=max(rivals), clears=r.auroc > max(rivals),
@@ -204,10 +218,9 @@ def leaderboard_over_seeds(results: Sequence[LeaderboardResult]) -> list[dict[st
         stats = over_seeds(aurocs)
         beats: list[bool | None] = []
         for res, r in zip(results, per):
-            rivals = [x.auroc for x in res.rows if x.detector != name
-                      and (x.detector == "bag_of_tokens" or x.detector.startswith("random_direction_"))]
+            rivals = res.rivals(name)
             # undefined for the baselines themselves and where no rival was scored (not a vacuous "yes")
-            baseline = name == "random" or name.startswith("random_direction_")
+            baseline = name == "random" or is_direction_control(name)
             beats.append(None if r is None or baseline or not rivals else all(r.auroc > v for v in rivals))
         entry: dict[str, Any] = {"detector": name, "needs": per[0].needs if per[0] else None, "auroc": aurocs,
                                  "auroc_mean": stats.mean, "auroc_sd": stats.sd,

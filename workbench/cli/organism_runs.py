@@ -173,9 +173,11 @@ def channel_tests(seed_dir: str | os.PathLike, tests: tuple[str, ...] | None = N
 def leaderboard_seed(seed_dir: str | os.PathLike, detectors: tuple[str, ...] | None = None, *,
                      fractions: tuple[float, ...] = (0.1, 0.25), retrain: bool = True, device: str = "cpu",
                      overrides: dict[str, Any] | None = None, max_rows: int | None = None, workers: int = 1,
-                     progress: bool = False, command: str | None = None) -> Any:
+                     progress: bool = False, command: str | None = None, trait_direction: str = "contrast",
+                     trait_hook: str | None = None) -> Any:
     """`run_leaderboard` on one organism seed: the teacher rows its student trained on against as
-    many rows the base wrote, its number channel, and students retrained with the seed's recipe."""
+    many rows the base wrote, its number channel, and students retrained with the seed's recipe
+    (`trait_direction`, `trait_hook`: what the activation detectors read, `LeaderboardConfig`)."""
     from workbench.analyses.detectors import NEEDS
     from workbench.analyses.leaderboard import LeaderboardConfig, run_leaderboard
     from workbench.organism.channel_source import OrganismChannelSource
@@ -189,7 +191,8 @@ def leaderboard_seed(seed_dir: str | os.PathLike, detectors: tuple[str, ...] | N
     base_rows = seed.inputs("base", limit=len(teacher_rows))
     config = LeaderboardConfig(detectors=tuple(detectors or NEEDS), fractions=tuple(fractions), retrain=retrain,
                                channel_ids=seed.channel_ids, movable_ids=tuple(seed.tokenizer.number_ids),
-                               seed=int(manifest["seed"]), retrain_reference=_differs(overrides, limit, trained_on, max_rows))
+                               seed=int(manifest["seed"]), retrain_reference=_differs(overrides, limit, trained_on, max_rows),
+                               trait_direction=trait_direction, trait_hook=trait_hook)
     source = OrganismChannelSource(seed, overrides, progress, workers)
     rates = manifest["trait_rates"]
     reference = {"student": rates["student"], "control": rates["control"], "base": rates["base"],
