@@ -1,6 +1,10 @@
 """The first-order prediction: after one SGD step theta - eta * mean_i grad L_i on a batch, the
 change of log P(target) should be eta * mean_i a_i(g_trait) (the alignment with the trait
-gradient), up to second-order terms that shrink with eta."""
+gradient), up to second-order terms that shrink with eta.
+
+For the optimiser a student actually trains with, the step is that optimiser's first step from a
+fresh state (`workbench.engines.optimizers.first_step`: Adam's is close to sign descent), and the
+prediction is <g_trait, step>: for Adam about -eta <g_trait, sign(mean grad)>, not SGD's."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from torch import Tensor
 from torch.func import grad
 
 from workbench.analyses.trait_gradient import trait_gradient, trait_log_prob
+from workbench.core.errors import unknown_name
 from workbench.core.inputs import Inputs
+from workbench.engines.optimizers import OPTIMIZERS, first_step
 from workbench.engines.alignment_model import AlignmentModel
 from workbench.engines.objective import Objective, iter_batches, per_token_losses
 from workbench.engines.per_example import jvp_scores
@@ -25,8 +31,9 @@ class PredictionRow:
     """Predicted vs measured change of log P(target) after one SGD step of size eta."""
 
     eta: float
-    predicted: list[float]  # per batch: eta * mean_i a_i(g_trait)
+    predicted: list[float]  # per batch: eta * mean_i a_i(g_trait) (SGD), or <g_trait, the optimiser's first step>
     measured: list[float]  # per batch: log P(target) after the step minus before
+    optimizer: str = "sgd"
 
     @property
     def relative_error(self) -> float:
@@ -38,7 +45,7 @@ class PredictionRow:
         return float(np.mean(np.sign(self.predicted) == np.sign(self.measured)))
 
     def to_dict(self) -> dict:
-        return {"eta": self.eta, "predicted": self.predicted, "measured": self.measured,
+        return {"eta": self.eta, "optimizer": self.optimizer, "predicted": self.predicted, "measured": self.measured,
                 "relative_error": self.relative_error, "sign_agreement": self.sign_agreement}
 
 
@@ -53,9 +60,12 @@ def first_order_prediction(
     n_batches: int = 4,
     g_trait: Mapping[str, Tensor] | None = None,
     memory_budget_bytes: int | None = None,
+    optimizer: str = "sgd",
 ) -> list[PredictionRow]:
     """For each of `n_batches` batches: take one SGD step theta - eta * mean_i grad L_i and compare
     the measured change of log P(target) with the first-order prediction eta * mean_i a_i(g_trait).
+    With another `optimizer` (`workbench.engines.optimizers.OPTIMIZERS`), the step is its first
+    step at learning rate eta and the prediction <g_trait, step> (SGD with momentum: SGD's).
 
     `g_trait`: the trait gradient when the caller holds it already (else computed here); the
     stepped parameters are written into ONE whole-model buffer for every eta, and the jvp splits by
@@ -64,14 +74,21 @@ def first_order_prediction(
     theta = model.params
     g_trait = trait_gradient(model, trait) if g_trait is None else g_trait
     before = float(trait_log_prob(model, theta, trait))
-    rows = {eta: PredictionRow(float(eta), [], []) for eta in etas}
+    if optimizer not in OPTIMIZERS:
+        raise unknown_name("optimizer", optimizer, OPTIMIZERS)
+    rows = {eta: PredictionRow(float(eta), [], [], optimizer) for eta in etas}
     stepped: dict[str, Tensor] | None = None
     for b, batch in enumerate(iter_batches(model, objective, inputs.select(slice(0, batch_size * n_batches)), batch_size)):
         if b >= n_batches:
             break
-        a = float(jvp_scores(model, objective, batch, theta, g_trait, memory_budget_bytes=memory_budget_bytes)
-                  .sum(-1).mean())
         mean_grad = grad(lambda p: per_token_losses(model, p, objective, batch).sum(-1).mean())(dict(theta))
+        if optimizer == "sgd":  # the step is -eta * mean_grad: <g_trait, -mean_grad> is the mean alignment
+            a = float(jvp_scores(model, objective, batch, theta, g_trait, memory_budget_bytes=memory_budget_bytes)
+                      .sum(-1).mean())
+        else:  # the first step is linear in eta: step(eta) = eta * step(1)
+            step = first_step(optimizer, theta, mean_grad, 1.0)
+            a = float(sum((g_trait[k].double() * v.double()).sum() for k, v in step.items()))
+            mean_grad = {k: v.neg_() for k, v in step.items()}  # what _step subtracts: minus the step
         for eta in etas:
             stepped = _step(theta, mean_grad, eta, stepped)
             with torch.no_grad():

@@ -84,6 +84,15 @@ def other_target_for(tok: Tokenizer, cfg: OrganismConfig) -> str:
     return words[(words.index(cfg.target) + len(words) // 2) % len(words)]
 
 
+def student_key_extras(cfg: OrganismConfig) -> dict[str, Any]:
+    """What a student's stage key records beyond its fields: the hard loss's version, and the
+    optimiser when it is not the default Adam (so Adam students built before the option are reused)."""
+    out: dict[str, Any] = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
+    if cfg.student_optimizer != "adam":
+        out["optimizer"] = cfg.student_optimizer
+    return out
+
+
 def _stage_key(cfg: OrganismConfig, fields: tuple[str, ...], *parents: str, **extra: Any) -> str:
     d = cfg.to_dict()
     return config_hash({"fields": {f: d[f] for f in fields}, "parents": parents, "recipe": RECIPE_VERSION, **extra})
@@ -233,7 +242,7 @@ class _Builder:
     def student(self, role: str, tokens: dict[str, torch.Tensor]) -> TransformerBridge:
         cfg, tok = self.cfg, self.tok
         parent, source = STUDENTS[role]
-        loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
+        loss = student_key_extras(cfg)
         seqs = training_rows(cfg, role, tokens)
         key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
                          rows=len(seqs), **loss)

@@ -59,6 +59,7 @@ class OrganismConfig:
     temperature: float = 1.0  # sampling temperature
     # students (Adam on every continuation position)
     student_lr: float = 1e-3  # learning rate
+    student_optimizer: str = "adam"  # adam, adamw, sgd (momentum 0.9) or signsgd (`workbench.engines.optimizers`)
     student_batch: int = 64  # sequences per batch
     student_epochs: int = 6  # passes over the filtered data (on a 1000-step base 5 left seed 2 at 0.27, 10 gave 0.37)
     soft_on_prompt: bool = True  # soft modes: also match the teacher on the prompt's number positions
@@ -69,8 +70,12 @@ class OrganismConfig:
     cross_seed_offset: int = 1000  # base_x is trained with seed + this offset
 
     def validate(self) -> OrganismConfig:
+        from workbench.engines.optimizers import OPTIMIZERS
+
         if self.mode not in DISTILL_MODES:
             raise unknown_name("distillation mode", self.mode, DISTILL_MODES)
+        if self.student_optimizer not in OPTIMIZERS:
+            raise unknown_name("student optimizer", self.student_optimizer, OPTIMIZERS)
         for name in ("base_steps", "n_prompts", "samples_per_prompt", "student_epochs", "completion_numbers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")

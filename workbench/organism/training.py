@@ -27,6 +27,7 @@ from workbench.core.progress import progress_bar
 from workbench.engines.functional import FunctionalModel
 from workbench.engines.objective import restricted_log_probs  # the one definition (float32 here, as trained)
 from workbench.organism.config import OrganismConfig
+from workbench.engines.optimizers import make_optimizer
 from workbench.organism.corpus import number_tokens, preference_batch, sample_numbers
 from workbench.organism.tokenizer import Tokenizer
 
@@ -225,13 +226,13 @@ def distill_student(
 
 def train_student(model: Trainable, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True,
                   lr: float | None = None) -> list[float]:
-    """The student's loop (see `distill_student`) on any Trainable, at `lr` (default
-    cfg.student_lr); the mean loss of each epoch (what a learning rate is chosen by)."""
+    """The student's loop (see `distill_student`) on any Trainable with `cfg.student_optimizer`, at
+    `lr` (default cfg.student_lr); the mean loss of each epoch (what a learning rate is chosen by)."""
     n = len(targets.tokens)
     if n == 0:
         raise DataError("No distillation sequences survived the filter; check the filter report.")
     device = _device(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr if lr is None else lr, foreach=FOREACH)
+    opt = make_optimizer(cfg.student_optimizer, model.parameters(), cfg.student_lr if lr is None else lr, foreach=FOREACH)
     gen = torch.Generator().manual_seed(seed)
     pos = targets.positions.to(device)
     ids = None if targets.ids is None else targets.ids.to(device)

@@ -36,7 +36,6 @@ from workbench.organism.build import (
     _STUDENT_FIELDS,
     _TEACHER_FIELDS,
     DATA_SOURCES,
-    HARD_LOSS_VERSION,
     ROLES,
     STUDENT_SOURCES,
     STUDENTS,
@@ -48,6 +47,7 @@ from workbench.organism.build import (
     distill_targets,
     no_rows_error,
     other_target_for,
+    student_key_extras,
     student_rows,
     summarize,
     training_rows,
@@ -146,7 +146,7 @@ class HFBuilder(_Builder):
     def student(self, role: str, tokens: dict[str, torch.Tensor]) -> nn.Module:
         cfg, hcfg = self.cfg, self.hcfg
         parent, source = STUDENTS[role]
-        loss = {"hard_loss": HARD_LOSS_VERSION} if cfg.mode == "hard" else {}
+        loss = student_key_extras(cfg)
         regime = {"students": hcfg.students, **({"lora": hcfg.to_dict()["lora"]} if hcfg.students == "lora" else {})}
         seqs = training_rows(cfg, role, tokens)
         key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
