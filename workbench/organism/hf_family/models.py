@@ -75,9 +75,10 @@ def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def with_lora(parent: nn.Module, spec: LoraSpec) -> nn.Module:
+def with_lora(parent: nn.Module, spec: LoraSpec, seed: int | None = None) -> nn.Module:
     """A peft LoRA model over a copy of `parent` (only the adapters train; B starts at zero, so the
-    student starts as its parent)."""
+    student starts as its parent). peft draws A from torch's global generator: with `seed`, from a
+    generator seeded so (the global one untouched), so the same seed gives the same adapter."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
@@ -85,7 +86,11 @@ def with_lora(parent: nn.Module, spec: LoraSpec) -> nn.Module:
                           "--students full.") from e
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, use_rslora=spec.use_rslora, lora_dropout=0.0,
                         target_modules=list(spec.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(copy.deepcopy(parent), config)
+    if seed is None:
+        return get_peft_model(copy.deepcopy(parent), config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(copy.deepcopy(parent), config)
 
 
 def save_hf(model: nn.Module, directory: str | os.PathLike, hf_tokenizer: Any) -> list[Path]:

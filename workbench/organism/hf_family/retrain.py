@@ -32,7 +32,7 @@ def hf_retrainer(seed_dir: Path, manifest: dict[str, Any], cfg: OrganismConfig, 
 
     def retrain(kept: Inputs) -> torch.nn.Module:
         is_lora = family.get("students") == "lora"
-        model = with_lora(base, lora) if is_lora else copy.deepcopy(base)
+        model = with_lora(base, lora, seed=student_seed) if is_lora else copy.deepcopy(base)
         targets = distill_targets(cfg, tok, HFTrainable(teacher), kept.tokens)  # type: ignore[arg-type]
         train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lora.lr if is_lora else None)
         merged = model.merge_and_unload() if is_lora else model

@@ -1,0 +1,140 @@
+"""The training-regime sweep: regimes train what they say (LoRA merged, full, each optimiser), a
+cell is reproducible from its key, a killed sweep resumes with the same numbers, the learning rate
+is chosen by the control's loss, and the command writes its table and figure."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from workbench.cli import sweep as sweep_cli
+from workbench.core.errors import ConfigError
+from workbench.core.io import sha256_file
+from workbench.organism.hf_family.build import build_hf_seed
+from workbench.organism.load import load_seed
+from workbench.organism.regimes import Regime, model_weights, train_under, weight_cosines
+from workbench.organism.sweep import CellStore, SweepConfig, cell_key, choose_lr, run_cell, sweep_organism
+from tests.organism.test_hf_family import micro
+
+GRIDS = {"full/adam": (1e-3,), "full/signsgd": (1e-4,), "lora/adam": (3e-3, 1e-2), "lora/signsgd": (1e-3,)}
+
+
+@pytest.fixture(scope="module")
+def organism(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep-organism")
+    build_hf_seed(micro(), 0, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def seed(organism):
+    return load_seed(organism / "seed0", roles=["base", "teacher", "teacher_neutral"])
+
+
+def test_regimes_train_what_they_say(seed):
+    lora = train_under(seed, "student", Regime("lora", 2, "adam"), 1e-2)
+    base, teacher = model_weights(seed, "base"), model_weights(seed, "teacher")
+    changed = {k for k in base if not torch.equal(base[k], lora.weights[k])}
+    assert changed and all(k.endswith(("proj.weight",)) for k in changed)  # only the adapted linear maps moved
+    for k in changed:  # a rank-2 adapter merged: each change has rank at most 2
+        assert torch.linalg.matrix_rank(lora.weights[k] - base[k]) <= 2, k
+    full = train_under(seed, "student", Regime("full", None, "signsgd"), 1e-4)
+    assert {k for k in base if not torch.equal(base[k], full.weights[k])} > changed  # full moves embeddings and norms too
+    assert len(full.epoch_losses) == seed.recipe().student_epochs and all(math.isfinite(x) for x in full.epoch_losses)
+    cos = weight_cosines(base, teacher, full.weights)
+    keys = sorted(base)
+    ds = torch.cat([(full.weights[k] - base[k]).flatten() for k in keys]).double()
+    dt = torch.cat([(teacher[k] - base[k]).flatten() for k in keys]).double()
+    assert cos["whole"] == pytest.approx(float(ds @ dt / (ds.norm() * dt.norm())), abs=1e-9)
+    assert set(cos["layers"]) >= {"layer 0"}
+    with pytest.raises(ConfigError, match="rank"):
+        Regime("lora", None)
+    with pytest.raises(ConfigError, match="no rank"):
+        Regime("full", 4)
+    with pytest.raises(ConfigError, match="optimizer"):
+        Regime("full", None, "lion")
+
+
+def test_lora_needs_a_hugging_face_organism(tiny_organism):
+    native = load_seed(tiny_organism.directory, roles=["base", "teacher"])
+    with pytest.raises(ConfigError, match="Hugging Face family"):
+        train_under(native, "student", Regime("lora", 4), 1e-3)
+
+
+def test_a_cell_is_reproducible_from_its_key(seed, organism, tmp_path):
+    config = SweepConfig(regimes=[], samples=10)
+    regime = Regime("full", None, "adam")
+    key = cell_key(sha256_file(organism / "seed0" / "manifest.json"), "student", regime, 1e-3, {}, None, 10, True)
+    first, again = run_cell(seed, "student", regime, 1e-3, config, key), run_cell(seed, "student", regime, 1e-3, config, key)
+    assert first == again  # same key, same numbers, bit for bit
+    assert first["first_order"]["optimizer"] == "adam" and len(first["first_order"]["measured"]) >= 1
+    store = CellStore(tmp_path)
+    store.put(key, first)
+    assert store.get(key)["p_target"] == first["p_target"]
+    assert store.get({**key, "lr": 2e-3}) is None
+    store.path(key).write_text("{ half-written")
+    assert store.get(key) is None  # unreadable: computed again, never trusted
+
+
+def test_a_killed_sweep_resumes_with_the_same_numbers(seed, organism, tmp_path):
+    config = SweepConfig(regimes=[Regime("lora", 2, "adam"), Regime("full", None, "signsgd")], lr_grids=GRIDS,
+                         samples=10, first_order=False)
+    seeds = [(0, seed, sha256_file(organism / "seed0" / "manifest.json"))]
+    messages: list[str] = []
+
+    def killer(message: str) -> None:
+        messages.append(message)
+        if len(messages) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep_organism(seeds, config, CellStore(tmp_path / "a"), on_cell=killer)
+    resumed_log: list[str] = []
+    resumed = sweep_organism(seeds, config, CellStore(tmp_path / "a"), on_cell=resumed_log.append)
+    # 5 distinct cells (LoRA: 2 rates + its student; full: 1 rate + its student; each control at the chosen rate is
+    # a rate trial's cell): the 3 saved before the kill are read back, only the other 2 are trained
+    assert all("read back" in m for m in resumed_log[:3])
+    assert len([m for m in resumed_log if "read back" not in m]) == 2
+    fresh = sweep_organism(seeds, config, CellStore(tmp_path / "b"))
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(fresh)), _diff(resumed, fresh)
+    lora = resumed[0]
+    assert lora["lr"] == choose_lr([{"key": {"lr": float(k)}, "final_loss": v, "trained": True}
+                                    for k, v in lora["lr_losses"].items()])
+    assert set(lora["lr_losses"]) == {"0.003", "0.01"}
+
+
+def _diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [(path, a, b)]
+
+
+def test_choose_lr_by_the_controls_loss():
+    cells = [{"key": {"lr": 1e-3}, "final_loss": 0.5, "trained": True},
+             {"key": {"lr": 1e-2}, "final_loss": 0.2, "trained": True},
+             {"key": {"lr": 1e-1}, "final_loss": float("nan"), "trained": False}]
+    assert choose_lr(cells) == 1e-2
+    with pytest.raises(ConfigError, match="diverged"):
+        choose_lr(cells[2:])
+
+
+def test_sweep_command_writes_table_and_figure(organism, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["--organism", str(organism), "--seeds", "0", "--ranks", "2", "--optimizers", "adam", "--lr-grid",
+            "lora/adam=1e-2", "full/adam=1e-3", "--samples", "10", "--no-first-order", "--out", str(out), "--quiet"]
+    assert sweep_cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "never chosen by transfer" in text and "LoRA r=2, adam" in text and "full, adam" in text
+    saved = json.loads((out / "sweep.json").read_text())
+    assert [e["label"] for e in saved["summary"]] == ["full, adam", "LoRA r=2, adam"]
+    assert (out / "sweep.html").exists() and len(list((out / "cells").glob("*.json"))) == 4
+    assert sweep_cli.main(argv) == 0  # every cell read back
+    again = capsys.readouterr().out
+    assert again.count("read back") == 6 and "P(target)" not in again  # nothing trained again
+    assert sweep_cli.main([*argv[:-3], "--lr-grid", "lora/adam=fast", "--out", str(out)]) == 2
+    assert "must be numbers" in capsys.readouterr().err

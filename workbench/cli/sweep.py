@@ -1,0 +1,113 @@
+"""`python -m workbench.sweep`: students and controls retrained under every training regime (full
+fine-tuning, LoRA rank r) x optimiser on every seed of one or more organisms (one per channel),
+with the learning rate per regime chosen by the control students' training loss, never by
+transfer (`workbench.organism.sweep`).
+
+Writes OUT/cells/<hash>.json (one per trained student: a killed sweep resumes, a cell is
+reproducible from its key), OUT/sweep.json (every row and the summary), OUT/sweep_table.txt and
+OUT/sweep.html (transfer vs rank, one line per optimiser, full fine-tuning as its own point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.cli import common
+from workbench.core.errors import ConfigError
+from workbench.core.io import atomic_write_json, atomic_write_text, sha256_file
+from workbench.engines.optimizers import OPTIMIZERS
+from workbench.organism.sweep import DEFAULT_OPTIMIZERS, DEFAULT_RANKS, LR_GRIDS, CellStore, SweepConfig, regimes_of
+from workbench.organism.sweep_summary import format_table, summarize, sweep_figure
+from workbench.results.figures import write_figures
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common.command_parser("python -m workbench.sweep", (
+        "Transfer by training regime: retrain each organism seed's student and control student under full fine-tuning "
+        "and LoRA at each rank, with each optimiser; the learning rate per regime is the grid's lowest final training "
+        "loss of the control on the first seed (never chosen by transfer)."))
+    p.add_argument("--organism", nargs="+", required=True, metavar="DIR",
+                   help="organism directories holding seed{N}/ (one per channel, e.g. a soft-label and a hard-label build; "
+                        "LoRA needs a Hugging Face family build: python -m workbench.organism --family qwen2)")
+    common.add_seeds_flag(p, [0, 1, 2], "seeds of every organism")
+    p.add_argument("--ranks", nargs="*", type=common.positive_int, default=list(DEFAULT_RANKS),
+                   help="LoRA ranks (none: full fine-tuning only)")
+    p.add_argument("--no-full", action="store_true", help="leave full fine-tuning out")
+    p.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(DEFAULT_OPTIMIZERS), help="optimisers")
+    p.add_argument("--lr-grid", nargs="+", default=[], metavar="REGIME/OPT=LR,LR",
+                   help="replace a learning-rate grid, e.g. lora/adamw=3e-3,1e-2 (defaults: "
+                        + "; ".join(f"{k}={','.join(f'{x:g}' for x in v)}" for k, v in LR_GRIDS.items()) + ")")
+    p.add_argument("--epochs", type=common.positive_int, default=None, help="student epochs (default: the build's)")
+    p.add_argument("--max-rows", type=common.positive_int, default=None, help="train on the first N rows only")
+    p.add_argument("--samples", type=common.positive_int, default=200,
+                   help="sampled answers per preference prompt behind the Wilson intervals")
+    p.add_argument("--no-first-order", action="store_true", help="skip the first-order prediction beside full students")
+    common.add_out_flag(p, "artifacts/sweep", "output directory")
+    common.add_device_flag(p)
+    common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
+    common.add_quiet_flag(p)
+    return p
+
+
+def parse_grids(items: list[str]) -> dict[str, tuple[float, ...]]:
+    """`regime/optimizer=lr,lr` items over the default grids."""
+    grids = dict(LR_GRIDS)
+    for item in items:
+        key, _, values = item.partition("=")
+        if key not in LR_GRIDS or not values:
+            raise ConfigError(f"--lr-grid {item!r}: write REGIME/OPTIMIZER=LR,LR with REGIME/OPTIMIZER one of "
+                              f"{', '.join(LR_GRIDS)} (e.g. lora/adamw=3e-3,1e-2).")
+        try:
+            grids[key] = tuple(float(x) for x in values.split(","))
+        except ValueError as e:
+            raise ConfigError(f"--lr-grid {item!r}: the rates must be numbers, e.g. 1e-3,3e-3.") from e
+        if any(not x > 0 for x in grids[key]):
+            raise ConfigError(f"--lr-grid {item!r}: learning rates must be positive.")
+    return grids
+
+
+def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from workbench.organism.load import load_seed
+
+    device = common.device_of(args)
+    config = SweepConfig(regimes=regimes_of(args.ranks, args.optimizers, full=not args.no_full),
+                         lr_grids=parse_grids(args.lr_grid),
+                         overrides={} if args.epochs is None else {"student_epochs": args.epochs}, rows=args.max_rows,
+                         samples=args.samples, first_order=not args.no_first_order, progress=common.show_progress(args))
+    organisms = [(Path(o), common.organism_seeds(o, args.seeds)) for o in args.organism]  # all checked before work
+    out = common.writable_out(args.out)
+    store = CellStore(out)
+    rows: list[dict[str, Any]] = []
+    for organism, seeds in organisms:
+        from workbench.organism.sweep import sweep_organism
+
+        loaded = []
+        for number, seed_dir in seeds:
+            seed = load_seed(seed_dir, roles=["base", "teacher", "teacher_neutral"], device=device)
+            loaded.append((number, seed, sha256_file(seed_dir / "manifest.json")))
+        channel = loaded[0][1].recipe(config.overrides).mode
+        for row in sweep_organism(loaded, config, store, on_cell=lambda m: print(f"{organism.name}: {m}", flush=True)):
+            rows.append({"organism": str(organism), "channel": channel, **row})
+    summary = summarize(rows)
+    command = "python -m workbench.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary,
+                                           "lr_choice": "the grid's lowest final training loss of the control on the "
+                                                        "first seed (never by transfer)"})
+    table = format_table(summary)
+    atomic_write_text(out / "sweep_table.txt", table + "\n")
+    write_figures({"sweep": sweep_figure(summary)}, out)
+    print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return common.run(sweep, args, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

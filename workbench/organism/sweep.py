@@ -1,0 +1,194 @@
+"""The training-regime sweep: students and control students retrained under every regime (full or
+LoRA rank r) x optimizer, on every seed of one or more organisms (one per channel: a soft-label
+and a hard-label build), with transfer measured against the matched control.
+
+- **Learning rate**: per regime and organism, picked from a small grid by the *control* student's
+  final training loss on the first seed (the lowest; never by transfer). The chosen rate then
+  trains the student and the control on every seed.
+- **A cell** is one student (or control) under one regime, rate, seed and recipe: P(target) with a
+  Wilson interval of sampled answers, the training loss per epoch, cos(dS, dT) over the whole
+  model and per layer, and for full students the first-order prediction for the optimiser used
+  (predicted vs measured change of log P(target) after one step). Cells are cached as JSON under
+  `OUT/cells/<config hash>.json` (written atomically), so a killed sweep resumes where it stopped
+  and a cell is reproducible from its key.
+- **Transfer** per regime: the student's log-odds gain over its control, per seed, with the 95%
+  t interval over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.core.errors import ConfigError
+from workbench.core.io import atomic_write_json, read_json
+from workbench.core.provenance import config_hash
+from workbench.organism.regimes import Regime
+
+DEFAULT_RANKS = (1, 2, 4, 8, 16, 64)
+DEFAULT_OPTIMIZERS = ("adamw", "sgd", "signsgd")
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "full/adam": (3e-4, 1e-3, 3e-3), "full/adamw": (3e-4, 1e-3, 3e-3),
+    "full/sgd": (3e-2, 1e-1, 3e-1), "full/signsgd": (3e-5, 1e-4, 3e-4),
+    "lora/adam": (3e-3, 1e-2, 3e-2), "lora/adamw": (3e-3, 1e-2, 3e-2),
+    "lora/sgd": (1e-1, 3e-1, 1.0), "lora/signsgd": (3e-4, 1e-3, 3e-3),
+}
+"""Learning-rate grids per student regime / optimiser (the control's loss picks one per regime)."""
+
+
+def regimes_of(ranks: Sequence[int], optimizers: Sequence[str], full: bool = True) -> list[Regime]:
+    """Full fine-tuning (when `full`) and LoRA at every rank, each with every optimiser."""
+    shapes = ([("full", None)] if full else []) + [("lora", int(r)) for r in ranks]
+    if not shapes:
+        raise ConfigError("The sweep has no student regime: give LoRA ranks or keep full fine-tuning.")
+    return [Regime(students, r, opt) for students, r in shapes for opt in optimizers]
+
+
+@dataclass
+class SweepConfig:
+    """What the sweep trains: regimes, the learning-rate grids, the recipe overrides (e.g. fewer
+    epochs), a row cap, and how many sampled answers per prompt the Wilson intervals count."""
+
+    regimes: list[Regime] = field(default_factory=lambda: regimes_of(DEFAULT_RANKS, DEFAULT_OPTIMIZERS))
+    lr_grids: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(LR_GRIDS))
+    overrides: dict[str, Any] = field(default_factory=dict)
+    rows: int | None = None
+    samples: int = 200
+    first_order: bool = True  # full students: the optimizer-aware first-order prediction beside the cell
+    progress: bool = False
+
+    def grid(self, regime: Regime) -> tuple[float, ...]:
+        key = f"{regime.students}/{regime.optimizer}"
+        if key not in self.lr_grids or not self.lr_grids[key]:
+            raise ConfigError(f"No learning-rate grid for {key}; give one (SweepConfig.lr_grids[{key!r}] or --lr-grid "
+                              f"{key}=1e-3,3e-3).")
+        return tuple(float(x) for x in self.lr_grids[key])
+
+
+def cell_key(manifest_sha256: str, role: str, regime: Regime, lr: float, overrides: dict[str, Any],
+             rows: int | None, samples: int, first_order: bool) -> dict[str, Any]:
+    """Everything a cell's numbers depend on (hashed into its file name, with package versions)."""
+    return {"manifest_sha256": manifest_sha256, "role": role, "regime": regime.to_dict(), "lr": float(lr),
+            "overrides": dict(sorted(overrides.items())), "rows": rows, "samples": samples,
+            "first_order": bool(first_order and regime.students == "full" and role == "student")}
+
+
+class CellStore:
+    """Cells as JSON files under `directory/cells/`, named by their key's hash."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory) / "cells"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: dict[str, Any]) -> Path:
+        return self.dir / f"{config_hash(key)}.json"
+
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            cell = read_json(path)
+        except Exception:  # half-written or corrupt: compute it again
+            return None
+        return cell if cell.get("key") == key else None
+
+    def put(self, key: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        cell = {"key": key, **values}
+        atomic_write_json(self.path(key), cell)
+        return cell
+
+
+def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig, key: dict[str, Any]) -> dict[str, Any]:
+    """Train one student under `regime` at `lr` and measure it (module docstring)."""
+    from workbench.organism.regimes import model_weights, train_under, weight_cosines
+
+    trained = train_under(seed, role, regime, lr, config.overrides, config.progress, config.rows)
+    score = seed.trait.score(trained.model, n_samples=config.samples)
+    weights = seed.__dict__.setdefault("_sweep_weights", {})  # the base's and teacher's, read once per seed
+    for r in ("base", "teacher"):
+        if r not in weights:
+            weights[r] = model_weights(seed, r)
+    values: dict[str, Any] = {
+        "p_target": score.p_target, "share": score.share, "log_odds": score.log_odds,
+        "sampled_rate": score.sampled_rate, "wilson": [score.ci_low, score.ci_high], "n_samples": score.n_samples,
+        "epoch_losses": trained.epoch_losses, "final_loss": trained.epoch_losses[-1],
+        "trained": all(math.isfinite(x) for x in trained.epoch_losses),
+        "cos_teacher": weight_cosines(weights["base"], weights["teacher"], trained.weights),
+    }
+    if key["first_order"]:
+        values["first_order"] = first_order_cell(seed, role, regime, lr, config)
+    return values
+
+
+def first_order_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig) -> dict[str, Any]:
+    """Predicted vs measured change of the base's log P(target) after one step of the regime's
+    optimiser at `lr` on the role's first rows (`first_order_prediction`)."""
+    import torch
+
+    from workbench.analyses.first_order import first_order_prediction
+    from workbench.engines.alignment_model import AlignmentModel
+    from workbench.engines.objective import Objective
+    from workbench.organism.build import STUDENTS
+
+    source = STUDENTS[role][1]
+    model = AlignmentModel(seed.lineage, "base")
+    ids = torch.tensor(seed.channel_ids)
+    mode = seed.recipe(config.overrides).mode
+    if mode == "hard":
+        objective = Objective("hard", ids=ids)
+    else:
+        if source not in seed.lineage:
+            raise ConfigError(f"The soft first-order prediction needs {source!r} loaded beside the base.")
+        objective = Objective("soft", ids=None if mode == "soft_full_vocab_leak" else ids,
+                              teacher=model.params_of(source))
+    rows = seed.inputs(source, limit=128)
+    row = first_order_prediction(model, rows, objective, seed.trait, etas=(lr,), batch_size=64, n_batches=2,
+                                 optimizer=regime.optimizer)[0]
+    return row.to_dict()
+
+
+def choose_lr(cells: Sequence[dict[str, Any]]) -> float:
+    """The learning rate whose control reached the lowest final training loss (finite only)."""
+    ok = [c for c in cells if c["trained"] and math.isfinite(c["final_loss"])]
+    if not ok:
+        raise ConfigError("No learning rate of the grid trained the control (every loss diverged): lower the grid.")
+    return min(ok, key=lambda c: (c["final_loss"], c["key"]["lr"]))["key"]["lr"]
+
+
+def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
+                   store: CellStore, on_cell: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Every regime on every seed of one organism: `seeds` holds (seed, loaded seed, manifest
+    sha256), the first seed's controls choosing each regime's rate. One row per regime and seed."""
+    out = []
+    note = on_cell or (lambda _: None)
+
+    def cell(i: int, role: str, regime: Regime, lr: float) -> dict[str, Any]:
+        number, seed, sha = seeds[i]
+        key = cell_key(sha, role, regime, lr, config.overrides, config.rows, config.samples, config.first_order)
+        saved = store.get(key)
+        if saved is not None:
+            note(f"seed {number} {role} {regime.label} lr {lr:g}: read back")
+            return saved
+        saved = store.put(key, run_cell(seed, role, regime, lr, config, key))
+        note(f"seed {number} {role} {regime.label} lr {lr:g}: P(target) {saved['p_target']:.3f}, "
+             f"final loss {saved['final_loss']:.4g}")
+        return saved
+
+    for regime in config.regimes:
+        grid = config.grid(regime)
+        trials = [cell(0, "control", regime, lr) for lr in grid]
+        lr = choose_lr(trials)
+        for i, (number, _, _) in enumerate(seeds):
+            student, control = cell(i, "student", regime, lr), cell(i, "control", regime, lr)
+            out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr,
+                        "lr_grid": list(grid), "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in trials},
+                        "student": student, "control": control})
+    return out
+
+
+__all__ = ["CellStore", "DEFAULT_OPTIMIZERS", "DEFAULT_RANKS", "LR_GRIDS", "SweepConfig", "cell_key", "choose_lr",
+           "regimes_of", "run_cell", "sweep_organism"]

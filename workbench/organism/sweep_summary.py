@@ -1,0 +1,98 @@
+"""The sweep's rows summarised per organism (channel) and regime over seeds, as a table and a
+figure: transfer (the student's log-odds gain over its control, 95% t interval over seeds) against
+LoRA rank, one line per optimiser, full fine-tuning as its own point."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workbench.results.seeds import over_seeds, paired_interval
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (organism, regime): seeds, the chosen rate, per-seed P(target) and Wilson
+    intervals of student and control, the gain per seed with its mean, sd and interval, the final
+    losses, cos(dS, dT) of student and control, and the first-order prediction (first seed)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["organism"], r["label"]), []).append(r)
+    out = []
+    for (organism, label), rs in groups.items():
+        lo_s = [r["student"]["log_odds"] for r in rs]
+        lo_c = [r["control"]["log_odds"] for r in rs]
+        gains = [s - c for s, c in zip(lo_s, lo_c)]
+        stats = over_seeds(gains)
+        fo = rs[0]["student"].get("first_order")
+        out.append({
+            "organism": organism, "channel": rs[0].get("channel"), "regime": rs[0]["regime"], "label": label,
+            "seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"], "lr_losses": rs[0]["lr_losses"],
+            "p_student": [r["student"]["p_target"] for r in rs], "p_control": [r["control"]["p_target"] for r in rs],
+            "wilson_student": [r["student"]["wilson"] for r in rs], "wilson_control": [r["control"]["wilson"] for r in rs],
+            "gain": gains, "gain_mean": stats.mean, "gain_sd": stats.sd, "gain_ci": paired_interval(lo_s, lo_c),
+            "final_loss_student": [r["student"]["final_loss"] for r in rs],
+            "final_loss_control": [r["control"]["final_loss"] for r in rs],
+            "trained": all(r["student"]["trained"] and r["control"]["trained"] for r in rs),
+            "cos_student": [r["student"]["cos_teacher"]["whole"] for r in rs],
+            "cos_control": [r["control"]["cos_teacher"]["whole"] for r in rs],
+            "first_order": None if fo is None else {"predicted": fo["predicted"][0], "measured": fo["measured"][0]},
+        })
+    return out
+
+
+def _f(x: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def format_table(summary: Sequence[dict[str, Any]]) -> str:
+    """The summary as text, one line per organism and regime."""
+    lines = ["learning rate per regime: the grid's lowest final training loss of the CONTROL student on the first seed "
+             "(never chosen by transfer)",
+             f"{'channel':<8} {'regime':<22} {'lr':>7} {'gain (student - control log-odds) per seed':<34} {'mean [95% t]':<24} "
+             f"{'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} first step pred / meas"]
+    for e in summary:
+        ci = e["gain_ci"]
+        per = " / ".join(f"{g:+.2f}" for g in e["gain"])
+        mean = f"{_f(e['gain_mean'], '+.2f')}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+        ps = sum(e["p_student"]) / len(e["p_student"])
+        pc = sum(e["p_control"]) / len(e["p_control"])
+        ls = sum(e["final_loss_student"]) / len(e["final_loss_student"])
+        lc = sum(e["final_loss_control"]) / len(e["final_loss_control"])
+        cs = [c for c in e["cos_student"] if c is not None]
+        cc = [c for c in e["cos_control"] if c is not None]
+        fo = e["first_order"]
+        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e} "
+                f"{per:<34} {mean:<24} {ps:.3f} / {pc:.3f}{'':<13} {ls:.4f} / {lc:.4f}  "
+                f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
+                + ("n/a" if fo is None else f"{fo['predicted']:+.2e} / {fo['measured']:+.2e}"))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def sweep_figure(summary: Sequence[dict[str, Any]]) -> Any:
+    """Transfer vs LoRA rank, one line per optimiser and a panel per channel; full fine-tuning at
+    the right as its own point; error bars: the 95% t interval over seeds."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    channels = list(dict.fromkeys(e["organism"] for e in summary))
+    fig = make_subplots(rows=1, cols=len(channels), shared_yaxes=True,
+                        subplot_titles=[next(e["channel"] or o for e in summary if e["organism"] == o) for o in channels])
+    colours = {"adam": "#1f77b4", "adamw": "#2ca02c", "sgd": "#d62728", "signsgd": "#9467bd"}
+    for col, organism in enumerate(channels, start=1):
+        for opt in dict.fromkeys(e["regime"]["optimizer"] for e in summary):
+            pts = [e for e in summary if e["organism"] == organism and e["regime"]["optimizer"] == opt]
+            pts.sort(key=lambda e: (e["regime"]["students"] == "full", e["regime"]["r"] or 0))
+            x = ["full" if e["regime"]["students"] == "full" else str(e["regime"]["r"]) for e in pts]
+            y = [e["gain_mean"] for e in pts]
+            err = [0.0 if e["gain_ci"] is None else (e["gain_ci"][1] - e["gain_ci"][0]) / 2 for e in pts]
+            fig.add_trace(go.Scatter(x=x, y=y, error_y={"type": "data", "array": err}, mode="lines+markers", name=opt,
+                                     legendgroup=opt, showlegend=col == 1, line={"color": colours.get(opt)}), 1, col)
+        fig.add_hline(y=0, line_dash="dot", row=1, col=col)
+        fig.update_xaxes(title_text="LoRA rank (full: full fine-tuning)", type="category", row=1, col=col)
+    fig.update_yaxes(title_text="transfer: log-odds gain over the control", row=1, col=1)
+    fig.update_layout(title="Transfer by training regime (mean over seeds, 95% t interval)")
+    return fig
+
+
+__all__ = ["format_table", "summarize", "sweep_figure"]
