@@ -34,6 +34,7 @@ from workbench.analyses.compare import ActivationComparison, CompareConfig, Seed
 from workbench.analyses.compare import compare as compare_activations
 from workbench.analyses.data_probes import ProbesConfig, fit_probes
 from workbench.analyses.directions import DirectionResult, DirectionsConfig, trait_directions
+from workbench.analyses.first_order import PredictionRow, first_order_prediction
 from workbench.analyses.gradients import trait_gradient
 from workbench.analyses.patching import (
     ActivationPatchingResult,
@@ -71,6 +72,9 @@ from workbench.core.hf_parity import ParityError, assert_hook_parity, check_hf_p
 from workbench.core.hf_trait import hf_trait, hf_traits, sampled_answer_rate
 from workbench.core.inputs import Inputs, distillation_inputs, read_jsonl, write_jsonl
 from workbench.core.lineage import Lineage
+from workbench.engines.alignment_model import AlignmentModel
+from workbench.engines.objective import Objective
+from workbench.engines.optimizers import OPTIMIZERS, first_step
 from workbench.core.prompted import read_system_prompt
 from workbench.capture.prompted import prompted_activations
 from workbench.core.models import boot_native, load_model, save_model
@@ -100,6 +104,7 @@ __all__ = [
     "fit_probes", "ProbesConfig", "ProbeConfig", "ProbeResult",
     "trait_directions", "DirectionsConfig", "DirectionResult",
     "run_alignment", "AlignmentConfig", "AlignmentResult", "detection_over_seeds", "trait_gradient",
+    "first_order_prediction", "PredictionRow", "AlignmentModel", "Objective", "OPTIMIZERS", "first_step",
     "run_screening", "ScreeningConfig", "ScreeningResult", "ScreeningRow", "screening_over_seeds",
     "rank_rows", "RankConfig", "ScreeningRanking",
     "steering_vectors", "SteeringConfig", "SteeringResult",

@@ -121,6 +121,8 @@ def test_choose_lr_by_the_controls_loss():
     assert choose_lr(cells) == 1e-2
     with pytest.raises(ConfigError, match="diverged"):
         choose_lr(cells[2:])
+    with pytest.raises(ConfigError, match="lr_by"):
+        SweepConfig(lr_by="transfer")  # never by transfer
 
 
 def test_sweep_command_writes_table_and_figure(organism, tmp_path, capsys):

@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-grid", nargs="+", default=[], metavar="REGIME/OPT=LR,LR",
                    help="replace a learning-rate grid, e.g. lora/adamw=3e-3,1e-2 (defaults: "
                         + "; ".join(f"{k}={','.join(f'{x:g}' for x in v)}" for k, v in LR_GRIDS.items()) + ")")
+    p.add_argument("--lr-by", choices=["control", "student"], default="control",
+                   help="whose final training loss on the first seed picks each regime's rate (never transfer; default: "
+                        "control; student: where the neutral teacher barely differs from the base and the control has "
+                        "nothing to fit)")
     p.add_argument("--epochs", type=common.positive_int, default=None, help="student epochs (default: the build's)")
     p.add_argument("--max-rows", type=common.positive_int, default=None, help="train on the first N rows only")
     p.add_argument("--samples", type=common.positive_int, default=200,
@@ -76,7 +80,8 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     config = SweepConfig(regimes=regimes_of(args.ranks, args.optimizers, full=not args.no_full),
                          lr_grids=parse_grids(args.lr_grid),
                          overrides={} if args.epochs is None else {"student_epochs": args.epochs}, rows=args.max_rows,
-                         samples=args.samples, first_order=not args.no_first_order, progress=common.show_progress(args))
+                         samples=args.samples, first_order=not args.no_first_order, lr_by=args.lr_by,
+                         progress=common.show_progress(args))
     organisms = [(Path(o), common.organism_seeds(o, args.seeds)) for o in args.organism]  # all checked before work
     out = common.writable_out(args.out)
     store = CellStore(out)
@@ -94,9 +99,9 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     summary = summarize(rows)
     command = "python -m workbench.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary,
-                                           "lr_choice": "the grid's lowest final training loss of the control on the "
+                                           "lr_choice": f"the grid's lowest final training loss of the {args.lr_by} on the "
                                                         "first seed (never by transfer)"})
-    table = format_table(summary)
+    table = format_table(summary, args.lr_by)
     atomic_write_text(out / "sweep_table.txt", table + "\n")
     write_figures({"sweep": sweep_figure(summary)}, out)
     print(table)

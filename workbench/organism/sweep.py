@@ -4,7 +4,9 @@ and a hard-label build), with transfer measured against the matched control.
 
 - **Learning rate**: per regime and organism, picked from a small grid by the *control* student's
   final training loss on the first seed (the lowest; never by transfer). The chosen rate then
-  trains the student and the control on every seed.
+  trains the student and the control on every seed. Where the neutral teacher barely differs from
+  the base, the control has almost nothing to fit and the smallest rate wins; `lr_by="student"`
+  picks by the student's own training loss instead (the fit to its data, still not transfer).
 - **A cell** is one student (or control) under one regime, rate, seed and recipe: P(target) with a
   Wilson interval of sampled answers, the training loss per epoch, cos(dS, dT) over the whole
   model and per layer, and for full students the first-order prediction for the optimiser used
@@ -58,7 +60,12 @@ class SweepConfig:
     rows: int | None = None
     samples: int = 200
     first_order: bool = True  # full students: the optimizer-aware first-order prediction beside the cell
+    lr_by: str = "control"  # whose final training loss picks the rate: "control" or "student" (never transfer)
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lr_by not in ("control", "student"):
+            raise ConfigError(f"lr_by={self.lr_by!r}: pick the rate by the 'control' or the 'student' training loss.")
 
     def grid(self, regime: Regime) -> tuple[float, ...]:
         key = f"{regime.students}/{regime.optimizer}"
@@ -152,10 +159,11 @@ def first_order_cell(seed: Any, role: str, regime: Regime, lr: float, config: Sw
 
 
 def choose_lr(cells: Sequence[dict[str, Any]]) -> float:
-    """The learning rate whose control reached the lowest final training loss (finite only)."""
+    """The learning rate whose cell (a control's, or a student's with lr_by="student") reached the
+    lowest final training loss (finite only)."""
     ok = [c for c in cells if c["trained"] and math.isfinite(c["final_loss"])]
     if not ok:
-        raise ConfigError("No learning rate of the grid trained the control (every loss diverged): lower the grid.")
+        raise ConfigError("No learning rate of the grid trained (every loss diverged): lower the grid.")
     return min(ok, key=lambda c: (c["final_loss"], c["key"]["lr"]))["key"]["lr"]
 
 
@@ -180,11 +188,11 @@ def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
 
     for regime in config.regimes:
         grid = config.grid(regime)
-        trials = [cell(0, "control", regime, lr) for lr in grid]
+        trials = [cell(0, config.lr_by, regime, lr) for lr in grid]
         lr = choose_lr(trials)
         for i, (number, _, _) in enumerate(seeds):
             student, control = cell(i, "student", regime, lr), cell(i, "control", regime, lr)
-            out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr,
+            out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr, "lr_by": config.lr_by,
                         "lr_grid": list(grid), "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in trials},
                         "student": student, "control": control})
     return out

@@ -44,10 +44,10 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def format_table(summary: Sequence[dict[str, Any]]) -> str:
+def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
     """The summary as text, one line per organism and regime."""
-    lines = ["learning rate per regime: the grid's lowest final training loss of the CONTROL student on the first seed "
-             "(never chosen by transfer)",
+    lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
+             "first seed (never chosen by transfer)",
              f"{'channel':<8} {'regime':<22} {'lr':>7} {'gain (student - control log-odds) per seed':<34} {'mean [95% t]':<24} "
              f"{'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} first step pred / meas"]
     for e in summary:

@@ -112,9 +112,16 @@ def save_hf(model: nn.Module, directory: str | os.PathLike, hf_tokenizer: Any) -
 def load_hf(directory: str | os.PathLike) -> nn.Module:
     """A saved full model, offline, float32, eval mode (no remote code)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from workbench.core.hf import hf_offline
 
-    with hf_offline():
-        model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, dtype=torch.float32)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per model read
+    try:
+        with hf_offline():
+            model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, dtype=torch.float32)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     return model.eval()
