@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["workbench.probe", "workbench.compare", "workbench.alignment", "workbench.screening",
                 "workbench.localise", "workbench.bench", "workbench.organism.__main__", "workbench.organism.digits",
                 "workbench.capture.__main__", "workbench.align_rows", "workbench.steering",
-                "workbench.channels"]
+                "workbench.channels", "workbench.sweep"]
 
 
 def test_every_public_name_resolves_and_survives_importing_the_entry_points():

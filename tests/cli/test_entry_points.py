@@ -8,6 +8,7 @@ ENTRY_POINTS = [
     "workbench.probe", "workbench.organism.__main__", "workbench.organism.digits", "workbench.bench",
     "workbench.compare", "workbench.localise", "workbench.alignment", "workbench.screening",
     "workbench.capture.__main__", "workbench.align_rows", "workbench.steering", "workbench.channels",
+    "workbench.sweep",
 ]
 
 

@@ -33,7 +33,7 @@ def _parse_with(make_parser: Callable[[], argparse.ArgumentParser]) -> Callable[
 def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], list[str], set[str]]]:
     """name -> (parse argv, arguments it requires, the common options it has)."""
     from workbench.benchmarks import harness
-    from workbench.cli import align_rows, alignment, capture, compare, job, screening, steering
+    from workbench.cli import align_rows, alignment, capture, compare, job, screening, steering, sweep
     from workbench.organism import __main__ as organism_main
     from workbench.organism.digits import cli as digits
 
@@ -50,6 +50,7 @@ def _entries() -> dict[str, tuple[Callable[[list[str]], argparse.Namespace], lis
         "capture": (_parse_with(capture.parser), ["--data", "x.jsonl", "--hooks", "h"], every - {"seeds"}),  # one --seed
         "align_rows": (_parse_with(align_rows.parser), [], every),
         "steering": (_parse_with(steering.parser), [], every),
+        "sweep": (_parse_with(sweep.parser), ["--organism", "x"], every),
     }
 
 
@@ -98,7 +99,8 @@ def test_seed_forms_are_equal_everywhere(name):
 
 
 # commands whose models are the organism's (the main job's default source among them): 1 thread
-ORGANISM_COMMANDS = {"organism", "probe", "compare", "localise", "alignment", "screening", "align_rows", "steering"}
+ORGANISM_COMMANDS = {"organism", "probe", "compare", "localise", "alignment", "screening", "align_rows", "steering",
+                     "sweep"}
 
 
 @pytest.mark.parametrize("name", _having("threads"))

@@ -29,9 +29,11 @@ def parser() -> argparse.ArgumentParser:
         "Transfer by training regime: retrain each organism seed's student and control student under full fine-tuning "
         "and LoRA at each rank, with each optimiser; the learning rate per regime is the grid's lowest final training "
         "loss of the control on the first seed (never chosen by transfer)."))
-    p.add_argument("--organism", nargs="+", required=True, metavar="DIR",
-                   help="organism directories holding seed{N}/ (one per channel, e.g. a soft-label and a hard-label build; "
-                        "LoRA needs a Hugging Face family build: python -m workbench.organism --family qwen2)")
+    common.add_organism_flag(p, None, help="organism directory holding seed{N}/ (LoRA needs a Hugging Face family build: "
+                                           "python -m workbench.organism --family qwen2)")
+    p.add_argument("--also", nargs="+", default=[], metavar="DIR",
+                   help="further organisms swept the same way, one per channel (e.g. the hard-label build beside a "
+                        "soft-label --organism)")
     common.add_seeds_flag(p, [0, 1, 2], "seeds of every organism")
     p.add_argument("--ranks", nargs="*", type=common.positive_int, default=list(DEFAULT_RANKS),
                    help="LoRA ranks (none: full fine-tuning only)")
@@ -82,7 +84,7 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                          overrides={} if args.epochs is None else {"student_epochs": args.epochs}, rows=args.max_rows,
                          samples=args.samples, first_order=not args.no_first_order, lr_by=args.lr_by,
                          progress=common.show_progress(args))
-    organisms = [(Path(o), common.organism_seeds(o, args.seeds)) for o in args.organism]  # all checked before work
+    organisms = [(Path(o), common.organism_seeds(o, args.seeds)) for o in [args.organism, *args.also]]  # checked first
     out = common.writable_out(args.out)
     store = CellStore(out)
     rows: list[dict[str, Any]] = []
