@@ -138,5 +138,43 @@ def test_sweep_command_writes_table_and_figure(organism, tmp_path, capsys):
     assert sweep_cli.main(argv) == 0  # every cell read back
     again = capsys.readouterr().out
     assert again.count("read back") == 6 and "P(target)" not in again  # nothing trained again
+    curves = ["--organism", str(organism), "--seeds", "0", "--ranks", "--optimizers", "adam", "--lr-grid", "full/adam=1e-3",
+              "--samples", "10", "--no-first-order", "--curves", "2", "--out", str(tmp_path / "curves"), "--quiet"]
+    assert sweep_cli.main(curves) == 0
+    cells = json.loads((tmp_path / "curves" / "sweep.json").read_text())["rows"][0]
+    assert cells["student"]["curve"][0]["step"] == 0 and cells["control"]["curve"][-1]["step"] % 2 == 0
+    assert (tmp_path / "curves" / "sweep_curves.html").exists()
+    capsys.readouterr()
     assert sweep_cli.main([*argv[:-3], "--lr-grid", "lora/adam=fast", "--out", str(out)]) == 2
     assert "must be numbers" in capsys.readouterr().err
+
+
+def test_curves_read_the_student_as_it_stands(tiny_organism, seed):
+    """Step 0 is the base; the last checkpoint is the trained student itself; the alignment is
+    <grad log P, -grad L> on the probe rows, checked against a naive reference at step 0."""
+    native = load_seed(tiny_organism.directory, roles=["base", "teacher", "teacher_neutral"])
+    cfg = native.recipe({"student_epochs": 1})
+    rows = 128
+    steps = -(-rows // cfg.student_batch)
+    trained = train_under(native, "student", Regime("full", None, "adam"), 1e-3, {"student_epochs": 1}, rows=rows,
+                          curve_every=1)
+    curve = trained.curve
+    assert [p["step"] for p in curve] == list(range(steps + 1))
+    assert curve[0]["p_target"] == pytest.approx(native.trait.p_target(native.lineage["base"]), abs=1e-6)
+    assert curve[-1]["p_target"] == pytest.approx(native.trait.p_target(trained.model), abs=1e-6)
+    base, teacher = model_weights(native, "base"), model_weights(native, "teacher")
+    assert curve[-1]["cos_teacher"] == pytest.approx(weight_cosines(base, teacher, trained.weights)["whole"], abs=1e-6)
+    assert curve[0]["cos_teacher"] is None  # no change yet
+    # the naive alignment at the base: log P(target) and the probe loss differentiated by hand
+    from workbench.core.models import copy_model
+    from workbench.engines.functional import FunctionalModel
+    from workbench.organism.build import distill_targets
+    from workbench.organism.training import batch_loss
+
+    model = FunctionalModel.from_bridge(copy_model(native.lineage["base"]), trainable=True)
+    targets = distill_targets(cfg, native.tokenizer, native.model("teacher"), native.inputs("teacher", limit=rows).tokens)
+    params = list(model.parameters())
+    g_t = torch.autograd.grad(native.trait.log_prob(model), params)
+    g_l = torch.autograd.grad(batch_loss(model, targets, torch.arange(64)), params)
+    ref = -sum(float((a.double() * b.double()).sum()) for a, b in zip(g_t, g_l))
+    assert curve[0]["alignment"] == pytest.approx(ref, rel=1e-5)

@@ -20,7 +20,7 @@ from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json, atomic_write_text, sha256_file
 from workbench.engines.optimizers import OPTIMIZERS
 from workbench.organism.sweep import DEFAULT_OPTIMIZERS, DEFAULT_RANKS, LR_GRIDS, CellStore, SweepConfig, regimes_of
-from workbench.organism.sweep_summary import format_table, summarize, sweep_figure
+from workbench.organism.sweep_summary import curves_figure, format_table, summarize, sweep_figure
 from workbench.results.figures import write_figures
 
 
@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=common.positive_int, default=None, help="train on the first N rows only")
     p.add_argument("--samples", type=common.positive_int, default=200,
                    help="sampled answers per preference prompt behind the Wilson intervals")
+    p.add_argument("--curves", type=common.positive_int, default=None, metavar="N",
+                   help="checkpoint each student and control every N optimiser steps at the chosen rate: curves of "
+                        "P(target), cos(dS_t, dT) and the next step's alignment with the trait gradient (sweep_curves.html)")
     p.add_argument("--no-first-order", action="store_true", help="skip the first-order prediction beside full students")
     common.add_out_flag(p, "artifacts/sweep", "output directory")
     common.add_device_flag(p)
@@ -83,7 +86,7 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                          lr_grids=parse_grids(args.lr_grid),
                          overrides={} if args.epochs is None else {"student_epochs": args.epochs}, rows=args.max_rows,
                          samples=args.samples, first_order=not args.no_first_order, lr_by=args.lr_by,
-                         progress=common.show_progress(args))
+                         curve_every=args.curves or 0, progress=common.show_progress(args))
     organisms = [(Path(o), common.organism_seeds(o, args.seeds)) for o in [args.organism, *args.also]]  # checked first
     out = common.writable_out(args.out)
     store = CellStore(out)
@@ -105,7 +108,10 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                                                         "first seed (never by transfer)"})
     table = format_table(summary, args.lr_by)
     atomic_write_text(out / "sweep_table.txt", table + "\n")
-    write_figures({"sweep": sweep_figure(summary)}, out)
+    figures = {"sweep": sweep_figure(summary)}
+    if args.curves:
+        figures["sweep_curves"] = curves_figure(rows)
+    write_figures(figures, out)
     print(table)
     print(f"wrote {out}")
     return 0

@@ -61,6 +61,7 @@ class TrainedStudent:
     model: torch.nn.Module
     weights: dict[str, Tensor]
     epoch_losses: list[float]
+    curve: list[dict[str, Any]] | None = None  # checkpoints over training (`workbench.organism.curves`)
 
 
 class _Logits(torch.nn.Module):
@@ -92,10 +93,12 @@ def model_weights(seed: Any, role: str) -> dict[str, Tensor]:
 
 
 def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict[str, Any] | None = None,
-                progress: bool = False, rows: int | None = None) -> TrainedStudent:
+                progress: bool = False, rows: int | None = None, curve_every: int = 0) -> TrainedStudent:
     """Student `role` ("student": on the teacher's rows; "control": on the neutral teacher's) of
     the loaded `seed` (`load_seed`), trained under `regime` at `lr` on the rows the build gave it
-    (the first `rows` of them when given), with the build's student seed for the role."""
+    (the first `rows` of them when given), with the build's student seed for the role. With
+    `curve_every` > 0, a checkpoint every that many steps (`curves.curve_recorder`: P(target),
+    cos(dS_t, dT) against the trait teacher's change, and the alignment on its first 64 rows)."""
     from workbench.organism.build import STUDENTS, distill_targets
     from workbench.organism.training import train_student
 
@@ -109,6 +112,15 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     limit = min(caps) if caps else None
     tokens = seed.inputs(source, limit=limit).tokens
     student_seed = int(seed.manifest["seed"]) * 10 + list(STUDENTS).index(role)
+
+    def recorder(targets: Any) -> tuple[Any, list[Any]]:
+        if not curve_every:
+            return None, []
+        from workbench.organism.curves import curve_recorder
+
+        probe = torch.arange(min(64, len(targets.tokens)))
+        return curve_recorder(seed.trait, targets, probe, model_weights(seed, "base"), model_weights(seed, "teacher"))
+
     if is_hf_seed(seed):
         from workbench.organism.hf_family.build import HF_DIR
         from workbench.organism.hf_family.config import LoraSpec
@@ -119,10 +131,12 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
         model = with_lora(base, LoraSpec(r=regime.r, alpha=float(regime.r)), seed=student_seed) \
             if regime.students == "lora" else copy.deepcopy(base)
         targets = distill_targets(cfg, seed.tokenizer, HFTrainable(teacher), tokens)  # type: ignore[arg-type]
-        losses = train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lr)
+        on_step, points = recorder(targets)
+        losses = train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lr, on_step=on_step,
+                               every=curve_every)
         merged = (model.merge_and_unload() if regime.students == "lora" else model).eval()
         return TrainedStudent(_Logits(merged), {k: v.detach().float().cpu() for k, v in merged.state_dict().items()},
-                              losses)
+                              losses, [p.to_dict() for p in points] if curve_every else None)
     if regime.students == "lora":
         raise ConfigError("LoRA students need a Hugging Face family organism (python -m workbench.organism --family "
                           "qwen2); the native organism trains full students only.")
@@ -132,9 +146,11 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     student = copy_model(seed.lineage["base"])
     targets = distill_targets(cfg, seed.tokenizer, seed.model(source), tokens)
     trainable = FunctionalModel.from_bridge(student, trainable=True)
-    losses = train_student(trainable, targets, cfg, student_seed, progress, lr=lr)
+    on_step, points = recorder(targets)
+    losses = train_student(trainable, targets, cfg, student_seed, progress, lr=lr, on_step=on_step, every=curve_every)
     trainable.load_into(student)
-    return TrainedStudent(student, {k: v.detach().float().cpu() for k, v in clean_state_dict(student).items()}, losses)
+    return TrainedStudent(student, {k: v.detach().float().cpu() for k, v in clean_state_dict(student).items()}, losses,
+                          [p.to_dict() for p in points] if curve_every else None)
 
 
 _LAYER = re.compile(r"(?:layers|blocks)\.(\d+)\.")

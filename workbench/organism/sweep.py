@@ -61,6 +61,7 @@ class SweepConfig:
     samples: int = 200
     first_order: bool = True  # full students: the optimizer-aware first-order prediction beside the cell
     lr_by: str = "control"  # whose final training loss picks the rate: "control" or "student" (never transfer)
+    curve_every: int = 0  # > 0: checkpoints every that many steps at the chosen rate (curves over training)
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -76,11 +77,12 @@ class SweepConfig:
 
 
 def cell_key(manifest_sha256: str, role: str, regime: Regime, lr: float, overrides: dict[str, Any],
-             rows: int | None, samples: int, first_order: bool) -> dict[str, Any]:
+             rows: int | None, samples: int, first_order: bool, curve_every: int = 0) -> dict[str, Any]:
     """Everything a cell's numbers depend on (hashed into its file name, with package versions)."""
-    return {"manifest_sha256": manifest_sha256, "role": role, "regime": regime.to_dict(), "lr": float(lr),
-            "overrides": dict(sorted(overrides.items())), "rows": rows, "samples": samples,
-            "first_order": bool(first_order and regime.students == "full" and role == "student")}
+    key = {"manifest_sha256": manifest_sha256, "role": role, "regime": regime.to_dict(), "lr": float(lr),
+           "overrides": dict(sorted(overrides.items())), "rows": rows, "samples": samples,
+           "first_order": bool(first_order and regime.students == "full" and role == "student")}
+    return {**key, "curve_every": curve_every} if curve_every else key
 
 
 class CellStore:
@@ -113,7 +115,8 @@ def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfi
     """Train one student under `regime` at `lr` and measure it (module docstring)."""
     from workbench.organism.regimes import model_weights, train_under, weight_cosines
 
-    trained = train_under(seed, role, regime, lr, config.overrides, config.progress, config.rows)
+    trained = train_under(seed, role, regime, lr, config.overrides, config.progress, config.rows,
+                          key.get("curve_every", 0))
     score = seed.trait.score(trained.model, n_samples=config.samples)
     weights = seed.__dict__.setdefault("_sweep_weights", {})  # the base's and teacher's, read once per seed
     for r in ("base", "teacher"):
@@ -126,6 +129,8 @@ def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfi
         "trained": all(math.isfinite(x) for x in trained.epoch_losses),
         "cos_teacher": weight_cosines(weights["base"], weights["teacher"], trained.weights),
     }
+    if trained.curve is not None:
+        values["curve"] = trained.curve
     if key["first_order"]:
         values["first_order"] = first_order_cell(seed, role, regime, lr, config)
     return values
@@ -174,9 +179,10 @@ def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
     out = []
     note = on_cell or (lambda _: None)
 
-    def cell(i: int, role: str, regime: Regime, lr: float) -> dict[str, Any]:
+    def cell(i: int, role: str, regime: Regime, lr: float, curve_every: int = 0) -> dict[str, Any]:
         number, seed, sha = seeds[i]
-        key = cell_key(sha, role, regime, lr, config.overrides, config.rows, config.samples, config.first_order)
+        key = cell_key(sha, role, regime, lr, config.overrides, config.rows, config.samples, config.first_order,
+                       curve_every)
         saved = store.get(key)
         if saved is not None:
             note(f"seed {number} {role} {regime.label} lr {lr:g}: read back")
@@ -191,7 +197,8 @@ def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
         trials = [cell(0, config.lr_by, regime, lr) for lr in grid]
         lr = choose_lr(trials)
         for i, (number, _, _) in enumerate(seeds):
-            student, control = cell(i, "student", regime, lr), cell(i, "control", regime, lr)
+            every = config.curve_every
+            student, control = cell(i, "student", regime, lr, every), cell(i, "control", regime, lr, every)
             out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr, "lr_by": config.lr_by,
                         "lr_grid": list(grid), "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in trials},
                         "student": student, "control": control})

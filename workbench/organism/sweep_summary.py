@@ -95,4 +95,32 @@ def sweep_figure(summary: Sequence[dict[str, Any]]) -> Any:
     return fig
 
 
-__all__ = ["format_table", "summarize", "sweep_figure"]
+def curves_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Curves over training, one line per regime and seed (student solid, control dashed): P(target),
+    cos(dS_t, dT) and the cosine of the alignment of the next step with the trait gradient."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = (("p_target", "P(target)"), ("cos_teacher", "cos(dS_t, dT)"), ("alignment_cos", "cos(-grad L, grad log P)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
+    palette = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    labels = list(dict.fromkeys(f"{r.get('channel') or ''} {r['label']}".strip() for r in rows))
+    for r in rows:
+        label = f"{r.get('channel') or ''} {r['label']}".strip()
+        colour = palette[labels.index(label) % len(palette)]
+        for role, dash in (("student", "solid"), ("control", "dash")):
+            curve = r[role].get("curve")
+            if not curve:
+                continue
+            steps = [p["step"] for p in curve]
+            for col, (field, _) in enumerate(panels, start=1):
+                fig.add_trace(go.Scatter(x=steps, y=[p[field] for p in curve], mode="lines",
+                                         line={"color": colour, "dash": dash, "width": 1.5},
+                                         name=f"{label} {role} (seed {r['seed']})", legendgroup=label,
+                                         showlegend=col == 1), 1, col)
+    fig.update_xaxes(title_text="optimiser step")
+    fig.update_layout(title="Transfer over training (solid: student; dashed: control)")
+    return fig
+
+
+__all__ = ["curves_figure", "format_table", "summarize", "sweep_figure"]

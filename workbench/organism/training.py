@@ -11,7 +11,7 @@ and write the result back into the bridge; the Hugging Face families
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.core.errors import DataError
+from workbench.core.errors import ConfigError, DataError
 from workbench.core.progress import progress_bar
 from workbench.engines.functional import FunctionalModel
 from workbench.engines.objective import restricted_log_probs  # the one definition (float32 here, as trained)
@@ -224,37 +224,52 @@ def distill_student(
     model.load_into(bridge)
 
 
+def batch_loss(model: Trainable, targets: DistillTargets, idx: Int[Tensor, " b"]) -> Float[Tensor, ""]:
+    """The student's loss on rows `idx` of `targets` (hard: CE on the written tokens; soft: KL to
+    the teacher's distributions), at the supervised positions and under the loss mask."""
+    device = _device(model)
+    pos = targets.positions.to(device)
+    ids = None if targets.ids is None else targets.ids.to(device)
+    tokens = targets.tokens[idx].to(device)
+    logits = model(tokens)
+    mask = None if targets.loss_mask is None else targets.loss_mask[idx].to(device)
+    if targets.teacher_logp is None:  # hard labels: CE on the written tokens
+        return hard_distill_loss(logits[:, pos], tokens[:, pos + 1], ids, mask)
+    return soft_distill_loss(logits[:, pos], targets.teacher_logp[idx].to(device), ids, mask)
+
+
 def train_student(model: Trainable, targets: DistillTargets, cfg: OrganismConfig, seed: int, progress: bool = True,
-                  lr: float | None = None) -> list[float]:
+                  lr: float | None = None, on_step: Callable[[int, Trainable], None] | None = None,
+                  every: int = 0) -> list[float]:
     """The student's loop (see `distill_student`) on any Trainable with `cfg.student_optimizer`, at
-    `lr` (default cfg.student_lr); the mean loss of each epoch (what a learning rate is chosen by)."""
+    `lr` (default cfg.student_lr); the mean loss of each epoch (what a learning rate is chosen by).
+    With `on_step` and `every` > 0, `on_step(step, model)` runs before the first step and after
+    every `every` optimiser steps (checkpoints for curves over training)."""
     n = len(targets.tokens)
     if n == 0:
         raise DataError("No distillation sequences survived the filter; check the filter report.")
-    device = _device(model)
+    if every < 0:
+        raise ConfigError(f"every={every}: give a number of steps >= 1 between checkpoints, or 0 for none.")
     opt = make_optimizer(cfg.student_optimizer, model.parameters(), cfg.student_lr if lr is None else lr, foreach=FOREACH)
     gen = torch.Generator().manual_seed(seed)
-    pos = targets.positions.to(device)
-    ids = None if targets.ids is None else targets.ids.to(device)
     steps_per_epoch = math.ceil(n / cfg.student_batch)
     bar = progress_bar(total=cfg.student_epochs * steps_per_epoch, desc="student", enabled=progress)
     epoch_losses = []
+    step = 0
+    if on_step is not None and every:
+        on_step(0, model)
     for _ in range(cfg.student_epochs):
         total, steps = 0.0, 0
         order = torch.randperm(n, generator=gen)
         for lo in range(0, n, cfg.student_batch):
-            idx = order[lo : lo + cfg.student_batch]
-            tokens = targets.tokens[idx].to(device)
-            logits = model(tokens)
-            mask = None if targets.loss_mask is None else targets.loss_mask[idx].to(device)
-            if targets.teacher_logp is None:  # hard labels: CE on the written tokens
-                loss = hard_distill_loss(logits[:, pos], tokens[:, pos + 1], ids, mask)
-            else:
-                loss = soft_distill_loss(logits[:, pos], targets.teacher_logp[idx].to(device), ids, mask)
+            loss = batch_loss(model, targets, order[lo : lo + cfg.student_batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, steps = total + float(loss.detach()), steps + 1
+            step += 1
+            if on_step is not None and every and step % every == 0:
+                on_step(step, model)
             bar.update()
         epoch_losses.append(total / max(steps, 1))
     bar.close()
