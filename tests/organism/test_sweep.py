@@ -134,6 +134,7 @@ def test_sweep_command_writes_table_and_figure(organism, tmp_path, capsys):
     assert "never chosen by transfer" in text and "LoRA r=2, adam" in text and "full, adam" in text
     saved = json.loads((out / "sweep.json").read_text())
     assert [e["label"] for e in saved["summary"]] == ["full, adam", "LoRA r=2, adam"]
+    assert all(e["gain_in_context_mean"] is not None for e in saved["summary"])  # read after the rows' own prompts
     assert (out / "sweep.html").exists() and len(list((out / "cells").glob("*.json"))) == 4
     assert sweep_cli.main(argv) == 0  # every cell read back
     again = capsys.readouterr().out
@@ -178,3 +179,16 @@ def test_curves_read_the_student_as_it_stands(tiny_organism, seed):
     g_l = torch.autograd.grad(batch_loss(model, targets, torch.arange(64)), params)
     ref = -sum(float((a.double() * b.double()).sum()) for a, b in zip(g_t, g_l))
     assert curve[0]["alignment"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_trait_in_context_prefixes_every_prompt_with_every_context():
+    from workbench.organism.context import trait_in_context
+    from workbench.trait import Trait
+
+    trait = Trait.from_prompts([[1, 5, 6], [1, 7]], target="a", category="c", answers={"a": [8], "b": [9]})
+    got = trait_in_context(trait, [[1, 2, 3], [4]])
+    assert got.prompts == ((1, 2, 3, 5, 6), (1, 2, 3, 7), (4, 1, 5, 6), (4, 1, 7))  # <bos> kept once
+    assert got.answers == trait.answers
+    assert trait_in_context(trait, [[1, 2, 3]], max_len=4).prompts == ((1, 2, 3, 7),)
+    with pytest.raises(Exception, match="fits"):
+        trait_in_context(trait, [[1, 2, 3, 4, 5]], max_len=4)

@@ -23,6 +23,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         lo_c = [r["control"]["log_odds"] for r in rs]
         gains = [s - c for s, c in zip(lo_s, lo_c)]
         stats = over_seeds(gains)
+        ctx_s = [r["student"].get("log_odds_in_context") for r in rs]
+        ctx_c = [r["control"].get("log_odds_in_context") for r in rs]
+        ctx_gains = [None if s is None or c is None else s - c for s, c in zip(ctx_s, ctx_c)]
+        ctx_stats = over_seeds(ctx_gains)
         fo = rs[0]["student"].get("first_order")
         out.append({
             "organism": organism, "channel": rs[0].get("channel"), "regime": rs[0]["regime"], "label": label,
@@ -30,6 +34,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "p_student": [r["student"]["p_target"] for r in rs], "p_control": [r["control"]["p_target"] for r in rs],
             "wilson_student": [r["student"]["wilson"] for r in rs], "wilson_control": [r["control"]["wilson"] for r in rs],
             "gain": gains, "gain_mean": stats.mean, "gain_sd": stats.sd, "gain_ci": paired_interval(lo_s, lo_c),
+            "gain_in_context": ctx_gains, "gain_in_context_mean": ctx_stats.mean,
+            "gain_in_context_ci": paired_interval(ctx_s, ctx_c),
             "final_loss_student": [r["student"]["final_loss"] for r in rs],
             "final_loss_control": [r["control"]["final_loss"] for r in rs],
             "trained": all(r["student"]["trained"] and r["control"]["trained"] for r in rs),
@@ -49,7 +55,8 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
              "first seed (never chosen by transfer)",
              f"{'channel':<8} {'regime':<22} {'lr':>7} {'gain (student - control log-odds) per seed':<34} {'mean [95% t]':<24} "
-             f"{'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} first step pred / meas"]
+             f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
+             "first step pred / meas"]
     for e in summary:
         ci = e["gain_ci"]
         per = " / ".join(f"{g:+.2f}" for g in e["gain"])
@@ -62,7 +69,7 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
         line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e} "
-                f"{per:<34} {mean:<24} {ps:.3f} / {pc:.3f}{'':<13} {ls:.4f} / {lc:.4f}  "
+                f"{per:<34} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {ps:.3f} / {pc:.3f}{'':<13} {ls:.4f} / {lc:.4f}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
                 + ("n/a" if fo is None else f"{fo['predicted']:+.2e} / {fo['measured']:+.2e}"))
         lines.append(line)
