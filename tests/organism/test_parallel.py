@@ -95,3 +95,57 @@ def test_tasks_go_to_whichever_process_is_free():
         pool.run(_square, [(0,), (1,)], ["warm", "up"])  # the worker's import done
         pids = pool.run(_pid_after, [(1.5,), (1.0,), (1.0,), (1.0,)], [f"t{i}" for i in range(4)])
     assert pids.count(os.getpid()) == 2 and len(set(pids)) == 2
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed command (SIGKILL: no cleanup runs) does not leave its workers idling."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "import os, time\n"
+        "from workbench.organism.parallel import StagePool\n"
+        "from tests.organism.test_parallel import _write_pid_and_wait\n"
+        f"pool = StagePool(2)\npool.run(_write_pid_and_wait, [(1.0, None), ({str(pid_file)!r}, 60)], ['here', 'there'])\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd(),
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pid_file.exists(), "the worker never started"
+        time.sleep(0.5)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.5)
+        assert not _alive(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+
+
+def _write_pid_and_wait(path, seconds):
+    import time
+
+    if seconds is None:  # the parent's own task: wait until the worker has taken the other
+        time.sleep(path)
+        return 0
+    from pathlib import Path
+
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

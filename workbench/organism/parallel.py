@@ -40,8 +40,20 @@ def default_workers() -> int:
     return min(2, available_cores())
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     torch.set_num_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker once `parent` is gone (killed, not closed: a closed pool ends its workers
+    itself). Without this a killed command leaves its workers idling on a dead pipe."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 class StagePool:
@@ -58,7 +70,7 @@ class StagePool:
         if self._executor is None:
             threads = self.threads or torch.get_num_threads()
             self._executor = ProcessPoolExecutor(self.workers - 1, mp_context=get_context("spawn"),
-                                                 initializer=_init_worker, initargs=(threads,))
+                                                 initializer=_init_worker, initargs=(threads, os.getpid()))
         return self._executor
 
     def run(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], names: Sequence[str]) -> list[T]:
