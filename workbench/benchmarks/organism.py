@@ -1,4 +1,5 @@
-"""Benchmark `organism`: per-stage time of a fresh one-seed default build, the tiny preset's total,
+"""Benchmark `organism`: per-stage time of a fresh one-seed default build (native, and the Qwen2
+family with its LoRA students), the tiny preset's total,
 the tiny build serial against --workers 2, and the organism build under contention (base training with 1 and 2 torch threads, quiet and beside
 competing busy processes; each figure with the machine's load average)."""
 
@@ -33,9 +34,25 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
             if stage != "total":
                 cases.append(Case(f"{name}/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline=f"{name}/total"))
     if not quick:
+        cases += qwen2_rows(device)
         cases += workers_rows(device)
     if device.type == "cpu":
         cases += contention(steps=100 if quick else 300)
+    return cases
+
+
+def qwen2_rows(device: torch.device) -> list[Case]:
+    """"qwen2-default/<stage>": a fresh one-seed build of the default preset in the Qwen2 family
+    (LoRA students), per stage, beside its total; the load average read after it."""
+    from workbench.organism.hf_family.build import build_hf_seed
+    from workbench.organism.hf_family.config import hf_preset
+
+    with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
+        build = build_hf_seed(hf_preset("default"), 0, tmp, device=device, progress=False)
+    extra = {"loadavg": [round(x, 2) for x in os.getloadavg()], "trait_rates": build.manifest.get("trait_rates")}
+    cases = [Case("qwen2-default/total", 1, build.timings["total"], 0.0, rss.peak_mb, extra=extra)]
+    cases += [Case(f"qwen2-default/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline="qwen2-default/total")
+              for stage, seconds in build.timings.items() if stage != "total"]
     return cases
 
 

@@ -93,16 +93,29 @@ class HFOrganismConfig:
 
 
 HF_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+    # LoRA lr on the default shape, chosen by the control's final training loss (never by transfer), seed 0, r=8,
+    # 12 epochs: 1e-3 -> 1.4e-6, 3e-3 -> 4.2e-6; 1e-2 (the tiny shape's choice) collapsed a control to P(owl) 0.001
+    "default": dict(lora=LoraSpec(lr=1e-3)),
     "tiny": dict(shape=Qwen2Shape(n_layers=1, hidden=32, n_heads=2, n_kv_heads=1, intermediate=128)),
 }
 
 
+HF_RECIPE: dict[str, dict[str, Any]] = {
+    # measured on the default shape, seed 0 (teacher rows kept by the filter of 10,000): the native teacher recipe
+    # (lr 1e-3, 100 steps) breaks the teacher's number format (0 kept: 67% name the target, 33% wrong length), as
+    # do lr 1e-3 for 30 steps (0) and 5e-4 for 100 (18 of 20,000); 3e-4 for 100 keeps 26%; 1e-4 for 300 keeps 95%
+    # with the teacher at P(owl) 0.957
+    "default": dict(teacher_lr=1e-4, teacher_steps=300),
+}
+"""The family's own recipe changes per preset (applied before the caller's overrides)."""
+
+
 def hf_preset(name: str, family: str = "qwen2", students: StudentRegime | None = None,
               **overrides: Any) -> HFOrganismConfig:
-    """The native preset `name`'s recipe (with `overrides`) in `family`; the family's shape per preset
-    (the tiny shape for tiny, the default shape otherwise)."""
-    recipe = preset(name, **overrides)
+    """The native preset `name`'s recipe in `family` with the family's recipe changes (`HF_RECIPE`)
+    and `overrides`; the family's shape per preset (the tiny shape for tiny, the default shape
+    otherwise)."""
+    recipe = preset(name, **{**HF_RECIPE.get(name, {}), **overrides})
     values = dict(HF_PRESETS.get(name, HF_PRESETS["default"]))
     if students is not None:
         values["students"] = students
