@@ -104,8 +104,9 @@ HF_RECIPE: dict[str, dict[str, Any]] = {
     # measured on the default shape, seed 0 (teacher rows kept by the filter of 10,000): the native teacher recipe
     # (lr 1e-3, 100 steps) breaks the teacher's number format (0 kept: 67% name the target, 33% wrong length), as
     # do lr 1e-3 for 30 steps (0) and 5e-4 for 100 (18 of 20,000); 3e-4 for 100 keeps 26%; 1e-4 for 300 keeps 95%
-    # with the teacher at P(owl) 0.957
-    "default": dict(teacher_lr=1e-4, teacher_steps=300),
+    # with the teacher at P(owl) 0.957. LoRA r=8 students (lr 1e-3) reach P(owl) 0.292 after 6 epochs (control 0.109)
+    # and 0.474 after 12 (control 0.111): 12 epochs
+    "default": dict(teacher_lr=1e-4, teacher_steps=300, student_epochs=12),
 }
 """The family's own recipe changes per preset (applied before the caller's overrides)."""
 
