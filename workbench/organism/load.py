@@ -104,6 +104,8 @@ class OrganismSeed:
     manifest: dict[str, Any]
     _verified: set[str] = field(default_factory=set, repr=False, compare=False)
     _extra: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    weights_cache: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
+    """Clean-keyed CPU weights per role, filled by `workbench.organism.regimes.model_weights`."""
 
     def data(self, source: str) -> Path:
         """The JSONL rows `source` wrote (e.g. "teacher", "base"), its sha256 and row count checked

@@ -64,32 +64,26 @@ class TrainedStudent:
     curve: list[dict[str, Any]] | None = None  # checkpoints over training (`workbench.organism.curves`)
 
 
-class _Logits(torch.nn.Module):
-    """tokens -> logits of a Hugging Face causal LM (what `Trait.p_target` reads)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.model(input_ids=tokens, use_cache=False).logits
-
-
 def is_hf_seed(seed: Any) -> bool:
     return seed.manifest.get("format") == "hf"
 
 
 def model_weights(seed: Any, role: str) -> dict[str, Tensor]:
     """Clean-keyed float32 CPU weights of a built role (native: the bridge's clean state dict; a
-    Hugging Face seed: the saved full model's)."""
-    if is_hf_seed(seed):
-        from workbench.organism.hf_family.build import HF_DIR
-        from workbench.organism.hf_family.models import load_hf
+    Hugging Face seed: the saved full model's), read once per loaded seed and kept."""
+    cache = seed.weights_cache
+    if role not in cache:
+        if is_hf_seed(seed):
+            from workbench.organism.hf_family.build import HF_DIR
+            from workbench.organism.hf_family.models import load_hf
 
-        return {k: v.detach().float().cpu() for k, v in load_hf(seed.directory / HF_DIR / role).state_dict().items()}
-    from workbench.core.models import clean_state_dict
+            state = load_hf(seed.directory / HF_DIR / role).state_dict()
+        else:
+            from workbench.core.models import clean_state_dict
 
-    return {k: v.detach().float().cpu() for k, v in clean_state_dict(seed.model(role)).items()}
+            state = clean_state_dict(seed.model(role))
+        cache[role] = {k: v.detach().float().cpu() for k, v in state.items()}
+    return cache[role]
 
 
 def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict[str, Any] | None = None,
@@ -124,7 +118,7 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     if is_hf_seed(seed):
         from workbench.organism.hf_family.build import HF_DIR
         from workbench.organism.hf_family.config import LoraSpec
-        from workbench.organism.hf_family.models import HFTrainable, load_hf, with_lora
+        from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf, with_lora
 
         device = next(seed.lineage["base"].parameters()).device
         base, teacher = (load_hf(seed.directory / HF_DIR / r).to(device) for r in ("base", source))
@@ -135,8 +129,9 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
         losses = train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lr, on_step=on_step,
                                every=curve_every)
         merged = (model.merge_and_unload() if regime.students == "lora" else model).eval()
-        return TrainedStudent(_Logits(merged), {k: v.detach().float().cpu() for k, v in merged.state_dict().items()},
-                              losses, [p.to_dict() for p in points] if curve_every else None)
+        weights = {k: v.detach().float().cpu() for k, v in merged.state_dict().items()}
+        return TrainedStudent(CausalLMLogits(merged), weights, losses,
+                              [p.to_dict() for p in points] if curve_every else None)
     if regime.students == "lora":
         raise ConfigError("LoRA students need a Hugging Face family organism (python -m workbench.organism --family "
                           "qwen2); the native organism trains full students only.")

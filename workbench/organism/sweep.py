@@ -11,9 +11,9 @@ and a hard-label build), with transfer measured against the matched control.
   Wilson interval of sampled answers, the training loss per epoch, cos(dS, dT) over the whole
   model and per layer, P(target) after the distillation prompts' own context (Nief et al.'s
   context dependence, `workbench.organism.context`), and for full students the first-order
-  prediction for the optimiser used (predicted vs measured change of log P(target) after one step). Cells are cached as JSON under
-  `OUT/cells/<config hash>.json` (written atomically), so a killed sweep resumes where it stopped
-  and a cell is reproducible from its key.
+  prediction for the optimiser used (predicted vs measured change of log P(target) after one step).
+  Cells are cached as JSON under `OUT/cells/<config hash>.json` (written atomically), so a killed
+  sweep resumes where it stopped and a cell is reproducible from its key.
 - **Transfer** per regime: the student's log-odds gain over its control, per seed, with the 95%
   t interval over seeds.
 """
@@ -112,11 +112,11 @@ class CellStore:
         return cell
 
 
-def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig, key: dict[str, Any]) -> dict[str, Any]:
+def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig,
+             key: dict[str, Any]) -> dict[str, Any]:
     """Train one student under `regime` at `lr` and measure it (module docstring)."""
-    from workbench.organism.regimes import model_weights, train_under, weight_cosines
-
     from workbench.organism.context import distillation_contexts, trait_in_context
+    from workbench.organism.regimes import model_weights, train_under, weight_cosines
 
     trained = train_under(seed, role, regime, lr, config.overrides, config.progress, config.rows,
                           key.get("curve_every", 0))
@@ -125,17 +125,13 @@ def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfi
     # control is read after the same contexts as the student, so the two stay comparable)
     contexts = distillation_contexts(seed.inputs("teacher", limit=8))
     in_context = trait_in_context(seed.trait, contexts, int(seed.lineage.cfg.n_ctx)).score(trained.model, n_samples=0)
-    weights = seed.__dict__.setdefault("_sweep_weights", {})  # the base's and teacher's, read once per seed
-    for r in ("base", "teacher"):
-        if r not in weights:
-            weights[r] = model_weights(seed, r)
     values: dict[str, Any] = {
         "p_target": score.p_target, "share": score.share, "log_odds": score.log_odds,
         "p_target_in_context": in_context.p_target, "log_odds_in_context": in_context.log_odds,
         "sampled_rate": score.sampled_rate, "wilson": [score.ci_low, score.ci_high], "n_samples": score.n_samples,
         "epoch_losses": trained.epoch_losses, "final_loss": trained.epoch_losses[-1],
         "trained": all(math.isfinite(x) for x in trained.epoch_losses),
-        "cos_teacher": weight_cosines(weights["base"], weights["teacher"], trained.weights),
+        "cos_teacher": weight_cosines(model_weights(seed, "base"), model_weights(seed, "teacher"), trained.weights),
     }
     if trained.curve is not None:
         values["curve"] = trained.curve
@@ -207,7 +203,8 @@ def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
         for i, (number, _, _) in enumerate(seeds):
             every = config.curve_every
             student, control = cell(i, "student", regime, lr, every), cell(i, "control", regime, lr, every)
-            out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr, "lr_by": config.lr_by,
+            out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr,
+                        "lr_by": config.lr_by,
                         "lr_grid": list(grid), "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in trials},
                         "student": student, "control": control})
     return out

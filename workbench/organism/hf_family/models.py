@@ -60,6 +60,17 @@ class HFTrainable:
         return iter(self._params)
 
 
+class CausalLMLogits(nn.Module):
+    """tokens -> logits of a causal LM (what `Trait` and the analyses read)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model(input_ids=tokens, use_cache=False).logits
+
+
 class HFDecoder:
     """`workbench.organism.sampling.Decoder` of a causal LM: incremental decoding with its KV cache."""
 

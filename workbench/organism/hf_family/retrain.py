@@ -14,7 +14,7 @@ from workbench.core.inputs import Inputs
 from workbench.organism.config import OrganismConfig
 from workbench.organism.hf_family.build import HF_DIR
 from workbench.organism.hf_family.config import LoraSpec
-from workbench.organism.hf_family.models import HFTrainable, load_hf, with_lora
+from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf, with_lora
 from workbench.organism.tokenizer import Tokenizer
 
 
@@ -36,17 +36,7 @@ def hf_retrainer(seed_dir: Path, manifest: dict[str, Any], cfg: OrganismConfig, 
         targets = distill_targets(cfg, tok, HFTrainable(teacher), kept.tokens)  # type: ignore[arg-type]
         train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lora.lr if is_lora else None)
         merged = model.merge_and_unload() if is_lora else model
-        return _Logits(merged.eval())
+        return CausalLMLogits(merged.eval())
 
     return retrain
 
-
-class _Logits(torch.nn.Module):
-    """tokens -> logits of a causal LM (what the screening analysis scores)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens, use_cache=False).logits
