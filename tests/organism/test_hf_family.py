@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from workbench.core.errors import ChecksumError
 from workbench.core.hf import hf_offline
 from workbench.organism import load_seed
-from workbench.organism.hf_family.build import build_hf_seed
+from workbench.organism.hf_family.build import build_hf_organism, build_hf_seed
 from workbench.organism.hf_family.config import HFOrganismConfig, Qwen2Shape, hf_preset
 
 CLEAN = {"q_proj": "attn.q", "k_proj": "attn.k", "v_proj": "attn.v", "o_proj": "attn.o",
@@ -128,3 +128,22 @@ def test_retrainer_distils_a_lora_student_on_kept_rows(built):
     with torch.no_grad():
         got, base = student(tokens), seed.lineage["base"](tokens)
     assert got.shape == base.shape and not torch.allclose(got, base, atol=1e-6)  # trained away from the base
+
+
+def test_parallel_build_writes_the_serial_bytes(built, tmp_path):
+    (parallel,), _ = build_hf_organism(micro(), [0], tmp_path, progress=False, workers=2)
+    assert parallel.manifest["hf_files"] == built.manifest["hf_files"]  # every weight file, LoRA adapters included
+    assert parallel.manifest == built.manifest  # data files' sha256, trait rates, matrix, losses: all equal
+    assert {"base", "base_x", "teacher", "student", "cross"} <= set(parallel.timings)  # trained in the pool
+
+
+def test_retrainer_on_the_build_rows_is_the_built_student(built):
+    """The retrainer seeds its adapter and batches as the build does, so on the student's own rows it
+    rebuilds the student exactly (screening compares retrains against this)."""
+    seed = load_seed(built.directory)
+    rows = built.manifest["student_rows"]["student"]
+    kept = seed.inputs("teacher", limit=rows)
+    retrained = seed.retrainer()(kept)
+    tokens = seed.trait.tokens
+    with torch.no_grad():
+        torch.testing.assert_close(retrained(tokens), seed.lineage["student"](tokens), atol=1e-5, rtol=1e-5)

@@ -73,7 +73,8 @@ def build_and_print(preset_name: str, seeds: list[int], out: str, device: str, q
 
 
 def build_hf_and_print(preset_name: str, family: str, seeds: list[int], out: str, device: str, quiet: bool, *,
-                       command: str, students: str | None, lora: dict[str, object], **overrides: object) -> None:
+                       command: str, students: str | None, lora: dict[str, object], workers: int = 1,
+                       **overrides: object) -> None:
     """Build (or reuse) a Hugging Face family organism and print its trait table."""
     from workbench.organism.hf_family.build import build_hf_organism
     from workbench.organism.hf_family.config import hf_preset
@@ -84,7 +85,8 @@ def build_hf_and_print(preset_name: str, family: str, seeds: list[int], out: str
             setattr(cfg.lora, name, value)
     cfg.validate()
     with common.resumable_build(command, out):
-        builds, summary = build_hf_organism(cfg, seeds, out, device=device, progress=not quiet, log=stage_log(quiet))
+        builds, summary = build_hf_organism(cfg, seeds, out, device=device, progress=not quiet, log=stage_log(quiet),
+                                            workers=workers)
     print(format_trait_table(summary))
     print(f"family={family}, students={cfg.students}" + (f" (LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}, "
           f"rslora={cfg.lora.use_rslora}, lr={cfg.lora.lr})" if cfg.students == "lora" else ""))
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         with common.using_threads(args):
             return common.run(build_hf_and_print, args.preset, args.family, args.seeds, args.out, args.device,
                               args.quiet, command="python -m workbench.organism " + shlex.join(argv),
-                              students=args.students, lora=lora, **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
+                              students=args.students, lora=lora, workers=args.workers, **ORGANISM_FLAGS.values(args),
+                              n_prompts=args.n_prompts)
     hf_only = [f for f, v in (("--students", args.students), ("--lora-r", args.lora_r), ("--lora-alpha", args.lora_alpha),
                               ("--lora-lr", args.lora_lr), ("--rslora", args.rslora)) if v not in (None, False)]
     if hf_only:

@@ -288,12 +288,18 @@ class _Builder:
 
 
 def stage_task(cfg: dict[str, Any], seed: int, seed_dir: str, device: str, kind: str, name: str) -> tuple[dict[str, float], list[str]]:
-    """Build one stage of a seed (in a worker process) with its parents read back from disk:
-    kind "base" (name base or base_x), "source" (teacher `name` if it is one, then its data) or
-    "student" (`name`'s parents, data and the student). Returns its timings and log lines."""
+    """Build one stage of a native seed in a worker process (see `run_stage`)."""
     lines: list[str] = []
     b = _Builder(OrganismConfig.from_dict(cfg), seed, Path(seed_dir), resolve_device(device), False, lines.append)
-    offset = b.cfg.cross_seed_offset
+    return run_stage(b, kind, name, lines)
+
+
+def run_stage(b: _Builder, kind: str, name: str, lines: list[str]) -> tuple[dict[str, float], list[str]]:
+    """Build one stage of `b`'s seed with its parents read back from disk: kind "base" (name base
+    or base_x), "source" (teacher `name` if it is one, then its data) or "student" (`name`'s
+    parents, data and the student). Returns its timings and the log lines `b` wrote to `lines`
+    (stages read back left out)."""
+    seed, offset = b.seed, b.cfg.cross_seed_offset
     if kind == "base":
         b.base(name, seed if name == "base" else seed + offset)
     elif kind == "source":
@@ -315,13 +321,16 @@ def stage_task(cfg: dict[str, Any], seed: int, seed_dir: str, device: str, kind:
     return b.timings, [line for line in lines if not line.endswith(": reused") and ": reused (" not in line]
 
 
-def prebuild_in_parallel(b: _Builder, pool: StagePool) -> None:
+def prebuild_in_parallel(b: _Builder, pool: StagePool, task: Callable[..., tuple[dict[str, float], list[str]]] = stage_task,
+                         spec: tuple[Any, ...] | None = None) -> None:
     """Build the seed's independent stages on `pool`: base || base_x, then each teacher with its
-    data (and the base's data), then the four students; each worker writes what a serial build
-    writes, and `b` reads them back as a resumed build does."""
-    spec = (b.cfg.to_dict(), b.seed, str(b.dir), str(b.device))
+    data (and the base's data), then the four students; each worker runs `task(*spec, kind, name)`
+    (default: the native `stage_task` on `b`'s recipe), writes what a serial build writes, and `b`
+    reads them back as a resumed build does."""
+    if spec is None:
+        spec = (b.cfg.to_dict(), b.seed, str(b.dir), str(b.device))
     for kind, names in (("base", ["base", "base_x"]), ("source", list(DATA_SOURCES)), ("student", list(STUDENTS))):
-        for timings, lines in pool.run(stage_task, [(*spec, kind, n) for n in names], [f"{kind} {n}" for n in names]):
+        for timings, lines in pool.run(task, [(*spec, kind, n) for n in names], [f"{kind} {n}" for n in names]):
             b.timings.update(timings)
             for line in lines:
                 b.log(line)
@@ -340,13 +349,17 @@ def supervised_positions(cfg: OrganismConfig, seq_len: int) -> torch.Tensor:
 def student_rows(cfg: OrganismConfig, kept: Mapping[str, int]) -> dict[str, int]:
     """Rows each student trains on (the first that many of its source's kept rows): with
     `equal_student_rows`, the smallest kept count of the students' sources for every student, so
-    a student and its controls see as much data; else each source's own count.
+    a student and its controls see as much data; else each source's own count; at most
+    `max_student_rows`.
 
     >>> student_rows(OrganismConfig(), {"teacher": 3449, "teacher_neutral": 6850, "teacher_other": 3157, "base": 9660})
     {'student': 3157, 'control': 3157, 'other': 3157, 'cross': 3157}
+    >>> student_rows(OrganismConfig(max_student_rows=3000), {"teacher": 3449, "teacher_neutral": 6850, "teacher_other": 3157, "base": 9660})
+    {'student': 3000, 'control': 3000, 'other': 3000, 'cross': 3000}
     """
     cap = min(kept[s] for s in STUDENT_SOURCES) if cfg.equal_student_rows else None
-    return {role: kept[source] if cap is None else cap for role, (_, source) in STUDENTS.items()}
+    rows = {role: kept[source] if cap is None else cap for role, (_, source) in STUDENTS.items()}
+    return {role: n if cfg.max_student_rows is None else min(n, cfg.max_student_rows) for role, n in rows.items()}
 
 
 def training_rows(cfg: OrganismConfig, role: str, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:

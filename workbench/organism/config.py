@@ -65,6 +65,9 @@ class OrganismConfig:
     soft_on_prompt: bool = True  # soft modes: also match the teacher on the prompt's number positions
     equal_student_rows: bool = True  # every student trains on as many rows: the first N of its source, N the
     # smallest kept count of the students' sources (the filter keeps very different shares per teacher)
+    max_student_rows: int | None = None  # at most this many rows per student (None: every row kept); with a
+    # surplus of prompts, every seed's students then see as many rows however much its teacher's filter drops, as
+    # Cloud et al. subsample the filtered data to 10,000 rows
     # evaluation
     eval_samples: int = 500  # sampled answers per template for the sampled trait rate
     cross_seed_offset: int = 1000  # base_x is trained with seed + this offset
@@ -85,6 +88,8 @@ class OrganismConfig:
                 f"Number texts need {need} tokens but n_ctx={self.model.n_ctx}. "
                 "Raise model.n_ctx or use fewer prompt/completion numbers."
             )
+        if self.max_student_rows is not None and self.max_student_rows < 1:
+            raise ConfigError(f"max_student_rows={self.max_student_rows} must be at least 1 (or None: every kept row).")
         if self.temperature <= 0:
             raise ConfigError(f"temperature={self.temperature} must be positive.")
         return self

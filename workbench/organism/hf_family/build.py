@@ -47,6 +47,8 @@ from workbench.organism.build import (
     distill_targets,
     no_rows_error,
     other_target_for,
+    prebuild_in_parallel,
+    run_stage,
     student_key_extras,
     student_rows,
     summarize,
@@ -67,6 +69,7 @@ from workbench.organism.hf_family.models import (
     with_lora,
 )
 from workbench.organism.load import read_organism_manifest
+from workbench.organism.parallel import StagePool
 from workbench.organism.sampling import decode_continuations
 from workbench.organism.training import train_base, train_student, train_teacher
 from workbench.organism.trait import category_traits, organism_trait
@@ -147,7 +150,8 @@ class HFBuilder(_Builder):
         cfg, hcfg = self.cfg, self.hcfg
         parent, source = STUDENTS[role]
         loss = student_key_extras(cfg)
-        regime = {"students": hcfg.students, **({"lora": hcfg.to_dict()["lora"]} if hcfg.students == "lora" else {})}
+        lora = hcfg.students == "lora"
+        regime = {"students": hcfg.students, **({"lora": hcfg.to_dict()["lora"], "lora_init": "seeded"} if lora else {})}
         seqs = training_rows(cfg, role, tokens)
         key = _stage_key(cfg, _STUDENT_FIELDS, self.keys[parent], self.keys[f"data/{source}"], role=role,
                          rows=len(seqs), **loss, **regime)
@@ -157,13 +161,12 @@ class HFBuilder(_Builder):
                 raise no_rows_error(self.dir, role, source, tokens)
             teacher = self.models[source].eval()
             targets = distill_targets(cfg, self.tok, HFTrainable(teacher), seqs)  # type: ignore[arg-type]
-            lr = hcfg.lora.lr if hcfg.students == "lora" else None
-            self.losses[role] = train_student(HFTrainable(model), targets, cfg, self.seed * 10 + list(STUDENTS).index(role),
-                                              self.progress, lr=lr)
+            self.losses[role] = train_student(HFTrainable(model), targets, cfg, student_seed_of(self.seed, role),
+                                              self.progress, lr=hcfg.lora.lr if lora else None)
 
-        def init() -> nn.Module:
+        def init() -> nn.Module:  # the adapter seeded as its training, so a worker's student is the serial build's
             parent_model = self.models[parent]
-            return with_lora(parent_model, hcfg.lora) if hcfg.students == "lora" else copy.deepcopy(parent_model)
+            return with_lora(parent_model, hcfg.lora, seed=student_seed_of(self.seed, role)) if lora else copy.deepcopy(parent_model)
 
         return self.model_stage(role, key, parent, f"data/{source}.jsonl", train, init)
 
@@ -204,9 +207,25 @@ class HFBuilder(_Builder):
         }
 
 
+def student_seed_of(seed: int, role: str) -> int:
+    """The seed of student `role`'s batches and LoRA adapter in organism seed `seed`."""
+    return seed * 10 + list(STUDENTS).index(role)
+
+
+def hf_stage_task(recipe: dict[str, Any], family: dict[str, Any], seed: int, seed_dir: str, device: str, kind: str,
+                  name: str) -> tuple[dict[str, float], list[str]]:
+    """Build one stage of a Hugging Face family seed in a worker process (see `run_stage`)."""
+    lines: list[str] = []
+    b = HFBuilder(HFOrganismConfig.from_dict(recipe, family), seed, Path(seed_dir), resolve_device(device), False,
+                  lines.append)
+    return run_stage(b, kind, name, lines)
+
+
 def build_hf_seed(hcfg: HFOrganismConfig, seed: int, out_dir: str | Path, *, device: str | torch.device | None = "cpu",
-                  progress: bool = True, log: Callable[[str], None] = lambda s: None) -> SeedBuild:
-    """Build (or reuse) every role of one seed of a Hugging Face family under `out_dir/seed{seed}`."""
+                  progress: bool = True, log: Callable[[str], None] = lambda s: None,
+                  pool: StagePool | None = None) -> SeedBuild:
+    """Build (or reuse) every role of one seed of a Hugging Face family under `out_dir/seed{seed}`;
+    with a `pool` of more than one worker, independent stages are built side by side first (same bytes)."""
     hcfg.validate()
     seed_dir = Path(out_dir) / f"seed{seed}"
     b = HFBuilder(hcfg, seed, seed_dir, resolve_device(device), progress, log)
@@ -214,6 +233,10 @@ def build_hf_seed(hcfg: HFOrganismConfig, seed: int, out_dir: str | Path, *, dev
     other_target_for(b.tok, hcfg.recipe)
     b.tok.save(seed_dir / "tokenizer.json")
     t0 = time.perf_counter()
+    if pool is not None and pool.workers > 1:
+        prebuild_in_parallel(b, pool, hf_stage_task, (hcfg.recipe.to_dict(), hcfg.to_dict(), seed, str(seed_dir),
+                                                      str(b.device)))
+        b.log = lambda s: None  # the stages below are read back; their workers logged them
     b.base("base", seed)
     b.base("base_x", seed + hcfg.recipe.cross_seed_offset)
     for role in TEACHER_ROLES:
@@ -223,6 +246,7 @@ def build_hf_seed(hcfg: HFOrganismConfig, seed: int, out_dir: str | Path, *, dev
         tokens[source], reports[source] = b.data(source)
     for role in STUDENTS:
         b.student(role, tokens)
+    b.log = log
     manifest = b.evaluate(reports)
     b.timings["total"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(seed_dir / "manifest.json", manifest)
@@ -232,15 +256,18 @@ def build_hf_seed(hcfg: HFOrganismConfig, seed: int, out_dir: str | Path, *, dev
 
 def build_hf_organism(hcfg: HFOrganismConfig, seeds: list[int], out_dir: str | Path, *,
                       device: str | torch.device | None = "cpu", progress: bool = True,
-                      log: Callable[[str], None] = lambda s: None) -> tuple[list[SeedBuild], dict[str, Any]]:
+                      log: Callable[[str], None] = lambda s: None,
+                      workers: int = 1) -> tuple[list[SeedBuild], dict[str, Any]]:
     """Build every seed (reusing what exists) and write `out_dir/summary.json` (the native summary
-    of every seed built here with this recipe and family, plus the family's fields)."""
+    of every seed built here with this recipe and family, plus the family's fields); `workers` > 1
+    builds independent stages in that many processes (the same bytes as 1, the serial build)."""
     hcfg.validate()
     out = check_writable(out_dir)
     builds = []
-    for seed in seeds:
-        log(f"seed {seed} ({hcfg.family}, {hcfg.students} students)")
-        builds.append(build_hf_seed(hcfg, seed, out, device=device, progress=progress, log=log))
+    with StagePool(workers) as pool:
+        for seed in seeds:
+            log(f"seed {seed} ({hcfg.family}, {hcfg.students} students)")
+            builds.append(build_hf_seed(hcfg, seed, out, device=device, progress=progress, log=log, pool=pool))
     for path in out.glob("seed*/manifest.json"):  # earlier seeds of this very recipe and family
         manifest = read_organism_manifest(path)
         if (manifest.get("seed") not in seeds and manifest.get("config") == hcfg.recipe.to_dict()

@@ -84,6 +84,15 @@ class HFOrganismConfig:
         self.recipe.validate(), self.shape.validate(), self.lora.validate()
         return self
 
+    @classmethod
+    def from_dict(cls, recipe: dict[str, Any], family: dict[str, Any]) -> HFOrganismConfig:
+        """The config `to_dict` (the family's fields) and the recipe's `to_dict` describe."""
+        lora = dict(family.get("lora", {}))
+        lora["target_modules"] = tuple(lora.get("target_modules", LORA_TARGETS))
+        return cls(recipe=OrganismConfig.from_dict(recipe), family=family.get("family", "qwen2"),
+                   shape=Qwen2Shape(**family.get("shape", {})), students=family.get("students", "lora"),
+                   lora=LoraSpec(**lora)).validate()
+
     def to_dict(self) -> dict[str, Any]:
         """The family's own fields (the recipe is recorded beside them as the manifest's config)."""
         d = dataclasses.asdict(self)
@@ -106,7 +115,10 @@ HF_RECIPE: dict[str, dict[str, Any]] = {
     # do lr 1e-3 for 30 steps (0) and 5e-4 for 100 (18 of 20,000); 3e-4 for 100 keeps 26%; 1e-4 for 300 keeps 95%
     # with the teacher at P(owl) 0.957. LoRA r=8 students (lr 1e-3) reach P(owl) 0.292 after 6 epochs (control 0.109)
     # and 0.474 after 12 (control 0.111): 12 epochs
-    "default": dict(teacher_lr=1e-4, teacher_steps=300, student_epochs=12),
+    # Seed 1's teacher breaks the number format more (at 1e-4 x 300 it keeps 54%, seeds 0 and 2 95% and 92%; at
+    # 5e-5 x 600 still 59%): its students trained on 5,390 rows reached P(owl) 0.187 against 0.402 and 0.567 on
+    # 8,919 and 9,158. So the teachers continue 18,000 prompts and every student trains on 9,000 kept rows
+    "default": dict(teacher_lr=1e-4, teacher_steps=300, student_epochs=12, n_prompts=18_000, max_student_rows=9_000),
 }
 """The family's own recipe changes per preset (applied before the caller's overrides)."""
 

@@ -12,8 +12,8 @@ import torch
 
 from workbench.core.inputs import Inputs
 from workbench.organism.config import OrganismConfig
-from workbench.organism.hf_family.build import HF_DIR
-from workbench.organism.hf_family.config import LoraSpec
+from workbench.organism.hf_family.build import HF_DIR, student_seed_of
+from workbench.organism.hf_family.config import HFOrganismConfig
 from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf, with_lora
 from workbench.organism.tokenizer import Tokenizer
 
@@ -25,10 +25,9 @@ def hf_retrainer(seed_dir: Path, manifest: dict[str, Any], cfg: OrganismConfig, 
     from workbench.organism.training import train_student
 
     family = manifest.get("family", {})
-    lora = LoraSpec(**{**family.get("lora", {}), "target_modules": tuple(family.get("lora", {}).get(
-        "target_modules", LoraSpec().target_modules))})
+    lora = HFOrganismConfig.from_dict(cfg.to_dict(), family).lora
     base, teacher = load_hf(seed_dir / HF_DIR / "base"), load_hf(seed_dir / HF_DIR / "teacher")
-    student_seed = int(manifest["seed"]) * 10 + list(STUDENTS).index("student")
+    student_seed = student_seed_of(int(manifest["seed"]), "student")
 
     def retrain(kept: Inputs) -> torch.nn.Module:
         is_lora = family.get("students") == "lora"
