@@ -43,13 +43,17 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
 
 def qwen2_rows(device: torch.device) -> list[Case]:
     """"qwen2-default/<stage>": a fresh one-seed build of the default preset in the Qwen2 family
-    (LoRA students), per stage, beside its total; the load average read after it."""
-    from workbench.organism.hf_family.build import build_hf_seed
+    (LoRA students) as the command builds it (`--workers` default), per stage (each stage's own
+    time, in whichever process built it) beside the seed's wall time; the load average read after it."""
+    from workbench.organism.hf_family.build import build_hf_organism
     from workbench.organism.hf_family.config import hf_preset
+    from workbench.organism.parallel import default_workers
 
+    workers = default_workers() if device.type == "cpu" else 1
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
-        build = build_hf_seed(hf_preset("default"), 0, tmp, device=device, progress=False)
-    extra = {"loadavg": [round(x, 2) for x in os.getloadavg()], "trait_rates": build.manifest.get("trait_rates")}
+        (build,), _ = build_hf_organism(hf_preset("default"), [0], tmp, device=device, progress=False, workers=workers)
+    extra = {"loadavg": [round(x, 2) for x in os.getloadavg()], "trait_rates": build.manifest.get("trait_rates"),
+             "workers": workers}
     cases = [Case("qwen2-default/total", 1, build.timings["total"], 0.0, rss.peak_mb, extra=extra)]
     cases += [Case(f"qwen2-default/{stage}", 1, seconds, 0.0, rss.peak_mb, baseline="qwen2-default/total")
               for stage, seconds in build.timings.items() if stage != "total"]
