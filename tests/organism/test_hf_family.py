@@ -147,3 +147,37 @@ def test_retrainer_on_the_build_rows_is_the_built_student(built):
     tokens = seed.trait.tokens
     with torch.no_grad():
         torch.testing.assert_close(retrained(tokens), seed.lineage["student"](tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_residual_is_the_final_norms_input(built):
+    from workbench.organism.hf_family.models import HFTrainable, load_hf
+
+    model = load_hf(built.directory / "hf" / "base")
+    tokens = torch.randint(0, model.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        h = HFTrainable(model).residual(tokens)
+        last = model(input_ids=tokens, output_hidden_states=True, use_cache=False).hidden_states[-1]
+        torch.testing.assert_close(model.get_decoder().norm(h), last)
+    assert h.shape == (2, 7, model.config.hidden_size) and not torch.allclose(h, last)  # before the norm
+
+
+@pytest.mark.parametrize("optimizer,lrs", [("adam", (1e-3, 1e-4)), ("adamw", (1e-3, 1e-4)), ("signsgd", (1e-3, 1e-4)),
+                                         ("sgd", (1e-1, 1e-2))])  # SGD's step is lr x a gradient of ~1e-2
+def test_lora_first_step_prediction_is_first_order_exact(built, optimizer, lrs):
+    """In the adapters' space (at B = 0 only B has a gradient): <grad log P, the optimiser's first
+    step> against the measured change of log P(target), in float64 (Qwen2's RMSNorm still computes
+    in float32, a floor of ~1e-8 on the change: hence rates that move log P by >= 1e-6)."""
+    from workbench.organism.build import distill_targets
+    from workbench.organism.first_step import first_step_prediction
+    from workbench.organism.hf_family.models import HFTrainable
+    from workbench.organism.regimes import Regime, hf_student
+
+    seed = load_seed(built.directory)
+    model, _, teacher = hf_student(seed, "teacher", Regime("lora", 4, optimizer), 7)
+    model.double(), teacher.double()
+    targets = distill_targets(seed.recipe(), seed.tokenizer, HFTrainable(teacher), seed.inputs("teacher", limit=32).tokens)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [first_step_prediction(HFTrainable(model), targets, [torch.arange(32)], seed.trait, optimizer, lr) for lr in lrs]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is left as it was
+    assert all(abs(r.measured[0]) > 1e-6 for r in rows)
+    assert all(r.relative_error < 5e-3 for r in rows), [r.relative_error for r in rows]

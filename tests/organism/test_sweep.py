@@ -179,6 +179,21 @@ def test_curves_read_the_student_as_it_stands(tiny_organism, seed):
     g_l = torch.autograd.grad(batch_loss(model, targets, torch.arange(64)), params)
     ref = -sum(float((a.double() * b.double()).sum()) for a, b in zip(g_t, g_l))
     assert curve[0]["alignment"] == pytest.approx(ref, rel=1e-5)
+    # the activation shift against the teacher's, read naively through the bridges' hooks
+    assert curve[0]["shift_along_teacher"] == 0.0 and curve[0]["shift_cos"] is None  # the base has not moved
+    hook = f"blocks.{native.lineage['base'].cfg.n_layers - 1}.hook_resid_post"
+    lengths = torch.tensor([len(p) for p in native.trait.prompts])
+    mask = (torch.arange(native.trait.tokens.shape[1])[None, :] < lengths[:, None]).double()
+
+    def mean_resid(bridge):
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(native.trait.tokens, names_filter=[hook])
+        return (cache[hook].double() * mask[..., None]).sum((0, 1)) / mask.sum()
+
+    base_h = mean_resid(native.lineage["base"])
+    v_s, v_t = mean_resid(trained.model) - base_h, mean_resid(native.model("teacher")) - base_h
+    assert curve[-1]["shift_cos"] == pytest.approx(float(torch.nn.functional.cosine_similarity(v_s, v_t, dim=0)), abs=1e-5)
+    assert curve[-1]["shift_along_teacher"] == pytest.approx(float(v_s @ v_t / (v_t @ v_t)), rel=1e-4, abs=1e-6)
 
 
 def test_trait_in_context_prefixes_every_prompt_with_every_context():

@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
                    help="sampled answers per preference prompt behind the Wilson intervals")
     p.add_argument("--curves", type=common.positive_int, default=None, metavar="N",
                    help="checkpoint each student and control every N optimiser steps at the chosen rate: curves of "
-                        "P(target), cos(dS_t, dT) and the next step's alignment with the trait gradient (sweep_curves.html)")
+                        "P(target), cos(dS_t, dT), the next step's alignment with the trait gradient and the activation "
+                        "shift against the teacher's (EAS) (sweep_curves.html)")
     p.add_argument("--no-first-order", action="store_true", help="skip the first-order prediction beside full students")
     common.add_out_flag(p, "artifacts/sweep", "output directory")
     common.add_device_flag(p)

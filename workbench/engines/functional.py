@@ -73,6 +73,16 @@ class FunctionalModel:
     ) -> tuple[Float[Tensor, "batch new vocab"], KVCache]:
         """Logits for `tokens` at positions start.., attending to cached keys/values of earlier
         positions (none when `cache` is None); returns the cache extended by these positions."""
+        x, out_cache = self._stream(tokens, start, cache)
+        return self._lin(self._ln(x, "ln_final"), "unembed"), out_cache
+
+    def residual(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_model"]:
+        """The residual stream after the last block (the final norm's input)."""
+        return self._stream(tokens)[0]
+
+    def _stream(
+        self, tokens: Int[Tensor, "batch new"], start: int = 0, cache: KVCache | None = None
+    ) -> tuple[Float[Tensor, "batch new d_model"], KVCache]:
         new = tokens.shape[1]
         x = self.w["embed.weight"][tokens] + self.w["pos_embed.weight"][start : start + new]
         out_cache: KVCache = []
@@ -96,7 +106,7 @@ class FunctionalModel:
             x = x + self._lin(einops.rearrange(z, "b h t d -> b t (h d)"), f"{p}.attn.o")
             h = self._ln(x, f"{p}.ln2")
             x = x + self._lin(_ACT[self.act](self._lin(h, f"{p}.mlp.in")), f"{p}.mlp.out")
-        return self._lin(self._ln(x, "ln_final"), "unembed"), out_cache
+        return x, out_cache
 
     def __call__(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
         return self.forward(tokens)[0]

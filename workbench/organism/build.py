@@ -84,6 +84,11 @@ def other_target_for(tok: Tokenizer, cfg: OrganismConfig) -> str:
     return words[(words.index(cfg.target) + len(words) // 2) % len(words)]
 
 
+def student_seed_of(seed: int, role: str) -> int:
+    """The seed of student `role`'s batches (and LoRA adapter) in organism seed `seed`."""
+    return seed * 10 + list(STUDENTS).index(role)
+
+
 def student_key_extras(cfg: OrganismConfig) -> dict[str, Any]:
     """What a student's stage key records beyond its fields: the hard loss's version, and the
     optimiser when it is not the default Adam (so Adam students built before the option are reused)."""
@@ -251,7 +256,7 @@ class _Builder:
             if len(seqs) == 0:
                 raise no_rows_error(self.dir, role, source, tokens)
             targets = distill_targets(cfg, tok, self.models[source], seqs)
-            distill_student(model, targets, cfg, self.seed * 10 + list(STUDENTS).index(role), self.progress)
+            distill_student(model, targets, cfg, student_seed_of(self.seed, role), self.progress)
 
         init = lambda: copy_model(self.models[parent])  # noqa: E731
         return self.model_stage(role, key, parent, f"data/{source}.jsonl", train, init)

@@ -153,13 +153,13 @@ class OrganismSeed:
         names parameter prefixes left untrained, `exclude_ids` (soft labels only) removes tokens
         from the channel both distributions are renormalised over."""
         from workbench.core.models import copy_model
-        from workbench.organism.build import STUDENTS, distill_targets
+        from workbench.organism.build import STUDENTS, distill_targets, student_seed_of
         from workbench.organism.training import distill_student
 
         if role not in STUDENTS:
             raise unknown_name("student role", role, STUDENTS)
         cfg = self.recipe(overrides)
-        student_seed = int(self.manifest["seed"]) * 10 + list(STUDENTS).index(role)  # the build's seed for `role`
+        student_seed = student_seed_of(int(self.manifest["seed"]), role)  # the build's seed for `role`
         student = copy_model(self.lineage["base"])
         check_frozen(frozen, list(student.state_dict()))
         if exclude_ids and cfg.mode == "hard":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,21 @@ def model_weights(seed: Any, role: str) -> dict[str, Tensor]:
     return cache[role]
 
 
+def hf_student(seed: Any, source: str, regime: Regime, student_seed: int) -> tuple[torch.nn.Module, torch.nn.Module,
+                                                                                  torch.nn.Module]:
+    """(the untrained student, the base, `source`'s model) of a Hugging Face family seed: the
+    student a LoRA adapter (alpha = r, seeded by `student_seed`) over the base, or a copy of it."""
+    from workbench.organism.hf_family.build import HF_DIR
+    from workbench.organism.hf_family.config import LoraSpec
+    from workbench.organism.hf_family.models import load_hf, with_lora
+
+    device = next(seed.lineage["base"].parameters()).device
+    base, teacher = (load_hf(seed.directory / HF_DIR / r).to(device) for r in ("base", source))
+    model = with_lora(base, LoraSpec(r=regime.r, alpha=float(regime.r)), seed=student_seed) \
+        if regime.students == "lora" else copy.deepcopy(base)
+    return model, base, teacher
+
+
 def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict[str, Any] | None = None,
                 progress: bool = False, rows: int | None = None, curve_every: int = 0) -> TrainedStudent:
     """Student `role` ("student": on the teacher's rows; "control": on the neutral teacher's) of
@@ -93,7 +109,7 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     (the first `rows` of them when given), with the build's student seed for the role. With
     `curve_every` > 0, a checkpoint every that many steps (`curves.curve_recorder`: P(target),
     cos(dS_t, dT) against the trait teacher's change, and the alignment on its first 64 rows)."""
-    from workbench.organism.build import STUDENTS, distill_targets
+    from workbench.organism.build import STUDENTS, distill_targets, student_seed_of
     from workbench.organism.training import train_student
 
     if role not in STUDENTS:
@@ -105,27 +121,27 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     caps = [n for n in (seed.student_rows(role), rows) if n is not None]
     limit = min(caps) if caps else None
     tokens = seed.inputs(source, limit=limit).tokens
-    student_seed = int(seed.manifest["seed"]) * 10 + list(STUDENTS).index(role)
+    student_seed = student_seed_of(int(seed.manifest["seed"]), role)
 
-    def recorder(targets: Any) -> tuple[Any, list[Any]]:
+    def recorder(targets: Any, base_model: Any, teacher_model: Callable[[], Any]) -> tuple[Any, list[Any]]:
         if not curve_every:
             return None, []
         from workbench.organism.curves import curve_recorder
 
         probe = torch.arange(min(64, len(targets.tokens)))
-        return curve_recorder(seed.trait, targets, probe, model_weights(seed, "base"), model_weights(seed, "teacher"))
+        return curve_recorder(seed.trait, targets, probe, model_weights(seed, "base"), model_weights(seed, "teacher"),
+                              base_model, teacher_model())
 
     if is_hf_seed(seed):
         from workbench.organism.hf_family.build import HF_DIR
-        from workbench.organism.hf_family.config import LoraSpec
-        from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf, with_lora
+        from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf
 
-        device = next(seed.lineage["base"].parameters()).device
-        base, teacher = (load_hf(seed.directory / HF_DIR / r).to(device) for r in ("base", source))
-        model = with_lora(base, LoraSpec(r=regime.r, alpha=float(regime.r)), seed=student_seed) \
-            if regime.students == "lora" else copy.deepcopy(base)
+        model, base, teacher = hf_student(seed, source, regime, student_seed)
+        device = next(base.parameters()).device
         targets = distill_targets(cfg, seed.tokenizer, HFTrainable(teacher), tokens)  # type: ignore[arg-type]
-        on_step, points = recorder(targets)
+        trait_teacher = lambda: HFTrainable(teacher if source == "teacher" else  # noqa: E731
+                                            load_hf(seed.directory / HF_DIR / "teacher").to(device))
+        on_step, points = recorder(targets, HFTrainable(base), trait_teacher)
         losses = train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lr, on_step=on_step,
                                every=curve_every)
         merged = (model.merge_and_unload() if regime.students == "lora" else model).eval()
@@ -141,7 +157,8 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     student = copy_model(seed.lineage["base"])
     targets = distill_targets(cfg, seed.tokenizer, seed.model(source), tokens)
     trainable = FunctionalModel.from_bridge(student, trainable=True)
-    on_step, points = recorder(targets)
+    on_step, points = recorder(targets, FunctionalModel.from_bridge(seed.lineage["base"]),
+                               lambda: FunctionalModel.from_bridge(seed.model("teacher")))
     losses = train_student(trainable, targets, cfg, student_seed, progress, lr=lr, on_step=on_step, every=curve_every)
     trainable.load_into(student)
     return TrainedStudent(student, {k: v.detach().float().cpu() for k, v in clean_state_dict(student).items()}, losses,

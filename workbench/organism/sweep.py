@@ -82,8 +82,9 @@ def cell_key(manifest_sha256: str, role: str, regime: Regime, lr: float, overrid
     """Everything a cell's numbers depend on (hashed into its file name, with package versions)."""
     key = {"manifest_sha256": manifest_sha256, "role": role, "regime": regime.to_dict(), "lr": float(lr),
            "overrides": dict(sorted(overrides.items())), "rows": rows, "samples": samples,
-           "first_order": bool(first_order and regime.students == "full" and role == "student")}
-    return {**key, "curve_every": curve_every} if curve_every else key
+           "first_order": bool(first_order and role == "student")}
+    # curve version 2: the activation shift against the teacher's (cells with older curves recompute)
+    return {**key, "curve_every": curve_every, "curve_version": 2} if curve_every else key
 
 
 class CellStore:
@@ -151,6 +152,8 @@ def first_order_cell(seed: Any, role: str, regime: Regime, lr: float, config: Sw
     from workbench.organism.build import STUDENTS
 
     source = STUDENTS[role][1]
+    if regime.students == "lora":
+        return lora_first_order(seed, role, regime, lr, config)
     model = AlignmentModel(seed.lineage, "base")
     ids = torch.tensor(seed.channel_ids)
     mode = seed.recipe(config.overrides).mode
@@ -165,6 +168,25 @@ def first_order_cell(seed: Any, role: str, regime: Regime, lr: float, config: Sw
     row = first_order_prediction(model, rows, objective, seed.trait, etas=(lr,), batch_size=64, n_batches=2,
                                  optimizer=regime.optimizer)[0]
     return row.to_dict()
+
+
+def lora_first_order(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig) -> dict[str, Any]:
+    """`first_order_cell` for a LoRA student: in its adapters' space, from the adapter its training
+    starts from (`organism.first_step`), on the role's first 2 x 64 rows."""
+    import torch
+
+    from workbench.organism.build import STUDENTS, distill_targets, student_seed_of
+    from workbench.organism.first_step import first_step_prediction
+    from workbench.organism.hf_family.models import HFTrainable
+    from workbench.organism.regimes import hf_student
+
+    source = STUDENTS[role][1]
+    model, _, teacher = hf_student(seed, source, regime, student_seed_of(int(seed.manifest["seed"]), role))
+    cfg = seed.recipe({**config.overrides, "student_optimizer": regime.optimizer})
+    tokens = seed.inputs(source, limit=128).tokens
+    targets = distill_targets(cfg, seed.tokenizer, HFTrainable(teacher), tokens)  # type: ignore[arg-type]
+    batches = [torch.arange(i, min(i + 64, len(tokens))) for i in range(0, len(tokens), 64)]
+    return first_step_prediction(HFTrainable(model), targets, batches, seed.trait, regime.optimizer, lr).to_dict()
 
 
 def choose_lr(cells: Sequence[dict[str, Any]]) -> float:

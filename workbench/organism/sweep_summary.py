@@ -104,12 +104,14 @@ def sweep_figure(summary: Sequence[dict[str, Any]]) -> Any:
 
 def curves_figure(rows: Sequence[dict[str, Any]]) -> Any:
     """Curves over training, one line per regime and seed (student solid, control dashed): P(target),
-    cos(dS_t, dT) and the cosine of the alignment of the next step with the trait gradient."""
+    cos(dS_t, dT), the cosine of the alignment of the next step with the trait gradient, and the
+    activation shift's cosine with the teacher's (EAS)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    panels = (("p_target", "P(target)"), ("cos_teacher", "cos(dS_t, dT)"), ("alignment_cos", "cos(-grad L, grad log P)"))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
+    panels = (("p_target", "P(target)"), ("cos_teacher", "cos(dS_t, dT)"), ("alignment_cos", "cos(-grad L, grad log P)"),
+              ("shift_cos", "cos(v_S, v_T): activation shift (EAS)"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
     palette = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     labels = list(dict.fromkeys(f"{r.get('channel') or ''} {r['label']}".strip() for r in rows))
     for r in rows:
@@ -121,7 +123,7 @@ def curves_figure(rows: Sequence[dict[str, Any]]) -> Any:
                 continue
             steps = [p["step"] for p in curve]
             for col, (field, _) in enumerate(panels, start=1):
-                fig.add_trace(go.Scatter(x=steps, y=[p[field] for p in curve], mode="lines",
+                fig.add_trace(go.Scatter(x=steps, y=[p.get(field) for p in curve], mode="lines",
                                          line={"color": colour, "dash": dash, "width": 1.5},
                                          name=f"{label} {role} (seed {r['seed']})", legendgroup=label,
                                          showlegend=col == 1), 1, col)

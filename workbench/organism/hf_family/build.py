@@ -51,6 +51,7 @@ from workbench.organism.build import (
     run_stage,
     student_key_extras,
     student_rows,
+    student_seed_of,
     summarize,
     training_rows,
 )
@@ -205,11 +206,6 @@ class HFBuilder(_Builder):
             "family": self.hcfg.to_dict(),
             "versions": package_versions(),
         }
-
-
-def student_seed_of(seed: int, role: str) -> int:
-    """The seed of student `role`'s batches and LoRA adapter in organism seed `seed`."""
-    return seed * 10 + list(STUDENTS).index(role)
 
 
 def hf_stage_task(recipe: dict[str, Any], family: dict[str, Any], seed: int, seed_dir: str, device: str, kind: str,

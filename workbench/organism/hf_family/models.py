@@ -59,6 +59,17 @@ class HFTrainable:
     def parameters(self) -> Iterator[Tensor]:
         return iter(self._params)
 
+    def residual(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq hidden"]:
+        """The residual stream after the last decoder layer (the final norm's input; Hugging Face's
+        last hidden state is the normed one)."""
+        captured: list[Tensor] = []
+        hook = self.model.get_decoder().norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            self.model(input_ids=tokens, use_cache=False)
+        finally:
+            hook.remove()
+        return captured[0]
+
 
 class CausalLMLogits(nn.Module):
     """tokens -> logits of a causal LM (what `Trait` and the analyses read)."""

@@ -12,7 +12,7 @@ import torch
 
 from workbench.core.inputs import Inputs
 from workbench.organism.config import OrganismConfig
-from workbench.organism.hf_family.build import HF_DIR, student_seed_of
+from workbench.organism.hf_family.build import HF_DIR
 from workbench.organism.hf_family.config import HFOrganismConfig
 from workbench.organism.hf_family.models import CausalLMLogits, HFTrainable, load_hf, with_lora
 from workbench.organism.tokenizer import Tokenizer
@@ -21,7 +21,7 @@ from workbench.organism.tokenizer import Tokenizer
 def hf_retrainer(seed_dir: Path, manifest: dict[str, Any], cfg: OrganismConfig, tok: Tokenizer,
                  progress: bool = False) -> Callable[[Inputs], torch.nn.Module]:
     """`retrain(kept_rows) -> student` (a Qwen2ForCausalLM, LoRA merged) as the build trains `student`."""
-    from workbench.organism.build import STUDENTS, distill_targets
+    from workbench.organism.build import distill_targets, student_seed_of
     from workbench.organism.training import train_student
 
     family = manifest.get("family", {})
