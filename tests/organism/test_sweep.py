@@ -15,6 +15,7 @@ from workbench.core.errors import ConfigError
 from workbench.core.io import sha256_file
 from workbench.organism.hf_family.build import build_hf_seed
 from workbench.organism.load import load_seed
+from workbench.organism.parallel import StagePool
 from workbench.organism.regimes import Regime, model_weights, train_under, weight_cosines
 from workbench.organism.sweep import CellStore, SweepConfig, cell_key, choose_lr, run_cell, sweep_organism
 from tests.organism.test_hf_family import micro
@@ -100,6 +101,9 @@ def test_a_killed_sweep_resumes_with_the_same_numbers(seed, organism, tmp_path):
     assert len([m for m in resumed_log if "read back" not in m]) == 2
     fresh = sweep_organism(seeds, config, CellStore(tmp_path / "b"))
     assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(fresh)), _diff(resumed, fresh)
+    with StagePool(2) as pool:  # the cells trained in worker processes are the serial sweep's
+        pooled = sweep_organism(seeds, config, CellStore(tmp_path / "c"), pool=pool)
+    assert json.loads(json.dumps(pooled)) == json.loads(json.dumps(fresh)), _diff(pooled, fresh)
     lora = resumed[0]
     assert lora["lr"] == choose_lr([{"key": {"lr": float(k)}, "final_loss": v, "trained": True}
                                     for k, v in lora["lr_losses"].items()])

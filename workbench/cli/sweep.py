@@ -19,7 +19,17 @@ from workbench.cli import common
 from workbench.core.errors import ConfigError
 from workbench.core.io import atomic_write_json, atomic_write_text, sha256_file
 from workbench.engines.optimizers import OPTIMIZERS
-from workbench.organism.sweep import DEFAULT_OPTIMIZERS, DEFAULT_RANKS, LR_GRIDS, CellStore, SweepConfig, regimes_of
+from workbench.organism.parallel import StagePool
+from workbench.organism.sweep import (
+    DEFAULT_OPTIMIZERS,
+    DEFAULT_RANKS,
+    LR_GRIDS,
+    SWEEP_ROLES,
+    CellStore,
+    SweepConfig,
+    regimes_of,
+    sweep_organism,
+)
 from workbench.organism.sweep_summary import curves_figure, format_table, summarize, sweep_figure
 from workbench.results.figures import write_figures
 
@@ -58,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
     common.add_out_flag(p, "artifacts/sweep", "output directory")
     common.add_device_flag(p)
     common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
+    from workbench.organism.parallel import default_workers
+
+    p.add_argument("--workers", type=common.positive_int, default=default_workers(), metavar="N",
+                   help=f"processes the cells train in, one torch thread each (default: {default_workers()} = min(2, "
+                        "the cores this process may use); 1 trains them here; every count gives the same cells)")
     common.add_quiet_flag(p)
     return p
 
@@ -92,16 +107,16 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     out = common.writable_out(args.out)
     store = CellStore(out)
     rows: list[dict[str, Any]] = []
-    for organism, seeds in organisms:
-        from workbench.organism.sweep import sweep_organism
-
-        loaded = []
-        for number, seed_dir in seeds:
-            seed = load_seed(seed_dir, roles=["base", "teacher", "teacher_neutral"], device=device)
-            loaded.append((number, seed, sha256_file(seed_dir / "manifest.json")))
-        channel = loaded[0][1].recipe(config.overrides).mode
-        for row in sweep_organism(loaded, config, store, on_cell=lambda m: print(f"{organism.name}: {m}", flush=True)):
-            rows.append({"organism": str(organism), "channel": channel, **row})
+    with StagePool(args.workers if device.type == "cpu" else 1) as pool:
+        for organism, seeds in organisms:
+            loaded = []
+            for number, seed_dir in seeds:
+                seed = load_seed(seed_dir, roles=list(SWEEP_ROLES), device=device)
+                loaded.append((number, seed, sha256_file(seed_dir / "manifest.json")))
+            channel = loaded[0][1].recipe(config.overrides).mode
+            log = lambda m, name=organism.name: print(f"{name}: {m}", flush=True)  # noqa: E731
+            for row in sweep_organism(loaded, config, store, on_cell=log, pool=pool):
+                rows.append({"organism": str(organism), "channel": channel, **row})
     summary = summarize(rows)
     command = "python -m workbench.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary,

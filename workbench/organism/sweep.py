@@ -198,39 +198,83 @@ def choose_lr(cells: Sequence[dict[str, Any]]) -> float:
     return min(ok, key=lambda c: (c["final_loss"], c["key"]["lr"]))["key"]["lr"]
 
 
-def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig,
-                   store: CellStore, on_cell: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+SWEEP_ROLES = ("base", "teacher", "teacher_neutral")
+"""The roles a sweep loads from each seed (students and controls are retrained)."""
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def cell_task(seed_dir: str, device: str, number: int, sha: str, role: str, regime: Regime, lr: float,
+              config: SweepConfig, store_dir: str, curve_every: int) -> tuple[dict[str, Any], str]:
+    """One cell in a worker process (its seed loaded once per process): the stored cell when its key
+    is there, else trained, measured and stored. Returns (the cell, a line for the log)."""
+    store, seed_key = CellStore(store_dir), (seed_dir, device)
+    key = cell_key(sha, role, regime, lr, config.overrides, config.rows, config.samples, config.first_order, curve_every)
+    saved = store.get(key)
+    if saved is not None:
+        return saved, f"seed {number} {role} {regime.label} lr {lr:g}: read back"
+    if seed_key not in _LOADED:
+        from workbench.organism.load import load_seed
+
+        _LOADED[seed_key] = load_seed(seed_dir, roles=list(SWEEP_ROLES), device=device)
+    saved = store.put(key, run_cell(_LOADED[seed_key], role, regime, lr, config, key))
+    return saved, (f"seed {number} {role} {regime.label} lr {lr:g}: P(target) {saved['p_target']:.3f}, "
+                   f"final loss {saved['final_loss']:.4g}")
+
+
+def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig, store: CellStore,
+                   on_cell: Callable[[str], None] | None = None, pool: Any = None) -> list[dict[str, Any]]:
     """Every regime on every seed of one organism: `seeds` holds (seed, loaded seed, manifest
-    sha256), the first seed's controls choosing each regime's rate. One row per regime and seed."""
-    out = []
+    sha256), the first seed's controls choosing each regime's rate. One row per regime and seed.
+    With a `pool` (`organism.parallel.StagePool`) of more than one worker, the cells of each phase
+    (the rate trials, then every seed's student and control) train side by side, each worker
+    loading the seeds itself; every cell is the one a serial sweep computes (same key, same seed)."""
+    import dataclasses
+
     note = on_cell or (lambda _: None)
+    worker_config = dataclasses.replace(config, progress=False)
 
-    def cell(i: int, role: str, regime: Regime, lr: float, curve_every: int = 0) -> dict[str, Any]:
-        number, seed, sha = seeds[i]
-        key = cell_key(sha, role, regime, lr, config.overrides, config.rows, config.samples, config.first_order,
-                       curve_every)
-        saved = store.get(key)
-        if saved is not None:
-            note(f"seed {number} {role} {regime.label} lr {lr:g}: read back")
-            return saved
-        saved = store.put(key, run_cell(seed, role, regime, lr, config, key))
-        note(f"seed {number} {role} {regime.label} lr {lr:g}: P(target) {saved['p_target']:.3f}, "
-             f"final loss {saved['final_loss']:.4g}")
-        return saved
+    def cells(requests: list[tuple[int, str, Regime, float, int]]) -> list[dict[str, Any]]:
+        tasks = []
+        for i, role, regime, lr, every in requests:
+            number, seed, sha = seeds[i]
+            device = str(next(seed.lineage["base"].parameters()).device)
+            tasks.append((str(seed.directory), device, number, sha, role, regime, lr,
+                          config if pool is None else worker_config, str(store.dir.parent), every))
+        if pool is None or pool.workers <= 1:  # here, on the seeds already loaded
+            results = []
+            for (i, role, regime, lr, every), task in zip(requests, tasks):
+                _LOADED.setdefault((task[0], task[1]), seeds[i][1])
+                results.append(cell_task(*task))
+                note(results[-1][1])
+        else:
+            results = pool.run(cell_task, tasks, [f"seed {t[2]} {t[4]} {t[5].label} lr {t[6]:g}" for t in tasks])
+            for _, line in results:
+                note(line)
+        return [c for c, _ in results]
 
+    grids = {regime.label: config.grid(regime) for regime in config.regimes}
+    trials = cells([(0, config.lr_by, regime, lr, 0) for regime in config.regimes for lr in grids[regime.label]])
+    chosen: dict[str, tuple[float, list[dict[str, Any]]]] = {}
     for regime in config.regimes:
-        grid = config.grid(regime)
-        trials = [cell(0, config.lr_by, regime, lr) for lr in grid]
-        lr = choose_lr(trials)
-        for i, (number, _, _) in enumerate(seeds):
-            every = config.curve_every
-            student, control = cell(i, "student", regime, lr, every), cell(i, "control", regime, lr, every)
+        mine, trials = trials[:len(grids[regime.label])], trials[len(grids[regime.label]):]
+        chosen[regime.label] = (choose_lr(mine), mine)
+    every = config.curve_every
+    requests = [(i, role, regime, chosen[regime.label][0], every) for regime in config.regimes
+                for i in range(len(seeds)) for role in ("student", "control")]
+    trained = iter(cells(requests))
+    out = []
+    for regime in config.regimes:
+        lr, mine = chosen[regime.label]
+        for number, _, _ in seeds:
+            student, control = next(trained), next(trained)
             out.append({"regime": regime.to_dict(), "label": regime.label, "seed": number, "lr": lr,
-                        "lr_by": config.lr_by,
-                        "lr_grid": list(grid), "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in trials},
+                        "lr_by": config.lr_by, "lr_grid": list(grids[regime.label]),
+                        "lr_losses": {f"{c['key']['lr']:g}": c["final_loss"] for c in mine},
                         "student": student, "control": control})
+    _LOADED.clear()
     return out
 
 
-__all__ = ["CellStore", "DEFAULT_OPTIMIZERS", "DEFAULT_RANKS", "LR_GRIDS", "SweepConfig", "cell_key", "choose_lr",
-           "regimes_of", "run_cell", "sweep_organism"]
+__all__ = ["CellStore", "DEFAULT_OPTIMIZERS", "DEFAULT_RANKS", "LR_GRIDS", "SWEEP_ROLES", "SweepConfig", "cell_key",
+           "cell_task", "choose_lr", "regimes_of", "run_cell", "sweep_organism"]
