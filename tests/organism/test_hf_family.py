@@ -181,3 +181,9 @@ def test_lora_first_step_prediction_is_first_order_exact(built, optimizer, lrs):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is left as it was
     assert all(abs(r.measured[0]) > 1e-6 for r in rows)
     assert all(r.relative_error < 5e-3 for r in rows), [r.relative_error for r in rows]
+
+
+def test_unset_overrides_keep_the_familys_recipe():
+    cfg = hf_preset("default", n_prompts=None, teacher_lr=None)  # what the command passes for flags not given
+    assert (cfg.recipe.n_prompts, cfg.recipe.teacher_lr, cfg.recipe.max_student_rows) == (18_000, 1e-4, 9_000)
+    assert hf_preset("default", n_prompts=500).recipe.n_prompts == 500

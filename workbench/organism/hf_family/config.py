@@ -128,7 +128,8 @@ def hf_preset(name: str, family: str = "qwen2", students: StudentRegime | None =
     """The native preset `name`'s recipe in `family` with the family's recipe changes (`HF_RECIPE`)
     and `overrides`; the family's shape per preset (the tiny shape for tiny, the default shape
     otherwise)."""
-    recipe = preset(name, **{**HF_RECIPE.get(name, {}), **overrides})
+    given = {k: v for k, v in overrides.items() if v is not None}  # an unset flag keeps the family's recipe
+    recipe = preset(name, **{**HF_RECIPE.get(name, {}), **given})
     values = dict(HF_PRESETS.get(name, HF_PRESETS["default"]))
     if students is not None:
         values["students"] = students
