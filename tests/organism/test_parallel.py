@@ -35,7 +35,10 @@ def _square(x: int) -> int:
 def test_pool_runs_in_order_and_reports_a_dead_worker():
     """One pool (one worker import): results in task order, a worker's error named, a dead worker named."""
     with StagePool(2) as pool:
-        assert pool.run(_square, [(i,) for i in range(5)], [str(i) for i in range(5)]) == [0, 1, 4, 9, 16]
+        finished: list[tuple[int, int]] = []
+        assert pool.run(_square, [(i,) for i in range(5)], [str(i) for i in range(5)],
+                        on_done=lambda i, r: finished.append((i, r))) == [0, 1, 4, 9, 16]
+        assert sorted(finished) == [(i, i * i) for i in range(5)]  # each task reported once, as it ended
         with pytest.raises(WorkerError, match="Stage b failed in a worker process: RuntimeError: boom"):
             pool.run(_fail_second, [(0,), (1,)], ["a", "b"])
         with pytest.raises(WorkerError, match="worker process died while building b.*--workers 1"):

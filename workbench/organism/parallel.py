@@ -73,15 +73,25 @@ class StagePool:
                                                  initializer=_init_worker, initargs=(threads, os.getpid()))
         return self._executor
 
-    def run(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], names: Sequence[str]) -> list[T]:
+    def run(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], names: Sequence[str],
+            on_done: Callable[[int, T], None] | None = None) -> list[T]:
         """[fn(*task) for task in tasks], in that order. Tasks are handed out one at a time, in
         order, to whichever is free: this process (which takes the first) or a worker, so no
         worker holds a queue of tasks while another process idles (a process pool queues ahead on
         its own: with 4 equal tasks one worker ran 3 while this process ran 1). A worker's error
         is re-raised (a WorkbenchError as it is, anything else as WorkerError naming the task); a
-        worker that dies is a WorkerError. After an error no further task starts."""
+        worker that dies is a WorkerError. After an error no further task starts. `on_done(i, result)`
+        is called as each task ends (from this process's threads, one call at a time)."""
+        done_lock = threading.Lock()
+
+        def done(i: int, result: T) -> T:
+            if on_done is not None:
+                with done_lock:
+                    on_done(i, result)
+            return result
+
         if self.workers <= 1 or len(tasks) <= 1:
-            return [fn(*t) for t in tasks]
+            return [done(i, fn(*t)) for i, t in enumerate(tasks)]
         pool = self._pool()
         lock = threading.Lock()
         queue = list(range(len(tasks)))
@@ -94,14 +104,14 @@ class StagePool:
 
         def run_here(i: int) -> None:
             try:
-                results[i] = fn(*tasks[i])
+                results[i] = done(i, fn(*tasks[i]))
             except BaseException as e:  # noqa: BLE001 - re-raised below, after the workers' tasks end
                 errors[i] = e
 
         def dispatch() -> None:
             while (i := take()) is not None:
                 try:
-                    results[i] = self._result(pool.submit(fn, *tasks[i]), names[i])
+                    results[i] = done(i, self._result(pool.submit(fn, *tasks[i]), names[i]))
                 except BrokenProcessPool as e:
                     errors[i] = self._died(names[i], e)
                 except BaseException as e:  # noqa: BLE001 - re-raised below

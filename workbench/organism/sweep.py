@@ -247,10 +247,9 @@ def sweep_organism(seeds: Sequence[tuple[int, Any, str]], config: SweepConfig, s
                 _LOADED.setdefault((task[0], task[1]), seeds[i][1])
                 results.append(cell_task(*task))
                 note(results[-1][1])
-        else:
-            results = pool.run(cell_task, tasks, [f"seed {t[2]} {t[4]} {t[5].label} lr {t[6]:g}" for t in tasks])
-            for _, line in results:
-                note(line)
+        else:  # each cell's line as it ends
+            results = pool.run(cell_task, tasks, [f"seed {t[2]} {t[4]} {t[5].label} lr {t[6]:g}" for t in tasks],
+                               on_done=lambda _, result: note(result[1]))
         return [c for c, _ in results]
 
     grids = {regime.label: config.grid(regime) for regime in config.regimes}
