@@ -211,3 +211,23 @@ def test_trait_in_context_prefixes_every_prompt_with_every_context():
     assert trait_in_context(trait, [[1, 2, 3]], max_len=4).prompts == ((1, 2, 3, 7),)
     with pytest.raises(Exception, match="fits"):
         trait_in_context(trait, [[1, 2, 3, 4, 5]], max_len=4)
+
+
+def test_a_diverged_cell_is_recorded_and_shown(seed, organism, tmp_path):
+    """A rate at which training blows up is a cell like any other (trained: False, nothing
+    measured), the rate choice skips it and the table marks its regime DIVERGED. Here the epoch
+    losses stay finite (read before the last steps) while the student's activations overflow."""
+    from workbench.organism.sweep_summary import format_table, summarize
+
+    config = SweepConfig(samples=10, first_order=False, overrides={"student_epochs": 1}, rows=128)
+    regime = Regime("full", None, "sgd")
+    sha = sha256_file(organism / "seed0" / "manifest.json")
+    cells = {lr: run_cell(seed, "control", regime, lr, config, cell_key(sha, "control", regime, lr, config.overrides,
+                                                                          128, 10, False)) for lr in (1e-3, 1e30)}
+    assert cells[1e30]["trained"] is False and cells[1e30]["p_target"] is None
+    assert cells[1e-3]["trained"] is True and cells[1e-3]["p_target"] is not None
+    assert choose_lr([{"key": {"lr": lr}, **c} for lr, c in cells.items()]) == 1e-3
+    row = {"organism": "o", "channel": "soft", "regime": regime.to_dict(), "label": regime.label, "seed": 0, "lr": 1e30,
+           "lr_losses": {}, "student": cells[1e30], "control": cells[1e-3]}
+    table = format_table(summarize([row]))
+    assert "full, sgd (DIVERGED)" in table and "n/a" in table

@@ -113,6 +113,20 @@ class CellStore:
         return cell
 
 
+def finite_student(trained: Any, trait: Any) -> bool:
+    """Whether training stayed in float range: every epoch's loss, every weight and the logits on
+    the trait's prompts finite (weights can stay finite while activations overflow)."""
+    import torch
+
+    if not all(math.isfinite(x) for x in trained.epoch_losses):
+        return False
+    if not all(bool(w.isfinite().all()) for w in trained.weights.values()):
+        return False
+    device = next(trained.model.parameters()).device
+    with torch.no_grad():
+        return bool(trained.model(trait.tokens.to(device)).isfinite().all())
+
+
 def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfig,
              key: dict[str, Any]) -> dict[str, Any]:
     """Train one student under `regime` at `lr` and measure it (module docstring)."""
@@ -121,6 +135,11 @@ def run_cell(seed: Any, role: str, regime: Regime, lr: float, config: SweepConfi
 
     trained = train_under(seed, role, regime, lr, config.overrides, config.progress, config.rows,
                           key.get("curve_every", 0))
+    if not finite_student(trained, seed.trait):  # diverged: recorded as such, nothing to measure
+        return {"p_target": None, "share": None, "log_odds": None, "p_target_in_context": None,
+                "log_odds_in_context": None, "sampled_rate": None, "wilson": [None, None], "n_samples": 0,
+                "epoch_losses": trained.epoch_losses, "final_loss": trained.epoch_losses[-1], "trained": False,
+                "cos_teacher": {"whole": None}}
     score = seed.trait.score(trained.model, n_samples=config.samples)
     # Nief et al.: the trait after the distillation prompts' own context (the student's teacher's rows; the
     # control is read after the same contexts as the student, so the two stay comparable)

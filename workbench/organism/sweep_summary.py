@@ -21,7 +21,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (organism, label), rs in groups.items():
         lo_s = [r["student"]["log_odds"] for r in rs]
         lo_c = [r["control"]["log_odds"] for r in rs]
-        gains = [s - c for s, c in zip(lo_s, lo_c)]
+        gains = [None if s is None or c is None else s - c for s, c in zip(lo_s, lo_c)]  # None: a diverged cell
         stats = over_seeds(gains)
         ctx_s = [r["student"].get("log_odds_in_context") for r in rs]
         ctx_c = [r["control"].get("log_odds_in_context") for r in rs]
@@ -50,6 +50,12 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _mean(xs: Sequence[float | None]) -> float | None:
+    """The mean of the finite values (None and NaN: a diverged cell), None when there is none."""
+    kept = [x for x in xs if x is not None and x == x and abs(x) != float("inf")]
+    return sum(kept) / len(kept) if kept else None
+
+
 def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
     """The summary as text, one line per organism and regime."""
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
@@ -59,17 +65,16 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
              "first step pred / meas"]
     for e in summary:
         ci = e["gain_ci"]
-        per = " / ".join(f"{g:+.2f}" for g in e["gain"])
+        per = " / ".join(_f(g, "+.2f") for g in e["gain"])
         mean = f"{_f(e['gain_mean'], '+.2f')}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
-        ps = sum(e["p_student"]) / len(e["p_student"])
-        pc = sum(e["p_control"]) / len(e["p_control"])
-        ls = sum(e["final_loss_student"]) / len(e["final_loss_student"])
-        lc = sum(e["final_loss_control"]) / len(e["final_loss_control"])
+        ps, pc = _mean(e["p_student"]), _mean(e["p_control"])
+        ls, lc = _mean(e["final_loss_student"]), _mean(e["final_loss_control"])
         cs = [c for c in e["cos_student"] if c is not None]
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
         line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e} "
-                f"{per:<34} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {ps:.3f} / {pc:.3f}{'':<13} {ls:.4f} / {lc:.4f}  "
+                f"{per:<34} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
+                f"{_f(ls, '.4f')} / {_f(lc, '.4f')}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
                 + ("n/a" if fo is None else f"{fo['predicted']:+.2e} / {fo['measured']:+.2e}"))
         lines.append(line)
