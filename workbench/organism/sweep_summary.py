@@ -31,6 +31,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "organism": organism, "channel": rs[0].get("channel"), "regime": rs[0]["regime"], "label": label,
             "seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"], "lr_losses": rs[0]["lr_losses"],
+            "lr_at_edge": lr_at_edge(rs[0]["lr"], rs[0]["lr_losses"]),
             "p_student": [r["student"]["p_target"] for r in rs], "p_control": [r["control"]["p_target"] for r in rs],
             "wilson_student": [r["student"]["wilson"] for r in rs], "wilson_control": [r["control"]["wilson"] for r in rs],
             "gain": gains, "gain_mean": stats.mean, "gain_sd": stats.sd, "gain_ci": paired_interval(lo_s, lo_c),
@@ -46,6 +47,17 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def lr_at_edge(lr: float, lr_losses: dict[str, float]) -> bool:
+    """Whether the chosen rate is the smallest or largest of a grid of two or more: the loss might
+    fall further outside it (widen the grid with --lr-grid).
+
+    >>> lr_at_edge(1e-3, {"0.001": 0.1, "0.003": 0.2}), lr_at_edge(3e-3, {"0.001": 0.2, "0.003": 0.1, "0.01": 0.3})
+    (True, False)
+    """
+    rates = sorted(float(k) for k in lr_losses)
+    return len(rates) >= 2 and lr in (rates[0], rates[-1])
+
+
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -59,7 +71,7 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
     """The summary as text, one line per organism and regime."""
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
-             "first seed (never chosen by transfer)",
+             "first seed (never chosen by transfer); ^ marks a rate at the grid's edge",
              f"{'channel':<8} {'regime':<22} {'lr':>7} {'gain (student - control log-odds) per seed':<34} {'mean [95% t]':<24} "
              f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
              "first step pred / meas"]
@@ -72,7 +84,7 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
         cs = [c for c in e["cos_student"] if c is not None]
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
-        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e} "
+        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '}"
                 f"{per:<34} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
                 f"{_f(ls, '.4f')} / {_f(lc, '.4f')}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
