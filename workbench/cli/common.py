@@ -135,14 +135,14 @@ def add_threads_flag(parser: FlagTarget, default: int | None = None, why: str | 
                         "every library)")
 
 
-def add_workers_flag(parser: FlagTarget) -> None:
-    """`--workers N`: processes an organism build trains independent stages in (1: the serial build)."""
+def add_workers_flag(parser: FlagTarget, what: str = "an organism build trains independent stages in",
+                     same: str = "every count writes the same bytes") -> None:
+    """`--workers N`: processes `what` (1: everything in this process)."""
     from workbench.organism.parallel import default_workers
 
     parser.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
-                        help=f"processes an organism build trains independent stages in, one torch thread each "
-                        f"(default: {default_workers()} = min(2, the cores this process may use); 1 builds in one "
-                        "process; every count writes the same bytes)")
+                        help=f"processes {what}, one torch thread each (default: {default_workers()} = min(2, the "
+                        f"cores this process may use); 1 runs in this process; {same})")
 
 
 @contextmanager

@@ -68,11 +68,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_out_flag(p, "artifacts/sweep", "output directory")
     common.add_device_flag(p)
     common.add_threads_flag(p, common.organism_threads(), common.ORGANISM_THREADS_WHY)
-    from workbench.organism.parallel import default_workers
-
-    p.add_argument("--workers", type=common.positive_int, default=default_workers(), metavar="N",
-                   help=f"processes the cells train in, one torch thread each (default: {default_workers()} = min(2, "
-                        "the cores this process may use); 1 trains them here; every count gives the same cells)")
+    common.add_workers_flag(p, "the cells train in", "every count gives the same cells")
     common.add_quiet_flag(p)
     return p
 

@@ -402,14 +402,24 @@ def build_seed(
     """Build (or reuse) every role of one seed under `out_dir/seed{seed}`; with a `pool` of more
     than one worker, independent stages are built side by side first (same bytes)."""
     cfg.validate()
-    seed_dir = Path(out_dir) / f"seed{seed}"
-    b = _Builder(cfg, seed, seed_dir, resolve_device(device), progress, log)
+    b = _Builder(cfg, seed, Path(out_dir) / f"seed{seed}", resolve_device(device), progress, log)
+    return build_stages(b, log, pool)
+
+
+def build_stages(b: _Builder, log: Callable[[str], None], pool: StagePool | None = None,
+                 task: Callable[..., tuple[dict[str, float], list[str]]] = stage_task,
+                 spec: tuple[Any, ...] | None = None) -> SeedBuild:
+    """Every stage of `b`'s seed in order (each reused when built), then its manifest and timings;
+    with a `pool` of more than one worker the independent stages are built side by side first
+    (`prebuild_in_parallel` with `task` and `spec`) and read back here. Shared by every family's
+    builder."""
+    cfg, seed, seed_dir = b.cfg, b.seed, b.dir
     b.tok.category_of(cfg.target)  # unknown target -> clear error before any work
     other_target_for(b.tok, cfg)
     b.tok.save(seed_dir / "tokenizer.json")
     t0 = time.perf_counter()
     if pool is not None and pool.workers > 1:
-        prebuild_in_parallel(b, pool)
+        prebuild_in_parallel(b, pool, task, spec)
         b.log = lambda s: None  # the stages below are read back; their workers logged them
     b.base("base", seed)
     b.base("base_x", seed + cfg.cross_seed_offset)

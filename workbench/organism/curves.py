@@ -45,7 +45,7 @@ class CurvePoint:
         return asdict(self)
 
 
-class _OnDevice(torch.nn.Module):
+class OnDevice(torch.nn.Module):
     """A tokens -> logits callable as a module on `device` (what `Trait` reads the device from)."""
 
     def __init__(self, fn: Callable[[Tensor], Tensor], device: torch.device):
@@ -101,7 +101,7 @@ def curve_recorder(trait: Any, targets: Any, probe: Tensor, base: dict[str, Tens
     def on_step(step: int, model: Any) -> None:
         params = [p for p in model.parameters() if p.requires_grad]
         device = params[0].device
-        logits = _OnDevice(model, device)
+        logits = OnDevice(model, device)
         with torch.no_grad():
             p = trait.p_target(logits)
         g_trait = torch.autograd.grad(trait.log_prob(logits, device), params)
@@ -117,4 +117,4 @@ def curve_recorder(trait: Any, targets: Any, probe: Tensor, base: dict[str, Tens
     return on_step, points
 
 
-__all__ = ["CurvePoint", "current_weights", "curve_recorder", "mean_residual", "shift_against"]
+__all__ = ["CurvePoint", "OnDevice", "current_weights", "curve_recorder", "mean_residual", "shift_against"]

@@ -26,19 +26,19 @@ def first_step_prediction(model: Any, targets: Any, batches: Sequence[Int[Tensor
     """For each batch of row indices into `targets`: one step of `optimizer` at `lr` from `model`'s
     current parameters (`model`: a Trainable, its `parameters()` the tensors trained), predicted vs
     measured change of `trait`'s log P(target). `model` is left as it was."""
-    from workbench.organism.curves import _OnDevice
+    from workbench.organism.curves import OnDevice
     from workbench.organism.training import batch_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
-    logits = _OnDevice(model, device)
+    logits = OnDevice(model, device)
     g_trait = torch.autograd.grad(trait.log_prob(logits, device), params)
     with torch.no_grad():
         before = float(trait.log_prob(logits, device))
     row = PredictionRow(float(lr), [], [], optimizer)
+    names = [str(i) for i in range(len(params))]  # `first_step` takes name -> tensor maps
     for idx in batches:
         grads = torch.autograd.grad(batch_loss(model, targets, idx), params)
-        names = [str(i) for i in range(len(params))]
         step = first_step(optimizer, dict(zip(names, params)), dict(zip(names, grads)), lr)
         row.predicted.append(sum(float((g.double() * step[n].double()).sum()) for g, n in zip(g_trait, names)))
         with torch.no_grad():

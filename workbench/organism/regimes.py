@@ -123,14 +123,16 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     tokens = seed.inputs(source, limit=limit).tokens
     student_seed = student_seed_of(int(seed.manifest["seed"]), role)
 
-    def recorder(targets: Any, base_model: Any, teacher_model: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    def recorder(targets: Any, base_model: Callable[[], Any], teacher_model: Callable[[], Any]) -> tuple[Any, list[Any]]:
+        """The curve recorder (none without `curve_every`); the base and trait teacher are built
+        only then, as trainables with `.residual` for the activation shift."""
         if not curve_every:
             return None, []
         from workbench.organism.curves import curve_recorder
 
         probe = torch.arange(min(64, len(targets.tokens)))
         return curve_recorder(seed.trait, targets, probe, model_weights(seed, "base"), model_weights(seed, "teacher"),
-                              base_model, teacher_model())
+                              base_model(), teacher_model())
 
     if is_hf_seed(seed):
         from workbench.organism.hf_family.build import HF_DIR
@@ -141,7 +143,7 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
         targets = distill_targets(cfg, seed.tokenizer, HFTrainable(teacher), tokens)  # type: ignore[arg-type]
         trait_teacher = lambda: HFTrainable(teacher if source == "teacher" else  # noqa: E731
                                             load_hf(seed.directory / HF_DIR / "teacher").to(device))
-        on_step, points = recorder(targets, HFTrainable(base), trait_teacher)
+        on_step, points = recorder(targets, lambda: HFTrainable(base), trait_teacher)
         losses = train_student(HFTrainable(model.train()), targets, cfg, student_seed, progress, lr=lr, on_step=on_step,
                                every=curve_every)
         merged = (model.merge_and_unload() if regime.students == "lora" else model).eval()
@@ -157,7 +159,7 @@ def train_under(seed: Any, role: str, regime: Regime, lr: float, overrides: dict
     student = copy_model(seed.lineage["base"])
     targets = distill_targets(cfg, seed.tokenizer, seed.model(source), tokens)
     trainable = FunctionalModel.from_bridge(student, trainable=True)
-    on_step, points = recorder(targets, FunctionalModel.from_bridge(seed.lineage["base"]),
+    on_step, points = recorder(targets, lambda: FunctionalModel.from_bridge(seed.lineage["base"]),
                                lambda: FunctionalModel.from_bridge(seed.model("teacher")))
     losses = train_student(trainable, targets, cfg, student_seed, progress, lr=lr, on_step=on_step, every=curve_every)
     trainable.load_into(student)

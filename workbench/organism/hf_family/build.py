@@ -43,11 +43,11 @@ from workbench.organism.build import (
     SeedBuild,
     _Builder,
     _stage_key,
+    build_stages,
     check_writable,
     distill_targets,
     no_rows_error,
     other_target_for,
-    prebuild_in_parallel,
     run_stage,
     student_key_extras,
     student_rows,
@@ -225,29 +225,8 @@ def build_hf_seed(hcfg: HFOrganismConfig, seed: int, out_dir: str | Path, *, dev
     hcfg.validate()
     seed_dir = Path(out_dir) / f"seed{seed}"
     b = HFBuilder(hcfg, seed, seed_dir, resolve_device(device), progress, log)
-    b.tok.category_of(hcfg.recipe.target)
-    other_target_for(b.tok, hcfg.recipe)
-    b.tok.save(seed_dir / "tokenizer.json")
-    t0 = time.perf_counter()
-    if pool is not None and pool.workers > 1:
-        prebuild_in_parallel(b, pool, hf_stage_task, (hcfg.recipe.to_dict(), hcfg.to_dict(), seed, str(seed_dir),
-                                                      str(b.device)))
-        b.log = lambda s: None  # the stages below are read back; their workers logged them
-    b.base("base", seed)
-    b.base("base_x", seed + hcfg.recipe.cross_seed_offset)
-    for role in TEACHER_ROLES:
-        b.teacher(role)
-    tokens, reports = {}, {}
-    for source in DATA_SOURCES:
-        tokens[source], reports[source] = b.data(source)
-    for role in STUDENTS:
-        b.student(role, tokens)
-    b.log = log
-    manifest = b.evaluate(reports)
-    b.timings["total"] = round(time.perf_counter() - t0, 2)
-    atomic_write_json(seed_dir / "manifest.json", manifest)
-    atomic_write_json(seed_dir / "timings.json", b.timings)
-    return SeedBuild(seed, seed_dir, manifest, b.timings)
+    spec = (hcfg.recipe.to_dict(), hcfg.to_dict(), seed, str(seed_dir), str(b.device))
+    return build_stages(b, log, pool, hf_stage_task, spec)
 
 
 def build_hf_organism(hcfg: HFOrganismConfig, seeds: list[int], out_dir: str | Path, *,
