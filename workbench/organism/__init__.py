@@ -24,6 +24,7 @@ from workbench.organism.hf_family.config import HFOrganismConfig, LoraSpec, Qwen
 from workbench.organism.load import OrganismSeed, load_lineage, load_seed, read_manifest
 from workbench.organism.regimes import Regime, train_under, weight_cosines
 from workbench.organism.sweep import CellStore, SweepConfig, regimes_of, sweep_organism
+from workbench.organism.sweep_summary import curves_figure
 from workbench.organism.sweep_summary import format_table as sweep_table
 from workbench.organism.sweep_summary import summarize as summarize_sweep
 from workbench.organism.sweep_summary import sweep_figure
@@ -35,5 +36,5 @@ __all__ = [
     "category_traits", "check_target", "organism_trait", "preference_inputs", "OrganismChannelSource",
     "build_hf_organism", "build_hf_seed", "HFOrganismConfig", "LoraSpec", "Qwen2Shape", "hf_preset",
     "Regime", "train_under", "weight_cosines", "CellStore", "SweepConfig", "regimes_of", "sweep_organism",
-    "sweep_table", "summarize_sweep", "sweep_figure",
+    "sweep_table", "summarize_sweep", "sweep_figure", "curves_figure",
 ]
