@@ -37,3 +37,19 @@ def test_time_interleaved_pairs_rounds_against_the_baseline():
     assert 0 < fast.extra["paired_ratio_median"] < 1
     with pytest.raises(WorkbenchError, match="Baseline 'nope'"):
         time_interleaved(fns, baseline="nope")
+
+
+def test_peak_rss_counts_child_processes_only_when_asked():
+    """A child holding ~300 MB: PeakRSS(children=True) sees it, the parent-only reading does not."""
+    import subprocess
+    import sys
+
+    from workbench.benchmarks.harness import PeakRSS
+
+    hold = "import sys, time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(1.5)"
+    with PeakRSS() as own, PeakRSS(children=True) as both:
+        child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+        assert child.stdout.readline().strip() == b"1"  # the memory is touched
+        time.sleep(0.3)
+        child.wait()
+    assert both.peak_mb - own.peak_mb > 250

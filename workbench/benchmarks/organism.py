@@ -44,13 +44,14 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
 def qwen2_rows(device: torch.device) -> list[Case]:
     """"qwen2-default/<stage>": a fresh one-seed build of the default preset in the Qwen2 family
     (LoRA students) as the command builds it (`--workers` default), per stage (each stage's own
-    time, in whichever process built it) beside the seed's wall time; the load average read after it."""
+    time, in whichever process built it) beside the seed's wall time; the load average read after it.
+    Peak memory: this process and its workers together."""
     from workbench.organism.hf_family.build import build_hf_organism
     from workbench.organism.hf_family.config import hf_preset
     from workbench.organism.parallel import default_workers
 
     workers = default_workers() if device.type == "cpu" else 1
-    with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
+    with tempfile.TemporaryDirectory() as tmp, PeakRSS(children=True) as rss:  # the workers' memory too
         (build,), _ = build_hf_organism(hf_preset("default"), [0], tmp, device=device, progress=False, workers=workers)
     extra = {"loadavg": [round(x, 2) for x in os.getloadavg()], "trait_rates": build.manifest.get("trait_rates"),
              "workers": workers}
@@ -68,7 +69,7 @@ def workers_rows(device: torch.device, workers: tuple[int, ...] = (1, 2)) -> lis
 
     cases = []
     for n in workers:
-        with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
+        with tempfile.TemporaryDirectory() as tmp, PeakRSS(children=n > 1) as rss:
             t0 = time.perf_counter()
             build_organism(preset("tiny"), [0], tmp, device=device, progress=False, workers=n)
             seconds = time.perf_counter() - t0
