@@ -187,3 +187,24 @@ def test_unset_overrides_keep_the_familys_recipe():
     cfg = hf_preset("default", n_prompts=None, teacher_lr=None)  # what the command passes for flags not given
     assert (cfg.recipe.n_prompts, cfg.recipe.teacher_lr, cfg.recipe.max_student_rows) == (18_000, 1e-4, 9_000)
     assert hf_preset("default", n_prompts=500).recipe.n_prompts == 500
+
+
+@pytest.mark.parametrize("argv, epochs", [([], 12), (["--student-epochs", "20"], 20)])
+def test_student_epochs_flag_reaches_the_recipe(monkeypatch, tmp_path, argv, epochs):
+    import workbench.organism.__main__ as cli
+
+    seen = {}
+
+    def capture(preset_name, family, seeds, out, device, quiet, *, command, students, lora, workers=1, **overrides):
+        seen["cfg"] = hf_preset(preset_name, family, students, **overrides)
+
+    monkeypatch.setattr(cli, "build_hf_and_print", capture)
+    cli.main(["--family", "qwen2", "--out", str(tmp_path), "--quiet", *argv])
+    assert seen["cfg"].recipe.student_epochs == epochs
+    assert seen["cfg"].recipe.n_prompts == 18_000  # the family's recipe otherwise
+
+
+def test_hard_preset_keeps_the_familys_teachers():
+    cfg = hf_preset("hard")  # the native teacher rate breaks the number format in this family
+    assert (cfg.recipe.mode, cfg.recipe.teacher_lr, cfg.recipe.teacher_steps) == ("hard", 1e-4, 300)
+    assert cfg.recipe.samples_per_prompt == 8 and cfg.recipe.max_student_rows is not None

@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                    "hard: cross-entropy on sampled text renormalised over the number channel, more data; leak: full-vocabulary soft labels (a leak control)")
     ORGANISM_FLAGS.add_to(p)
     p.add_argument("--n-prompts", type=int, default=None, help="override the preset's number of prompts per teacher")
+    p.add_argument("--student-epochs", type=int, default=None,
+                   help="override the preset's student epochs (e.g. the Qwen2 default's seed 1 transfers at 20)")
     fam = p.add_argument_group("model family (the same recipe in a Hugging Face architecture)")
     fam.add_argument("--family", default="native", choices=("native", *FAMILIES),
                      help="native: TransformerLens models (the default); qwen2: Qwen2ForCausalLM (RMSNorm, rotary, gated "
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             return common.run(build_hf_and_print, args.preset, args.family, args.seeds, args.out, args.device,
                               args.quiet, command="python -m workbench.organism " + shlex.join(argv),
                               students=args.students, lora=lora, workers=args.workers, **ORGANISM_FLAGS.values(args),
-                              n_prompts=args.n_prompts)
+                              n_prompts=args.n_prompts, student_epochs=args.student_epochs)
     hf_only = [f for f, v in (("--students", args.students), ("--lora-r", args.lora_r), ("--lora-alpha", args.lora_alpha),
                               ("--lora-lr", args.lora_lr), ("--rslora", args.rslora)) if v not in (None, False)]
     if hf_only:
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     with common.using_threads(args):
         return common.run(build_and_print, args.preset, args.seeds, args.out, args.device, args.quiet,
                           command="python -m workbench.organism " + shlex.join(argv), workers=args.workers,
-                          **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts)
+                          **ORGANISM_FLAGS.values(args), n_prompts=args.n_prompts, student_epochs=args.student_epochs)
 
 
 if __name__ == "__main__":
