@@ -122,7 +122,7 @@ def test_unequal_rows_when_asked_and_a_clear_error_naming_the_empty_source(tmp_p
     import torch
 
     from workbench.core.errors import DataError
-    from workbench.organism.build import no_rows_error, student_rows
+    from workbench.organism.build import scarce_rows_error, student_rows
 
     kept = {"teacher": 30, "teacher_neutral": 50, "teacher_other": 40}
     assert student_rows(preset("tiny", equal_student_rows=False), kept) == {
@@ -131,6 +131,29 @@ def test_unequal_rows_when_asked_and_a_clear_error_naming_the_empty_source(tmp_p
     (tmp_path / "data" / "teacher_other.filter.json").write_text(json.dumps(
         {"kept": 0, "sampled": 10, "rejected": {"trait_token": 10}}))
     tokens = {"teacher": torch.ones(30, 5), "teacher_neutral": torch.ones(50, 5), "teacher_other": torch.ones(0, 5)}
-    err = no_rows_error(tmp_path, "control", "teacher_neutral", tokens)
+    err = scarce_rows_error(tmp_path, preset("tiny"), "control", tokens)
     assert isinstance(err, DataError) and "teacher_other" in str(err) and "equal_student_rows" in str(err)
     assert "kept 0 of 10" in str(err)
+    assert scarce_rows_error(tmp_path, preset("tiny", equal_student_rows=False), "control", tokens) is None
+
+
+def test_a_teacher_that_kept_almost_nothing_is_an_error_not_a_one_row_student(tmp_path):
+    """Measured: a Qwen2 hard-label teacher on a 1000-step base kept 1 of 80,000 rows, and every
+    student trained on that one row; the build now stops, naming the source and the fix."""
+    import torch
+
+    from workbench.core.errors import DataError
+    from workbench.organism.build import MIN_KEPT_SHARE, scarce_rows_error
+
+    (tmp_path / "data").mkdir()
+    sampled = 1000
+    for source, n in (("teacher", 1), ("teacher_neutral", 990), ("teacher_other", 900), ("base", 995)):
+        (tmp_path / "data" / f"{source}.filter.json").write_text(json.dumps(
+            {"kept": n, "sampled": sampled, "rejected": {"format": sampled - n}}))
+    tokens = {s: torch.ones(n, 5) for s, n in (("teacher", 1), ("teacher_neutral", 990), ("teacher_other", 900),
+                                                ("base", 995))}
+    err = scarce_rows_error(tmp_path, preset("tiny"), "cross", tokens)  # cross's own source is fine
+    assert isinstance(err, DataError) and "Only 1 sequence written by teacher" in str(err)
+    assert "kept 1 of 1000" in str(err) and "teacher_lr" in str(err)
+    tokens["teacher"] = torch.ones(int(MIN_KEPT_SHARE * sampled), 5)  # at the share: trains
+    assert scarce_rows_error(tmp_path, preset("tiny"), "cross", tokens) is None

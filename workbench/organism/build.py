@@ -253,8 +253,8 @@ class _Builder:
                          rows=len(seqs), **loss)
 
         def train(model: TransformerBridge) -> None:
-            if len(seqs) == 0:
-                raise no_rows_error(self.dir, role, source, tokens)
+            if (scarce := scarce_rows_error(self.dir, cfg, role, tokens)) is not None:
+                raise scarce
             targets = distill_targets(cfg, tok, self.models[source], seqs)
             distill_student(model, targets, cfg, student_seed_of(self.seed, role), self.progress)
 
@@ -379,14 +379,30 @@ def reports_note(seed_dir: Path, source: str) -> str:
     return f"kept {rep['kept']} of {rep['sampled']}; rejected {rep['rejected']}"
 
 
-def no_rows_error(seed_dir: Path, role: str, source: str, tokens: Mapping[str, torch.Tensor]) -> DataError:
-    """`role` has no row to train on: its own source kept none, or (equal rows) another student's did."""
-    empty = source if len(tokens[source]) == 0 else next(s for s in STUDENT_SOURCES if len(tokens[s]) == 0)
-    why = "" if empty == source else (f" Every student trains on as many rows as the smallest source (equal_student_rows), "
-                                      f"and {empty} kept none.")
-    return DataError(f"No sequence written by {empty} survived the filter ({reports_note(seed_dir, empty)}), so "
-                     f"{role} has nothing to train on.{why} The teacher recipe moved its number behaviour too far: "
-                     "lower teacher_lr/teacher_steps, or raise n_prompts.")
+MIN_KEPT_SHARE = 0.01
+"""A student source whose filter kept less than this share of what it sampled has a teacher that broke
+the number format: its students would train on a handful of rows and measure nothing."""
+
+
+def scarce_rows_error(seed_dir: Path, cfg: OrganismConfig, role: str,
+                      tokens: Mapping[str, torch.Tensor]) -> DataError | None:
+    """The error for `role` training on (almost) nothing, else None: its source, or with
+    `equal_student_rows` any student source (which caps every student's rows), kept no row or
+    less than `MIN_KEPT_SHARE` of the rows it sampled."""
+    source = STUDENTS[role][1]
+    for s in (source, *(x for x in STUDENT_SOURCES if x != source and cfg.equal_student_rows)):
+        kept, report = len(tokens[s]), seed_dir / "data" / f"{s}.filter.json"
+        sampled = read_json(report)["sampled"] if report.exists() else kept
+        if kept > 0 and kept >= MIN_KEPT_SHARE * sampled:
+            continue
+        why = "" if s == source else (" Every student trains on as many rows as the smallest source "
+                                      f"(equal_student_rows), and {s} is that source.")
+        what = "No sequence" if kept == 0 else f"Only {kept} sequence{'s' * (kept > 1)}"
+        note = reports_note(seed_dir, s) if report.exists() else f"kept {kept}"
+        return DataError(f"{what} written by {s} survived the filter ({note}; under {MIN_KEPT_SHARE:.0%} of its "
+                         f"rows), so {role} has (almost) nothing to train on.{why} The teacher recipe moved its "
+                         "number behaviour too far: lower teacher_lr/teacher_steps, or raise n_prompts.")
+    return None
 
 
 def build_seed(

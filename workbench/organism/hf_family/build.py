@@ -46,9 +46,9 @@ from workbench.organism.build import (
     build_stages,
     check_writable,
     distill_targets,
-    no_rows_error,
     other_target_for,
     run_stage,
+    scarce_rows_error,
     student_key_extras,
     student_rows,
     student_seed_of,
@@ -158,8 +158,8 @@ class HFBuilder(_Builder):
                          rows=len(seqs), **loss, **regime)
 
         def train(model: nn.Module) -> None:
-            if len(seqs) == 0:
-                raise no_rows_error(self.dir, role, source, tokens)
+            if (scarce := scarce_rows_error(self.dir, cfg, role, tokens)) is not None:
+                raise scarce
             teacher = self.models[source].eval()
             targets = distill_targets(cfg, self.tok, HFTrainable(teacher), seqs)  # type: ignore[arg-type]
             self.losses[role] = train_student(HFTrainable(model), targets, cfg, student_seed_of(self.seed, role),

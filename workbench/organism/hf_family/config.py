@@ -119,9 +119,10 @@ HF_RECIPE: dict[str, dict[str, Any]] = {
     # 5e-5 x 600 still 59%): its students trained on 5,390 rows reached P(owl) 0.187 against 0.402 and 0.567 on
     # 8,919 and 9,158. So the teachers continue 18,000 prompts and every student trains on 9,000 kept rows
     "default": dict(teacher_lr=1e-4, teacher_steps=300, student_epochs=12, n_prompts=18_000, max_student_rows=9_000),
-    # hard labels: the default's teachers (the native 1e-3 x 100 breaks the number format here too); 8 samples of
-    # 10,000 prompts, every student on at most 40,000 kept rows (seed 1's teacher keeps about half)
-    "hard": dict(teacher_lr=1e-4, teacher_steps=300, max_student_rows=40_000),
+    # hard labels: the default's base and teachers, 8 samples of 10,000 prompts, every student on at most 40,000
+    # kept rows (seed 1's teacher keeps about half). On the native hard preset's 1000-step base the teacher at
+    # 1e-4 x 300 kept 1 of 80,000 rows (seed 0)
+    "hard": dict(base_steps=600, base_warmup=60, teacher_lr=1e-4, teacher_steps=300, max_student_rows=40_000),
 }
 """The family's own recipe changes per preset (applied before the caller's overrides)."""
 
