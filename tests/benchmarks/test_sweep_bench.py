@@ -25,4 +25,6 @@ def test_quick_sweep_benchmark_writes_every_case(tmp_path):
             assert cases[f"sweep/{regime}/{kind}"]["ratio"] > 0
         extra = cases[f"sweep/{regime}/train_curves"]["extra"]
         assert min(CHECKPOINTS, extra["steps"]) <= extra["checkpoints"] <= 2 * CHECKPOINTS
+        first = cases[f"sweep/{regime}/cell"]["extra"]["first_order"]  # the cell computed its first-order row
+        assert first is not None and len(first["predicted"]) == len(first["measured"]) >= 1
     assert 0 < cases["sweep/lora/cell"]["extra"]["trained_params"] < cases["sweep/full/cell"]["extra"]["trained_params"]

@@ -10,7 +10,8 @@ Cases, each group timed in interleaved rounds with its plain training as the bas
   intervals, the trait after the rows' own context, weight cosines, the first-order row).
 - full fine-tuning, Adam: the same four (`first_order_prediction` on the full model).
 `extra` gives the optimiser steps per training, the checkpoints a curve recorded and the trained
-parameter count (the adapters' for LoRA). Quick: 1 round, 1 epoch.
+parameter count (the adapters' for LoRA); the cell's, its first-order row (predicted vs measured
+change of log P(target) after one step). Quick: 1 round, 1 epoch.
 """
 
 from __future__ import annotations
@@ -38,24 +39,26 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         build = build_hf_seed(cfg, 0, root, device=device, progress=False)
         seed = load_seed(build.directory, roles=list(SWEEP_ROLES), device=device)
         sha = hashlib.sha256((build.directory / "manifest.json").read_bytes()).hexdigest()
-        rows = seed.student_rows("control") or len(seed.inputs("teacher_neutral").tokens)
+        rows = seed.student_rows("student") or len(seed.inputs("teacher").tokens)
         steps = cfg.recipe.student_epochs * -(-rows // cfg.recipe.student_batch)
         every = max(1, steps // CHECKPOINTS)
         config = SweepConfig(samples=20)
         cases: list[Case] = []
         for regime, lr in ((Regime("lora", 4, "adam"), 1e-2), (Regime("full", None, "adam"), 1e-3)):
             name = f"sweep/{regime.students}"
-            key = cell_key(sha, "control", regime, lr, {}, None, config.samples, True)
+            key = cell_key(sha, "student", regime, lr, {}, None, config.samples, True)
             fns: dict[str, Any] = {
-                f"{name}/train": lambda r=regime, lr=lr: train_under(seed, "control", r, lr),
-                f"{name}/train_curves": lambda r=regime, lr=lr: train_under(seed, "control", r, lr, curve_every=every),
-                f"{name}/first_order": lambda r=regime, lr=lr: first_order_cell(seed, "control", r, lr, config),
-                f"{name}/cell": lambda r=regime, lr=lr, key=key: run_cell(seed, "control", r, lr, config, key),
+                f"{name}/train": lambda r=regime, lr=lr: train_under(seed, "student", r, lr),
+                f"{name}/train_curves": lambda r=regime, lr=lr: train_under(seed, "student", r, lr, curve_every=every),
+                f"{name}/first_order": lambda r=regime, lr=lr: first_order_cell(seed, "student", r, lr, config),
+                f"{name}/cell": lambda r=regime, lr=lr, key=key: run_cell(seed, "student", r, lr, config, key),
             }
-            trained = train_under(seed, "control", regime, lr, curve_every=every)
+            trained = train_under(seed, "student", regime, lr, curve_every=every)
             n_params = (sum(w.numel() for w in trained.weights.values()) if regime.students == "full"
                         else sum(p.numel() for _, p in lora_parameters(seed, regime)))
             group = time_interleaved(fns, baseline=f"{name}/train", runs=runs, warmup=warmup, device=device)
+            cell = run_cell(seed, "student", regime, lr, config, key)  # what the timed cell computed
+            group[-1].extra = {**(group[-1].extra or {}), "first_order": cell.get("first_order")}
             for case in group:
                 case.extra = {**(case.extra or {}), "steps": steps, "checkpoints": len(trained.curve or []),
                               "trained_params": n_params}
@@ -68,5 +71,5 @@ def lora_parameters(seed: Any, regime: Any) -> list[tuple[str, torch.Tensor]]:
     from workbench.organism.build import student_seed_of
     from workbench.organism.regimes import hf_student
 
-    model, _, _ = hf_student(seed, "teacher_neutral", regime, student_seed_of(int(seed.manifest["seed"]), "control"))
+    model, _, _ = hf_student(seed, "teacher", regime, student_seed_of(int(seed.manifest["seed"]), "student"))
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
