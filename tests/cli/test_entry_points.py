@@ -37,3 +37,12 @@ def test_channels_rejects_a_missing_organism_and_unknown_tests(capsys):
     with pytest.raises(SystemExit):
         main(["--tests", "frequency"])
     assert "invalid choice: 'frequency'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, sub", [("workbench.sweep", "merge"), ("workbench.organism.__main__", "export"),
+                                         ("workbench.organism.__main__", "upgrade")])
+def test_subcommand_help(module, sub, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main([sub, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: python -m {module.removesuffix('.__main__')} {sub}" in capsys.readouterr().out

@@ -231,3 +231,32 @@ def test_a_diverged_cell_is_recorded_and_shown(seed, organism, tmp_path):
            "lr_losses": {}, "student": cells[1e30], "control": cells[1e-3]}
     table = format_table(summarize([row]))
     assert "full, sgd (DIVERGED)" in table and "n/a" in table
+
+
+def test_merge_joins_sweeps_into_one_table_and_refuses_overlaps(organism, tmp_path, capsys):
+    """Two sweeps of one organism (different regimes, and so different rows) merge into the rows of
+    both; a regime and seed in both, a directory without sweep.json and mixed --lr-by are errors."""
+    common = ["--organism", str(organism), "--seeds", "0", "--samples", "10", "--no-first-order", "--quiet"]
+    full = [*common, "--ranks", "--optimizers", "adam", "--lr-grid", "full/adam=1e-3", "--out", str(tmp_path / "a")]
+    lora = [*common, "--ranks", "2", "--no-full", "--optimizers", "adam", "--lr-grid", "lora/adam=1e-2",
+            "--out", str(tmp_path / "b")]
+    assert sweep_cli.main(full) == 0 and sweep_cli.main(lora) == 0
+    capsys.readouterr()
+    assert sweep_cli.main(["merge", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    merged = json.loads((tmp_path / "m" / "sweep.json").read_text())
+    parts = [json.loads((tmp_path / d / "sweep.json").read_text()) for d in "ab"]
+    assert merged["rows"] == parts[0]["rows"] + parts[1]["rows"]
+    assert [e["label"] for e in merged["summary"]] == ["full, adam", "LoRA r=2, adam"]
+    assert (tmp_path / "m" / "sweep.html").exists() and "LoRA r=2, adam" in capsys.readouterr().out
+
+    assert sweep_cli.main(["merge", str(tmp_path / "m2"), str(tmp_path / "a"), str(tmp_path / "a")]) == 2
+    assert "in both" in capsys.readouterr().err
+    assert sweep_cli.main(["merge", str(tmp_path / "m3"), str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
+    assert "sweep.json" in capsys.readouterr().err
+    other = json.loads((tmp_path / "b" / "sweep.json").read_text())
+    for row in other["rows"]:
+        row["lr_by"] = "student"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "sweep.json").write_text(json.dumps(other))
+    assert sweep_cli.main(["merge", str(tmp_path / "m4"), str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "--lr-by" in capsys.readouterr().err

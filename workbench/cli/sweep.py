@@ -6,6 +6,9 @@ transfer (`workbench.organism.sweep`).
 Writes OUT/cells/<hash>.json (one per trained student: a killed sweep resumes, a cell is
 reproducible from its key), OUT/sweep.json (every row and the summary), OUT/sweep_table.txt and
 OUT/sweep.html (transfer vs rank, one line per optimiser, full fine-tuning as its own point).
+
+`python -m workbench.sweep merge OUT DIR DIR...`: one table and figure from several sweeps' sweep.json
+(e.g. the soft and the hard channel, each swept at its own epochs, or on different machines).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from workbench.cli import common
 from workbench.core.errors import ConfigError
-from workbench.core.io import atomic_write_json, atomic_write_text, sha256_file
+from workbench.core.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from workbench.engines.optimizers import OPTIMIZERS
 from workbench.organism.parallel import StagePool
 from workbench.organism.sweep import (
@@ -38,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p = common.command_parser("python -m workbench.sweep", (
         "Transfer by training regime: retrain each organism seed's student and control student under full fine-tuning "
         "and LoRA at each rank, with each optimiser; the learning rate per regime is the grid's lowest final training "
-        "loss of the control on the first seed (never chosen by transfer)."))
+        "loss of the control on the first seed (never chosen by transfer)."),
+        epilog="Subcommand: python -m workbench.sweep merge OUT DIR DIR... (one table and figure from several sweeps; "
+               "see merge --help).")
     common.add_organism_flag(p, None, help="organism directory holding seed{N}/ (LoRA needs a Hugging Face family build: "
                                            "python -m workbench.organism --family qwen2)")
     p.add_argument("--also", nargs="+", default=[], metavar="DIR",
@@ -113,23 +118,68 @@ def sweep(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             log = lambda m, name=organism.name: print(f"{name}: {m}", flush=True)  # noqa: E731
             for row in sweep_organism(loaded, config, store, on_cell=log, pool=pool):
                 rows.append({"organism": str(organism), "channel": channel, **row})
-    summary = summarize(rows)
     command = "python -m workbench.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_outputs(out, rows, args.lr_by, command)
+    return 0
+
+
+def lr_choice(lr_by: str) -> str:
+    return f"the grid's lowest final training loss of the {lr_by} on the first seed (never by transfer)"
+
+
+def write_outputs(out: Path, rows: list[dict[str, Any]], lr_by: str, command: str, **extra: Any) -> None:
+    """sweep.json (rows and summary), sweep_table.txt, sweep.html and, when a row has curves,
+    sweep_curves.html; the table printed."""
+    summary = summarize(rows)
     atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary,
-                                           "lr_choice": f"the grid's lowest final training loss of the {args.lr_by} on the "
-                                                        "first seed (never by transfer)"})
-    table = format_table(summary, args.lr_by)
+                                           "lr_choice": lr_choice(lr_by), **extra})
+    table = format_table(summary, lr_by)
     atomic_write_text(out / "sweep_table.txt", table + "\n")
     figures = {"sweep": sweep_figure(summary)}
-    if args.curves:
+    if any(r[role].get("curve") for r in rows for role in ("student", "control")):
         figures["sweep_curves"] = curves_figure(rows)
     write_figures(figures, out)
     print(table)
     print(f"wrote {out}")
+
+
+def merge_parser() -> argparse.ArgumentParser:
+    p = common.command_parser("python -m workbench.sweep merge", (
+        "One table and figure from several sweeps' sweep.json: e.g. the soft channel and the hard channel, each swept "
+        "at its own epochs (a sweep's --epochs applies to every organism it sweeps), or on different machines."))
+    p.add_argument("out", help="output directory of the merged sweep.json, sweep_table.txt and sweep.html")
+    p.add_argument("sweeps", nargs="+", metavar="DIR", help="sweep output directories, each holding sweep.json")
+    return p
+
+
+def merge(args: argparse.Namespace, argv: list[str]) -> int:
+    rows: list[dict[str, Any]] = []
+    lr_by: set[str] = set()
+    seen: dict[tuple[str, str, int], str] = {}
+    for directory in args.sweeps:
+        record = read_json(Path(directory) / "sweep.json")
+        if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+            raise ConfigError(f"{directory}/sweep.json has no rows: it was not written by python -m workbench.sweep.")
+        for row in record["rows"]:
+            where = (row["organism"], row["label"], int(row["seed"]))
+            if where in seen:
+                raise ConfigError(f"{row['label']} on seed {row['seed']} of {row['organism']} is in both {seen[where]} and "
+                                  f"{directory}: merge sweeps of different organisms or regimes.")
+            seen[where] = directory
+            lr_by.add(row.get("lr_by", "control"))
+            rows.append(row)
+    if len(lr_by) > 1:
+        raise ConfigError(f"The sweeps chose their rates by different students' losses ({', '.join(sorted(lr_by))}): "
+                          "merge sweeps that used the same --lr-by.")
+    write_outputs(common.writable_out(args.out), rows, lr_by.pop(), "python -m workbench.sweep merge " + " ".join(argv),
+                  merged_from=[str(d) for d in args.sweeps])
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return common.run(merge, merge_parser().parse_args(argv[1:]), argv[1:])
     args = parser().parse_args(argv)
     return common.run(sweep, args, argv)
 
