@@ -72,7 +72,7 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
     """The summary as text, one line per organism and regime."""
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
              "first seed (never chosen by transfer); ^ marks a rate at the grid's edge",
-             f"{'channel':<8} {'regime':<22} {'lr':>7} {'gain (student - control log-odds) per seed':<34} {'mean [95% t]':<24} "
+             f"{'channel':<8} {'regime':<22} {'lr':>8} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
              f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
              "first step pred / meas"]
     for e in summary:
@@ -84,8 +84,8 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
         cs = [c for c in e["cos_student"] if c is not None]
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
-        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '}"
-                f"{per:<34} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
+        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '} "
+                f"{per:<43} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
                 f"{_f(ls, '.4f')} / {_f(lc, '.4f')}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
                 + ("n/a" if fo is None else f"{fo['predicted']:+.2e} / {fo['measured']:+.2e}"))
