@@ -118,7 +118,8 @@ def test_probe_oracle_row_goes_through_the_teacher_seam(lineage, lineage_dirs):
     ratio = reader.log_prob(lineage, "teacher", data, cfg) - reader.log_prob(lineage, "base", data, cfg)
     model = AlignmentModel(lineage, "base")
     seam = oracle_log_ratio(model, data, teacher_logits(model, "teacher"), batch_size=4)
-    assert torch.allclose(ratio.double(), seam.double(), atol=1e-6) and seam.abs().max() > 0.1
+    # float32 sums over each row's tokens, batched 5 vs 4 rows: rounding only (3.5e-6 measured with 2 threads)
+    assert torch.allclose(ratio.double(), seam.double(), rtol=1e-5, atol=1e-5) and seam.abs().max() > 0.1
     oracle = [r for r in result.rows if r["method"] == "oracle"]
     assert len(oracle) == 1 and oracle[0]["reader"] == "teacher/base"
     labels = torch.tensor([s == "teacher" for s in data.sources])
