@@ -47,21 +47,24 @@ def run(device: torch.device, quick: bool = False) -> list[Case]:
         for regime, lr in ((Regime("lora", 4, "adam"), 1e-2), (Regime("full", None, "adam"), 1e-3)):
             name = f"sweep/{regime.students}"
             key = cell_key(sha, "student", regime, lr, {}, None, config.samples, True)
+            last: dict[str, Any] = {}  # the timed calls' last results, read for `extra`
             fns: dict[str, Any] = {
                 f"{name}/train": lambda r=regime, lr=lr: train_under(seed, "student", r, lr),
-                f"{name}/train_curves": lambda r=regime, lr=lr: train_under(seed, "student", r, lr, curve_every=every),
+                f"{name}/train_curves": lambda r=regime, lr=lr, last=last: last.update(
+                    curves=train_under(seed, "student", r, lr, curve_every=every)),
                 f"{name}/first_order": lambda r=regime, lr=lr: first_order_cell(seed, "student", r, lr, config),
-                f"{name}/cell": lambda r=regime, lr=lr, key=key: run_cell(seed, "student", r, lr, config, key),
+                f"{name}/cell": lambda r=regime, lr=lr, key=key, last=last: last.update(
+                    cell=run_cell(seed, "student", r, lr, config, key)),
             }
-            trained = train_under(seed, "student", regime, lr, curve_every=every)
+            group = time_interleaved(fns, baseline=f"{name}/train", runs=runs, warmup=warmup, device=device)
+            trained = last["curves"]
             n_params = (sum(w.numel() for w in trained.weights.values()) if regime.students == "full"
                         else sum(p.numel() for _, p in lora_parameters(seed, regime)))
-            group = time_interleaved(fns, baseline=f"{name}/train", runs=runs, warmup=warmup, device=device)
-            cell = run_cell(seed, "student", regime, lr, config, key)  # what the timed cell computed
-            group[-1].extra = {**(group[-1].extra or {}), "first_order": cell.get("first_order")}
             for case in group:
                 case.extra = {**(case.extra or {}), "steps": steps, "checkpoints": len(trained.curve or []),
                               "trained_params": n_params}
+                if case.label == f"{name}/cell":
+                    case.extra["first_order"] = last["cell"].get("first_order")
             cases += group
     return cases
 
