@@ -247,6 +247,12 @@ def test_merge_joins_sweeps_into_one_table_and_refuses_overlaps(organism, tmp_pa
     parts = [json.loads((tmp_path / d / "sweep.json").read_text()) for d in "ab"]
     assert merged["rows"] == parts[0]["rows"] + parts[1]["rows"]
     assert [e["label"] for e in merged["summary"]] == ["full, adam", "LoRA r=2, adam"]
+    # the full-vs-LoRA contrast needs both sweeps' rows: neither part has it, the merge does
+    assert parts[0]["contrasts"] == parts[1]["contrasts"] == []
+    (versus,) = merged["contrasts"]
+    gain = {e["label"]: e["gain"][0] for e in merged["summary"]}
+    assert versus["question"] == "full vs LoRA" and versus["ci"] is None  # one seed: no interval
+    assert versus["per_seed"] == [pytest.approx(gain["LoRA r=2, adam"] - gain["full, adam"])]
     assert (tmp_path / "m" / "sweep.html").exists() and "LoRA r=2, adam" in capsys.readouterr().out
 
     assert sweep_cli.main(["merge", str(tmp_path / "m2"), str(tmp_path / "a"), str(tmp_path / "a")]) == 2

@@ -4,7 +4,8 @@ with the learning rate per regime chosen by the control students' training loss,
 transfer (`workbench.organism.sweep`).
 
 Writes OUT/cells/<hash>.json (one per trained student: a killed sweep resumes, a cell is
-reproducible from its key), OUT/sweep.json (every row and the summary), OUT/sweep_table.txt and
+reproducible from its key), OUT/sweep.json (every row, the summary and the paired contrasts:
+optimiser, full vs LoRA, rank slope and curvature, within seeds then over them), OUT/sweep_table.txt and
 OUT/sweep.html (transfer vs rank, one line per optimiser, full fine-tuning as its own point).
 
 `python -m workbench.sweep merge OUT DIR DIR...`: one table and figure from several sweeps' sweep.json
@@ -34,6 +35,7 @@ from workbench.organism.sweep import (
     sweep_organism,
 )
 from workbench.organism.sweep_summary import curves_figure, format_table, summarize, sweep_figure
+from workbench.organism.sweep_contrasts import contrasts, format_contrasts
 from workbench.results.figures import write_figures
 
 
@@ -128,12 +130,13 @@ def lr_choice(lr_by: str) -> str:
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], lr_by: str, command: str, **extra: Any) -> None:
-    """sweep.json (rows and summary), sweep_table.txt, sweep.html and, when a row has curves,
+    """sweep.json (rows, summary and the paired contrasts), sweep_table.txt, sweep.html and, when a row has curves,
     sweep_curves.html; the table printed."""
     summary = summarize(rows)
-    atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary,
+    paired = contrasts(summary)
+    atomic_write_json(out / "sweep.json", {"command": command, "rows": rows, "summary": summary, "contrasts": paired,
                                            "lr_choice": lr_choice(lr_by), **extra})
-    table = format_table(summary, lr_by)
+    table = "\n\n".join(part for part in (format_table(summary, lr_by), format_contrasts(paired)) if part)
     atomic_write_text(out / "sweep_table.txt", table + "\n")
     figures = {"sweep": sweep_figure(summary)}
     if any(r[role].get("curve") for r in rows for role in ("student", "control")):

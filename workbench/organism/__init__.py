@@ -24,6 +24,8 @@ from workbench.organism.hf_family.config import HFOrganismConfig, LoraSpec, Qwen
 from workbench.organism.load import OrganismSeed, load_lineage, load_seed, read_manifest
 from workbench.organism.regimes import Regime, train_under, weight_cosines
 from workbench.organism.sweep import CellStore, SweepConfig, regimes_of, sweep_organism
+from workbench.organism.sweep_contrasts import contrasts as sweep_contrasts
+from workbench.organism.sweep_contrasts import format_contrasts
 from workbench.organism.sweep_summary import curves_figure
 from workbench.organism.sweep_summary import format_table as sweep_table
 from workbench.organism.sweep_summary import summarize as summarize_sweep
@@ -36,5 +38,5 @@ __all__ = [
     "category_traits", "check_target", "organism_trait", "preference_inputs", "OrganismChannelSource",
     "build_hf_organism", "build_hf_seed", "HFOrganismConfig", "LoraSpec", "Qwen2Shape", "hf_preset",
     "Regime", "train_under", "weight_cosines", "CellStore", "SweepConfig", "regimes_of", "sweep_organism",
-    "sweep_table", "summarize_sweep", "sweep_figure", "curves_figure",
+    "sweep_table", "summarize_sweep", "sweep_figure", "curves_figure", "sweep_contrasts", "format_contrasts",
 ]

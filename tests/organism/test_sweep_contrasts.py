@@ -1,0 +1,87 @@
+"""The sweep's paired contrasts recover effects planted in per-seed gains: the optimiser gap, LoRA
+over full fine-tuning, the slope over log2(rank) and an inverted U's curvature, each within seeds
+first (a seed-wide offset cancels) and against a naive reference; diverged cells drop out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.organism.sweep_contrasts import contrasts, format_contrasts, rank_fit
+from workbench.results.seeds import t_quantile
+
+SEEDS = [0, 1, 2]
+RANKS = [1, 2, 4, 8, 16, 64]
+SEED_OFFSET = {0: 0.9, 1: -0.4, 2: 0.3}  # what a weak or strong seed adds to every regime
+
+
+def entry(optimizer: str, r: int | None, gains: list[float | None], organism: str = "soft-dir") -> dict:
+    regime = {"students": "full" if r is None else "lora", "r": r, "optimizer": optimizer}
+    label = ("full" if r is None else f"LoRA r={r}") + f", {optimizer}"
+    return {"organism": organism, "channel": "soft", "regime": regime, "label": label, "seeds": SEEDS, "gain": gains}
+
+
+def planted(optimizer: str, full: float, per_rank, noise: float = 0.0, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    shapes = [None, *RANKS]
+    return [entry(optimizer, r, [(full if r is None else per_rank(r)) + SEED_OFFSET[s] + noise * rng.normal()
+                                 for s in SEEDS]) for r in shapes]
+
+
+def by_label(rows: list[dict]) -> dict[str, dict]:
+    return {r["label"]: r for r in rows}
+
+
+def test_planted_slope_optimiser_gap_and_lora_over_full_are_recovered_exactly():
+    summary = (planted("adamw", 0.2, lambda r: 0.5 + 0.3 * np.log2(r))
+               + planted("sgd", 0.1, lambda r: 0.4))
+    rows = by_label(contrasts(summary))
+    slope = rows["adamw: per doubling of r, r=1-64"]
+    assert slope["per_seed"] == pytest.approx([0.3] * 3) and slope["mean"] == pytest.approx(0.3)
+    assert rows["adamw: log2(r)^2, r=1-64"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["sgd: per doubling of r, r=1-64"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    # LoRA minus full: the mean over ranks of 0.5 + 0.3 log2 r, less 0.2; the seed offsets cancel
+    lora_mean = np.mean([0.5 + 0.3 * np.log2(r) for r in RANKS])
+    assert rows["adamw: LoRA (mean over r=1,2,4,8,16,64) - full"]["per_seed"] == pytest.approx([lora_mean - 0.2] * 3)
+    gap = np.mean([0.2 - 0.1] + [0.5 + 0.3 * np.log2(r) - 0.4 for r in RANKS])
+    assert rows["adamw - sgd (mean over 7 shapes)"]["per_seed"] == pytest.approx([gap] * 3)
+    assert all(r["ci"][0] == pytest.approx(r["ci"][1]) for r in rows.values())  # no spread over seeds
+
+
+def test_an_inverted_u_over_rank_has_negative_curvature_and_its_interval_is_the_seeds_t_interval():
+    summary = planted("adamw", 0.0, lambda r: 1.0 + 0.8 * np.log2(r) - 0.15 * np.log2(r) ** 2, noise=0.05, seed=3)
+    rows = by_label(contrasts(summary))
+    curvature = rows["adamw: log2(r)^2, r=1-64"]
+    assert curvature["mean"] == pytest.approx(-0.15, abs=0.03) and curvature["ci"][1] < 0
+    # naive reference: numpy's quadratic fit per seed, then mean +- t sd / sqrt(n)
+    x = np.log2(RANKS)
+    naive = [np.polyfit(x, [e["gain"][s] for e in summary[1:]], 2)[0] for s in range(3)]
+    assert curvature["per_seed"] == pytest.approx(naive)
+    half = t_quantile(2) * np.std(naive, ddof=1) / np.sqrt(3)
+    assert curvature["ci"] == pytest.approx((np.mean(naive) - half, np.mean(naive) + half))
+    assert "*" in format_contrasts(contrasts(summary))
+
+
+def test_a_diverged_cell_leaves_its_shape_out_of_that_seed_only():
+    summary = planted("adamw", 0.2, lambda r: 0.3 * np.log2(r)) + planted("sgd", 0.0, lambda r: 0.0)
+    summary[3]["gain"][1] = None  # adamw r=4 diverged on seed 1
+    rows = by_label(contrasts(summary))
+    slope = rows["adamw: per doubling of r, r=1-64"]["per_seed"]
+    assert slope == pytest.approx([0.3] * 3)  # five ranks still fit the line on seed 1
+    gap = rows["adamw - sgd (mean over 7 shapes)"]["per_seed"]
+    keep = [0.2] + [0.3 * np.log2(r) for r in RANKS if r != 4]
+    assert gap[1] == pytest.approx(np.mean(keep)) and gap[0] == pytest.approx(np.mean([0.2] + [0.3 * np.log2(r) for r in RANKS]))
+
+
+def test_channels_are_contrasted_apart_and_missing_shapes_give_no_row():
+    soft = [entry("adamw", 8, [1.0, 1.0, 1.0]), entry("adamw", None, [0.5, 0.5, 0.5])]
+    hard = [entry("adamw", 8, [0.2, 0.3, 0.4], organism="hard-dir")]
+    rows = contrasts(soft + hard)
+    assert [(r["channel"], r["question"]) for r in rows] == [("soft", "full vs LoRA")]  # one rank: no slope
+    assert rows[0]["per_seed"] == [0.5, 0.5, 0.5]
+    assert contrasts([]) == [] and format_contrasts([]) == ""
+
+
+def test_rank_fit_is_numpys_least_squares():
+    assert rank_fit([1, 4, 16], [0.0, 1.0, 2.0], 1) == pytest.approx(0.5)
+    assert rank_fit([1, 2, 4, 8], [0.0, 1.0, 0.0, -3.0], 2) == pytest.approx(np.polyfit([0, 1, 2, 3], [0, 1, 0, -3], 2)[0])
