@@ -1,6 +1,7 @@
 """The sweep's paired contrasts recover effects planted in per-seed gains: the optimiser gap, LoRA
 over full fine-tuning, the slope over log2(rank) and an inverted U's curvature, each within seeds
-first (a seed-wide offset cancels) and against a naive reference; diverged cells drop out."""
+first (a seed-wide offset cancels) and against a naive reference; diverged cells drop out; the
+table marks a rate grid whose losses tie."""
 
 from __future__ import annotations
 
@@ -85,3 +86,22 @@ def test_channels_are_contrasted_apart_and_missing_shapes_give_no_row():
 def test_rank_fit_is_numpys_least_squares():
     assert rank_fit([1, 4, 16], [0.0, 1.0, 2.0], 1) == pytest.approx(0.5)
     assert rank_fit([1, 2, 4, 8], [0.0, 1.0, 0.0, -3.0], 2) == pytest.approx(np.polyfit([0, 1, 2, 3], [0, 1, 0, -3], 2)[0])
+
+
+def test_the_table_marks_a_grid_whose_losses_do_not_resolve_the_rate():
+    from workbench.organism.sweep_summary import format_table, summarize
+
+    def role(log_odds: float) -> dict:
+        return {"log_odds": log_odds, "p_target": 0.1, "wilson": [0.05, 0.15], "final_loss": 1.78, "trained": True,
+                "cos_teacher": {"whole": 0.0}}
+
+    def row(label: str, r: int, lr_losses: dict) -> dict:
+        return {"organism": "o", "channel": "hard", "regime": {"students": "lora", "r": r, "optimizer": "sgd"},
+                "label": label, "seed": 0, "lr": 0.3, "lr_losses": lr_losses, "student": role(0.2), "control": role(0.0)}
+
+    summary = summarize([row("LoRA r=8, sgd", 8, {"0.1": 1.7830, "0.3": 1.7821, "1": 1.7826}),
+                         row("LoRA r=64, sgd", 64, {"0.1": 2e-5, "0.3": 1e-5, "1": 3e-5})])
+    assert [e["lr_tie"] for e in summary] == [True, False]
+    assert [e["lr_at_edge"] for e in summary] == [False, False]
+    lines = format_table(summary).splitlines()
+    assert "3e-01 ~" in lines[2] and "~" not in lines[3]

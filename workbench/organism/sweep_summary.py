@@ -4,6 +4,7 @@ LoRA rank, one line per optimiser, full fine-tuning as its own point."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "organism": organism, "channel": rs[0].get("channel"), "regime": rs[0]["regime"], "label": label,
             "seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"], "lr_losses": rs[0]["lr_losses"],
-            "lr_at_edge": lr_at_edge(rs[0]["lr"], rs[0]["lr_losses"]),
+            "lr_at_edge": lr_at_edge(rs[0]["lr"], rs[0]["lr_losses"]), "lr_tie": lr_tie(rs[0]["lr_losses"]),
             "p_student": [r["student"]["p_target"] for r in rs], "p_control": [r["control"]["p_target"] for r in rs],
             "wilson_student": [r["student"]["wilson"] for r in rs], "wilson_control": [r["control"]["wilson"] for r in rs],
             "gain": gains, "gain_mean": stats.mean, "gain_sd": stats.sd, "gain_ci": paired_interval(lo_s, lo_c),
@@ -58,6 +59,22 @@ def lr_at_edge(lr: float, lr_losses: dict[str, float]) -> bool:
     return len(rates) >= 2 and lr in (rates[0], rates[-1])
 
 
+TIE_SPREAD = 0.005
+"""Final losses of a grid within this relative spread of each other do not resolve the rate."""
+
+
+def lr_tie(lr_losses: dict[str, float], spread: float = TIE_SPREAD) -> bool:
+    """Whether the grid's finite final losses lie within `spread` (relative to the lowest) of each
+    other: the loss does not resolve the rate (e.g. hard labels, whose loss sits near the sampling
+    entropy), and the choice among them is close to arbitrary.
+
+    >>> lr_tie({"0.001": 1.7820, "0.003": 1.7825}), lr_tie({"0.001": 2e-5, "0.003": 1e-5}), lr_tie({"0.001": 1.0})
+    (True, False, False)
+    """
+    finite = [v for v in lr_losses.values() if v is not None and math.isfinite(v)]
+    return len(finite) >= 2 and min(finite) > 0 and (max(finite) - min(finite)) / min(finite) < spread
+
+
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -71,8 +88,9 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
     """The summary as text, one line per organism and regime."""
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
-             "first seed (never chosen by transfer); ^ marks a rate at the grid's edge",
-             f"{'channel':<8} {'regime':<22} {'lr':>8} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
+             "first seed (never chosen by transfer); ^ marks a rate at the grid's edge, ~ a grid whose losses lie within "
+             f"{TIE_SPREAD:.1%} of each other (the loss does not resolve the rate)",
+             f"{'channel':<8} {'regime':<22} {'lr':>9} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
              f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
              "first step pred / meas"]
     for e in summary:
@@ -84,7 +102,7 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
         cs = [c for c in e["cos_student"] if c is not None]
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
-        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '} "
+        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '}{'~' if e.get('lr_tie') else ' '} "
                 f"{per:<43} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
                 f"{_f(ls, '.4f')} / {_f(lc, '.4f')}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
