@@ -37,23 +37,25 @@ def test_planted_slope_optimiser_gap_and_lora_over_full_are_recovered_exactly():
     summary = (planted("adamw", 0.2, lambda r: 0.5 + 0.3 * np.log2(r))
                + planted("sgd", 0.1, lambda r: 0.4))
     rows = by_label(contrasts(summary))
-    slope = rows["adamw: per doubling of r, r=1-64"]
+    slope = rows["adamw: per doubling of r"]
     assert slope["per_seed"] == pytest.approx([0.3] * 3) and slope["mean"] == pytest.approx(0.3)
-    assert rows["adamw: log2(r)^2, r=1-64"]["mean"] == pytest.approx(0.0, abs=1e-9)
-    assert rows["sgd: per doubling of r, r=1-64"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["adamw: log2(r)^2"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["sgd: per doubling of r"]["mean"] == pytest.approx(0.0, abs=1e-9)
     # LoRA minus full: the mean over ranks of 0.5 + 0.3 log2 r, less 0.2; the seed offsets cancel
     lora_mean = np.mean([0.5 + 0.3 * np.log2(r) for r in RANKS])
-    assert rows["adamw: LoRA (mean over r=1,2,4,8,16,64) - full"]["per_seed"] == pytest.approx([lora_mean - 0.2] * 3)
+    assert rows["adamw: LoRA - full"]["per_seed"] == pytest.approx([lora_mean - 0.2] * 3)
     gap = np.mean([0.2 - 0.1] + [0.5 + 0.3 * np.log2(r) - 0.4 for r in RANKS])
-    assert rows["adamw - sgd (mean over 7 shapes)"]["per_seed"] == pytest.approx([gap] * 3)
+    assert rows["adamw - sgd"]["per_seed"] == pytest.approx([gap] * 3)
     assert all(r["ci"][0] == pytest.approx(r["ci"][1]) for r in rows.values())  # no spread over seeds
 
 
 def test_an_inverted_u_over_rank_has_negative_curvature_and_its_interval_is_the_seeds_t_interval():
     summary = planted("adamw", 0.0, lambda r: 1.0 + 0.8 * np.log2(r) - 0.15 * np.log2(r) ** 2, noise=0.05, seed=3)
     rows = by_label(contrasts(summary))
-    curvature = rows["adamw: log2(r)^2, r=1-64"]
+    curvature = rows["adamw: log2(r)^2"]
     assert curvature["mean"] == pytest.approx(-0.15, abs=0.03) and curvature["ci"][1] < 0
+    # the planted peak: d/dx (0.8 x - 0.15 x^2) = 0 at x = 8/3, r = 2^(8/3) = 6.35, inside 1-64
+    assert all(p == pytest.approx(2 ** (8 / 3), rel=0.3) for p in curvature["peak_rank"])
     # naive reference: numpy's quadratic fit per seed, then mean +- t sd / sqrt(n)
     x = np.log2(RANKS)
     naive = [np.polyfit(x, [e["gain"][s] for e in summary[1:]], 2)[0] for s in range(3)]
@@ -63,15 +65,38 @@ def test_an_inverted_u_over_rank_has_negative_curvature_and_its_interval_is_the_
     assert "*" in format_contrasts(contrasts(summary))
 
 
-def test_a_diverged_cell_leaves_its_shape_out_of_that_seed_only():
+def test_a_diverged_cell_leaves_its_shape_out_of_every_seed_of_the_contrast():
     summary = planted("adamw", 0.2, lambda r: 0.3 * np.log2(r)) + planted("sgd", 0.0, lambda r: 0.0)
     summary[3]["gain"][1] = None  # adamw r=4 diverged on seed 1
     rows = by_label(contrasts(summary))
-    slope = rows["adamw: per doubling of r, r=1-64"]["per_seed"]
-    assert slope == pytest.approx([0.3] * 3)  # five ranks still fit the line on seed 1
-    gap = rows["adamw - sgd (mean over 7 shapes)"]["per_seed"]
+    slope = rows["adamw: per doubling of r"]
+    assert slope["per_seed"] == pytest.approx([0.3] * 3) and slope["left_out"] == ["r=4"]
+    gap = rows["adamw - sgd"]
     keep = [0.2] + [0.3 * np.log2(r) for r in RANKS if r != 4]
-    assert gap[1] == pytest.approx(np.mean(keep)) and gap[0] == pytest.approx(np.mean([0.2] + [0.3 * np.log2(r) for r in RANKS]))
+    assert gap["per_seed"] == pytest.approx([np.mean(keep)] * 3)  # every seed averages the same six shapes
+    assert gap["shapes"] == ["full", "r=1", "r=2", "r=8", "r=16", "r=64"]
+    assert rows["sgd: per doubling of r"]["left_out"] == []  # sgd's r=4 trained: its own contrasts keep it
+    summary[0]["gain"][2] = float("nan")  # adamw full diverged on seed 2: no LoRA - full for adamw
+    assert "adamw: LoRA - full" not in by_label(contrasts(summary))
+    assert "left out r=4" in format_contrasts(contrasts(summary))
+
+
+def test_optimisers_are_compared_on_the_shapes_both_ran_only():
+    summary = planted("adamw", 0.2, lambda r: 0.3 * np.log2(r)) + [entry("sgd", 8, [0.0, 0.0, 0.0]),
+                                                                 entry("sgd", None, [0.1, 0.1, 0.1])]
+    gap = by_label(contrasts(summary))["adamw - sgd"]
+    # only full and r=8: (0.2 - 0.1 + 0.9 - 0.0) / 2 plus the seed offset, which sgd's entries lack
+    assert gap["shapes"] == ["full", "r=8"]
+    assert gap["per_seed"] == pytest.approx([(0.1 + 0.9) / 2 + SEED_OFFSET[s] for s in SEEDS])
+
+
+def test_two_organisms_of_one_channel_are_named_apart():
+    soft_a = [entry("adamw", 8, [1.0, 1.1, 0.9], organism="/runs/a"), entry("adamw", None, [0.5, 0.5, 0.5], organism="/runs/a")]
+    soft_b = [entry("adamw", 8, [0.0, 0.1, 0.2], organism="/runs/b"), entry("adamw", None, [0.5, 0.5, 0.5], organism="/runs/b")]
+    rows = contrasts(soft_a + soft_b)
+    assert [r["organism"] for r in rows] == ["/runs/a", "/runs/b"]
+    text = format_contrasts(rows)
+    assert "soft (a)" in text and "soft (b)" in text
 
 
 def test_channels_are_contrasted_apart_and_missing_shapes_give_no_row():

@@ -1,19 +1,21 @@
-"""The sweep's three questions as paired contrasts over seeds, per channel.
+"""The sweep's three questions as paired contrasts over seeds, per organism (channel).
 
 A regime's gain (student minus control log-odds) is a per-seed number; regimes of one seed share
 its base, teacher and data, so every comparison between regimes is made within a seed first and
 then carried over seeds (the seed is the unit: DESIGN.md section 5), with a 95% t interval:
 
 - **optimiser**: for each pair of optimisers, the mean over the student shapes both were run with
-  of gain(A) - gain(B);
+  (full counts as one shape beside each rank) of gain(A) - gain(B);
 - **full vs LoRA**: per optimiser, the mean over LoRA ranks of gain(LoRA r) - gain(full);
-- **rank**: per optimiser, the least-squares slope of gain on log2(rank) (log-odds per doubling of
-  the rank), and with three or more ranks the curvature, the coefficient of log2(rank)^2 in a
-  quadratic fit: negative is concave, the inverted U of Nief et al. when the peak lies inside the
-  swept ranks.
+- **rank slope**: per optimiser, the least-squares slope of gain on log2(rank): log-odds per
+  doubling of the rank;
+- **rank curvature**: with three or more ranks, the coefficient of log2(rank)^2 in a quadratic fit.
+  Negative is concave; it is the inverted U of Nief et al. only when the fit's peak (`peak_rank`,
+  per seed) lies inside the swept ranks.
 
-A cell that diverged (gain None) leaves its shape out of that seed's contrast; a seed with nothing
-to compare gives None.
+Every seed of a contrast averages the same shapes: a shape with a diverged cell (gain None) or a
+missing seed is left out of the whole contrast (listed in `left_out`), never of one seed only.
+The intervals are not corrected for the number of contrasts.
 """
 
 from __future__ import annotations
@@ -21,97 +23,152 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.results.seeds import over_seeds, paired_interval
+from workbench.results.seeds import t_interval
 
-Gains = dict[tuple[str, Any], dict[int, float | None]]  # (optimiser, rank or "full") -> seed -> gain
+Shape = Any  # "full" or a LoRA rank (int)
 
 
 def _defined(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def _gains_by_regime(entries: Sequence[dict[str, Any]]) -> Gains:
-    gains: Gains = {}
-    for e in entries:
-        shape = "full" if e["regime"]["students"] == "full" else int(e["regime"]["r"])
-        gains[(e["regime"]["optimizer"], shape)] = dict(zip((int(s) for s in e["seeds"]), e["gain"]))
-    return gains
-
-
-def _row(channel: str, question: str, label: str, seeds: list[int], per_seed: list[float | None]) -> dict[str, Any]:
-    stats = over_seeds(per_seed)
-    return {"channel": channel, "question": question, "label": label, "seeds": seeds, "per_seed": per_seed,
-            "mean": stats.mean, "ci": paired_interval(per_seed, [0.0] * len(per_seed))}
+def shape_name(shape: Shape) -> str:
+    return "full" if shape == "full" else f"r={shape}"
 
 
 def rank_fit(ranks: Sequence[int], gains: Sequence[float], degree: int) -> float:
     """The slope (degree 1) or the curvature (degree 2: the coefficient of x^2) of gain on x = log2(rank)."""
-    x = np.log2(np.asarray(ranks, dtype=float))
-    return float(np.polyfit(x, np.asarray(gains, dtype=float), degree)[0])
+    return float(np.polyfit(np.log2(np.asarray(ranks, dtype=float)), np.asarray(gains, dtype=float), degree)[0])
+
+
+def peak_rank(ranks: Sequence[int], gains: Sequence[float]) -> float | None:
+    """The rank at the vertex of the quadratic fit in log2(rank), when the fit is concave (else None).
+
+    >>> round(peak_rank([1, 4, 16, 64], [0.0, 2.0, 2.0, 0.0]), 6)
+    8.0
+    """
+    a, b, _ = np.polyfit(np.log2(np.asarray(ranks, dtype=float)), np.asarray(gains, dtype=float), 2)
+    if not a < -1e-9 * max(abs(b), 1.0):  # convex, or a line up to rounding
+        return None
+    return float(2.0 ** min(max(-b / (2 * a), -1000.0), 1000.0))
+
+
+class _Organism:
+    """One organism's gains: (optimiser, shape) -> seed -> gain, and the seeds of the sweep."""
+
+    def __init__(self, entries: Sequence[dict[str, Any]]):
+        self.gains: dict[tuple[str, Shape], dict[int, float | None]] = {}
+        for e in entries:
+            shape = "full" if e["regime"]["students"] == "full" else int(e["regime"]["r"])
+            self.gains[(e["regime"]["optimizer"], shape)] = dict(zip((int(s) for s in e["seeds"]), e["gain"]))
+        self.seeds = sorted({s for per in self.gains.values() for s in per})
+        self.optimisers = list(dict.fromkeys(opt for opt, _ in self.gains))
+
+    def shapes(self, optimiser: str) -> list[Shape]:
+        return [shape for opt, shape in self.gains if opt == optimiser]
+
+    def complete(self, optimiser: str, shape: Shape) -> bool:
+        """Whether the regime has a defined gain on every seed of the sweep."""
+        per = self.gains[(optimiser, shape)]
+        return all(_defined(per.get(s)) for s in self.seeds)
+
+    def gain(self, optimiser: str, shape: Shape, seed: int) -> float:
+        return float(self.gains[(optimiser, shape)][seed])  # type: ignore[arg-type]
+
+
+def _row(organism: str, channel: str, question: str, label: str, seeds: list[int], per_seed: list[float | None],
+         shapes: Sequence[Shape], left_out: Sequence[Shape], **extra: Any) -> dict[str, Any]:
+    kept = [v for v in per_seed if _defined(v)]
+    return {"organism": organism, "channel": channel, "question": question, "label": label, "seeds": seeds,
+            "per_seed": per_seed, "mean": float(np.mean(kept)) if kept else None, "ci": t_interval(per_seed),
+            "shapes": [shape_name(s) for s in shapes], "left_out": [shape_name(s) for s in left_out], **extra}
+
+
+def _split(org: _Organism, pairs: Sequence[tuple[Shape, Sequence[str]]]) -> tuple[list[Shape], list[Shape]]:
+    """Shapes whose every named optimiser's regime is complete on every seed, and the rest."""
+    kept = [shape for shape, opts in pairs if all(org.complete(o, shape) for o in opts)]
+    return kept, [shape for shape, _ in pairs if shape not in kept]
+
+
+def organism_contrasts(organism: str, channel: str, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every contrast one organism's regimes allow (see the module docstring)."""
+    org = _Organism(entries)
+    seeds, out = org.seeds, []
+
+    for a, b in combinations(org.optimisers, 2):
+        shared = [shape for shape in org.shapes(a) if shape in org.shapes(b)]
+        kept, left = _split(org, [(shape, (a, b)) for shape in shared])
+        if kept:
+            per_seed = [float(np.mean([org.gain(a, sh, s) - org.gain(b, sh, s) for sh in kept])) for s in seeds]
+            out.append(_row(organism, channel, "optimiser", f"{a} - {b}", seeds, per_seed, kept, left))
+
+    for opt in org.optimisers:
+        ranks, left = _split(org, [(r, (opt,)) for r in sorted(sh for sh in org.shapes(opt) if sh != "full")])
+        if "full" in org.shapes(opt) and ranks and org.complete(opt, "full"):
+            per_seed = [float(np.mean([org.gain(opt, r, s) - org.gain(opt, "full", s) for r in ranks])) for s in seeds]
+            out.append(_row(organism, channel, "full vs LoRA", f"{opt}: LoRA - full", seeds, per_seed, ranks, left))
+        if len(ranks) >= 2:
+            per_seed = [rank_fit(ranks, [org.gain(opt, r, s) for r in ranks], 1) for s in seeds]
+            out.append(_row(organism, channel, "rank slope", f"{opt}: per doubling of r", seeds, per_seed, ranks, left))
+        if len(ranks) >= 3:
+            per_seed = [rank_fit(ranks, [org.gain(opt, r, s) for r in ranks], 2) for s in seeds]
+            peaks = [peak_rank(ranks, [org.gain(opt, r, s) for r in ranks]) for s in seeds]
+            out.append(_row(organism, channel, "rank curvature", f"{opt}: log2(r)^2", seeds, per_seed, ranks, left,
+                            peak_rank=peaks))
+    return out
 
 
 def contrasts(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every contrast the sweep's regimes allow, per channel (organism): see the module docstring."""
+    """Every contrast the sweep's regimes allow, per organism (channel): see the module docstring."""
     out: list[dict[str, Any]] = []
     for organism in dict.fromkeys(e["organism"] for e in summary):
         entries = [e for e in summary if e["organism"] == organism]
-        channel = entries[0].get("channel") or organism
-        gains = _gains_by_regime(entries)
-        seeds = sorted({s for per in gains.values() for s in per})
-        optimisers = list(dict.fromkeys(opt for opt, _ in gains))
-        shapes_of = {opt: [shape for o, shape in gains if o == opt] for opt in optimisers}
-
-        for a, b in combinations(optimisers, 2):
-            common = [shape for shape in shapes_of[a] if shape in shapes_of[b]]
-            if not common:
-                continue
-            per_seed = []
-            for s in seeds:
-                diffs = [gains[(a, sh)].get(s) - gains[(b, sh)].get(s) for sh in common
-                         if _defined(gains[(a, sh)].get(s)) and _defined(gains[(b, sh)].get(s))]
-                per_seed.append(float(np.mean(diffs)) if diffs else None)
-            out.append(_row(channel, "optimiser", f"{a} - {b} (mean over {len(common)} shapes)", seeds, per_seed))
-
-        for opt in optimisers:
-            ranks = sorted(sh for sh in shapes_of[opt] if sh != "full")
-            if "full" in shapes_of[opt] and ranks:
-                per_seed = []
-                for s in seeds:
-                    full = gains[(opt, "full")].get(s)
-                    diffs = [gains[(opt, r)].get(s) - full for r in ranks if _defined(full) and _defined(gains[(opt, r)].get(s))]
-                    per_seed.append(float(np.mean(diffs)) if diffs else None)
-                out.append(_row(channel, "full vs LoRA", f"{opt}: LoRA (mean over r={','.join(map(str, ranks))}) - full",
-                                seeds, per_seed))
-            for degree, question, what in ((1, "rank slope", "per doubling of r"), (2, "rank curvature", "log2(r)^2")):
-                if len(ranks) <= degree:
-                    continue
-                per_seed = []
-                for s in seeds:
-                    points = [(r, gains[(opt, r)].get(s)) for r in ranks if _defined(gains[(opt, r)].get(s))]
-                    per_seed.append(rank_fit([r for r, _ in points], [g for _, g in points], degree)
-                                    if len(points) > degree else None)
-                out.append(_row(channel, question, f"{opt}: {what}, r={ranks[0]}-{ranks[-1]}", seeds, per_seed))
+        out += organism_contrasts(organism, entries[0].get("channel") or Path(organism).name, entries)
     return out
+
+
+def compact(shapes: Sequence[str]) -> str:
+    """Shape names in short: ["full", "r=1", "r=8"] -> "full, r=1,8"."""
+    ranks = [name[2:] for name in shapes if name.startswith("r=")]
+    return ", ".join([name for name in shapes if not name.startswith("r=")] + (["r=" + ",".join(ranks)] if ranks else []))
+
+
+def _where(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """A name per organism: its channel, or channel (directory) where two organisms share a channel."""
+    channels: dict[str, set[str]] = {}
+    for r in rows:
+        channels.setdefault(r["channel"], set()).add(r["organism"])
+    return {r["organism"]: r["channel"] if len(channels[r["channel"]]) == 1 else f"{r['channel']} ({Path(r['organism']).name})"
+            for r in rows}
 
 
 def format_contrasts(rows: Sequence[dict[str, Any]]) -> str:
     """The contrasts as text: per seed, mean and 95% t interval over seeds; * where the interval excludes 0."""
     if not rows:
         return ""
-    lines = ["paired contrasts of the gain over seeds (within each seed first; * = the 95% t interval excludes 0, "
-             "not corrected for the number of contrasts)",
-             f"{'channel':<8} {'question':<15} {'contrast':<52} {'per seed':<24} mean [95% t]"]
+    where = _where(rows)
+    cells = []
     for r in rows:
-        per = " / ".join("n/a" if v is None else f"{v:+.2f}" for v in r["per_seed"])
         ci = r["ci"]
-        mean = "n/a" if r["mean"] is None else f"{r['mean']:+.2f}"
-        interval = "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" + (" *" if ci[0] > 0 or ci[1] < 0 else "")
-        lines.append(f"{r['channel']:<8} {r['question']:<15} {r['label']:<52} {per:<24} {mean}{interval}")
+        over = compact(r["shapes"]) + ("" if not r["left_out"] else f"; left out {compact(r['left_out'])}")
+        peaks = [p for p in r.get("peak_rank") or [] if p is not None]
+        note = ("" if r["question"] != "rank curvature" else
+                f"; concave in {len(peaks)}/{len(r['per_seed'])} seeds" + (f", peak r~{np.median(peaks):.3g}" if peaks else ""))
+        cells.append((where[r["organism"]], r["question"], f"{r['label']} ({over}{note})",
+                      " / ".join("n/a" if v is None else f"{v:+.3f}" for v in r["per_seed"]),
+                      ("n/a" if r["mean"] is None else f"{r['mean']:+.3f}")
+                      + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" + (" *" if ci[0] > 0 or ci[1] < 0 else ""))))
+    head = ("channel", "question", "contrast (over)", "per seed", "mean [95% t]")
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(4)]
+    lines = ["paired contrasts of the gain over seeds (within each seed first; * = the 95% t interval excludes 0, "
+             "not corrected for the number of contrasts)"]
+    lines += ["  ".join(c[i].ljust(widths[i]) for i in range(4)) + "  " + c[4] for c in [head, *cells]]
     return "\n".join(lines)
 
 
-__all__ = ["contrasts", "format_contrasts", "rank_fit"]
+__all__ = ["contrasts", "format_contrasts", "organism_contrasts", "peak_rank", "rank_fit"]

@@ -60,19 +60,19 @@ def lr_at_edge(lr: float, lr_losses: dict[str, float]) -> bool:
 
 
 TIE_SPREAD = 0.005
-"""Final losses of a grid within this relative spread of each other do not resolve the rate."""
+"""A runner-up rate whose final loss lies within this relative spread of the chosen one's ties with it."""
 
 
 def lr_tie(lr_losses: dict[str, float], spread: float = TIE_SPREAD) -> bool:
-    """Whether the grid's finite final losses lie within `spread` (relative to the lowest) of each
-    other: the loss does not resolve the rate (e.g. hard labels, whose loss sits near the sampling
-    entropy), and the choice among them is close to arbitrary.
+    """Whether the grid's second-lowest finite final loss lies within `spread` (relative) of the
+    lowest: the loss does not resolve the rate (e.g. hard labels, whose loss sits near the sampling
+    entropy), and the choice between them is close to arbitrary.
 
-    >>> lr_tie({"0.001": 1.7820, "0.003": 1.7825}), lr_tie({"0.001": 2e-5, "0.003": 1e-5}), lr_tie({"0.001": 1.0})
+    >>> lr_tie({"0.001": 1.7820, "0.003": 1.7825, "0.01": 2.5}), lr_tie({"0.001": 2e-5, "0.003": 1e-5}), lr_tie({"0.001": 1.0})
     (True, False, False)
     """
-    finite = [v for v in lr_losses.values() if v is not None and math.isfinite(v)]
-    return len(finite) >= 2 and min(finite) > 0 and (max(finite) - min(finite)) / min(finite) < spread
+    finite = sorted(v for v in lr_losses.values() if v is not None and math.isfinite(v))
+    return len(finite) >= 2 and finite[0] > 0 and (finite[1] - finite[0]) / finite[0] < spread
 
 
 def _f(x: float | None, fmt: str = ".3f") -> str:
@@ -88,8 +88,8 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
     """The summary as text, one line per organism and regime."""
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
-             "first seed (never chosen by transfer); ^ marks a rate at the grid's edge, ~ a grid whose losses lie within "
-             f"{TIE_SPREAD:.1%} of each other (the loss does not resolve the rate)",
+             "first seed (never chosen by transfer); ^ marks a rate at the grid's edge, ~ a runner-up rate whose loss lies "
+             f"within {TIE_SPREAD:.1%} of the chosen one's (the loss does not resolve the rate)",
              f"{'channel':<8} {'regime':<22} {'lr':>9} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
              f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
              "first step pred / meas"]

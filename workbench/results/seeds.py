@@ -57,11 +57,20 @@ def paired_interval(values: Sequence[float | None], controls: Sequence[float | N
     >>> paired_interval([0.9, 0.2, 0.85], [0.1, 0.12, 0.11])[0] < 0  # one seed barely clears: the interval spans 0
     True
     """
-    diffs = np.asarray([v - c for v, c in zip(values, controls) if _defined(v) and _defined(c)], dtype=float)
-    if len(diffs) < 2:
+    return t_interval([v - c for v, c in zip(values, controls) if _defined(v) and _defined(c)], level)
+
+
+def t_interval(values: Sequence[float | None], level: float = 0.975) -> tuple[float, float] | None:
+    """The t interval of the mean of the defined values (mean +- t * sd / sqrt(n)): None with fewer than two.
+
+    >>> [round(x, 3) for x in t_interval([1.0, 2.0, 3.0])]
+    [-0.484, 4.484]
+    """
+    kept = np.asarray([v for v in values if _defined(v)], dtype=float)
+    if len(kept) < 2:
         return None
-    half = t_quantile(len(diffs) - 1, level) * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
-    mean = float(np.mean(diffs))
+    half = t_quantile(len(kept) - 1, level) * float(np.std(kept, ddof=1)) / math.sqrt(len(kept))
+    mean = float(np.mean(kept))
     return mean - half, mean + half
 
 
