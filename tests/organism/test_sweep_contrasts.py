@@ -81,6 +81,36 @@ def test_a_diverged_cell_leaves_its_shape_out_of_every_seed_of_the_contrast():
     assert "left out r=4" in format_contrasts(contrasts(summary))
 
 
+def test_a_student_that_did_not_fit_measures_no_transfer():
+    """A seed the summary marks unfit (its student ended far above the regime's other seeds' loss)
+    leaves that shape out like a diverged cell; with every shape out the row still says so."""
+    summary = planted("adamw", 0.2, lambda r: 0.3 * np.log2(r)) + planted("sgd", 0.0, lambda r: 0.0)
+    for e in summary[7:]:
+        e["unfit_seeds"] = [1]  # every sgd student of seed 1 failed to fit
+    summary[1]["unfit_seeds"] = [2]  # and adamw r=1 on seed 2
+    rows = by_label(contrasts(summary))
+    gap = rows["adamw - sgd"]
+    assert gap["per_seed"] == [None, None, None] and gap["mean"] is None and gap["shapes"] == []
+    assert rows["adamw: per doubling of r"]["left_out"] == ["r=1"]
+    assert "sgd: per doubling of r" not in rows  # no sgd rank is complete
+    assert "adamw - sgd (left out full, r=1,2,4,8,16,64)" in format_contrasts(contrasts(summary))
+
+
+def test_unfit_seeds_are_the_students_far_above_the_regimes_best_loss():
+    from workbench.organism.sweep_summary import format_table, summarize, unfit_seeds
+
+    assert unfit_seeds([0, 1, 2], [5.3e-5, 7.6e-3, 1.7e-3]) == [1]  # 143x and 32x the best: only seed 1
+    assert unfit_seeds([0, 1, 2], [None, float("nan"), 0.5]) == []  # one finite loss: nothing to compare
+    assert unfit_seeds([0, 1, 2], [0.0, 0.1, 0.2]) == []  # a zero loss gives no scale
+    role = {"log_odds": 0.0, "p_target": 0.1, "wilson": [0.05, 0.15], "trained": True, "cos_teacher": {"whole": 0.0}}
+    rows = [{"organism": "o", "channel": "soft", "regime": {"students": "lora", "r": 8, "optimizer": "sgd"},
+             "label": "LoRA r=8, sgd", "seed": s, "lr": 1.0, "lr_losses": {"1": 1e-5},
+             "student": {**role, "final_loss": loss}, "control": {**role, "final_loss": 1e-6}}
+            for s, loss in ((0, 2e-4), (1, 0.83), (2, 3e-4))]
+    (entry_,) = summarize(rows)
+    assert entry_["unfit_seeds"] == [1] and "LoRA r=8, sgd (unfit: seed 1)" in format_table([entry_])
+
+
 def test_optimisers_are_compared_on_the_shapes_both_ran_only():
     summary = planted("adamw", 0.2, lambda r: 0.3 * np.log2(r)) + [entry("sgd", 8, [0.0, 0.0, 0.0]),
                                                                  entry("sgd", None, [0.1, 0.1, 0.1])]

@@ -13,8 +13,9 @@ then carried over seeds (the seed is the unit: DESIGN.md section 5), with a 95% 
   Negative is concave; it is the inverted U of Nief et al. only when the fit's peak (`peak_rank`,
   per seed) lies inside the swept ranks.
 
-Every seed of a contrast averages the same shapes: a shape with a diverged cell (gain None) or a
-missing seed is left out of the whole contrast (listed in `left_out`), never of one seed only.
+Every seed of a contrast averages the same shapes: a shape with a diverged cell (gain None), a
+student that did not fit its data (`unfit_seeds` of the summary) or a missing seed is left out of
+the whole contrast (listed in `left_out`), never of one seed only.
 The intervals are not corrected for the number of contrasts.
 """
 
@@ -65,7 +66,9 @@ class _Organism:
         self.gains: dict[tuple[str, Shape], dict[int, float | None]] = {}
         for e in entries:
             shape = "full" if e["regime"]["students"] == "full" else int(e["regime"]["r"])
-            self.gains[(e["regime"]["optimizer"], shape)] = dict(zip((int(s) for s in e["seeds"]), e["gain"]))
+            unfit = set(e.get("unfit_seeds") or [])  # a student that did not fit its data measures no transfer
+            self.gains[(e["regime"]["optimizer"], shape)] = {int(s): None if s in unfit else g
+                                                             for s, g in zip(e["seeds"], e["gain"])}
         self.seeds = sorted({s for per in self.gains.values() for s in per})
         self.optimisers = list(dict.fromkeys(opt for opt, _ in self.gains))
 
@@ -103,8 +106,9 @@ def organism_contrasts(organism: str, channel: str, entries: Sequence[dict[str, 
     for a, b in combinations(org.optimisers, 2):
         shared = [shape for shape in org.shapes(a) if shape in org.shapes(b)]
         kept, left = _split(org, [(shape, (a, b)) for shape in shared])
-        if kept:
-            per_seed = [float(np.mean([org.gain(a, sh, s) - org.gain(b, sh, s) for sh in kept])) for s in seeds]
+        if shared:  # with nothing kept the row still says which shapes were left out
+            per_seed = [float(np.mean([org.gain(a, sh, s) - org.gain(b, sh, s) for sh in kept])) if kept else None
+                        for s in seeds]
             out.append(_row(organism, channel, "optimiser", f"{a} - {b}", seeds, per_seed, kept, left))
 
     for opt in org.optimisers:
@@ -155,7 +159,8 @@ def format_contrasts(rows: Sequence[dict[str, Any]]) -> str:
     cells = []
     for r in rows:
         ci = r["ci"]
-        over = compact(r["shapes"]) + ("" if not r["left_out"] else f"; left out {compact(r['left_out'])}")
+        over = "; ".join(part for part in (compact(r["shapes"]), r["left_out"] and f"left out {compact(r['left_out'])}")
+                         if part)
         peaks = [p for p in r.get("peak_rank") or [] if p is not None]
         note = ("" if r["question"] != "rank curvature" else
                 f"; concave in {len(peaks)}/{len(r['per_seed'])} seeds" + (f", peak r~{np.median(peaks):.3g}" if peaks else ""))

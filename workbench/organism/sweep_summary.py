@@ -41,6 +41,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "final_loss_student": [r["student"]["final_loss"] for r in rs],
             "final_loss_control": [r["control"]["final_loss"] for r in rs],
             "trained": all(r["student"]["trained"] and r["control"]["trained"] for r in rs),
+            "unfit_seeds": unfit_seeds([r["seed"] for r in rs], [r["student"]["final_loss"] for r in rs]),
             "cos_student": [r["student"]["cos_teacher"]["whole"] for r in rs],
             "cos_control": [r["control"]["cos_teacher"]["whole"] for r in rs],
             "first_order": None if fo is None else {"predicted": fo["predicted"][0], "measured": fo["measured"][0]},
@@ -59,6 +60,24 @@ def lr_at_edge(lr: float, lr_losses: dict[str, float]) -> bool:
     return len(rates) >= 2 and lr in (rates[0], rates[-1])
 
 
+UNFIT_RATIO = 100.0
+"""A student whose final loss exceeds the regime's best seed's this many times did not fit its data."""
+
+
+def unfit_seeds(seeds: Sequence[int], final_losses: Sequence[float | None], ratio: float = UNFIT_RATIO) -> list[int]:
+    """Seeds whose student ended at more than `ratio` times the regime's lowest final loss over
+    seeds: at the rate the control chose, that student failed to fit its data (e.g. SGD at a high
+    rate on one seed), so its gain reads "did not train", not "no transfer".
+
+    >>> unfit_seeds([0, 1, 2], [3e-4, 0.71, 3e-4]), unfit_seeds([0, 1, 2], [1.78, 1.68, 1.89])
+    ([1], [])
+    """
+    finite = [x for x in final_losses if x is not None and math.isfinite(x)]
+    if len(finite) < 2 or min(finite) <= 0:
+        return []
+    return [s for s, x in zip(seeds, final_losses) if x is not None and math.isfinite(x) and x > ratio * min(finite)]
+
+
 TIE_SPREAD = 0.005
 """A runner-up rate whose final loss lies within this relative spread of the chosen one's ties with it."""
 
@@ -75,6 +94,13 @@ def lr_tie(lr_losses: dict[str, float], spread: float = TIE_SPREAD) -> bool:
     return len(finite) >= 2 and finite[0] > 0 and (finite[1] - finite[0]) / finite[0] < spread
 
 
+def _flag(e: dict[str, Any]) -> str:
+    if not e["trained"]:
+        return " (DIVERGED)"
+    unfit = e.get("unfit_seeds") or []
+    return f" (unfit: seed {','.join(map(str, unfit))})" if unfit else ""
+
+
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -86,11 +112,14 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 
 def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> str:
-    """The summary as text, one line per organism and regime."""
+    """The summary as text, one line per organism and regime (a regime that diverged, or a seed whose
+    student did not fit its data, is named beside the regime)."""
+    wide = max([22, *(len(e["label"] + _flag(e)) for e in summary)])
     lines = [f"learning rate per regime: the grid's lowest final training loss of the {lr_by.upper()} student on the "
              "first seed (never chosen by transfer); ^ marks a rate at the grid's edge, ~ a runner-up rate whose loss lies "
-             f"within {TIE_SPREAD:.1%} of the chosen one's (the loss does not resolve the rate)",
-             f"{'channel':<8} {'regime':<22} {'lr':>9} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
+             f"within {TIE_SPREAD:.1%} of the chosen one's (the loss does not resolve the rate); unfit: a seed whose student "
+             f"ended above {UNFIT_RATIO:g}x the regime's lowest final loss (it did not train)",
+             f"{'channel':<8} {'regime':<{wide}} {'lr':>9} {'gain (student - control log-odds) per seed':<43} {'mean [95% t]':<24} "
              f"{'in context':<11} {'P student / control (mean)':<27} {'final loss s / c':<18} {'cos(dS,dT) s / c':<18} "
              "first step pred / meas"]
     for e in summary:
@@ -102,7 +131,7 @@ def format_table(summary: Sequence[dict[str, Any]], lr_by: str = "control") -> s
         cs = [c for c in e["cos_student"] if c is not None]
         cc = [c for c in e["cos_control"] if c is not None]
         fo = e["first_order"]
-        line = (f"{(e['channel'] or ''):<8} {e['label'] + ('' if e['trained'] else ' (DIVERGED)'):<22} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '}{'~' if e.get('lr_tie') else ' '} "
+        line = (f"{(e['channel'] or ''):<8} {e['label'] + _flag(e):<{wide}} {e['lr']:>7.0e}{'^' if e.get('lr_at_edge') else ' '}{'~' if e.get('lr_tie') else ' '} "
                 f"{per:<43} {mean:<24} {_f(e.get('gain_in_context_mean'), '+.2f'):<11} {_f(ps)} / {_f(pc)}{'':<13} "
                 f"{_f(ls, '.4f')} / {_f(lc, '.4f')}  "
                 f"{_f(sum(cs) / len(cs) if cs else None, '+.2f')} / {_f(sum(cc) / len(cc) if cc else None, '+.2f')}{'':<6} "
