@@ -54,6 +54,11 @@ def peak_rank(ranks: Sequence[int], gains: Sequence[float]) -> float | None:
     8.0
     """
     a, b, _ = np.polyfit(np.log2(np.asarray(ranks, dtype=float)), np.asarray(gains, dtype=float), 2)
+    return _vertex(a, b)
+
+
+def _vertex(a: float, b: float) -> float | None:
+    """2^x at the vertex of a x^2 + b x + c when it is concave (else None)."""
     if not a < -1e-9 * max(abs(b), 1.0):  # convex, or a line up to rounding
         return None
     return float(2.0 ** min(max(-b / (2 * a), -1000.0), 1000.0))
@@ -82,6 +87,9 @@ class _Organism:
 
     def gain(self, optimiser: str, shape: Shape, seed: int) -> float:
         return float(self.gains[(optimiser, shape)][seed])  # type: ignore[arg-type]
+
+    def over_ranks(self, optimiser: str, ranks: Sequence[int], seed: int) -> list[float]:
+        return [self.gain(optimiser, r, seed) for r in ranks]
 
 
 def _row(organism: str, channel: str, question: str, label: str, seeds: list[int], per_seed: list[float | None],
@@ -117,13 +125,13 @@ def organism_contrasts(organism: str, channel: str, entries: Sequence[dict[str, 
             per_seed = [float(np.mean([org.gain(opt, r, s) - org.gain(opt, "full", s) for r in ranks])) for s in seeds]
             out.append(_row(organism, channel, "full vs LoRA", f"{opt}: LoRA - full", seeds, per_seed, ranks, left))
         if len(ranks) >= 2:
-            per_seed = [rank_fit(ranks, [org.gain(opt, r, s) for r in ranks], 1) for s in seeds]
+            per_seed = [rank_fit(ranks, org.over_ranks(opt, ranks, s), 1) for s in seeds]
             out.append(_row(organism, channel, "rank slope", f"{opt}: per doubling of r", seeds, per_seed, ranks, left))
         if len(ranks) >= 3:
-            per_seed = [rank_fit(ranks, [org.gain(opt, r, s) for r in ranks], 2) for s in seeds]
-            peaks = [peak_rank(ranks, [org.gain(opt, r, s) for r in ranks]) for s in seeds]
-            out.append(_row(organism, channel, "rank curvature", f"{opt}: log2(r)^2", seeds, per_seed, ranks, left,
-                            peak_rank=peaks))
+            x = np.log2(np.asarray(ranks, dtype=float))
+            fits = [np.polyfit(x, np.asarray(org.over_ranks(opt, ranks, s)), 2) for s in seeds]  # one fit per seed
+            out.append(_row(organism, channel, "rank curvature", f"{opt}: log2(r)^2", seeds, [float(a) for a, _, _ in fits],
+                            ranks, left, peak_rank=[_vertex(a, b) for a, b, _ in fits]))
     return out
 
 

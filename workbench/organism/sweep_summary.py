@@ -5,7 +5,7 @@ LoRA rank, one line per optimiser, full fine-tuning as its own point."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from workbench.results.seeds import over_seeds, paired_interval
@@ -60,6 +60,11 @@ def lr_at_edge(lr: float, lr_losses: dict[str, float]) -> bool:
     return len(rates) >= 2 and lr in (rates[0], rates[-1])
 
 
+def _finite(xs: Iterable[float | None]) -> list[float]:
+    """The finite values (None, NaN and inf: a diverged cell or a missing number)."""
+    return [x for x in xs if x is not None and math.isfinite(x)]
+
+
 UNFIT_RATIO = 100.0
 """A student whose final loss exceeds the regime's best seed's this many times did not fit its data."""
 
@@ -72,10 +77,10 @@ def unfit_seeds(seeds: Sequence[int], final_losses: Sequence[float | None], rati
     >>> unfit_seeds([0, 1, 2], [3e-4, 0.71, 3e-4]), unfit_seeds([0, 1, 2], [1.78, 1.68, 1.89])
     ([1], [])
     """
-    finite = [x for x in final_losses if x is not None and math.isfinite(x)]
+    finite = _finite(final_losses)
     if len(finite) < 2 or min(finite) <= 0:
         return []
-    return [s for s, x in zip(seeds, final_losses) if x is not None and math.isfinite(x) and x > ratio * min(finite)]
+    return [s for s, x in zip(seeds, final_losses) if x in finite and x > ratio * min(finite)]
 
 
 TIE_SPREAD = 0.005
@@ -90,7 +95,7 @@ def lr_tie(lr_losses: dict[str, float], spread: float = TIE_SPREAD) -> bool:
     >>> lr_tie({"0.001": 1.7820, "0.003": 1.7825, "0.01": 2.5}), lr_tie({"0.001": 2e-5, "0.003": 1e-5}), lr_tie({"0.001": 1.0})
     (True, False, False)
     """
-    finite = sorted(v for v in lr_losses.values() if v is not None and math.isfinite(v))
+    finite = sorted(_finite(lr_losses.values()))
     return len(finite) >= 2 and finite[0] > 0 and (finite[1] - finite[0]) / finite[0] < spread
 
 
@@ -107,7 +112,7 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
 
 def _mean(xs: Sequence[float | None]) -> float | None:
     """The mean of the finite values (None and NaN: a diverged cell), None when there is none."""
-    kept = [x for x in xs if x is not None and x == x and abs(x) != float("inf")]
+    kept = _finite(xs)
     return sum(kept) / len(kept) if kept else None
 
 
