@@ -266,3 +266,7 @@ def test_merge_joins_sweeps_into_one_table_and_refuses_overlaps(organism, tmp_pa
     (tmp_path / "c" / "sweep.json").write_text(json.dumps(other))
     assert sweep_cli.main(["merge", str(tmp_path / "m4"), str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     assert "--lr-by" in capsys.readouterr().err
+    del other["rows"][0]["regime"], other["rows"][0]["control"]["final_loss"]  # a hand-edited row: named, not a KeyError
+    (tmp_path / "c" / "sweep.json").write_text(json.dumps(other))
+    assert sweep_cli.main(["merge", str(tmp_path / "m5"), str(tmp_path / "c")]) == 2
+    assert "row 0 lacks regime, control.final_loss" in capsys.readouterr().err

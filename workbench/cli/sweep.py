@@ -155,6 +155,20 @@ def merge_parser() -> argparse.ArgumentParser:
     return p
 
 
+ROW_KEYS = ("organism", "label", "seed", "regime", "lr", "lr_losses", "student", "control")
+ROLE_KEYS = ("log_odds", "p_target", "wilson", "final_loss", "trained", "cos_teacher")
+
+
+def missing_keys(row: Any, number: int, directory: str) -> None:
+    """A sweep.json row lacking what the summary reads is an error naming the row and the keys."""
+    gaps = ([k for k in ROW_KEYS if k not in row] if isinstance(row, dict) else list(ROW_KEYS))
+    gaps += [f"{role}.{k}" for role in ("student", "control") if isinstance(row, dict) and isinstance(row.get(role), dict)
+             for k in ROLE_KEYS if k not in row[role]]
+    if gaps:
+        raise ConfigError(f"{directory}/sweep.json: row {number} lacks {', '.join(gaps)}: it was edited or written by "
+                          "another tool. Rerun the sweep that wrote it (its cells are cached, so only the summary is redone).")
+
+
 def merge(args: argparse.Namespace, argv: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     lr_by: set[str] = set()
@@ -163,7 +177,8 @@ def merge(args: argparse.Namespace, argv: list[str]) -> int:
         record = read_json(Path(directory) / "sweep.json")
         if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
             raise ConfigError(f"{directory}/sweep.json has no rows: it was not written by python -m workbench.sweep.")
-        for row in record["rows"]:
+        for number, row in enumerate(record["rows"]):
+            missing_keys(row, number, directory)
             where = (row["organism"], row["label"], int(row["seed"]))
             if where in seen:
                 raise ConfigError(f"{row['label']} on seed {row['seed']} of {row['organism']} is in both {seen[where]} and "
